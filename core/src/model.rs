@@ -1,0 +1,200 @@
+//! The records that flow from sources and registries into the gate.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::arch::{Arch, Platform};
+
+/// The state a compose ended in (Pungi's `STATUS`, or what a source maps to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComposeStatus {
+    Started,
+    Finished,
+    FinishedIncomplete,
+    Doomed,
+    Terminated,
+    /// Any other word a source reports; never counts as finished.
+    Other(String),
+}
+
+impl ComposeStatus {
+    pub fn parse(s: &str) -> ComposeStatus {
+        match s.trim() {
+            "STARTED" => ComposeStatus::Started,
+            "FINISHED" => ComposeStatus::Finished,
+            "FINISHED_INCOMPLETE" => ComposeStatus::FinishedIncomplete,
+            "DOOMED" => ComposeStatus::Doomed,
+            "TERMINATED" => ComposeStatus::Terminated,
+            other => ComposeStatus::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ComposeStatus::Started => "STARTED",
+            ComposeStatus::Finished => "FINISHED",
+            ComposeStatus::FinishedIncomplete => "FINISHED_INCOMPLETE",
+            ComposeStatus::Doomed => "DOOMED",
+            ComposeStatus::Terminated => "TERMINATED",
+            ComposeStatus::Other(s) => s,
+        }
+    }
+
+    /// Only finished composes may be published (SPEC section 3, hard refusals).
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self,
+            ComposeStatus::Finished | ComposeStatus::FinishedIncomplete
+        )
+    }
+}
+
+impl fmt::Display for ComposeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ComposeStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ComposeStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(ComposeStatus::parse(&String::deserialize(deserializer)?))
+    }
+}
+
+/// One compose: what the templates and the report need to know about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Compose {
+    pub id: String,
+    pub status: ComposeStatus,
+    /// Release version, lower case (`41`, `rawhide`), for `{release}`.
+    pub release: Option<String>,
+    /// `YYYYMMDD`, for `{date}`.
+    pub date: Option<String>,
+    /// For `{respin}`.
+    pub respin: Option<u32>,
+}
+
+impl Compose {
+    /// A compose known only by its id. Date and respin are taken from a
+    /// productmd-style id (`Fedora-41-20241101.n.0`) where it has that shape.
+    pub fn from_id(id: &str, status: ComposeStatus) -> Compose {
+        let (date, respin) = parse_compose_id(id).unzip();
+        Compose {
+            id: id.to_string(),
+            status,
+            release: None,
+            date,
+            respin,
+        }
+    }
+}
+
+/// `Name-Version-YYYYMMDD[.t].R` gives (date, respin).
+fn parse_compose_id(id: &str) -> Option<(String, u32)> {
+    let last = id.rsplit('-').next()?;
+    let mut parts = last.split('.');
+    let date = parts.next()?;
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let respin = parts.last()?.parse().ok()?;
+    Some((date.to_string(), respin))
+}
+
+/// Where an artifact can be read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Path(PathBuf),
+    Url(String),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Path(p) => write!(f, "{}", p.display()),
+            Location::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// A built image for one arch, as the compose delivered it: an OCI layout, an
+/// oci-archive or a docker-archive, possibly compressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub location: Location,
+    /// The checksum the compose recorded for the artifact file, hex.
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+}
+
+/// What a source reports for one (image, arch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Built(Artifact),
+    Failed { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchResult {
+    pub arch: Arch,
+    pub outcome: Outcome,
+}
+
+/// What a source found in a compose for the configured images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeResults {
+    pub compose: Compose,
+    /// Per image name, one result per arch the source knows of.
+    pub images: BTreeMap<String, Vec<ArchResult>>,
+}
+
+/// An entry of an index: one arch's manifest, as a descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub platform: Platform,
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    pub annotations: BTreeMap<String, String>,
+    /// The image config's `created`, RFC 3339, when known. Not part of the
+    /// descriptor: used only for `max-carry-age`.
+    pub created: Option<String>,
+}
+
+impl Entry {
+    /// Whether two entries would be written as the same descriptor.
+    pub fn same_descriptor(&self, other: &Entry) -> bool {
+        self.platform == other.platform
+            && self.digest == other.digest
+            && self.size == other.size
+            && self.media_type == other.media_type
+            && self.annotations == other.annotations
+    }
+}
+
+/// What a target points to right now. A single image manifest counts as an
+/// index with one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentIndex {
+    /// Digest of the index (or of the single manifest) the tag points to.
+    pub digest: String,
+    pub media_type: String,
+    pub entries: Vec<Entry>,
+}
+
+/// One arch as the gate sees it: built (its manifest, read from the artifact)
+/// or failed with a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchInput {
+    Built(Entry),
+    Failed(String),
+}

@@ -1,0 +1,385 @@
+//! The gate's rules as a table of scenarios, each rendered and snapshotted.
+//! Review every snapshot against SPEC section 3 before accepting it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use archgate_core::time::parse_rfc3339;
+use archgate_core::{
+    decide, Arch, ArchInput, ComposeStatus, CurrentIndex, Entry, GateInput, GateSettings, Platform,
+    Policy,
+};
+
+const NOW: &str = "2024-11-01T00:00:00Z";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A built arch: `("x86_64", 2)` is build 2 of x86_64.
+fn built(arch: &str, build: u32) -> (&str, Result<ArchInput, ()>) {
+    (arch, Ok(ArchInput::Built(entry_for(arch, build, None))))
+}
+
+fn failed<'a>(arch: &'a str, reason: &str) -> (&'a str, Result<ArchInput, ()>) {
+    (arch, Ok(ArchInput::Failed(reason.to_string())))
+}
+
+fn entry_for(arch: &str, build: u32, created: Option<&str>) -> Entry {
+    let platform = arch
+        .parse::<Arch>()
+        .map(Arch::default_platform)
+        .unwrap_or(Platform {
+            os: "linux".into(),
+            architecture: arch.into(),
+            variant: None,
+        });
+    Entry {
+        platform,
+        digest: format!("sha256:{arch}-build{build}"),
+        size: 500 + u64::from(build),
+        media_type: OCI_MANIFEST.into(),
+        annotations: BTreeMap::new(),
+        created: created.map(str::to_string),
+    }
+}
+
+/// An entry of the current index, created at the given time (or unknown).
+fn was(arch: &str, build: u32, created: Option<&str>) -> Entry {
+    entry_for(arch, build, created)
+}
+
+fn index(entries: Vec<Entry>) -> Option<CurrentIndex> {
+    Some(CurrentIndex {
+        digest: "sha256:current-index".into(),
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        entries,
+    })
+}
+
+fn arches(names: &[&str]) -> Vec<Arch> {
+    names.iter().map(|n| n.parse().unwrap()).collect()
+}
+
+struct Scenario {
+    name: &'static str,
+    status: &'static str,
+    results: Vec<(&'static str, Result<ArchInput, ()>)>,
+    current: Option<CurrentIndex>,
+    settings: GateSettings,
+}
+
+fn scenario(
+    name: &'static str,
+    results: Vec<(&'static str, Result<ArchInput, ()>)>,
+    current: Option<CurrentIndex>,
+) -> Scenario {
+    Scenario {
+        name,
+        status: "FINISHED",
+        results,
+        current,
+        settings: GateSettings::default(),
+    }
+}
+
+impl Scenario {
+    fn policy(mut self, policy: Policy) -> Self {
+        self.settings.policy = policy;
+        self
+    }
+    fn status(mut self, status: &'static str) -> Self {
+        self.status = status;
+        self
+    }
+}
+
+/// Runs the gate and writes down everything it decided.
+fn render(s: &Scenario) -> String {
+    let mut out = String::new();
+    let status = ComposeStatus::parse(s.status);
+    let _ = writeln!(out, "compose: {status}, policy: {}", s.settings.policy);
+    let mut results = Vec::new();
+    for (name, r) in &s.results {
+        match name.parse::<Arch>() {
+            Ok(arch) => results.push((arch, r.clone().unwrap())),
+            Err(e) => {
+                let _ = writeln!(out, "error: {e}");
+                return out;
+            }
+        }
+    }
+    let input = GateInput {
+        status: &status,
+        results: &results,
+        current: s.current.as_ref(),
+        settings: &s.settings,
+        now: parse_rfc3339(NOW).unwrap(),
+    };
+    let plan = match decide(&input) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let _ = writeln!(out, "error: {e}");
+            return out;
+        }
+    };
+    let hard = if plan.hard_refusal {
+        " (hard: nothing pushed)"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "decision: {}{hard}", plan.decision.as_str());
+    for a in &plan.arches {
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<13} {:<7} {:<9} {}",
+            a.arch.as_str(),
+            a.platform.to_string(),
+            format!("{:?}", a.result).to_lowercase(),
+            a.action.as_str(),
+            a.digest.as_deref().unwrap_or("-")
+        );
+    }
+    let index: Vec<String> = plan
+        .index
+        .iter()
+        .map(|e| format!("{} {}", e.platform, e.digest))
+        .collect();
+    let _ = writeln!(out, "new index: [{}]", index.join(", "));
+    let tags: Vec<&str> = plan.arch_tags.iter().map(|a| a.as_str()).collect();
+    let _ = writeln!(out, "arch tags: [{}]", tags.join(", "));
+    for r in &plan.reasons {
+        let _ = writeln!(out, "reason: {r}");
+    }
+    out
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let both_v1 = || index(vec![was("x86_64", 1, None), was("aarch64", 1, None)]);
+    let origin = || {
+        vec![
+            built("x86_64", 2),
+            failed("aarch64", "createImage task 1234 FAILED"),
+        ]
+    };
+    let mut list = vec![
+        // The case that started it all, under each policy.
+        scenario("origin_refuse", origin(), both_v1()),
+        scenario("origin_lose", origin(), both_v1()).policy(Policy::Lose),
+        scenario("origin_hybrid", origin(), both_v1()).policy(Policy::Hybrid),
+        // The Pungi shape of it: the failed arch is simply absent.
+        scenario("absent_arch_refuse", vec![built("x86_64", 2)], both_v1()),
+        scenario(
+            "first_publish",
+            vec![built("x86_64", 1), built("aarch64", 1)],
+            None,
+        ),
+        scenario(
+            "new_arch_added",
+            vec![built("x86_64", 2), built("aarch64", 2), built("s390x", 1)],
+            both_v1(),
+        ),
+        scenario(
+            "all_built_updated",
+            vec![built("x86_64", 2), built("aarch64", 2)],
+            both_v1(),
+        ),
+        scenario(
+            "identical_is_unchanged",
+            vec![built("x86_64", 1), built("aarch64", 1)],
+            both_v1(),
+        ),
+        scenario(
+            "identical_in_other_order_is_unchanged",
+            vec![built("x86_64", 1), built("aarch64", 1)],
+            index(vec![was("aarch64", 1, None), was("x86_64", 1, None)]),
+        ),
+        scenario(
+            "one_arch_rebuilt_one_same",
+            vec![built("x86_64", 2), built("aarch64", 1)],
+            both_v1(),
+        ),
+        scenario(
+            "failed_arch_never_in_index",
+            vec![
+                built("x86_64", 2),
+                built("aarch64", 2),
+                failed("s390x", "kiwi: package conflict"),
+            ],
+            both_v1(),
+        ),
+        scenario(
+            "nothing_built",
+            vec![failed("x86_64", "oom"), failed("aarch64", "timeout")],
+            both_v1(),
+        ),
+        scenario("nothing_built_first_publish", vec![], None),
+        scenario(
+            "compose_started",
+            vec![built("x86_64", 2), built("aarch64", 2)],
+            both_v1(),
+        )
+        .status("STARTED"),
+        scenario(
+            "compose_doomed",
+            vec![built("x86_64", 2), built("aarch64", 2)],
+            both_v1(),
+        )
+        .status("DOOMED"),
+        scenario(
+            "compose_terminated",
+            vec![built("x86_64", 2), built("aarch64", 2)],
+            both_v1(),
+        )
+        .status("TERMINATED"),
+        scenario(
+            "compose_finished_incomplete",
+            vec![built("x86_64", 2), built("aarch64", 2)],
+            both_v1(),
+        )
+        .status("FINISHED_INCOMPLETE"),
+        scenario(
+            "current_is_single_arch_manifest",
+            vec![built("x86_64", 2), built("aarch64", 1)],
+            Some(CurrentIndex {
+                digest: "sha256:x86_64-build1".into(),
+                media_type: OCI_MANIFEST.into(),
+                entries: vec![was("x86_64", 1, None)],
+            }),
+        ),
+        scenario(
+            "current_single_arch_manifest_identical",
+            vec![built("x86_64", 1)],
+            Some(CurrentIndex {
+                digest: "sha256:x86_64-build1".into(),
+                media_type: OCI_MANIFEST.into(),
+                entries: vec![was("x86_64", 1, None)],
+            }),
+        ),
+        scenario(
+            "current_has_entry_of_no_compose_arch",
+            vec![built("x86_64", 2), built("aarch64", 2)],
+            index(vec![
+                was("x86_64", 1, None),
+                was("aarch64", 1, None),
+                was("unknown", 1, None),
+            ]),
+        ),
+        scenario(
+            "duplicate_results_for_one_arch",
+            vec![built("x86_64", 2), failed("x86_64", "again")],
+            both_v1(),
+        ),
+        scenario(
+            "unknown_arch_name",
+            vec![built("x86_64", 2), built("arm64", 2)],
+            both_v1(),
+        ),
+        scenario(
+            "platform_variant_from_config_updates_entry",
+            vec![
+                built("x86_64", 1),
+                (
+                    "aarch64",
+                    Ok(ArchInput::Built(Entry {
+                        platform: Platform {
+                            os: "linux".into(),
+                            architecture: "arm64".into(),
+                            variant: Some("v8".into()),
+                        },
+                        ..entry_for("aarch64", 1, None)
+                    })),
+                ),
+            ],
+            both_v1(),
+        ),
+    ];
+
+    let mut retired = scenario(
+        "retired_arch_dropped",
+        vec![built("x86_64", 2), built("aarch64", 2)],
+        index(vec![
+            was("x86_64", 1, None),
+            was("aarch64", 1, None),
+            was("armhfp", 1, None),
+        ]),
+    );
+    retired.settings.retired = arches(&["armhfp"]);
+    list.push(retired);
+
+    let mut retired_built = scenario(
+        "retired_arch_still_built_is_kept",
+        vec![built("x86_64", 2), built("armhfp", 2)],
+        index(vec![was("x86_64", 1, None), was("armhfp", 1, None)]),
+    );
+    retired_built.settings.retired = arches(&["armhfp"]);
+    list.push(retired_built);
+
+    let mut required = scenario("required_arch_failed", origin(), both_v1()).policy(Policy::Lose);
+    required.settings.required = arches(&["x86_64", "aarch64"]);
+    list.push(required);
+
+    let mut required_absent = scenario(
+        "required_arch_absent_first_publish",
+        vec![built("x86_64", 1)],
+        None,
+    );
+    required_absent.settings.required = arches(&["ppc64le"]);
+    list.push(required_absent);
+
+    let mut expected = scenario(
+        "expected_arch_absent_not_in_index",
+        vec![built("x86_64", 2), built("aarch64", 2)],
+        both_v1(),
+    );
+    expected.settings.expected = arches(&["x86_64", "aarch64", "s390x"]);
+    list.push(expected);
+
+    let mut expected_lose = scenario(
+        "expected_arch_absent_in_index_lose",
+        vec![built("x86_64", 2)],
+        both_v1(),
+    )
+    .policy(Policy::Lose);
+    expected_lose.settings.expected = arches(&["x86_64", "aarch64"]);
+    list.push(expected_lose);
+
+    let hybrid_aged = |name, created: Option<&str>| {
+        let mut s = scenario(
+            name,
+            origin(),
+            index(vec![
+                was("x86_64", 1, Some("2024-10-01T00:00:00Z")),
+                was("aarch64", 1, created),
+            ]),
+        )
+        .policy(Policy::Hybrid);
+        s.settings.max_carry_age = Some("14d".parse().unwrap());
+        s
+    };
+    list.push(hybrid_aged(
+        "hybrid_max_carry_age_exceeded",
+        Some("2024-10-01T00:00:00Z"),
+    ));
+    list.push(hybrid_aged("hybrid_max_carry_age_unknown", None));
+    list.push(hybrid_aged(
+        "hybrid_max_carry_age_within",
+        Some("2024-10-25T00:00:00Z"),
+    ));
+    list.push(hybrid_aged(
+        "hybrid_max_carry_age_unreadable",
+        Some("last tuesday"),
+    ));
+
+    list
+}
+
+#[test]
+fn gate_scenarios() {
+    let list = scenarios();
+    assert!(list.len() >= 20);
+    let mut names: Vec<&str> = list.iter().map(|s| s.name).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), list.len(), "scenario names must be unique");
+    for s in &list {
+        insta::assert_snapshot!(s.name, render(s));
+    }
+}
