@@ -1,0 +1,257 @@
+//! OCI image layout directories: read tags and blobs, write blobs and tags.
+//!
+//! Every write is atomic: a blob is written to a temporary file beside its
+//! final place, checked against its digest and renamed; `index.json` is
+//! rewritten the same way, so a crash never leaves it torn.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest as _, Sha256};
+
+use crate::oci::{hex_digest, Descriptor, Index, REF_NAME};
+
+/// The largest manifest, index or config archgate reads into memory.
+pub const MAX_DOCUMENT: u64 = 8 << 20;
+
+const LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// An OCI image layout at a path (which may not exist yet).
+#[derive(Debug, Clone)]
+pub struct OciLayout {
+    root: PathBuf,
+}
+
+impl OciLayout {
+    pub fn new(root: impl Into<PathBuf>) -> OciLayout {
+        OciLayout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    /// Whether the layout has an `index.json` (a layout that does not exist
+    /// yet has no tags).
+    pub fn exists(&self) -> bool {
+        self.index_path().is_file()
+    }
+
+    /// Its `index.json`; an empty index when the layout does not exist yet.
+    pub fn read_index(&self) -> Result<Index> {
+        let path = self.index_path();
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Index::empty()),
+            Err(e) => return Err(anyhow!("{}: cannot read: {e}", path.display())),
+        };
+        let index: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow!("{}: not a valid OCI index: {e}", path.display()))?;
+        for d in &index.manifests {
+            d.check().with_context(|| path.display().to_string())?;
+        }
+        Ok(index)
+    }
+
+    /// The descriptor a tag (`org.opencontainers.image.ref.name`) points to.
+    pub fn find_tag(&self, tag: &str) -> Result<Option<Descriptor>> {
+        Ok(self.read_index()?.manifests.into_iter().find(|d| d.ref_name() == Some(tag)))
+    }
+
+    /// Where a blob lives. The digest must be a well-formed sha256 digest.
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        if !archgate_core::repository::is_sha256_digest(digest) {
+            bail!("`{digest}` is not a sha256 digest");
+        }
+        Ok(self.root.join("blobs/sha256").join(&digest["sha256:".len()..]))
+    }
+
+    pub fn has_blob(&self, digest: &str, size: u64) -> bool {
+        self.blob_path(digest)
+            .ok()
+            .and_then(|p| fs::metadata(p).ok())
+            .is_some_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// A small blob (manifest, index, config), checked against its descriptor.
+    pub fn read_blob(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        let path = self.blob_path(&desc.digest)?;
+        if desc.size > MAX_DOCUMENT {
+            bail!("{}: {} bytes is too large for a manifest or config", path.display(), desc.size);
+        }
+        let bytes = fs::read(&path).map_err(|e| anyhow!("{}: cannot read blob {}: {e}", path.display(), desc.digest))?;
+        let actual = crate::oci::sha256_digest(&bytes);
+        if actual != desc.digest || bytes.len() as u64 != desc.size {
+            bail!(
+                "{}: content is {actual} ({} bytes), but the descriptor says {} ({} bytes)",
+                path.display(),
+                bytes.len(),
+                desc.digest,
+                desc.size
+            );
+        }
+        Ok(bytes)
+    }
+
+    /// Hashes a blob file of this layout and checks it against its descriptor.
+    pub fn verify_blob(&self, desc: &Descriptor) -> Result<()> {
+        let path = self.blob_path(&desc.digest)?;
+        let file = File::open(&path).map_err(|e| anyhow!("{}: cannot read blob {}: {e}", path.display(), desc.digest))?;
+        let (digest, size) = hash_stream(file, io::sink()).with_context(|| path.display().to_string())?;
+        check_content(&path, desc, &digest, size)
+    }
+
+    /// Creates the layout (directory, `oci-layout`, empty `index.json`) if it
+    /// does not exist; refuses a directory that holds something else.
+    pub fn init(&self) -> Result<()> {
+        if self.exists() {
+            return Ok(());
+        }
+        if self.root.is_dir() && fs::read_dir(&self.root)?.next().is_some() && !self.root.join("oci-layout").exists() {
+            bail!("{} exists and is not an OCI image layout; not writing into it", self.root.display());
+        }
+        fs::create_dir_all(self.root.join("blobs/sha256"))
+            .map_err(|e| anyhow!("{}: cannot create: {e}", self.root.display()))?;
+        write_atomic(&self.root.join("oci-layout"), LAYOUT_FILE)?;
+        write_atomic(&self.index_path(), &serde_json::to_vec(&Index::empty())?)?;
+        Ok(())
+    }
+
+    /// Copies a blob into the layout, hashing it on the way; nothing is left
+    /// behind unless it matches its descriptor.
+    pub fn write_blob(&self, desc: &Descriptor, source: impl Read) -> Result<()> {
+        let path = self.blob_path(&desc.digest)?;
+        let dir = path.parent().expect("blob path has a parent");
+        fs::create_dir_all(dir).map_err(|e| anyhow!("{}: cannot create: {e}", dir.display()))?;
+        let tmp = temp_path(dir);
+        let result = (|| {
+            let mut file = File::create(&tmp).map_err(|e| anyhow!("{}: cannot create: {e}", tmp.display()))?;
+            let (digest, size) = hash_stream(source, &mut file)?;
+            check_content(&path, desc, &digest, size)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path).map_err(|e| anyhow!("{}: cannot rename into place: {e}", path.display()))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Writes bytes as a blob and returns their descriptor digest.
+    pub fn write_blob_bytes(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
+        let desc = Descriptor {
+            media_type: media_type.to_string(),
+            digest: crate::oci::sha256_digest(bytes),
+            size: bytes.len() as u64,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        };
+        if !self.has_blob(&desc.digest, desc.size) {
+            self.write_blob(&desc, bytes)?;
+        }
+        Ok(desc)
+    }
+
+    /// Points tags at descriptors in one atomic rewrite of `index.json`.
+    ///
+    /// With `expect = Some((tag, digest))`, the tag must still point to
+    /// `digest` (or to nothing, for `None`) when `index.json` is read again
+    /// just before the write; otherwise nothing is written.
+    pub fn set_tags(&self, tags: &[(String, Descriptor)], expect: Option<(&str, Option<&str>)>) -> Result<()> {
+        let mut index = self.read_index()?;
+        if let Some((tag, planned)) = expect {
+            let now = index.manifests.iter().find(|d| d.ref_name() == Some(tag)).map(|d| d.digest.as_str());
+            if now != planned {
+                bail!(
+                    "tag {tag} moved while archgate was publishing: it was planned against {} and now points to {}; not written",
+                    planned.unwrap_or("no index"),
+                    now.unwrap_or("nothing")
+                );
+            }
+        }
+        let mut changed = false;
+        for (tag, desc) in tags {
+            let mut desc = desc.clone();
+            desc.annotations.get_or_insert_with(Default::default).insert(REF_NAME.to_string(), tag.clone());
+            let existing: Vec<&Descriptor> = index.manifests.iter().filter(|d| d.ref_name() == Some(tag.as_str())).collect();
+            if existing.len() == 1 && *existing[0] == desc {
+                continue;
+            }
+            index.manifests.retain(|d| d.ref_name() != Some(tag.as_str()));
+            index.manifests.push(desc);
+            changed = true;
+        }
+        if changed {
+            write_atomic(&self.index_path(), &serde_json::to_vec(&index)?)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_content(path: &Path, desc: &Descriptor, digest: &str, size: u64) -> Result<()> {
+    if digest != desc.digest || size != desc.size {
+        bail!(
+            "blob {} ({}): content is {digest} ({size} bytes), but the descriptor says {} ({} bytes)",
+            desc.digest,
+            path.display(),
+            desc.digest,
+            desc.size
+        );
+    }
+    Ok(())
+}
+
+/// Copies `source` to `sink`, returning the content's digest and size.
+pub fn hash_stream(mut source: impl Read, mut sink: impl Write) -> Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        hasher.update(&buf[..n]);
+        sink.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    Ok((hex_digest(&hasher.finalize()), size))
+}
+
+fn temp_path(dir: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".archgate-tmp-{}-{n}", std::process::id()))
+}
+
+/// Write-then-rename, with the data synced before the rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_path(dir);
+    let result = (|| -> io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        bail!("{}: cannot write: {e}", path.display());
+    }
+    Ok(())
+}
