@@ -1,1 +1,156 @@
-fn main() {}
+//! `archgate`: plan and publish multi-arch indexes from a compose.
+
+mod config;
+mod inspect;
+mod pipeline;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use archgate_core::{Policy, Report};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::pipeline::{Options, RunError};
+
+#[derive(Parser)]
+#[command(
+    name = "archgate",
+    version,
+    about = "Publish multi-arch container indexes from a compose without silently dropping an arch"
+)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug). ARCHGATE_LOG takes a tracing filter.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read everything, decide every target, write nothing.
+    Plan(RunArgs),
+    /// Decide every target and publish what the gate allows.
+    Publish {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Write the JSON report to FILE.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Read everything and decide, but write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show what a reference points to: digest, media type, and each entry.
+    Inspect {
+        /// oci:DIR:TAG (docker://HOST/PATH:TAG in a later build).
+        reference: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The configuration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "archgate.toml"
+    )]
+    config: PathBuf,
+    /// The compose to read, overriding [source] location: a path, a URL, or a Koji task id.
+    #[arg(long, value_name = "LOCATION")]
+    compose: Option<String>,
+    /// Override the gate policy of every image.
+    #[arg(long, value_parser = parse_policy)]
+    policy: Option<Policy>,
+    /// How to print the report on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let code = match cli.command {
+        Command::Plan(run) => run_and_report(&run, true, None),
+        Command::Publish {
+            run,
+            report,
+            dry_run,
+        } => run_and_report(&run, dry_run, report.as_deref()),
+        Command::Inspect { reference, format } => {
+            inspect::inspect(&reference, format == Format::Json)
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARCHGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> u8 {
+    let loaded = match config::load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(&RunError::Config(e.0)),
+    };
+    let opts = Options {
+        compose: args.compose.clone(),
+        policy: args.policy,
+        dry_run,
+    };
+    let report = match pipeline::run(&loaded, &opts) {
+        Ok(report) => report,
+        Err(e) => return fail(&e),
+    };
+    if let Some(path) = report_file {
+        if let Err(e) = write_report(path, &report) {
+            eprintln!("archgate: {}: cannot write the report: {e}", path.display());
+            return 1;
+        }
+    }
+    let out = match args.format {
+        Format::Json => {
+            serde_json::to_string_pretty(&report).expect("a report always serializes") + "\n"
+        }
+        Format::Text => report.to_text(),
+    };
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    report.exit_code() as u8
+}
+
+fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(report)?;
+    bytes.push(b'\n');
+    archgate_native::layout::write_atomic(path, &bytes)
+}
+
+fn fail(e: &RunError) -> u8 {
+    eprintln!("archgate: {e}");
+    e.exit_code()
+}

@@ -28,7 +28,11 @@ pub struct ResolvedArtifact {
 pub fn resolve(arch: Arch, artifact: &Artifact) -> Result<ResolvedArtifact, String> {
     let path = match &artifact.location {
         Location::Path(p) => p,
-        Location::Url(u) => return Err(format!("{u}: reading artifacts over HTTP is not supported yet")),
+        Location::Url(u) => {
+            return Err(format!(
+                "{u}: reading artifacts over HTTP is not supported yet"
+            ))
+        }
     };
     resolve_path(arch, path).map_err(|e| format!("{}: {e:#}", path.display()))
 }
@@ -44,22 +48,40 @@ fn resolve_path(arch: Arch, path: &Path) -> Result<ResolvedArtifact> {
     }
     let desc = pick_manifest(&layout, arch)?;
     let manifest_bytes = layout.read_blob(&desc)?;
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| anyhow!("manifest {} is not a valid image manifest: {e}", desc.digest))?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
+        anyhow!(
+            "manifest {} is not a valid image manifest: {e}",
+            desc.digest
+        )
+    })?;
     let media_type = manifest
         .media_type
         .clone()
         .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| if is_manifest(&desc.media_type) { desc.media_type.clone() } else { OCI_MANIFEST.to_string() });
+        .unwrap_or_else(|| {
+            if is_manifest(&desc.media_type) {
+                desc.media_type.clone()
+            } else {
+                OCI_MANIFEST.to_string()
+            }
+        });
     manifest.config.check()?;
     let config_bytes = layout.read_blob(&manifest.config)?;
-    let config: Config = serde_json::from_slice(&config_bytes)
-        .map_err(|e| anyhow!("config {} is not a valid image config: {e}", manifest.config.digest))?;
+    let config: Config = serde_json::from_slice(&config_bytes).map_err(|e| {
+        anyhow!(
+            "config {} is not a valid image config: {e}",
+            manifest.config.digest
+        )
+    })?;
     let platform = config.platform().unwrap_or_else(|| arch.default_platform());
     match Arch::from_platform(&platform) {
         Some(a) if a == arch => {}
-        Some(other) => bail!("its config says {platform} ({other}), but it was delivered as {arch}"),
-        None => bail!("its config says {platform}, which is no compose arch, but it was delivered as {arch}"),
+        Some(other) => {
+            bail!("its config says {platform} ({other}), but it was delivered as {arch}")
+        }
+        None => bail!(
+            "its config says {platform}, which is no compose arch, but it was delivered as {arch}"
+        ),
     }
     let mut blobs = vec![manifest.config.clone()];
     for layer in &manifest.layers {
@@ -92,7 +114,12 @@ fn pick_manifest(layout: &OciLayout, arch: Arch) -> Result<Descriptor> {
         if is_index(&desc.media_type) {
             let nested: Index = serde_json::from_slice(&layout.read_blob(&desc)?)
                 .map_err(|e| anyhow!("index {} is not a valid index: {e}", desc.digest))?;
-            candidates.extend(nested.manifests.into_iter().filter(|d| is_manifest(&d.media_type)));
+            candidates.extend(
+                nested
+                    .manifests
+                    .into_iter()
+                    .filter(|d| is_manifest(&d.media_type)),
+            );
         } else if is_manifest(&desc.media_type) {
             candidates.push(desc);
         }
@@ -101,7 +128,12 @@ fn pick_manifest(layout: &OciLayout, arch: Arch) -> Result<Descriptor> {
         d.check()?;
     }
     if candidates.len() > 1 {
-        candidates.retain(|d| d.platform.as_ref().and_then(|p| Arch::from_platform(&p.into())) == Some(arch));
+        candidates.retain(|d| {
+            d.platform
+                .as_ref()
+                .and_then(|p| Arch::from_platform(&p.into()))
+                == Some(arch)
+        });
     }
     let mut candidates = candidates.into_iter();
     match (candidates.next(), candidates.next()) {

@@ -25,7 +25,12 @@ pub fn read_layout_tag(layout: &OciLayout, tag: &str) -> Result<Option<CurrentIn
                     (None, None)
                 }
             };
-            let platform = child.platform.as_ref().map(Platform::from).or(config_platform).unwrap_or_else(unknown_platform);
+            let platform = child
+                .platform
+                .as_ref()
+                .map(Platform::from)
+                .or(config_platform)
+                .unwrap_or_else(unknown_platform);
             entries.push(Entry {
                 platform,
                 digest: child.digest.clone(),
@@ -35,7 +40,11 @@ pub fn read_layout_tag(layout: &OciLayout, tag: &str) -> Result<Option<CurrentIn
                 created,
             });
         }
-        Ok(Some(CurrentIndex { digest: desc.digest, media_type: desc.media_type, entries }))
+        Ok(Some(CurrentIndex {
+            digest: desc.digest,
+            media_type: desc.media_type,
+            entries,
+        }))
     } else if is_manifest(&desc.media_type) {
         let config = child_config(layout, &desc)?;
         let entry = Entry {
@@ -46,20 +55,40 @@ pub fn read_layout_tag(layout: &OciLayout, tag: &str) -> Result<Option<CurrentIn
             annotations: Default::default(),
             created: config.created,
         };
-        Ok(Some(CurrentIndex { digest: desc.digest, media_type: desc.media_type, entries: vec![entry] }))
+        Ok(Some(CurrentIndex {
+            digest: desc.digest,
+            media_type: desc.media_type,
+            entries: vec![entry],
+        }))
     } else {
-        bail!("tag {tag} points to {} ({}), which is neither an index nor an image manifest", desc.digest, desc.media_type)
+        bail!(
+            "tag {tag} points to {} ({}), which is neither an index nor an image manifest",
+            desc.digest,
+            desc.media_type
+        )
     }
 }
 
 fn child_config(layout: &OciLayout, manifest: &Descriptor) -> Result<Config> {
-    let m: Manifest = serde_json::from_slice(&layout.read_blob(manifest)?)
-        .map_err(|e| anyhow!("manifest {} is not a valid image manifest: {e}", manifest.digest))?;
+    let m: Manifest = serde_json::from_slice(&layout.read_blob(manifest)?).map_err(|e| {
+        anyhow!(
+            "manifest {} is not a valid image manifest: {e}",
+            manifest.digest
+        )
+    })?;
     m.config.check()?;
-    serde_json::from_slice(&layout.read_blob(&m.config)?)
-        .map_err(|e| anyhow!("config {} is not a valid image config: {e}", m.config.digest))
+    serde_json::from_slice(&layout.read_blob(&m.config)?).map_err(|e| {
+        anyhow!(
+            "config {} is not a valid image config: {e}",
+            m.config.digest
+        )
+    })
 }
 
 fn unknown_platform() -> Platform {
-    Platform { os: "unknown".into(), architecture: "unknown".into(), variant: None }
+    Platform {
+        os: "unknown".into(),
+        architecture: "unknown".into(),
+        variant: None,
+    }
 }

@@ -62,7 +62,11 @@ impl OciLayout {
 
     /// The descriptor a tag (`org.opencontainers.image.ref.name`) points to.
     pub fn find_tag(&self, tag: &str) -> Result<Option<Descriptor>> {
-        Ok(self.read_index()?.manifests.into_iter().find(|d| d.ref_name() == Some(tag)))
+        Ok(self
+            .read_index()?
+            .manifests
+            .into_iter()
+            .find(|d| d.ref_name() == Some(tag)))
     }
 
     /// Where a blob lives. The digest must be a well-formed sha256 digest.
@@ -70,7 +74,10 @@ impl OciLayout {
         if !archgate_core::repository::is_sha256_digest(digest) {
             bail!("`{digest}` is not a sha256 digest");
         }
-        Ok(self.root.join("blobs/sha256").join(&digest["sha256:".len()..]))
+        Ok(self
+            .root
+            .join("blobs/sha256")
+            .join(&digest["sha256:".len()..]))
     }
 
     pub fn has_blob(&self, digest: &str, size: u64) -> bool {
@@ -84,9 +91,14 @@ impl OciLayout {
     pub fn read_blob(&self, desc: &Descriptor) -> Result<Vec<u8>> {
         let path = self.blob_path(&desc.digest)?;
         if desc.size > MAX_DOCUMENT {
-            bail!("{}: {} bytes is too large for a manifest or config", path.display(), desc.size);
+            bail!(
+                "{}: {} bytes is too large for a manifest or config",
+                path.display(),
+                desc.size
+            );
         }
-        let bytes = fs::read(&path).map_err(|e| anyhow!("{}: cannot read blob {}: {e}", path.display(), desc.digest))?;
+        let bytes = fs::read(&path)
+            .map_err(|e| anyhow!("{}: cannot read blob {}: {e}", path.display(), desc.digest))?;
         let actual = crate::oci::sha256_digest(&bytes);
         if actual != desc.digest || bytes.len() as u64 != desc.size {
             bail!(
@@ -103,8 +115,10 @@ impl OciLayout {
     /// Hashes a blob file of this layout and checks it against its descriptor.
     pub fn verify_blob(&self, desc: &Descriptor) -> Result<()> {
         let path = self.blob_path(&desc.digest)?;
-        let file = File::open(&path).map_err(|e| anyhow!("{}: cannot read blob {}: {e}", path.display(), desc.digest))?;
-        let (digest, size) = hash_stream(file, io::sink()).with_context(|| path.display().to_string())?;
+        let file = File::open(&path)
+            .map_err(|e| anyhow!("{}: cannot read blob {}: {e}", path.display(), desc.digest))?;
+        let (digest, size) =
+            hash_stream(file, io::sink()).with_context(|| path.display().to_string())?;
         check_content(&path, desc, &digest, size)
     }
 
@@ -114,8 +128,14 @@ impl OciLayout {
         if self.exists() {
             return Ok(());
         }
-        if self.root.is_dir() && fs::read_dir(&self.root)?.next().is_some() && !self.root.join("oci-layout").exists() {
-            bail!("{} exists and is not an OCI image layout; not writing into it", self.root.display());
+        if self.root.is_dir()
+            && fs::read_dir(&self.root)?.next().is_some()
+            && !self.root.join("oci-layout").exists()
+        {
+            bail!(
+                "{} exists and is not an OCI image layout; not writing into it",
+                self.root.display()
+            );
         }
         fs::create_dir_all(self.root.join("blobs/sha256"))
             .map_err(|e| anyhow!("{}: cannot create: {e}", self.root.display()))?;
@@ -132,11 +152,13 @@ impl OciLayout {
         fs::create_dir_all(dir).map_err(|e| anyhow!("{}: cannot create: {e}", dir.display()))?;
         let tmp = temp_path(dir);
         let result = (|| {
-            let mut file = File::create(&tmp).map_err(|e| anyhow!("{}: cannot create: {e}", tmp.display()))?;
+            let mut file =
+                File::create(&tmp).map_err(|e| anyhow!("{}: cannot create: {e}", tmp.display()))?;
             let (digest, size) = hash_stream(source, &mut file)?;
             check_content(&path, desc, &digest, size)?;
             file.sync_all()?;
-            fs::rename(&tmp, &path).map_err(|e| anyhow!("{}: cannot rename into place: {e}", path.display()))
+            fs::rename(&tmp, &path)
+                .map_err(|e| anyhow!("{}: cannot rename into place: {e}", path.display()))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -166,10 +188,18 @@ impl OciLayout {
     /// With `expect = Some((tag, digest))`, the tag must still point to
     /// `digest` (or to nothing, for `None`) when `index.json` is read again
     /// just before the write; otherwise nothing is written.
-    pub fn set_tags(&self, tags: &[(String, Descriptor)], expect: Option<(&str, Option<&str>)>) -> Result<()> {
+    pub fn set_tags(
+        &self,
+        tags: &[(String, Descriptor)],
+        expect: Option<(&str, Option<&str>)>,
+    ) -> Result<()> {
         let mut index = self.read_index()?;
         if let Some((tag, planned)) = expect {
-            let now = index.manifests.iter().find(|d| d.ref_name() == Some(tag)).map(|d| d.digest.as_str());
+            let now = index
+                .manifests
+                .iter()
+                .find(|d| d.ref_name() == Some(tag))
+                .map(|d| d.digest.as_str());
             if now != planned {
                 bail!(
                     "tag {tag} moved while archgate was publishing: it was planned against {} and now points to {}; not written",
@@ -181,12 +211,20 @@ impl OciLayout {
         let mut changed = false;
         for (tag, desc) in tags {
             let mut desc = desc.clone();
-            desc.annotations.get_or_insert_with(Default::default).insert(REF_NAME.to_string(), tag.clone());
-            let existing: Vec<&Descriptor> = index.manifests.iter().filter(|d| d.ref_name() == Some(tag.as_str())).collect();
+            desc.annotations
+                .get_or_insert_with(Default::default)
+                .insert(REF_NAME.to_string(), tag.clone());
+            let existing: Vec<&Descriptor> = index
+                .manifests
+                .iter()
+                .filter(|d| d.ref_name() == Some(tag.as_str()))
+                .collect();
             if existing.len() == 1 && *existing[0] == desc {
                 continue;
             }
-            index.manifests.retain(|d| d.ref_name() != Some(tag.as_str()));
+            index
+                .manifests
+                .retain(|d| d.ref_name() != Some(tag.as_str()));
             index.manifests.push(desc);
             changed = true;
         }

@@ -74,9 +74,17 @@ impl Descriptor {
 pub struct PlatformJson {
     pub architecture: String,
     pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_features: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -96,7 +104,11 @@ impl From<&Platform> for PlatformJson {
 
 impl From<&PlatformJson> for Platform {
     fn from(p: &PlatformJson) -> Self {
-        Platform { os: p.os.clone(), architecture: p.architecture.clone(), variant: p.variant.clone() }
+        Platform {
+            os: p.os.clone(),
+            architecture: p.architecture.clone(),
+            variant: p.variant.clone(),
+        }
     }
 }
 
@@ -113,7 +125,12 @@ pub struct Index {
 
 impl Index {
     pub fn empty() -> Index {
-        Index { schema_version: 2, media_type: None, manifests: Vec::new(), annotations: None }
+        Index {
+            schema_version: 2,
+            media_type: None,
+            manifests: Vec::new(),
+            annotations: None,
+        }
     }
 }
 
@@ -145,7 +162,11 @@ impl Config {
     /// Its platform, or `None` when it names no architecture.
     pub fn platform(&self) -> Option<Platform> {
         (!self.architecture.is_empty()).then(|| Platform {
-            os: if self.os.is_empty() { "linux".to_string() } else { self.os.clone() },
+            os: if self.os.is_empty() {
+                "linux".to_string()
+            } else {
+                self.os.clone()
+            },
             architecture: self.architecture.clone(),
             variant: self.variant.clone().filter(|v| !v.is_empty()),
         })

@@ -44,7 +44,8 @@ pub fn publish_to_layout(
                 continue;
             }
             let from = art.layout.blob_path(&blob.digest)?;
-            let file = File::open(&from).map_err(|e| anyhow!("{}: cannot read: {e}", from.display()))?;
+            let file =
+                File::open(&from).map_err(|e| anyhow!("{}: cannot read: {e}", from.display()))?;
             layout.write_blob(blob, file)?;
             tracing::debug!(%arch, digest = %blob.digest, size = blob.size, "blob written");
         }
@@ -57,7 +58,12 @@ pub fn publish_to_layout(
     // Carried entries must already be here.
     for entry in &plan.index {
         if !layout.has_blob(&entry.digest, entry.size) {
-            bail!("index entry {} ({}) is not in {}", entry.digest, entry.platform, layout.root().display());
+            bail!(
+                "index entry {} ({}) is not in {}",
+                entry.digest,
+                entry.platform,
+                layout.root().display()
+            );
         }
     }
     layout.set_tags(&tags, None)?;
@@ -69,13 +75,21 @@ pub fn publish_to_layout(
         Decision::Published => {
             let bytes = render_index(&plan.index);
             let index = layout.write_blob_bytes(OCI_INDEX, &bytes)?;
-            layout.set_tags(&[(target.tag.to_string(), index.clone())], Some((target.tag, target.planned_from)))?;
+            layout.set_tags(
+                &[(target.tag.to_string(), index.clone())],
+                Some((target.tag, target.planned_from)),
+            )?;
             // Read back.
-            let now = layout
-                .find_tag(target.tag)?
-                .ok_or_else(|| anyhow!("read-back: tag {} is missing after the write", target.tag))?;
+            let now = layout.find_tag(target.tag)?.ok_or_else(|| {
+                anyhow!("read-back: tag {} is missing after the write", target.tag)
+            })?;
             if now.digest != index.digest {
-                bail!("read-back: tag {} points to {}, expected {}", target.tag, now.digest, index.digest);
+                bail!(
+                    "read-back: tag {} points to {}, expected {}",
+                    target.tag,
+                    now.digest,
+                    index.digest
+                );
             }
             layout.read_blob(&now)?;
             tracing::info!(tag = %target.tag, digest = %index.digest, "index written");

@@ -11,7 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use archgate_core::{
-    Arch, ArchResult, Artifact, Compose, ComposeResults, ComposeStatus, ImageQuery, Location, Outcome, Source, SourceError,
+    Arch, ArchResult, Artifact, Compose, ComposeResults, ComposeStatus, ImageQuery, Location,
+    Outcome, Source, SourceError,
 };
 use serde::Deserialize;
 
@@ -33,7 +34,9 @@ struct ComposeFile {
 
 impl DirSource {
     pub fn new(location: impl Into<PathBuf>) -> DirSource {
-        DirSource { location: location.into() }
+        DirSource {
+            location: location.into(),
+        }
     }
 
     fn compose(&self) -> Result<Compose, SourceError> {
@@ -58,7 +61,10 @@ impl DirSource {
             }
         })?;
         let id = parsed.id.unwrap_or(default_id);
-        let status = parsed.status.map(|s| ComposeStatus::parse(&s)).unwrap_or(ComposeStatus::Finished);
+        let status = parsed
+            .status
+            .map(|s| ComposeStatus::parse(&s))
+            .unwrap_or(ComposeStatus::Finished);
         let mut compose = Compose::from_id(&id, status);
         compose.release = parsed.release.map(|r| r.to_lowercase());
         if parsed.date.is_some() {
@@ -83,7 +89,8 @@ impl DirSource {
                 }
             }
         }
-        if dir_name.is_empty() || Path::new(dir_name).components().count() != 1 || dir_name == ".." {
+        if dir_name.is_empty() || Path::new(dir_name).components().count() != 1 || dir_name == ".."
+        {
             return Err(SourceError(format!(
                 "image {}: match dir `{dir_name}` must be one directory name inside the compose",
                 query.name
@@ -96,11 +103,17 @@ impl DirSource {
                 tracing::warn!(image = %query.name, dir = %image_dir.display(), "no directory for this image in the compose");
                 return Ok(Vec::new());
             }
-            Err(e) => return Err(SourceError(format!("{}: cannot read: {e}", image_dir.display()))),
+            Err(e) => {
+                return Err(SourceError(format!(
+                    "{}: cannot read: {e}",
+                    image_dir.display()
+                )))
+            }
         };
         let mut results = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| SourceError(format!("{}: cannot read: {e}", image_dir.display())))?;
+            let entry = entry
+                .map_err(|e| SourceError(format!("{}: cannot read: {e}", image_dir.display())))?;
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || !path.is_dir() {
@@ -110,7 +123,10 @@ impl DirSource {
             let arch: Arch = name
                 .parse()
                 .map_err(|e| SourceError(format!("{}: {e}", path.display())))?;
-            results.push(ArchResult { arch, outcome: arch_outcome(&path)? });
+            results.push(ArchResult {
+                arch,
+                outcome: arch_outcome(&path)?,
+            });
         }
         results.sort_by_key(|r| r.arch);
         Ok(results)
@@ -121,12 +137,23 @@ impl DirSource {
 fn arch_outcome(dir: &Path) -> Result<Outcome, SourceError> {
     let failed = dir.join("FAILED");
     if failed.exists() {
-        let text = fs::read_to_string(&failed).map_err(|e| SourceError(format!("{}: cannot read: {e}", failed.display())))?;
+        let text = fs::read_to_string(&failed)
+            .map_err(|e| SourceError(format!("{}: cannot read: {e}", failed.display())))?;
         let reason = text.trim();
-        let reason = if reason.is_empty() { format!("marked failed by {}", failed.display()) } else { reason.to_string() };
+        let reason = if reason.is_empty() {
+            format!("marked failed by {}", failed.display())
+        } else {
+            reason.to_string()
+        };
         return Ok(Outcome::Failed { reason });
     }
-    let built = |path: PathBuf| Outcome::Built(Artifact { location: Location::Path(path), sha256: None, size: None });
+    let built = |path: PathBuf| {
+        Outcome::Built(Artifact {
+            location: Location::Path(path),
+            sha256: None,
+            size: None,
+        })
+    };
     if dir.join("oci-layout").exists() || dir.join("index.json").exists() {
         return Ok(built(dir.to_path_buf()));
     }
@@ -138,7 +165,9 @@ fn arch_outcome(dir: &Path) -> Result<Outcome, SourceError> {
         .collect();
     Ok(match files.as_slice() {
         [one] if one.is_file() => built(one.clone()),
-        [] => Outcome::Failed { reason: format!("{} holds no artifact", dir.display()) },
+        [] => Outcome::Failed {
+            reason: format!("{} holds no artifact", dir.display()),
+        },
         _ => Outcome::Failed {
             reason: format!(
                 "{} holds {} entries; expected one artifact (an OCI layout or one archive file)",
@@ -156,14 +185,20 @@ fn line_of(text: &str, offset: usize) -> usize {
 impl Source for DirSource {
     fn load(&self, images: &[ImageQuery]) -> Result<ComposeResults, SourceError> {
         if !self.location.is_dir() {
-            return Err(SourceError(format!("compose directory {} does not exist", self.location.display())));
+            return Err(SourceError(format!(
+                "compose directory {} does not exist",
+                self.location.display()
+            )));
         }
         let compose = self.compose()?;
         let mut out = BTreeMap::new();
         for query in images {
             out.insert(query.name.clone(), self.image(query)?);
         }
-        Ok(ComposeResults { compose, images: out })
+        Ok(ComposeResults {
+            compose,
+            images: out,
+        })
     }
 }
 
@@ -172,7 +207,10 @@ mod tests {
     use super::*;
 
     fn query(name: &str) -> ImageQuery {
-        ImageQuery { name: name.into(), matcher: BTreeMap::new() }
+        ImageQuery {
+            name: name.into(),
+            matcher: BTreeMap::new(),
+        }
     }
 
     fn write(path: &Path, text: &str) {
@@ -184,7 +222,10 @@ mod tests {
     fn reads_compose_and_results() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("Fedora-41-20241101.n.0");
-        write(&root.join("compose.toml"), "status = \"FINISHED_INCOMPLETE\"\nrelease = \"Rawhide\"\n");
+        write(
+            &root.join("compose.toml"),
+            "status = \"FINISHED_INCOMPLETE\"\nrelease = \"Rawhide\"\n",
+        );
         write(&root.join("fedora/x86_64/oci-layout"), "{}");
         write(&root.join("fedora/aarch64/FAILED"), "  out of disk\n");
         write(&root.join("fedora/s390x/Fedora-41.s390x.oci.tar.xz"), "xz");
@@ -193,7 +234,9 @@ mod tests {
         write(&root.join("fedora/riscv64/b.tar"), "");
         write(&root.join("fedora/README"), "not an arch");
 
-        let results = DirSource::new(&root).load(&[query("fedora"), query("toolbox")]).unwrap();
+        let results = DirSource::new(&root)
+            .load(&[query("fedora"), query("toolbox")])
+            .unwrap();
         assert_eq!(results.compose.id, "Fedora-41-20241101.n.0");
         assert_eq!(results.compose.status, ComposeStatus::FinishedIncomplete);
         assert_eq!(results.compose.release.as_deref(), Some("rawhide"));
@@ -203,31 +246,65 @@ mod tests {
 
         let fedora = &results.images["fedora"];
         let arches: Vec<Arch> = fedora.iter().map(|r| r.arch).collect();
-        assert_eq!(arches, [Arch::X86_64, Arch::Aarch64, Arch::Ppc64le, Arch::S390x, Arch::Riscv64]);
-        assert!(matches!(&fedora[0].outcome, Outcome::Built(a) if a.location == Location::Path(root.join("fedora/x86_64"))));
-        assert_eq!(fedora[1].outcome, Outcome::Failed { reason: "out of disk".into() });
-        assert!(matches!(&fedora[2].outcome, Outcome::Failed { reason } if reason.contains("holds no artifact")));
-        assert!(matches!(&fedora[3].outcome, Outcome::Built(a) if a.location == Location::Path(root.join("fedora/s390x/Fedora-41.s390x.oci.tar.xz"))));
-        assert!(matches!(&fedora[4].outcome, Outcome::Failed { reason } if reason.contains("holds 2 entries")));
+        assert_eq!(
+            arches,
+            [
+                Arch::X86_64,
+                Arch::Aarch64,
+                Arch::Ppc64le,
+                Arch::S390x,
+                Arch::Riscv64
+            ]
+        );
+        assert!(
+            matches!(&fedora[0].outcome, Outcome::Built(a) if a.location == Location::Path(root.join("fedora/x86_64")))
+        );
+        assert_eq!(
+            fedora[1].outcome,
+            Outcome::Failed {
+                reason: "out of disk".into()
+            }
+        );
+        assert!(
+            matches!(&fedora[2].outcome, Outcome::Failed { reason } if reason.contains("holds no artifact"))
+        );
+        assert!(
+            matches!(&fedora[3].outcome, Outcome::Built(a) if a.location == Location::Path(root.join("fedora/s390x/Fedora-41.s390x.oci.tar.xz")))
+        );
+        assert!(
+            matches!(&fedora[4].outcome, Outcome::Failed { reason } if reason.contains("holds 2 entries"))
+        );
     }
 
     #[test]
     fn bad_input_names_the_place() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        let err = DirSource::new(root.join("nope")).load(&[query("fedora")]).unwrap_err();
+        let err = DirSource::new(root.join("nope"))
+            .load(&[query("fedora")])
+            .unwrap_err();
         assert!(err.0.contains("nope does not exist"), "{err}");
 
         write(&root.join("fedora/arm64/oci-layout"), "{}");
         let err = DirSource::new(root).load(&[query("fedora")]).unwrap_err();
-        assert!(err.0.contains("fedora/arm64: unknown arch `arm64`"), "{err}");
+        assert!(
+            err.0.contains("fedora/arm64: unknown arch `arm64`"),
+            "{err}"
+        );
 
-        write(&root.join("compose.toml"), "id = \"x\"\nstatsu = \"FINISHED\"\n");
+        write(
+            &root.join("compose.toml"),
+            "id = \"x\"\nstatsu = \"FINISHED\"\n",
+        );
         let err = DirSource::new(root).load(&[query("fedora")]).unwrap_err();
-        assert!(err.0.contains("compose.toml:2: unknown field `statsu`"), "{err}");
+        assert!(
+            err.0.contains("compose.toml:2: unknown field `statsu`"),
+            "{err}"
+        );
 
         let mut q = query("fedora");
-        q.matcher.insert("subvariant".into(), "Container_Base".into());
+        q.matcher
+            .insert("subvariant".into(), "Container_Base".into());
         write(&root.join("compose.toml"), "");
         let err = DirSource::new(root).load(&[q]).unwrap_err();
         assert!(err.0.contains("no match key `subvariant`"), "{err}");

@@ -1,0 +1,326 @@
+//! `archgate.toml` (SPEC section 6). Everything is checked while it is read,
+//! so every error names the file, the line and the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use archgate_core::time::Age;
+use archgate_core::{Arch, Policy, Repository, Template};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub gate: GateConfig,
+    #[serde(default)]
+    pub publisher: PublisherConfig,
+    /// Per-registry settings, for `docker://` targets (not read yet: this
+    /// build publishes to `oci:` layouts only).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub registry: BTreeMap<String, RegistryConfig>,
+    #[serde(default)]
+    pub image: Vec<ImageConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Pungi,
+    Koji,
+    Dir,
+    Plugin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    pub location: Option<String>,
+    // Keys of the koji and plugin sources, accepted so that their
+    // configurations load; those sources are not in this build yet.
+    #[allow(dead_code)]
+    pub hub: Option<String>,
+    #[allow(dead_code)]
+    pub topurl: Option<String>,
+    #[allow(dead_code)]
+    pub library: Option<String>,
+    #[allow(dead_code)]
+    pub settings: Option<toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GateConfig {
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub required_arches: Vec<Arch>,
+    #[serde(default)]
+    pub retired_arches: Vec<Arch>,
+    #[serde(default, deserialize_with = "age")]
+    pub max_carry_age: Option<Age>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Native,
+    Buildah,
+    Skopeo,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherConfig {
+    #[serde(default)]
+    pub engine: EngineKind,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(dead_code)]
+pub struct RegistryConfig {
+    #[serde(default = "yes")]
+    pub tls_verify: bool,
+    pub auth_file: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImageConfig {
+    pub name: toml::Spanned<String>,
+    #[serde(default, rename = "match")]
+    pub matcher: BTreeMap<String, String>,
+    #[serde(deserialize_with = "repositories")]
+    pub repositories: Vec<Repository>,
+    #[serde(deserialize_with = "tags")]
+    pub tags: Vec<Template>,
+    #[serde(default = "default_arch_tag", deserialize_with = "template")]
+    pub arch_tag: Template,
+    pub arches: Option<Vec<Arch>>,
+    pub policy: Option<Policy>,
+}
+
+fn default_arch_tag() -> Template {
+    Template::parse("{tag}-{arch}").expect("the default arch tag is valid")
+}
+
+fn age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Age>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(de::Error::custom)
+}
+
+fn template<'de, D: Deserializer<'de>>(d: D) -> Result<Template, D::Error> {
+    Template::parse(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Template>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    if raw.is_empty() {
+        return Err(de::Error::custom(
+            "`tags` is empty; name at least one tag, e.g. [\"{release}\", \"latest\"]",
+        ));
+    }
+    raw.iter()
+        .map(|s| Template::parse(s).map_err(de::Error::custom))
+        .collect()
+}
+
+fn repositories<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Repository>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    if raw.is_empty() {
+        return Err(de::Error::custom(
+            "`repositories` is empty; name at least one, e.g. \"oci:out/fedora\"",
+        ));
+    }
+    raw.iter()
+        .map(|s| Repository::parse(s).map_err(de::Error::custom))
+        .collect()
+}
+
+/// A configuration error: exit code 2.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A loaded configuration and where it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    text: String,
+}
+
+impl Loaded {
+    /// Relative paths in the file are relative to the file's directory.
+    pub fn resolve_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
+    /// `FILE:LINE: message` for a place in the file.
+    pub fn error_at(&self, offset: usize, msg: impl fmt::Display) -> ConfigError {
+        ConfigError(format!(
+            "{}:{}: {msg}",
+            self.path.display(),
+            line_of(&self.text, offset)
+        ))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    let config = parse(path, &text)?;
+    let loaded = Loaded {
+        config,
+        path: path.to_path_buf(),
+        text,
+    };
+    check(&loaded)?;
+    Ok(loaded)
+}
+
+fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let at = |span: Option<std::ops::Range<usize>>| match span {
+        Some(s) => format!("{}:{}", path.display(), line_of(text, s.start)),
+        None => path.display().to_string(),
+    };
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError(format!("{}: {}", at(e.span()), one_line(e.message()))))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let key = if key == "." || key.is_empty() {
+            String::new()
+        } else {
+            format!(" (key `{key}`)")
+        };
+        ConfigError(format!(
+            "{}: {}{key}",
+            at(inner.span()),
+            one_line(inner.message())
+        ))
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Rules that span several keys.
+fn check(loaded: &Loaded) -> Result<(), ConfigError> {
+    let config = &loaded.config;
+    let file = loaded.path.display();
+    if config.image.is_empty() {
+        return Err(ConfigError(format!(
+            "{file}: no [[image]]: name at least one image to publish"
+        )));
+    }
+    let mut seen = BTreeMap::new();
+    for image in &config.image {
+        let name = image.name.get_ref();
+        if let Some(first) = seen.insert(name.clone(), image.name.span().start) {
+            return Err(loaded.error_at(
+                image.name.span().start,
+                format!(
+                    "image `{name}` is named twice (first on line {})",
+                    line_of(&loaded.text, first)
+                ),
+            ));
+        }
+        if name.is_empty() {
+            return Err(loaded.error_at(image.name.span().start, "image name is empty"));
+        }
+        if !image.arch_tag.as_str().contains("{arch}") {
+            return Err(loaded.error_at(
+                image.name.span().start,
+                format!(
+                    "image `{name}`: arch-tag `{}` must contain {{arch}}",
+                    image.arch_tag.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("archgate.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+            .unwrap_err()
+            .0
+            .replace(&tmp.path().display().to_string(), "DIR")
+    }
+
+    const GOOD: &str = "[source]\nkind = \"dir\"\nlocation = \"c\"\n\n[[image]]\nname = \"fedora\"\nrepositories = [\"oci:out/fedora\"]\ntags = [\"{release}\"]\n";
+
+    #[test]
+    fn a_good_config_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("archgate.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded.config.image[0].arch_tag.as_str(), "{tag}-{arch}");
+        assert_eq!(loaded.config.gate.policy, Policy::Refuse);
+        assert_eq!(loaded.resolve_path("out"), tmp.path().join("out"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        insta::assert_snapshot!(err(&GOOD.replace("tags =", "tagz =")), @"DIR/archgate.toml:8: unknown field `tagz`, expected one of `name`, `match`, `repositories`, `tags`, `arch-tag`, `arches`, `policy` (key `image[0].tagz`)");
+        insta::assert_snapshot!(err(&format!("{GOOD}\n[gate]\npolicy = \"yolo\"\n")), @"DIR/archgate.toml:11: unknown variant `yolo`, expected one of `refuse`, `lose`, `hybrid` (key `gate.policy`)");
+        insta::assert_snapshot!(err(&format!("{GOOD}arches = [\"x86_64\", \"arm64\"]\n")), @"DIR/archgate.toml:9: unknown arch `arm64`; known arches: x86_64, aarch64, ppc64le, s390x, armhfp, i686, riscv64 (key `image[0].arches[1]`)");
+        insta::assert_snapshot!(err(&GOOD.replace("[\"{release}\"]", "[]")), @"DIR/archgate.toml:8: `tags` is empty; name at least one tag, e.g. [\"{release}\", \"latest\"] (key `image[0].tags`)");
+        insta::assert_snapshot!(err(&GOOD.replace("{release}", "{relase}")), @"DIR/archgate.toml:8: unknown placeholder `{relase}` in `{relase}`; known: {release}, {compose_id}, {date}, {respin}, {tag}, {arch} (key `image[0].tags`)");
+        insta::assert_snapshot!(err(&GOOD.replace("oci:out/fedora", "fedora")), @"DIR/archgate.toml:7: `fedora` names no registry host; write docker://HOST/PATH (key `image[0].repositories`)");
+        insta::assert_snapshot!(err(&format!("{GOOD}\n[gate]\nmax-carry-age = \"two weeks\"\n")), @"DIR/archgate.toml:11: bad duration `two weeks`: write a number and a unit (s, m, h, d, w), e.g. `14d` or `1d12h` (key `gate.max-carry-age`)");
+        insta::assert_snapshot!(err(&GOOD.replace("kind = \"dir\"", "kind = \"svn\"")), @"DIR/archgate.toml:2: unknown variant `svn`, expected one of `pungi`, `koji`, `dir`, `plugin` (key `source.kind`)");
+        insta::assert_snapshot!(err("[source\nkind = 1"), @"DIR/archgate.toml:1: unclosed table, expected `]`");
+        insta::assert_snapshot!(err(&format!("{GOOD}\n[[image]]\nname = \"fedora\"\nrepositories = [\"oci:x\"]\ntags = [\"a\"]\n")), @"DIR/archgate.toml:11: image `fedora` is named twice (first on line 6)");
+        insta::assert_snapshot!(err("[source]\nkind = \"dir\"\n"), @"DIR/archgate.toml: no [[image]]: name at least one image to publish");
+        assert!(err("").contains("missing field `source`"));
+    }
+
+    #[test]
+    fn missing_file() {
+        let e = load(Path::new("/nonexistent/archgate.toml")).unwrap_err();
+        assert!(
+            e.0.starts_with("/nonexistent/archgate.toml: cannot read:"),
+            "{e}"
+        );
+    }
+}

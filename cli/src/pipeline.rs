@@ -1,0 +1,367 @@
+//! One run: source → artifacts → current indexes → gate → engine → report.
+//!
+//! Every target is planned before anything is written, so bad input found
+//! anywhere stops the run with nothing written. Then each target is
+//! published on its own: one failing does not stop the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use archgate_core::template::Vars;
+use archgate_core::{
+    decide, Arch, ArchInput, ArchReport, ComposeResults, ComposeSummary, CurrentIndex, Decision,
+    GateInput, GateSettings, ImageQuery, Outcome, Policy, Report, Repository, Source, TargetPlan,
+    TargetReport,
+};
+use archgate_native::current::read_layout_tag;
+use archgate_native::oci::{render_index, sha256_digest};
+use archgate_native::publish::{publish_to_layout, LayoutTarget};
+use archgate_native::{resolve, OciLayout, ResolvedArtifact};
+use archgate_source_dir::DirSource;
+
+use crate::config::{EngineKind, ImageConfig, Loaded, SourceKind};
+
+/// What the command line adds to the configuration.
+#[derive(Debug, Default)]
+pub struct Options {
+    pub compose: Option<String>,
+    pub policy: Option<Policy>,
+    pub dry_run: bool,
+}
+
+/// Why a run stopped before it could report.
+#[derive(Debug)]
+pub enum RunError {
+    /// Bad configuration or usage: exit 2.
+    Config(String),
+    /// Input that cannot be read at all: exit 1.
+    Input(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_) => 2,
+            RunError::Input(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Config(m) | RunError::Input(m) => f.write_str(m),
+        }
+    }
+}
+
+/// One (image, repository, tag), planned.
+struct Target<'a> {
+    image: &'a ImageConfig,
+    repository: &'a Repository,
+    tag: String,
+    reference: String,
+    policy: Policy,
+    current: Option<CurrentIndex>,
+    plan: Option<TargetPlan>,
+    arch_tags: Vec<(Arch, String)>,
+    decision: Decision,
+    digest: Option<String>,
+    errors: Vec<String>,
+}
+
+pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
+    let config = &loaded.config;
+    let file = loaded.path.display();
+    if config.publisher.engine != EngineKind::Native {
+        return Err(RunError::Config(format!(
+            "{file}: [publisher] engine {:?} is not available in this build yet; use \"native\"",
+            config.publisher.engine
+        )));
+    }
+    let source = make_source(loaded, opts)?;
+    let queries: Vec<ImageQuery> = config
+        .image
+        .iter()
+        .map(|i| ImageQuery {
+            name: i.name.get_ref().clone(),
+            matcher: i.matcher.clone(),
+        })
+        .collect();
+    let results = source
+        .load(&queries)
+        .map_err(|e| RunError::Input(e.to_string()))?;
+    tracing::info!(compose = %results.compose.id, status = %results.compose.status, "compose read");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+
+    // Plan every target.
+    let mut artifacts: Vec<BTreeMap<Arch, ResolvedArtifact>> = Vec::new();
+    let mut targets = Vec::new();
+    for (i, image) in config.image.iter().enumerate() {
+        let (inputs, resolved) = read_artifacts(&results, image);
+        artifacts.push(resolved);
+        let settings = GateSettings {
+            policy: opts.policy.or(image.policy).unwrap_or(config.gate.policy),
+            required: config.gate.required_arches.clone(),
+            retired: config.gate.retired_arches.clone(),
+            expected: image.arches.clone().unwrap_or_default(),
+            max_carry_age: config.gate.max_carry_age,
+        };
+        let mut seen = BTreeSet::new();
+        for repository in &image.repositories {
+            for template in &image.tags {
+                let vars = Vars {
+                    compose: &results.compose,
+                    tag: None,
+                    arch: None,
+                };
+                let tag = template
+                    .render(&vars)
+                    .map_err(|e| image_error(loaded, image, e))?;
+                let reference = repository.tagged(&tag);
+                if !seen.insert(reference.clone()) {
+                    return Err(image_error(
+                        loaded,
+                        image,
+                        format!("{reference} is a target twice"),
+                    ));
+                }
+                let mut target = Target {
+                    image,
+                    repository,
+                    tag,
+                    reference,
+                    policy: settings.policy,
+                    current: None,
+                    plan: None,
+                    arch_tags: Vec::new(),
+                    decision: Decision::Error,
+                    digest: None,
+                    errors: Vec::new(),
+                };
+                plan_target(loaded, &mut target, &results, &inputs, &settings, now)?;
+                targets.push((i, target));
+            }
+        }
+    }
+
+    // Publish.
+    if !opts.dry_run {
+        for (i, target) in &mut targets {
+            publish_target(loaded, target, &artifacts[*i]);
+        }
+    }
+
+    Ok(Report {
+        compose: ComposeSummary {
+            id: results.compose.id.clone(),
+            status: results.compose.status.clone(),
+        },
+        dry_run: opts.dry_run,
+        targets: targets.into_iter().map(|(_, t)| report(t)).collect(),
+    })
+}
+
+fn make_source(loaded: &Loaded, opts: &Options) -> Result<Box<dyn Source>, RunError> {
+    let config = &loaded.config;
+    let file = loaded.path.display();
+    let location = match (&opts.compose, &config.source.location) {
+        (Some(cli), _) => PathBuf::from(cli),
+        (None, Some(loc)) => loaded.resolve_path(loc),
+        (None, None) => {
+            return Err(RunError::Config(format!(
+                "{file}: [source] location is not set and --compose was not given"
+            )))
+        }
+    };
+    match config.source.kind {
+        SourceKind::Dir => Ok(Box::new(DirSource::new(location))),
+        other => Err(RunError::Config(format!(
+            "{file}: [source] kind {other:?} is not available in this build yet; use \"dir\""
+        ))),
+    }
+}
+
+fn image_error(loaded: &Loaded, image: &ImageConfig, msg: impl std::fmt::Display) -> RunError {
+    RunError::Config(
+        loaded
+            .error_at(
+                image.name.span().start,
+                format!("image `{}`: {msg}", image.name.get_ref()),
+            )
+            .0,
+    )
+}
+
+/// Reads every built artifact of an image once; one that cannot be read
+/// turns its arch into `failed` with the reason.
+fn read_artifacts(
+    results: &ComposeResults,
+    image: &ImageConfig,
+) -> (Vec<(Arch, ArchInput)>, BTreeMap<Arch, ResolvedArtifact>) {
+    let mut inputs = Vec::new();
+    let mut resolved = BTreeMap::new();
+    let empty = Vec::new();
+    for result in results.images.get(image.name.get_ref()).unwrap_or(&empty) {
+        let input = match &result.outcome {
+            Outcome::Failed { reason } => ArchInput::Failed(reason.clone()),
+            Outcome::Built(artifact) => match resolve(result.arch, artifact) {
+                Ok(art) => {
+                    tracing::info!(image = %image.name.get_ref(), arch = %result.arch, digest = %art.entry.digest, "artifact read");
+                    let entry = art.entry.clone();
+                    resolved.insert(result.arch, art);
+                    ArchInput::Built(entry)
+                }
+                Err(reason) => {
+                    tracing::warn!(image = %image.name.get_ref(), arch = %result.arch, "artifact unusable: {reason}");
+                    ArchInput::Failed(reason)
+                }
+            },
+        };
+        inputs.push((result.arch, input));
+    }
+    (inputs, resolved)
+}
+
+fn plan_target(
+    loaded: &Loaded,
+    target: &mut Target<'_>,
+    results: &ComposeResults,
+    inputs: &[(Arch, ArchInput)],
+    settings: &GateSettings,
+    now: i64,
+) -> Result<(), RunError> {
+    target.current = match read_current(loaded, target.repository, &target.tag) {
+        Ok(current) => current,
+        Err(e) => {
+            target.errors.push(format!(
+                "cannot read the current index of {}: {e}",
+                target.reference
+            ));
+            return Ok(());
+        }
+    };
+    let input = GateInput {
+        status: &results.compose.status,
+        results: inputs,
+        current: target.current.as_ref(),
+        settings,
+        now,
+    };
+    let plan = match decide(&input) {
+        Ok(plan) => plan,
+        Err(e) => {
+            target.errors.push(e.to_string());
+            return Ok(());
+        }
+    };
+    for &arch in &plan.arch_tags {
+        let vars = Vars {
+            compose: &results.compose,
+            tag: Some(&target.tag),
+            arch: Some(arch),
+        };
+        let tag = target
+            .image
+            .arch_tag
+            .render(&vars)
+            .map_err(|e| image_error(loaded, target.image, e))?;
+        target.arch_tags.push((arch, tag));
+    }
+    target.decision = plan.decision;
+    target.digest = match plan.decision {
+        Decision::Published => Some(sha256_digest(&render_index(&plan.index))),
+        Decision::Unchanged => target.current.as_ref().map(|c| c.digest.clone()),
+        Decision::Refused | Decision::Error => None,
+    };
+    tracing::info!(target = %target.reference, decision = plan.decision.as_str(), "planned");
+    target.plan = Some(plan);
+    Ok(())
+}
+
+fn read_current(
+    loaded: &Loaded,
+    repository: &Repository,
+    tag: &str,
+) -> anyhow::Result<Option<CurrentIndex>> {
+    match repository {
+        Repository::Layout { dir } => {
+            read_layout_tag(&OciLayout::new(loaded.resolve_path(dir)), tag)
+        }
+        Repository::Registry { .. } => {
+            anyhow::bail!("registry targets (docker://) are not available in this build yet")
+        }
+    }
+}
+
+fn publish_target(
+    loaded: &Loaded,
+    target: &mut Target<'_>,
+    artifacts: &BTreeMap<Arch, ResolvedArtifact>,
+) {
+    let Some(plan) = &target.plan else { return };
+    if !target.errors.is_empty() || plan.hard_refusal {
+        return;
+    }
+    let result = match target.repository {
+        Repository::Layout { dir } => {
+            let layout = OciLayout::new(loaded.resolve_path(dir));
+            let t = LayoutTarget {
+                layout: &layout,
+                tag: &target.tag,
+                planned_from: target.current.as_ref().map(|c| c.digest.as_str()),
+            };
+            publish_to_layout(&t, plan, artifacts, &target.arch_tags)
+        }
+        Repository::Registry { .. } => Err(anyhow::anyhow!(
+            "registry targets are not available in this build yet"
+        )),
+    };
+    match result {
+        Ok(digest) => {
+            if plan.decision == Decision::Published {
+                target.digest = digest;
+            }
+        }
+        Err(e) => {
+            tracing::error!(target = %target.reference, "publishing failed: {e:#}");
+            target
+                .errors
+                .push(format!("publishing {} failed: {e:#}", target.reference));
+        }
+    }
+}
+
+fn report(t: Target<'_>) -> TargetReport {
+    let failed = !t.errors.is_empty();
+    let (arches, mut reasons) = match &t.plan {
+        Some(plan) => (
+            plan.arches.iter().map(ArchReport::from).collect(),
+            plan.reasons.clone(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    reasons.extend(t.errors);
+    let refused_hard = t.plan.as_ref().is_some_and(|p| p.hard_refusal);
+    TargetReport {
+        image: t.image.name.get_ref().clone(),
+        reference: t.reference,
+        policy: t.policy,
+        decision: if failed { Decision::Error } else { t.decision },
+        previous_digest: t.current.map(|c| c.digest),
+        digest: if failed { None } else { t.digest },
+        arches,
+        arch_tags: if failed || refused_hard {
+            Vec::new()
+        } else {
+            t.arch_tags
+                .iter()
+                .map(|(_, tag)| t.repository.tagged(tag))
+                .collect()
+        },
+        reasons,
+    }
+}
