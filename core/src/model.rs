@@ -106,7 +106,7 @@ fn parse_compose_id(id: &str) -> Option<(String, u32)> {
     if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let respin = parts.last()?.parse().ok()?;
+    let respin = parts.next_back()?.parse().ok()?;
     Some((date.to_string(), respin))
 }
 
