@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, installing what it needs first. .ci/run calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+# skopeo checks what archgate writes; gcc links the Rust code.
+apt_install skopeo gcc libc6-dev
+ensure_cargo
+export INSTA_UPDATE=no
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
