@@ -237,10 +237,12 @@ fn plan_target(
     target.current = match read_current(loaded, target.repository, &target.tag) {
         Ok(current) => current,
         Err(e) => {
-            target.errors.push(format!(
-                "cannot read the current index of {}: {e}",
+            let msg = format!(
+                "cannot read the current index of {}: {e:#}",
                 target.reference
-            ));
+            );
+            tracing::error!("{msg}");
+            target.errors.push(msg);
             return Ok(());
         }
     };
@@ -254,6 +256,7 @@ fn plan_target(
     let plan = match decide(&input) {
         Ok(plan) => plan,
         Err(e) => {
+            tracing::error!(target = %target.reference, "{e}");
             target.errors.push(e.to_string());
             return Ok(());
         }
