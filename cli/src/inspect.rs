@@ -2,12 +2,15 @@
 
 use std::fmt::Write as _;
 
-use archgate_core::{Reference, Repository};
-use archgate_native::current::read_layout_tag;
-use archgate_native::OciLayout;
+use archgate_core::Reference;
+use archgate_native::read_current;
 use serde_json::json;
 
-pub fn inspect(reference: &str, as_json: bool) -> u8 {
+use crate::config::Loaded;
+use crate::pipeline::Stores;
+
+/// `loaded` gives `[registry]` settings (TLS, auth file) when a configuration is at hand.
+pub fn inspect(reference: &str, as_json: bool, loaded: Option<&Loaded>) -> u8 {
     let parsed = match Reference::parse(reference) {
         Ok(r) => r,
         Err(e) => {
@@ -19,12 +22,16 @@ pub fn inspect(reference: &str, as_json: bool) -> u8 {
         eprintln!("archgate: {reference}: name a tag, e.g. {reference}:latest");
         return 2;
     };
-    let current = match &parsed.repository {
-        Repository::Layout { dir } => read_layout_tag(&OciLayout::new(dir), tag),
-        Repository::Registry { .. } => Err(anyhow::anyhow!(
-            "registry references are not available in this build yet"
-        )),
+    let stores = match Stores::new(loaded, &[&parsed.repository]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("archgate: {e}");
+            return e.exit_code();
+        }
     };
+    // Layout paths in a reference are relative to the working directory.
+    let store = stores.store(None, &parsed.repository);
+    let current = stores.block_on(read_current(&store, tag));
     let current = match current {
         Ok(Some(c)) => c,
         Ok(None) => {

@@ -44,8 +44,11 @@ enum Command {
     },
     /// Show what a reference points to: digest, media type, and each entry.
     Inspect {
-        /// oci:DIR:TAG (docker://HOST/PATH:TAG in a later build).
+        /// oci:DIR:TAG or docker://HOST/PATH:TAG (a bare HOST/PATH:TAG too).
         reference: String,
+        /// Take [registry] settings (tls-verify, auth-file) from this configuration.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -92,9 +95,14 @@ fn main() -> ExitCode {
             report,
             dry_run,
         } => run_and_report(&run, dry_run, report.as_deref()),
-        Command::Inspect { reference, format } => {
-            inspect::inspect(&reference, format == Format::Json)
-        }
+        Command::Inspect {
+            reference,
+            format,
+            config,
+        } => match config.map(|c| config::load(&c)).transpose() {
+            Ok(loaded) => inspect::inspect(&reference, format == Format::Json, loaded.as_ref()),
+            Err(e) => fail(&RunError::Config(e.0)),
+        },
     };
     ExitCode::from(code)
 }

@@ -13,11 +13,14 @@ use archgate_core::{
     GateInput, GateSettings, ImageQuery, Outcome, Policy, Report, Repository, Source, TargetPlan,
     TargetReport,
 };
-use archgate_native::current::read_layout_tag;
 use archgate_native::oci::{render_index, sha256_digest};
-use archgate_native::publish::{publish_to_layout, LayoutTarget};
-use archgate_native::{resolve, OciLayout, ResolvedArtifact};
+use archgate_native::registry::{Registry, RegistryRepo, RegistrySettings};
+use archgate_native::{
+    publish, read_current, resolve, AnyStore, OciLayout, ResolvedArtifact, Target as StoreTarget,
+};
 use archgate_source_dir::DirSource;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::config::{EngineKind, ImageConfig, Loaded, SourceKind};
 
@@ -53,6 +56,78 @@ impl std::fmt::Display for RunError {
             RunError::Config(m) | RunError::Input(m) => f.write_str(m),
         }
     }
+}
+
+/// Where targets live, and the runtime that talks to them.
+pub struct Stores {
+    rt: tokio::runtime::Runtime,
+    registries: HashMap<String, Arc<Registry>>,
+}
+
+impl Stores {
+    /// A client for every registry host the configuration names (and `extra`).
+    pub fn new(loaded: Option<&Loaded>, extra: &[&Repository]) -> Result<Stores, RunError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| RunError::Input(format!("cannot start the async runtime: {e}")))?;
+        let mut registries = HashMap::new();
+        let configured = loaded
+            .map(|l| l.config.image.iter().flat_map(|i| i.repositories.iter()))
+            .into_iter()
+            .flatten();
+        for repository in configured.chain(extra.iter().copied()) {
+            if let Repository::Registry { host, .. } = repository {
+                if !registries.contains_key(host) {
+                    let settings = registry_settings(loaded, host)?;
+                    let registry = Registry::new(host, settings)
+                        .map_err(|e| RunError::Input(format!("{e:#}")))?;
+                    registries.insert(host.clone(), Arc::new(registry));
+                }
+            }
+        }
+        Ok(Stores { rt, registries })
+    }
+
+    pub fn store(&self, loaded: Option<&Loaded>, repository: &Repository) -> AnyStore {
+        match repository {
+            Repository::Layout { dir } => AnyStore::Layout(OciLayout::new(match loaded {
+                Some(l) => l.resolve_path(dir),
+                None => PathBuf::from(dir),
+            })),
+            Repository::Registry { host, path } => AnyStore::Registry(RegistryRepo {
+                registry: self.registries[host].clone(),
+                path: path.clone(),
+            }),
+        }
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+}
+
+/// `[registry."HOST"]` settings and the credentials for HOST.
+fn registry_settings(loaded: Option<&Loaded>, host: &str) -> Result<RegistrySettings, RunError> {
+    let configured = loaded.and_then(|l| l.config.registry.get(host));
+    let auth_file = configured
+        .and_then(|c| c.auth_file.as_deref())
+        .map(|f| match loaded {
+            Some(l) => l.resolve_path(f),
+            None => PathBuf::from(f),
+        });
+    let credentials = archgate_native::auth::lookup(host, auth_file.as_deref()).map_err(|e| {
+        let place = loaded
+            .map(|l| format!("{}: ", l.path.display()))
+            .unwrap_or_default();
+        RunError::Config(format!("{place}[registry.\"{host}\"]: {e:#}"))
+    })?;
+    Ok(RegistrySettings {
+        tls_verify: configured.is_none_or(|c| c.tls_verify),
+        credentials,
+        retry: Default::default(),
+    })
 }
 
 /// One (image, repository, tag), planned.
@@ -96,6 +171,8 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
+
+    let stores = Stores::new(Some(loaded), &[])?;
 
     // Plan every target.
     let mut artifacts: Vec<BTreeMap<Arch, ResolvedArtifact>> = Vec::new();
@@ -142,7 +219,15 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
                     digest: None,
                     errors: Vec::new(),
                 };
-                plan_target(loaded, &mut target, &results, &inputs, &settings, now)?;
+                plan_target(
+                    loaded,
+                    &stores,
+                    &mut target,
+                    &results,
+                    &inputs,
+                    &settings,
+                    now,
+                )?;
                 targets.push((i, target));
             }
         }
@@ -151,7 +236,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
     // Publish.
     if !opts.dry_run {
         for (i, target) in &mut targets {
-            publish_target(loaded, target, &artifacts[*i]);
+            publish_target(loaded, &stores, target, &artifacts[*i]);
         }
     }
 
@@ -228,13 +313,15 @@ fn read_artifacts(
 
 fn plan_target(
     loaded: &Loaded,
+    stores: &Stores,
     target: &mut Target<'_>,
     results: &ComposeResults,
     inputs: &[(Arch, ArchInput)],
     settings: &GateSettings,
     now: i64,
 ) -> Result<(), RunError> {
-    target.current = match read_current(loaded, target.repository, &target.tag) {
+    let store = stores.store(Some(loaded), target.repository);
+    target.current = match stores.block_on(read_current(&store, &target.tag)) {
         Ok(current) => current,
         Err(e) => {
             let msg = format!(
@@ -285,23 +372,9 @@ fn plan_target(
     Ok(())
 }
 
-fn read_current(
-    loaded: &Loaded,
-    repository: &Repository,
-    tag: &str,
-) -> anyhow::Result<Option<CurrentIndex>> {
-    match repository {
-        Repository::Layout { dir } => {
-            read_layout_tag(&OciLayout::new(loaded.resolve_path(dir)), tag)
-        }
-        Repository::Registry { .. } => {
-            anyhow::bail!("registry targets (docker://) are not available in this build yet")
-        }
-    }
-}
-
 fn publish_target(
     loaded: &Loaded,
+    stores: &Stores,
     target: &mut Target<'_>,
     artifacts: &BTreeMap<Arch, ResolvedArtifact>,
 ) {
@@ -309,21 +382,13 @@ fn publish_target(
     if !target.errors.is_empty() || plan.hard_refusal {
         return;
     }
-    let result = match target.repository {
-        Repository::Layout { dir } => {
-            let layout = OciLayout::new(loaded.resolve_path(dir));
-            let t = LayoutTarget {
-                layout: &layout,
-                tag: &target.tag,
-                planned_from: target.current.as_ref().map(|c| c.digest.as_str()),
-            };
-            publish_to_layout(&t, plan, artifacts, &target.arch_tags)
-        }
-        Repository::Registry { .. } => Err(anyhow::anyhow!(
-            "registry targets are not available in this build yet"
-        )),
+    let store = stores.store(Some(loaded), target.repository);
+    let t = StoreTarget {
+        store: &store,
+        tag: &target.tag,
+        planned_from: target.current.as_ref().map(|c| c.digest.as_str()),
     };
-    match result {
+    match stores.block_on(publish(&t, plan, artifacts, &target.arch_tags)) {
         Ok(digest) => {
             if plan.decision == Decision::Published {
                 target.digest = digest;

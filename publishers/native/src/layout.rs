@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 
 use crate::oci::{hex_digest, Descriptor, Index, REF_NAME};
+use crate::store::Store;
 
 /// The largest manifest, index or config archgate reads into memory.
 pub const MAX_DOCUMENT: u64 = 8 << 20;
@@ -166,48 +167,9 @@ impl OciLayout {
         result
     }
 
-    /// Writes bytes as a blob and returns their descriptor digest.
-    pub fn write_blob_bytes(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
-        let desc = Descriptor {
-            media_type: media_type.to_string(),
-            digest: crate::oci::sha256_digest(bytes),
-            size: bytes.len() as u64,
-            urls: None,
-            annotations: None,
-            platform: None,
-            artifact_type: None,
-        };
-        if !self.has_blob(&desc.digest, desc.size) {
-            self.write_blob(&desc, bytes)?;
-        }
-        Ok(desc)
-    }
-
     /// Points tags at descriptors in one atomic rewrite of `index.json`.
-    ///
-    /// With `expect = Some((tag, digest))`, the tag must still point to
-    /// `digest` (or to nothing, for `None`) when `index.json` is read again
-    /// just before the write; otherwise nothing is written.
-    pub fn set_tags(
-        &self,
-        tags: &[(String, Descriptor)],
-        expect: Option<(&str, Option<&str>)>,
-    ) -> Result<()> {
+    pub fn set_tags(&self, tags: &[(String, Descriptor)]) -> Result<()> {
         let mut index = self.read_index()?;
-        if let Some((tag, planned)) = expect {
-            let now = index
-                .manifests
-                .iter()
-                .find(|d| d.ref_name() == Some(tag))
-                .map(|d| d.digest.as_str());
-            if now != planned {
-                bail!(
-                    "tag {tag} moved while archgate was publishing: it was planned against {} and now points to {}; not written",
-                    planned.unwrap_or("no index"),
-                    now.unwrap_or("nothing")
-                );
-            }
-        }
         let mut changed = false;
         for (tag, desc) in tags {
             let mut desc = desc.clone();
@@ -230,6 +192,58 @@ impl OciLayout {
         }
         if changed {
             write_atomic(&self.index_path(), &serde_json::to_vec(&index)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Store for OciLayout {
+    fn name(&self) -> String {
+        format!("oci:{}", self.root.display())
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        self.init()
+    }
+
+    async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>> {
+        self.find_tag(tag)
+    }
+
+    async fn fetch_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.read_blob(desc)
+    }
+
+    async fn fetch_blob(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.read_blob(desc)
+    }
+
+    async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(OciLayout::has_blob(self, &desc.digest, desc.size))
+    }
+
+    async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(OciLayout::has_blob(self, &desc.digest, desc.size))
+    }
+
+    async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()> {
+        let file = File::open(from).map_err(|e| anyhow!("{}: cannot read: {e}", from.display()))?;
+        self.write_blob(desc, file)
+    }
+
+    async fn push_manifest(
+        &self,
+        desc: &Descriptor,
+        bytes: &[u8],
+        tag: Option<&str>,
+    ) -> Result<()> {
+        if !OciLayout::has_blob(self, &desc.digest, desc.size) {
+            self.write_blob(desc, bytes)?;
+        }
+        if let Some(tag) = tag {
+            let mut desc = desc.clone();
+            desc.annotations = None;
+            self.set_tags(&[(tag.to_string(), desc)])?;
         }
         Ok(())
     }

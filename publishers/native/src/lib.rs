@@ -1,13 +1,16 @@
 //! archgate's native engine: artifact readers, the OCI layout reader and
 //! writer, and the code that carries a target plan out.
 //!
-//! Registries (`docker://`) come next; today targets are `oci:` layouts.
+//! Targets are OCI layouts (`oci:`) and registry repositories (`docker://`),
+//! both behind [`Store`].
 
 pub mod artifact;
-pub mod current;
+pub mod auth;
 pub mod layout;
 pub mod oci;
-pub mod publish;
+pub mod registry;
+pub mod store;
 
 pub use artifact::{resolve, ResolvedArtifact};
 pub use layout::OciLayout;
+pub use store::{publish, read_current, AnyStore, Store, Target};

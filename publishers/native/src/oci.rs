@@ -52,6 +52,19 @@ impl Descriptor {
         Ok(())
     }
 
+    /// The descriptor of some bytes.
+    pub fn new(media_type: &str, bytes: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest: sha256_digest(bytes),
+            size: bytes.len() as u64,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        }
+    }
+
     pub fn ref_name(&self) -> Option<&str> {
         self.annotations.as_ref()?.get(REF_NAME).map(String::as_str)
     }

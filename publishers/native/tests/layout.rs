@@ -9,8 +9,8 @@ use archgate_core::{Artifact, Location};
 use archgate_fixtures::{write_layout, Image};
 use archgate_native::layout::OciLayout;
 use archgate_native::oci::Descriptor;
-use archgate_native::publish::{publish_to_layout, LayoutTarget};
 use archgate_native::resolve;
+use archgate_native::{publish, Target};
 
 fn desc(digest: &str, size: u64) -> Descriptor {
     Descriptor {
@@ -112,12 +112,17 @@ fn a_moved_tag_is_not_overwritten() {
     fs::write(target.root().join("index.json"), &index).unwrap();
 
     let artifacts = BTreeMap::from([(Arch::X86_64, art)]);
-    let t = LayoutTarget {
-        layout: &target,
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let arch_tags = [(Arch::X86_64, "41-x86_64".to_string())];
+    let t = Target {
+        store: &target,
         tag: "41",
         planned_from: None,
     };
-    let err = publish_to_layout(&t, &plan, &artifacts, &[(Arch::X86_64, "41-x86_64".into())])
+    let err = rt
+        .block_on(publish(&t, &plan, &artifacts, &arch_tags))
         .unwrap_err();
     let msg = format!("{err:#}");
     assert!(
@@ -131,12 +136,13 @@ fn a_moved_tag_is_not_overwritten() {
     );
 
     // Planned against the right digest, it goes through and reads back.
-    let t = LayoutTarget {
-        layout: &target,
+    let t = Target {
+        store: &target,
         tag: "41",
         planned_from: Some(&other),
     };
-    let digest = publish_to_layout(&t, &plan, &artifacts, &[(Arch::X86_64, "41-x86_64".into())])
+    let digest = rt
+        .block_on(publish(&t, &plan, &artifacts, &arch_tags))
         .unwrap()
         .unwrap();
     assert_eq!(target.find_tag("41").unwrap().unwrap().digest, digest);

@@ -1,0 +1,853 @@
+//! A registry client for what archgate needs of the distribution API:
+//! manifests by tag and digest (every media type in `Accept`), blob checks,
+//! streamed uploads, cross-repository mounts, with the token and basic auth
+//! flows, and retries.
+//!
+//! Written on reqwest rather than on oci-client: archgate needs the
+//! response headers (`Retry-After`, `Docker-Content-Digest`), a 202 answer to
+//! a mount, a fresh token on a 401 in the middle of a publish, and a retry
+//! policy around whole operations; oci-client hides or refuses each of these.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use reqwest::header::{
+    HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use crate::auth::{parse_challenge, Challenge, Credentials, Secret};
+use crate::layout::MAX_DOCUMENT;
+use crate::oci::{sha256_digest, Descriptor};
+use crate::store::Store;
+
+/// Every manifest media type archgate understands; the distribution registry
+/// answers 404 for a type that is not listed.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// How a registry is reached.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Verify TLS certificates; when false, plain HTTP is also tried.
+    pub tls_verify: bool,
+    pub credentials: Option<Credentials>,
+    pub retry: RetryPolicy,
+}
+
+/// Bounded exponential backoff for transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why one try failed: worth another try, or not.
+enum Failure {
+    Transient {
+        why: String,
+        retry_after: Option<Duration>,
+    },
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+fn from_reqwest(e: reqwest::Error) -> Failure {
+    let why = e.to_string();
+    let why = match std::error::Error::source(&e) {
+        Some(source) => format!("{why}: {source}"),
+        None => why,
+    };
+    if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
+        Failure::Transient {
+            why,
+            retry_after: None,
+        }
+    } else {
+        Failure::Fatal(anyhow!(why))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// `https://HOST` or `http://HOST`, once known.
+    base: Option<String>,
+    challenge: Option<Challenge>,
+    /// Bearer tokens by scope.
+    tokens: HashMap<String, Secret>,
+}
+
+/// One registry host.
+pub struct Registry {
+    host: String,
+    http: reqwest::Client,
+    settings: RegistrySettings,
+    state: tokio::sync::Mutex<State>,
+    /// Where a blob is known to be, for cross-repository mounts.
+    known: Mutex<HashMap<String, String>>,
+}
+
+impl Registry {
+    pub fn new(host: &str, settings: RegistrySettings) -> Result<Registry> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(!settings.tls_verify)
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| anyhow!("{host}: cannot set up an HTTP client: {e}"))?;
+        Ok(Registry {
+            host: host.to_string(),
+            http,
+            settings,
+            state: Default::default(),
+            known: Default::default(),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Runs one operation, again on transient failures, with backoff.
+    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let policy = self.settings.retry;
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient { why, retry_after }) => {
+                    if attempt >= policy.attempts {
+                        bail!(
+                            "{}: {what}: {why} (gave up after {attempt} tries)",
+                            self.host
+                        );
+                    }
+                    let backoff = policy.base_delay.saturating_mul(1 << (attempt - 1).min(16));
+                    let delay = retry_after.unwrap_or(backoff).min(policy.max_delay);
+                    tracing::warn!(host = %self.host, attempt, delay_ms = delay.as_millis() as u64, "{what}: {why}; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The scheme and host, found by a first `GET /v2/`; also learns how the
+    /// registry wants to be authenticated.
+    async fn base(&self) -> Result<String, Failure> {
+        let mut state = self.state.lock().await;
+        if let Some(base) = &state.base {
+            return Ok(base.clone());
+        }
+        let https = format!("https://{}", self.host);
+        let (base, resp) = match self.http.get(format!("{https}/v2/")).send().await {
+            Ok(resp) => (https, resp),
+            Err(e) if !self.settings.tls_verify && (e.is_connect() || e.is_request()) => {
+                let http = format!("http://{}", self.host);
+                tracing::debug!(host = %self.host, "no HTTPS ({e}); trying plain HTTP because tls-verify is off");
+                let resp = self
+                    .http
+                    .get(format!("{http}/v2/"))
+                    .send()
+                    .await
+                    .map_err(from_reqwest)?;
+                (http, resp)
+            }
+            Err(e) => {
+                let hint = if e.is_connect() || e.is_request() {
+                    "; if it speaks plain HTTP or has a self-signed certificate, set tls-verify = false for it"
+                } else {
+                    ""
+                };
+                return Err(match from_reqwest(e) {
+                    Failure::Transient { why, retry_after } => Failure::Transient {
+                        why: format!("{why}{hint}"),
+                        retry_after,
+                    },
+                    fatal => fatal,
+                });
+            }
+        };
+        if let Some(f) = transient_status(&resp) {
+            return Err(f);
+        }
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            state.challenge = challenge_of(resp.headers());
+        }
+        state.base = Some(base.clone());
+        Ok(base)
+    }
+
+    /// Sends a request with authentication, fetching or refreshing a token
+    /// once on a 401. 408, 429 and 5xx come back as transient failures.
+    async fn send(
+        &self,
+        scopes: &[String],
+        make: &(dyn Fn(&str) -> RequestBuilder + Sync),
+    ) -> Result<Response, Failure> {
+        let base = self.base().await?;
+        let key = scopes.join(" ");
+        let mut refreshed = false;
+        loop {
+            let req = self.authorize(make(&base), scopes, &key).await?;
+            let resp = req.send().await.map_err(from_reqwest)?;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                let mut state = self.state.lock().await;
+                if let Some(c) = challenge_of(resp.headers()) {
+                    state.challenge = Some(c);
+                }
+                state.tokens.remove(&key);
+                drop(state);
+                if !refreshed {
+                    tracing::debug!(host = %self.host, "401: authenticating again");
+                    refreshed = true;
+                    continue;
+                }
+                let who = self
+                    .settings
+                    .credentials
+                    .as_ref()
+                    .map(Credentials::who)
+                    .unwrap_or_else(|| "no credentials".into());
+                return Err(Failure::Fatal(anyhow!(
+                    "{}: authentication failed ({who}): {}",
+                    self.host,
+                    error_text(resp).await
+                )));
+            }
+            if let Some(f) = transient_status(&resp) {
+                return Err(f);
+            }
+            return Ok(resp);
+        }
+    }
+
+    async fn authorize(
+        &self,
+        req: RequestBuilder,
+        scopes: &[String],
+        key: &str,
+    ) -> Result<RequestBuilder, Failure> {
+        let challenge = self.state.lock().await.challenge.clone();
+        match challenge {
+            None => Ok(req),
+            Some(Challenge::Basic) => Ok(match &self.settings.credentials {
+                Some(Credentials::Basic { username, password }) => {
+                    req.basic_auth(username, Some(password.expose()))
+                }
+                _ => req,
+            }),
+            Some(Challenge::Bearer { realm, service }) => {
+                if let Some(token) = self.state.lock().await.tokens.get(key) {
+                    return Ok(req.bearer_auth(token.expose()));
+                }
+                let token = self.fetch_token(&realm, service.as_deref(), scopes).await?;
+                let req = req.bearer_auth(token.expose());
+                self.state
+                    .lock()
+                    .await
+                    .tokens
+                    .insert(key.to_string(), token);
+                Ok(req)
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<Secret, Failure> {
+        let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        let req = match &self.settings.credentials {
+            Some(Credentials::IdentityToken(t)) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", t.expose()),
+                    ("client_id", "archgate"),
+                ];
+                form.extend(query.iter().copied());
+                self.http.post(realm).form(&form)
+            }
+            Some(Credentials::Basic { username, password }) => self
+                .http
+                .get(realm)
+                .query(&query)
+                .basic_auth(username, Some(password.expose())),
+            None => self.http.get(realm).query(&query),
+        };
+        let resp = req.send().await.map_err(from_reqwest)?;
+        if let Some(f) = transient_status(&resp) {
+            return Err(f);
+        }
+        if !resp.status().is_success() {
+            let who = self
+                .settings
+                .credentials
+                .as_ref()
+                .map(Credentials::who)
+                .unwrap_or_else(|| "no credentials".into());
+            return Err(Failure::Fatal(anyhow!(
+                "{}: the token server refused {who}: {}",
+                self.host,
+                error_text(resp).await
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body: TokenResponse = resp
+            .json()
+            .await
+            .map_err(|e| Failure::Fatal(anyhow!("{}: token server answer: {e}", self.host)))?;
+        body.token
+            .or(body.access_token)
+            .filter(|t| !t.is_empty())
+            .map(Secret::new)
+            .ok_or_else(|| {
+                Failure::Fatal(anyhow!(
+                    "{}: the token server answered without a token",
+                    self.host
+                ))
+            })
+    }
+
+    /// What a tag or digest points to (HEAD), or `None`.
+    pub async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<Descriptor>> {
+        let scopes = [pull(repo)];
+        let what = format!("HEAD {repo}:{reference}");
+        self.retrying(&what, || async {
+            let resp = self
+                .send(&scopes, &|base| {
+                    self.http
+                        .head(format!("{base}/v2/{repo}/manifests/{reference}"))
+                        .header(ACCEPT, MANIFEST_ACCEPT)
+                })
+                .await?;
+            match resp.status() {
+                StatusCode::NOT_FOUND => Ok(None),
+                s if s.is_success() => {
+                    let headers = resp.headers();
+                    let media_type = content_type(headers);
+                    let size =
+                        header(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
+                    match (header(headers, "docker-content-digest"), size) {
+                        (Some(digest), Some(size)) => {
+                            let mut d = Descriptor::new(&media_type, b"");
+                            d.digest = digest;
+                            d.size = size;
+                            d.check()?;
+                            Ok(Some(d))
+                        }
+                        // No digest header: fetch the manifest and hash it.
+                        _ => Ok(self
+                            .get_manifest_raw(repo, reference)
+                            .await
+                            .map_err(Failure::Fatal)?
+                            .map(|(d, _)| d)),
+                    }
+                }
+                _ => Err(Failure::Fatal(anyhow!(
+                    "{}/{what}: {}",
+                    self.host,
+                    error_text(resp).await
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn get_manifest_raw(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<(Descriptor, Vec<u8>)>> {
+        let scopes = [pull(repo)];
+        let what = format!("GET manifest {repo}:{reference}");
+        self.retrying(&what, || async {
+            let resp = self
+                .send(&scopes, &|base| {
+                    self.http
+                        .get(format!("{base}/v2/{repo}/manifests/{reference}"))
+                        .header(ACCEPT, MANIFEST_ACCEPT)
+                })
+                .await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !resp.status().is_success() {
+                return Err(Failure::Fatal(anyhow!(
+                    "{}/{what}: {}",
+                    self.host,
+                    error_text(resp).await
+                )));
+            }
+            let media_type = content_type(resp.headers());
+            let body = read_limited(resp, MAX_DOCUMENT).await?;
+            Ok(Some((Descriptor::new(&media_type, &body), body)))
+        })
+        .await
+    }
+
+    /// A manifest by its descriptor, checked.
+    pub async fn get_manifest(&self, repo: &str, desc: &Descriptor) -> Result<Vec<u8>> {
+        let (got, body) = self
+            .get_manifest_raw(repo, &desc.digest)
+            .await?
+            .ok_or_else(|| anyhow!("{}/{repo}: manifest {} not found", self.host, desc.digest))?;
+        if got.digest != desc.digest {
+            bail!(
+                "{}/{repo}: manifest {} has content {}",
+                self.host,
+                desc.digest,
+                got.digest
+            );
+        }
+        Ok(body)
+    }
+
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        let scopes = [pull(repo)];
+        let what = format!("HEAD blob {repo}@{digest}");
+        let found = self
+            .retrying(&what, || async {
+                let resp = self
+                    .send(&scopes, &|base| {
+                        self.http.head(format!("{base}/v2/{repo}/blobs/{digest}"))
+                    })
+                    .await?;
+                match resp.status() {
+                    StatusCode::NOT_FOUND => Ok(false),
+                    s if s.is_success() => Ok(true),
+                    _ => Err(Failure::Fatal(anyhow!(
+                        "{}/{what}: {}",
+                        self.host,
+                        error_text(resp).await
+                    ))),
+                }
+            })
+            .await?;
+        if found {
+            self.remember(digest, repo);
+        }
+        Ok(found)
+    }
+
+    /// A small blob (a config), checked.
+    pub async fn get_blob(&self, repo: &str, desc: &Descriptor) -> Result<Vec<u8>> {
+        if desc.size > MAX_DOCUMENT {
+            bail!(
+                "{}/{repo}: blob {} is too large to read whole ({} bytes)",
+                self.host,
+                desc.digest,
+                desc.size
+            );
+        }
+        let scopes = [pull(repo)];
+        let what = format!("GET blob {repo}@{}", desc.digest);
+        let body = self
+            .retrying(&what, || async {
+                let resp = self
+                    .send(&scopes, &|base| {
+                        self.http
+                            .get(format!("{base}/v2/{repo}/blobs/{}", desc.digest))
+                    })
+                    .await?;
+                if !resp.status().is_success() {
+                    return Err(Failure::Fatal(anyhow!(
+                        "{}/{what}: {}",
+                        self.host,
+                        error_text(resp).await
+                    )));
+                }
+                read_limited(resp, MAX_DOCUMENT).await
+            })
+            .await?;
+        let digest = sha256_digest(&body);
+        if digest != desc.digest {
+            bail!(
+                "{}/{repo}: blob {} has content {digest}",
+                self.host,
+                desc.digest
+            );
+        }
+        Ok(body)
+    }
+
+    fn remember(&self, digest: &str, repo: &str) {
+        self.known
+            .lock()
+            .expect("lock")
+            .entry(digest.to_string())
+            .or_insert_with(|| repo.to_string());
+    }
+
+    fn known_elsewhere(&self, digest: &str, repo: &str) -> Option<String> {
+        self.known
+            .lock()
+            .expect("lock")
+            .get(digest)
+            .filter(|r| r.as_str() != repo)
+            .cloned()
+    }
+
+    /// Mounts a blob from another repository; `false` when the registry
+    /// declines (202: it opened an upload session instead, which is cancelled).
+    pub async fn mount(&self, repo: &str, from: &str, digest: &str) -> Result<bool> {
+        let scopes = [push(repo), pull(from)];
+        let what = format!("mount {digest} from {from} into {repo}");
+        let location = self
+            .retrying(&what, || async {
+                let resp = self
+                    .send(&scopes, &|base| {
+                        self.http
+                            .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                            .query(&[("mount", digest), ("from", from)])
+                            .header(CONTENT_LENGTH, "0")
+                    })
+                    .await?;
+                match resp.status() {
+                    StatusCode::CREATED => Ok(None),
+                    StatusCode::ACCEPTED => Ok(Some(header(resp.headers(), LOCATION.as_str()))),
+                    _ => Err(Failure::Fatal(anyhow!(
+                        "{}/{what}: {}",
+                        self.host,
+                        error_text(resp).await
+                    ))),
+                }
+            })
+            .await?;
+        match location {
+            None => {
+                self.remember(digest, repo);
+                Ok(true)
+            }
+            Some(location) => {
+                tracing::debug!(host = %self.host, repo, digest, "mount declined (202); uploading instead");
+                if let Some(location) = location {
+                    let base = self
+                        .base()
+                        .await
+                        .map_err(|_| anyhow!("{}: not reachable", self.host))?;
+                    let url = absolute(&base, &location);
+                    let _ = self
+                        .send(&[push(repo)], &|_| self.http.request(Method::DELETE, &url))
+                        .await;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Streams a blob from a file: one POST for the session, one PUT with
+    /// the whole content. The whole operation is retried on transient failures.
+    pub async fn upload(&self, repo: &str, desc: &Descriptor, path: &Path) -> Result<()> {
+        let scopes = [push(repo)];
+        let what = format!("upload {} to {repo}", desc.digest);
+        self.retrying(&what, || async {
+            let resp = self
+                .send(&scopes, &|base| {
+                    self.http
+                        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                        .header(CONTENT_LENGTH, "0")
+                })
+                .await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(Failure::Fatal(anyhow!(
+                    "{}/{what}: {}",
+                    self.host,
+                    error_text(resp).await
+                )));
+            }
+            let location = header(resp.headers(), LOCATION.as_str()).ok_or_else(|| {
+                Failure::Fatal(anyhow!(
+                    "{}/{what}: no Location for the upload session",
+                    self.host
+                ))
+            })?;
+            let base = self.base().await?;
+            let url = absolute(&base, &location);
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let url = format!("{url}{sep}digest={}", desc.digest);
+            let resp = self
+                .send(&scopes, &|_| {
+                    let file = match std::fs::File::open(path) {
+                        Ok(f) => f,
+                        // Sent as an empty body; the registry then rejects the digest.
+                        Err(e) => {
+                            tracing::error!(path = %path.display(), "cannot read: {e}");
+                            return self.http.put(&url).body(Vec::new());
+                        }
+                    };
+                    let stream = tokio_util::io::ReaderStream::with_capacity(
+                        tokio::fs::File::from_std(file),
+                        256 * 1024,
+                    );
+                    self.http
+                        .put(&url)
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, desc.size)
+                        .body(reqwest::Body::wrap_stream(stream))
+                })
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(Failure::Fatal(anyhow!(
+                    "{}/{what}: {}",
+                    self.host,
+                    error_text(resp).await
+                )));
+            }
+            Ok(())
+        })
+        .await?;
+        self.remember(&desc.digest, repo);
+        Ok(())
+    }
+
+    /// PUTs a manifest or index under a tag or its digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        desc: &Descriptor,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let scopes = [push(repo)];
+        let what = format!("PUT manifest {repo}:{reference}");
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        self.retrying(&what, || async {
+            let resp = self
+                .send(&scopes, &|base| {
+                    self.http
+                        .put(format!("{base}/v2/{repo}/manifests/{reference}"))
+                        .header(CONTENT_TYPE, desc.media_type.as_str())
+                        .body(body.clone())
+                })
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(Failure::Fatal(anyhow!(
+                    "{}/{what}: {}",
+                    self.host,
+                    error_text(resp).await
+                )));
+            }
+            match header(resp.headers(), "docker-content-digest") {
+                Some(d) if d != desc.digest => Err(Failure::Fatal(anyhow!(
+                    "{}/{what}: the registry stored {d}, expected {}",
+                    self.host,
+                    desc.digest
+                ))),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+}
+
+fn pull(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+fn push(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    header(headers, CONTENT_TYPE.as_str())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+fn challenge_of(headers: &HeaderMap) -> Option<Challenge> {
+    headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(parse_challenge)
+}
+
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else {
+        format!("{base}{location}")
+    }
+}
+
+/// 408, 429 and 5xx are worth another try; `Retry-After` (seconds) is honoured.
+fn transient_status(resp: &Response) -> Option<Failure> {
+    let s = resp.status();
+    if s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
+    {
+        let retry_after = header(resp.headers(), RETRY_AFTER.as_str())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Some(Failure::Transient {
+            why: format!("{} from {}", s, resp.url().path()),
+            retry_after,
+        });
+    }
+    None
+}
+
+async fn read_limited(resp: Response, limit: u64) -> Result<Vec<u8>, Failure> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(Failure::Fatal(anyhow!(
+            "{}: answer larger than {limit} bytes",
+            resp.url()
+        )));
+    }
+    let body = resp.bytes().await.map_err(from_reqwest)?;
+    if body.len() as u64 > limit {
+        return Err(Failure::Fatal(anyhow!("answer larger than {limit} bytes")));
+    }
+    Ok(body.to_vec())
+}
+
+/// `STATUS CODE: message` from a registry error answer.
+async fn error_text(resp: Response) -> String {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorItem {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    match serde_json::from_str::<Errors>(&body) {
+        Ok(e) if !e.errors.is_empty() => {
+            let parts: Vec<String> = e
+                .errors
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} {}",
+                        i.code.as_deref().unwrap_or(""),
+                        i.message.as_deref().unwrap_or("")
+                    )
+                    .trim()
+                    .to_string()
+                })
+                .collect();
+            format!("{status}: {}", parts.join("; "))
+        }
+        _ => {
+            let body: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+            let body: String = body.chars().take(200).collect();
+            if body.is_empty() {
+                status.to_string()
+            } else {
+                format!("{status}: {body}")
+            }
+        }
+    }
+}
+
+/// One repository on a registry, as a [`Store`].
+pub struct RegistryRepo {
+    pub registry: Arc<Registry>,
+    pub path: String,
+}
+
+impl Store for RegistryRepo {
+    fn name(&self) -> String {
+        format!("{}/{}", self.registry.host, self.path)
+    }
+
+    async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>> {
+        self.registry.head_manifest(&self.path, tag).await
+    }
+
+    async fn fetch_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.registry.get_manifest(&self.path, desc).await
+    }
+
+    async fn fetch_blob(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.registry.get_blob(&self.path, desc).await
+    }
+
+    async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        self.registry.blob_exists(&self.path, &desc.digest).await
+    }
+
+    async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(self
+            .registry
+            .head_manifest(&self.path, &desc.digest)
+            .await?
+            .is_some())
+    }
+
+    async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()> {
+        if let Some(other) = self.registry.known_elsewhere(&desc.digest, &self.path) {
+            if self
+                .registry
+                .mount(&self.path, &other, &desc.digest)
+                .await?
+            {
+                tracing::info!(host = %self.registry.host, repo = %self.path, from = %other, digest = %desc.digest, "blob mounted");
+                return Ok(());
+            }
+        }
+        self.registry.upload(&self.path, desc, from).await
+    }
+
+    async fn push_manifest(
+        &self,
+        desc: &Descriptor,
+        bytes: &[u8],
+        tag: Option<&str>,
+    ) -> Result<()> {
+        self.registry
+            .put_manifest(&self.path, &desc.digest, desc, bytes)
+            .await?;
+        if let Some(tag) = tag {
+            self.registry
+                .put_manifest(&self.path, tag, desc, bytes)
+                .await?;
+        }
+        Ok(())
+    }
+}
