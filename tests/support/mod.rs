@@ -1,0 +1,529 @@
+//! What the registry tests start: Debian's `docker-registry` on a free port
+//! in a temp dir (plain, htpasswd, or token auth), a small token server, and
+//! a proxy that records requests and injects faults in front of it.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+pub type Body = Full<Bytes>;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Serves `handler` on 127.0.0.1 on a free port until dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Server {
+    pub fn start<H, F>(handler: H) -> Server
+    where
+        H: Fn(Request<Incoming>) -> F + Send + Sync + Clone + 'static,
+        F: std::future::Future<Output = Result<Response<Body>, std::io::Error>> + Send + 'static,
+    {
+        let rt = runtime();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(handler);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Server { addr, _rt: rt }
+    }
+}
+
+pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::builder().status(status);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.body(Full::new(body.into())).unwrap()
+}
+
+/// How the registry authenticates.
+pub enum Auth {
+    None,
+    /// htpasswd basic auth with this user and password.
+    Basic(&'static str, &'static str),
+    /// Bearer tokens from a [`TokenServer`].
+    Token(Arc<TokenServer>),
+}
+
+/// A running `docker-registry serve`.
+pub struct Registry {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+    pub auth: Auth,
+}
+
+impl Registry {
+    pub fn start(auth: Auth) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let auth_yaml = match &auth {
+            Auth::None => String::new(),
+            Auth::Basic(user, pass) => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, pass])
+                    .output()
+                    .expect("htpasswd is needed (apt-get install apache2-utils)");
+                assert!(out.status.success());
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, out.stdout).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: archgate-test\n    path: {}\n", file.display())
+            }
+            Auth::Token(ts) => format!(
+                "auth:\n  token:\n    realm: http://{}/token\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                ts.server.addr,
+                TokenServer::SERVICE,
+                TokenServer::ISSUER,
+                ts.cert.display()
+            ),
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n{auth_yaml}",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect(
+                "docker-registry is needed by the registry tests (apt-get install docker-registry)",
+            );
+        let (tx, rx) = mpsc::channel();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                // Keep draining so that the registry never blocks on a full pipe.
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
+                        let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                        let _ = tx.send(port.parse::<u16>().unwrap());
+                    }
+                }
+            });
+        }
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("docker-registry did not say where it listens");
+        Registry {
+            port,
+            dir,
+            child,
+            auth,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A token server for the registry's token auth: checks basic credentials
+/// and issues RS256 JWTs whose `x5c` header carries its certificate.
+pub struct TokenServer {
+    pub server: Server,
+    pub cert: PathBuf,
+    _dir: tempfile::TempDir,
+    pub issued: Arc<AtomicUsize>,
+    /// When set, the first token issued for each set of scopes is already
+    /// expired, as if it had run out in the middle of a publish.
+    pub expire_first: Arc<AtomicBool>,
+    /// Every set of scopes a token was asked for.
+    pub scopes_seen: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl TokenServer {
+    pub const SERVICE: &'static str = "archgate-test";
+    pub const ISSUER: &'static str = "archgate-test-issuer";
+
+    pub fn start(user: &'static str, password: &'static str) -> Arc<TokenServer> {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        let cert = dir.path().join("cert.pem");
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=archgate-test-token",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl is needed by the token tests (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let issued = Arc::new(AtomicUsize::new(0));
+        let expire = Arc::new(AtomicBool::new(false));
+        let (i2, e2) = (issued.clone(), expire.clone());
+        let scopes_seen: Arc<Mutex<std::collections::HashSet<String>>> = Default::default();
+        let seen = scopes_seen.clone();
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let server = Server::start(move |req: Request<Incoming>| {
+            let (key, x5c, issued, expire, expected, seen) = (
+                key.clone(),
+                x5c.clone(),
+                i2.clone(),
+                e2.clone(),
+                expected.clone(),
+                seen.clone(),
+            );
+            async move {
+                let authorized = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    == Some(expected.as_str());
+                if !authorized {
+                    return Ok(respond(401, &[], "bad credentials"));
+                }
+                let query = req.uri().query().unwrap_or("").to_string();
+                let mut access = Vec::new();
+                for pair in query.split('&') {
+                    if let Some(scope) = pair.strip_prefix("scope=") {
+                        let scope = percent_decode(scope);
+                        let parts: Vec<&str> = scope.split(':').collect();
+                        if parts.len() == 3 {
+                            access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}));
+                        }
+                    }
+                }
+                let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                let first_for_scopes = seen.lock().unwrap().insert(query.clone());
+                let expired = expire.load(Ordering::SeqCst) && first_for_scopes;
+                let exp = if expired { now - 3600 } else { now + 600 };
+                let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+                let claims = serde_json::json!({
+                    "iss": TokenServer::ISSUER, "sub": "rel", "aud": TokenServer::SERVICE,
+                    "exp": exp, "nbf": exp - 7200, "iat": exp - 7200, "jti": format!("t{n}"), "access": access,
+                });
+                let b64 = |v: &serde_json::Value| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(serde_json::to_vec(v).unwrap())
+                };
+                let signing_input = format!("{}.{}", b64(&header), b64(&claims));
+                let mut child = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()?;
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(signing_input.as_bytes())?;
+                let sig = child.wait_with_output()?.stdout;
+                let jwt = format!(
+                    "{signing_input}.{}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+                );
+                let body =
+                    serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 600});
+                Ok(respond(
+                    200,
+                    &[("content-type", "application/json")],
+                    body.to_string(),
+                ))
+            }
+        });
+        Arc::new(TokenServer {
+            server,
+            cert,
+            _dir: dir,
+            issued,
+            expire_first: expire,
+            scopes_seen,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// What the proxy does to a matching request.
+#[derive(Clone)]
+pub enum FaultKind {
+    /// Answer with this status (and `Retry-After`, if given) instead of forwarding.
+    Status(u16, Option<&'static str>),
+    /// Close the connection without an answer.
+    Drop,
+    /// Forward a mount request without `mount`/`from`, so the registry opens
+    /// an upload session and answers 202.
+    DeclineMount,
+    /// First PUT these manifest bytes under this path upstream, then forward.
+    PutFirst {
+        path: String,
+        media_type: String,
+        bytes: Vec<u8>,
+    },
+}
+
+#[derive(Clone)]
+pub struct Fault {
+    pub method: &'static str,
+    pub path_contains: String,
+    /// Skip this many matching requests first.
+    pub skip: usize,
+    /// Then act on this many.
+    pub times: usize,
+    pub kind: FaultKind,
+}
+
+/// A recording, fault-injecting proxy in front of a registry.
+pub struct Proxy {
+    pub server: Server,
+    pub log: Arc<Mutex<Vec<(String, String, u16)>>>,
+    pub faults: Arc<Mutex<VecDeque<Fault>>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: String) -> Proxy {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let faults: Arc<Mutex<VecDeque<Fault>>> = Arc::new(Mutex::new(VecDeque::new()));
+        let client = reqwest::Client::new();
+        let me: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
+        let (l2, f2, me2) = (log.clone(), faults.clone(), me.clone());
+        let server = Server::start(move |req: Request<Incoming>| {
+            let (log, faults, client, upstream, me) = (
+                l2.clone(),
+                f2.clone(),
+                client.clone(),
+                upstream.clone(),
+                me2.clone(),
+            );
+            async move {
+                let method = req.method().to_string();
+                let mut path_q = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                let asked = path_q.clone();
+                let mut action = None;
+                {
+                    let mut faults = faults.lock().unwrap();
+                    for f in faults.iter_mut() {
+                        if f.method == method && path_q.contains(&f.path_contains) {
+                            if f.skip > 0 {
+                                f.skip -= 1;
+                            } else if f.times > 0 {
+                                f.times -= 1;
+                                action = Some(f.kind.clone());
+                            }
+                            break;
+                        }
+                    }
+                }
+                let headers = req.headers().clone();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                match action {
+                    Some(FaultKind::Status(code, retry_after)) => {
+                        log.lock().unwrap().push((method, path_q, code));
+                        let h: Vec<(&str, &str)> = retry_after
+                            .map(|r| vec![("retry-after", r)])
+                            .unwrap_or_default();
+                        return Ok(respond(code, &h, "{\"errors\":[{\"code\":\"INJECTED\",\"message\":\"injected by the test proxy\"}]}"));
+                    }
+                    Some(FaultKind::Drop) => {
+                        log.lock().unwrap().push((method, path_q, 0));
+                        return Err(std::io::Error::other("dropped by the test proxy"));
+                    }
+                    Some(FaultKind::DeclineMount) => {
+                        path_q = path_q.split('?').next().unwrap().to_string();
+                    }
+                    Some(FaultKind::PutFirst {
+                        path,
+                        media_type,
+                        bytes,
+                    }) => {
+                        let r = client
+                            .put(format!("{upstream}{path}"))
+                            .header("content-type", media_type)
+                            .body(bytes)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert!(r.status().is_success(), "proxy PutFirst: {}", r.status());
+                    }
+                    None => {}
+                }
+                let mut fwd = client.request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    format!("{upstream}{path_q}"),
+                );
+                for (k, v) in headers.iter() {
+                    if k != "host" {
+                        fwd = fwd.header(k, v);
+                    }
+                }
+                let resp = match fwd.body(body).send().await {
+                    Ok(r) => r,
+                    Err(e) => return Err(std::io::Error::other(e.to_string())),
+                };
+                let status = resp.status().as_u16();
+                log.lock().unwrap().push((method, asked, status));
+                let mut out = Response::builder().status(StatusCode::from_u16(status).unwrap());
+                let me = me.lock().unwrap().clone();
+                for (k, v) in resp.headers() {
+                    if k == "location" {
+                        let v = v.to_str().unwrap().replace(&upstream, &me);
+                        out = out.header(k, v);
+                    } else if k != "content-length" && k != "transfer-encoding" {
+                        out = out.header(k, v);
+                    }
+                }
+                let bytes = resp.bytes().await.unwrap_or_default();
+                Ok(out.body(Full::new(bytes)).unwrap())
+            }
+        });
+        *me.lock().unwrap() = format!("http://{}", server.addr);
+        Proxy {
+            server,
+            log,
+            faults,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        self.server.addr.to_string()
+    }
+
+    pub fn fault(&self, f: Fault) {
+        self.faults.lock().unwrap().push_back(f);
+    }
+
+    pub fn clear_log(&self) {
+        self.log.lock().unwrap().clear();
+    }
+
+    /// (method, path and query, status) of every request seen, in order.
+    pub fn requests(&self) -> Vec<(String, String, u16)> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, method: &str, path_contains: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|(m, p, _)| m == method && p.contains(path_contains))
+            .count()
+    }
+}
+
+/// `skopeo inspect --raw` of a reference on a plain-HTTP registry.
+pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Option<Vec<u8>> {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+    if let Some(c) = creds {
+        cmd.args(["--creds", c]);
+    }
+    let out = cmd
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo is needed (apt-get install skopeo)");
+    out.status.success().then_some(out.stdout)
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    archgate_native::oci::sha256_digest(bytes)
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
