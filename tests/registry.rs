@@ -726,4 +726,37 @@ fn reads_docker_lists_and_single_manifests() {
     ]);
     assert_eq!(single.code, 0, "{}", single.stderr);
     assert_eq!(single.json()["entries"][0]["platform"], "linux/arm64");
+    // A Docker v2 schema 2 manifest too.
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--format",
+            "v2s2",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{host}/fedora:41-x86_64"))
+        .arg(format!("docker://{host}/docker-single:1"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let single = w.run(&[
+        "inspect",
+        "-c",
+        "archgate.toml",
+        "--format",
+        "json",
+        &format!("{host}/docker-single:1"),
+    ]);
+    assert_eq!(single.code, 0, "{}", single.stderr);
+    let v = single.json();
+    assert_eq!(
+        v["media_type"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(v["entries"][0]["platform"], "linux/amd64");
 }
