@@ -760,3 +760,93 @@ fn reads_docker_lists_and_single_manifests() {
     );
     assert_eq!(v["entries"][0]["platform"], "linux/amd64");
 }
+
+#[test]
+fn archives_stream_to_registry_and_layout() {
+    use archgate_fixtures::{write_docker_archive, write_oci_archive, Compress};
+    let reg = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", reg.host()));
+    let host = proxy.host();
+    let w = Work::new(
+        &host,
+        "",
+        &[
+            format!("docker://{host}/fedora"),
+            "oci:out/fedora".to_string(),
+        ],
+    );
+    let c3 = w.dir.join("c3/fedora");
+    fs::create_dir_all(c3.join("x86_64")).unwrap();
+    fs::create_dir_all(c3.join("aarch64")).unwrap();
+    fs::write(
+        w.dir.join("c3/compose.toml"),
+        "id = \"Test-41-20241103.n.0\"\nstatus = \"FINISHED\"\nrelease = \"41\"\n",
+    )
+    .unwrap();
+    let oci_digest = write_oci_archive(
+        &c3.join("x86_64/Fedora-Container-41.x86_64.oci.tar.xz"),
+        &Image::for_arch("x86_64", "x3"),
+        Compress::Xz,
+    )
+    .unwrap();
+    write_docker_archive(
+        &c3.join("aarch64/Fedora-Container-41.aarch64.tar.gz"),
+        &Image::for_arch("aarch64", "a3"),
+        Compress::Gzip,
+    )
+    .unwrap();
+    // The streamed upload of the x86_64 layer is cut off: the archive is read again.
+    let layer = {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, manifest) =
+            archgate_fixtures::write_image_blobs(tmp.path(), &Image::for_arch("x86_64", "x3"))
+                .unwrap();
+        let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+        manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    proxy.fault(Fault {
+        method: "PUT",
+        path_contains: format!("digest={layer}"),
+        skip: 0,
+        times: 1,
+        kind: FaultKind::Drop,
+    });
+
+    let run = w.publish("c3", &["-v"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(
+        arch(&r, 0, "x86_64")["digest"],
+        oci_digest.as_str(),
+        "an oci-archive keeps its manifest digest"
+    );
+    assert!(run.stderr.contains("reading it again"), "{}", run.stderr);
+    let index = raw(&format!("{}/fedora:41", reg.host())).unwrap();
+    assert_eq!(
+        Some(support::sha256(&index).as_str()),
+        r["targets"][0]["digest"].as_str()
+    );
+    assert_eq!(entries(&index).len(), 2);
+    let aarch64 = raw(&format!("{}/fedora:41-aarch64", reg.host())).unwrap();
+    assert_eq!(
+        Some(support::sha256(&aarch64).as_str()),
+        arch(&r, 0, "aarch64")["digest"].as_str()
+    );
+    // The layout target got the same index.
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .arg("--raw")
+        .arg(format!("oci:{}:41", w.dir.join("out/fedora").display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, index);
+
+    proxy.clear_log();
+    let again = w.publish("c3", &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.json()["targets"][0]["decision"], "unchanged");
+    assert_eq!(proxy.count("PUT", "/"), 0, "{:?}", proxy.requests());
+}

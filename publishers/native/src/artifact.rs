@@ -1,30 +1,52 @@
 //! Reading a built artifact: which manifest it holds, for which platform,
-//! and whether every blob is what its descriptor says.
+//! and whether every blob is what its descriptor says. Artifacts are OCI
+//! layout directories, or archives (see [`crate::archive`]).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use archgate_core::{Arch, Artifact, Entry, Location};
+use archgate_core::{Arch, Artifact, Entry, Location, Platform};
+use serde::Serialize;
 
+use crate::archive::{self, Compression, NoSink, Scan};
 use crate::layout::OciLayout;
-use crate::oci::{is_index, is_manifest, Config, Descriptor, Index, Manifest, OCI_MANIFEST};
+use crate::oci::{
+    is_index, is_manifest, Config, Descriptor, Index, Manifest, OCI_CONFIG, OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+};
+
+/// Where the blobs of a resolved artifact are read from when publishing.
+#[derive(Debug, Clone)]
+pub enum BlobSource {
+    Layout(OciLayout),
+    /// Read again in one streaming pass.
+    Archive {
+        path: PathBuf,
+        compression: Compression,
+        /// docker-archive layer paths and the gzip layers they become.
+        layers: crate::archive::LayerMap,
+    },
+}
 
 /// A built artifact, read and checked: ready to publish.
 #[derive(Debug, Clone)]
 pub struct ResolvedArtifact {
     pub arch: Arch,
-    /// The layout the blobs are read from.
-    pub layout: OciLayout,
+    pub source: BlobSource,
     /// The index entry it gets: platform from its config, manifest digest.
     pub entry: Entry,
     pub manifest: Vec<u8>,
     /// Config first, then the layers.
     pub blobs: Vec<Descriptor>,
+    /// Blobs already in memory (the config), pushed from here.
+    pub small: BTreeMap<String, Vec<u8>>,
 }
 
 /// Reads the artifact of one arch. An `Err` is the reason that arch counts
-/// as failed (SPEC section 3): missing, unreadable, bad checksum, or built
-/// for another arch.
+/// as failed (SPEC section 3): missing, unreadable, bad checksum, unsafe or
+/// broken archive, or built for another arch.
 pub fn resolve(arch: Arch, artifact: &Artifact) -> Result<ResolvedArtifact, String> {
     let path = match &artifact.location {
         Location::Path(p) => p,
@@ -34,20 +56,142 @@ pub fn resolve(arch: Arch, artifact: &Artifact) -> Result<ResolvedArtifact, Stri
             ))
         }
     };
-    resolve_path(arch, path).map_err(|e| format!("{}: {e:#}", path.display()))
+    resolve_path(arch, path, artifact).map_err(|e| format!("{}: {e:#}", path.display()))
 }
 
-fn resolve_path(arch: Arch, path: &Path) -> Result<ResolvedArtifact> {
+fn resolve_path(arch: Arch, path: &Path, artifact: &Artifact) -> Result<ResolvedArtifact> {
     let meta = std::fs::metadata(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
-    if !meta.is_dir() {
-        bail!("archive artifacts (oci-archive, docker-archive) are not supported yet; give an OCI layout directory");
+    if meta.is_dir() {
+        let layout = OciLayout::new(path);
+        if !layout.exists() {
+            bail!("not an OCI image layout (no index.json)");
+        }
+        let index = layout.read_index()?;
+        let image = read_oci_image(arch, &index, |d| layout.read_blob(d))?;
+        for layer in &image.blobs[1..] {
+            layout.verify_blob(layer)?;
+        }
+        return Ok(image.into_resolved(arch, BlobSource::Layout(layout)));
     }
-    let layout = OciLayout::new(path);
-    if !layout.exists() {
-        bail!("not an OCI image layout (no index.json)");
+    let compression = archive::detect(path)?;
+    let file = std::fs::File::open(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
+    let mut hashing = archive::HashingReader::new(file);
+    let scan = {
+        let stream = archive::decompress(&mut hashing, compression)?;
+        archive::scan(stream, &mut NoSink, &BTreeMap::new())?
+    };
+    io::copy(&mut hashing, &mut io::sink())?;
+    let (file_digest, file_size) = hashing.finish();
+    if let Some(want) = &artifact.sha256 {
+        let want = format!(
+            "sha256:{}",
+            want.trim_start_matches("sha256:").to_ascii_lowercase()
+        );
+        if want != file_digest {
+            bail!("checksum mismatch: the file is {file_digest}, the compose says {want}");
+        }
     }
-    let desc = pick_manifest(&layout, arch)?;
-    let manifest_bytes = layout.read_blob(&desc)?;
+    if let Some(want) = artifact.size {
+        if want != file_size {
+            bail!("size mismatch: the file has {file_size} bytes, the compose says {want}");
+        }
+    }
+    let (image, layers) = if let Some(index) = scan.files.get("index.json") {
+        let index: Index = serde_json::from_slice(index)
+            .map_err(|e| anyhow!("index.json in the archive is not a valid OCI index: {e}"))?;
+        let image = read_oci_image(arch, &index, |d| small_blob(&scan, d))?;
+        for layer in &image.blobs[1..] {
+            match scan.blobs.get(&layer.digest) {
+                Some(&size) if size == layer.size => {}
+                Some(&size) => bail!(
+                    "layer {} has {size} bytes in the archive, {} in its descriptor",
+                    layer.digest,
+                    layer.size
+                ),
+                None => bail!("layer {} is not in the archive", layer.digest),
+            }
+        }
+        (image, BTreeMap::new())
+    } else if scan.files.contains_key("manifest.json") {
+        read_docker_image(arch, &scan)?
+    } else {
+        bail!("neither an oci-archive (no index.json) nor a docker-archive (no manifest.json)");
+    };
+    let source = BlobSource::Archive {
+        path: path.to_path_buf(),
+        compression,
+        layers,
+    };
+    Ok(image.into_resolved(arch, source))
+}
+
+fn small_blob(scan: &Scan, desc: &Descriptor) -> Result<Vec<u8>> {
+    desc.check()?;
+    let path = format!("blobs/sha256/{}", &desc.digest["sha256:".len()..]);
+    match (scan.files.get(&path), scan.blobs.get(&desc.digest)) {
+        (Some(bytes), _) if bytes.len() as u64 == desc.size => Ok(bytes.clone()),
+        (Some(bytes), _) => bail!(
+            "{path} has {} bytes, its descriptor says {}",
+            bytes.len(),
+            desc.size
+        ),
+        (None, Some(_)) => bail!("{path} is too large for a manifest or config"),
+        (None, None) => bail!("{} is not in the archive", desc.digest),
+    }
+}
+
+/// An image read from its manifest and config.
+struct Image {
+    desc: Descriptor,
+    media_type: String,
+    manifest: Vec<u8>,
+    platform: Platform,
+    created: Option<String>,
+    blobs: Vec<Descriptor>,
+    config: Vec<u8>,
+}
+
+impl Image {
+    fn into_resolved(self, arch: Arch, source: BlobSource) -> ResolvedArtifact {
+        ResolvedArtifact {
+            arch,
+            source,
+            entry: Entry {
+                platform: self.platform,
+                digest: self.desc.digest,
+                size: self.desc.size,
+                media_type: self.media_type,
+                annotations: Default::default(),
+                created: self.created,
+            },
+            small: BTreeMap::from([(self.blobs[0].digest.clone(), self.config)]),
+            manifest: self.manifest,
+            blobs: self.blobs,
+        }
+    }
+}
+
+/// The platform of a config, checked against the arch it was delivered as.
+fn check_platform(arch: Arch, config: &Config) -> Result<Platform> {
+    let platform = config.platform().unwrap_or_else(|| arch.default_platform());
+    match Arch::from_platform(&platform) {
+        Some(a) if a == arch => Ok(platform),
+        Some(other) => {
+            bail!("its config says {platform} ({other}), but it was delivered as {arch}")
+        }
+        None => bail!(
+            "its config says {platform}, which is no compose arch, but it was delivered as {arch}"
+        ),
+    }
+}
+
+fn read_oci_image(
+    arch: Arch,
+    index: &Index,
+    get: impl Fn(&Descriptor) -> Result<Vec<u8>>,
+) -> Result<Image> {
+    let desc = pick_manifest(arch, index, &get)?;
+    let manifest_bytes = get(&desc)?;
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
         anyhow!(
             "manifest {} is not a valid image manifest: {e}",
@@ -66,53 +210,42 @@ fn resolve_path(arch: Arch, path: &Path) -> Result<ResolvedArtifact> {
             }
         });
     manifest.config.check()?;
-    let config_bytes = layout.read_blob(&manifest.config)?;
+    let config_bytes = get(&manifest.config)?;
     let config: Config = serde_json::from_slice(&config_bytes).map_err(|e| {
         anyhow!(
             "config {} is not a valid image config: {e}",
             manifest.config.digest
         )
     })?;
-    let platform = config.platform().unwrap_or_else(|| arch.default_platform());
-    match Arch::from_platform(&platform) {
-        Some(a) if a == arch => {}
-        Some(other) => {
-            bail!("its config says {platform} ({other}), but it was delivered as {arch}")
-        }
-        None => bail!(
-            "its config says {platform}, which is no compose arch, but it was delivered as {arch}"
-        ),
-    }
+    let platform = check_platform(arch, &config)?;
     let mut blobs = vec![manifest.config.clone()];
     for layer in &manifest.layers {
         layer.check()?;
-        layout.verify_blob(layer)?;
         blobs.push(layer.clone());
     }
-    Ok(ResolvedArtifact {
-        arch,
-        layout,
-        entry: Entry {
-            platform,
-            digest: desc.digest.clone(),
-            size: desc.size,
-            media_type,
-            annotations: Default::default(),
-            created: config.created,
-        },
+    Ok(Image {
+        desc,
+        media_type,
         manifest: manifest_bytes,
+        platform,
+        created: config.created,
         blobs,
+        config: config_bytes,
     })
 }
 
-/// The one image manifest of a layout, or the one for `arch` among several
+/// The one image manifest of an index, or the one for `arch` among several
 /// (looking one level into a nested index).
-fn pick_manifest(layout: &OciLayout, arch: Arch) -> Result<Descriptor> {
-    let index = layout.read_index()?;
+fn pick_manifest(
+    arch: Arch,
+    index: &Index,
+    get: &impl Fn(&Descriptor) -> Result<Vec<u8>>,
+) -> Result<Descriptor> {
     let mut candidates = Vec::new();
-    for desc in index.manifests {
+    for desc in &index.manifests {
+        desc.check()?;
         if is_index(&desc.media_type) {
-            let nested: Index = serde_json::from_slice(&layout.read_blob(&desc)?)
+            let nested: Index = serde_json::from_slice(&get(desc)?)
                 .map_err(|e| anyhow!("index {} is not a valid index: {e}", desc.digest))?;
             candidates.extend(
                 nested
@@ -121,7 +254,7 @@ fn pick_manifest(layout: &OciLayout, arch: Arch) -> Result<Descriptor> {
                     .filter(|d| is_manifest(&d.media_type)),
             );
         } else if is_manifest(&desc.media_type) {
-            candidates.push(desc);
+            candidates.push(desc.clone());
         }
     }
     for d in &candidates {
@@ -141,4 +274,121 @@ fn pick_manifest(layout: &OciLayout, arch: Arch) -> Result<Descriptor> {
         (None, _) => bail!("holds no image manifest for {arch}"),
         (Some(_), Some(_)) => bail!("holds several image manifests for {arch}; expected one"),
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    layers: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestOut<'a> {
+    schema_version: u32,
+    media_type: &'a str,
+    config: DescOut<'a>,
+    layers: Vec<DescOut<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DescOut<'a> {
+    media_type: &'a str,
+    digest: &'a str,
+    size: u64,
+}
+
+/// A docker-archive as an OCI image: its config as is, its layers as gzip
+/// layers, and a manifest written for them.
+fn read_docker_image(arch: Arch, scan: &Scan) -> Result<(Image, crate::archive::LayerMap)> {
+    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&scan.files["manifest.json"])
+        .map_err(|e| anyhow!("manifest.json in the archive is not valid: {e}"))?;
+    let mut found = Vec::new();
+    for e in &entries {
+        let bytes = scan.files.get(&e.config).ok_or_else(|| {
+            anyhow!(
+                "config {} named in manifest.json is not in the archive",
+                e.config
+            )
+        })?;
+        let config: Config = serde_json::from_slice(bytes)
+            .map_err(|err| anyhow!("config {} is not a valid image config: {err}", e.config))?;
+        found.push((e, bytes, config));
+    }
+    if found.len() > 1 {
+        found.retain(|(_, _, c)| c.platform().and_then(|p| Arch::from_platform(&p)) == Some(arch));
+    }
+    let (entry, config_bytes, config) = match found.len() {
+        1 => found.remove(0),
+        0 => bail!("manifest.json names no image for {arch}"),
+        n => bail!("manifest.json names {n} images for {arch}; expected one"),
+    };
+    let platform = check_platform(arch, &config)?;
+    let diff_ids = config
+        .rootfs
+        .as_ref()
+        .map(|r| r.diff_ids.clone())
+        .unwrap_or_default();
+    if diff_ids.len() != entry.layers.len() {
+        bail!(
+            "its config lists {} layers, manifest.json {}",
+            diff_ids.len(),
+            entry.layers.len()
+        );
+    }
+    let config_digest = crate::oci::sha256_digest(config_bytes);
+    let mut layers = BTreeMap::new();
+    let mut descs = Vec::new();
+    for (path, diff_id) in entry.layers.iter().zip(&diff_ids) {
+        let layer = scan
+            .layers
+            .get(path)
+            .ok_or_else(|| anyhow!("layer {path} named in manifest.json is not in the archive"))?;
+        if !layer.passthrough && &layer.diff_id != diff_id {
+            bail!(
+                "layer {path} is {}, but its config says {diff_id}",
+                layer.diff_id
+            );
+        }
+        layers.insert(path.clone(), (layer.digest.clone(), layer.size));
+        descs.push(layer);
+    }
+    let manifest = serde_json::to_vec(&ManifestOut {
+        schema_version: 2,
+        media_type: OCI_MANIFEST,
+        config: DescOut {
+            media_type: OCI_CONFIG,
+            digest: &config_digest,
+            size: config_bytes.len() as u64,
+        },
+        layers: descs
+            .iter()
+            .map(|l| DescOut {
+                media_type: OCI_LAYER_GZIP,
+                digest: &l.digest,
+                size: l.size,
+            })
+            .collect(),
+    })?;
+    let desc = Descriptor::new(OCI_MANIFEST, &manifest);
+    let mut blobs = vec![Descriptor::new(OCI_CONFIG, config_bytes)];
+    for l in &descs {
+        let mut d = Descriptor::new(OCI_LAYER_GZIP, b"");
+        d.digest = l.digest.clone();
+        d.size = l.size;
+        blobs.push(d);
+    }
+    let image = Image {
+        desc,
+        media_type: OCI_MANIFEST.to_string(),
+        manifest,
+        platform,
+        created: config.created.clone(),
+        blobs,
+        config: config_bytes.clone(),
+    };
+    Ok((image, layers))
 }

@@ -231,6 +231,43 @@ impl Store for OciLayout {
         self.write_blob(desc, file)
     }
 
+    async fn push_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+        self.write_blob(desc, bytes)
+    }
+
+    async fn push_blob_stream<C>(&self, desc: &Descriptor, chunks: C) -> Result<()>
+    where
+        C: futures_util::Stream<Item = io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
+        use futures_util::StreamExt;
+        let path = self.blob_path(&desc.digest)?;
+        let dir = path.parent().expect("blob path has a parent");
+        fs::create_dir_all(dir).map_err(|e| anyhow!("{}: cannot create: {e}", dir.display()))?;
+        let tmp = temp_path(dir);
+        let result = async {
+            let mut file =
+                File::create(&tmp).map_err(|e| anyhow!("{}: cannot create: {e}", tmp.display()))?;
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            let mut chunks = std::pin::pin!(chunks);
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                file.write_all(&chunk)?;
+            }
+            check_content(&path, desc, &hex_digest(&hasher.finalize()), size)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)
+                .map_err(|e| anyhow!("{}: cannot rename into place: {e}", path.display()))
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
     async fn push_manifest(
         &self,
         desc: &Descriptor,

@@ -4,6 +4,7 @@
 //! Targets are OCI layouts (`oci:`) and registry repositories (`docker://`),
 //! both behind [`Store`].
 
+pub mod archive;
 pub mod artifact;
 pub mod auth;
 pub mod layout;

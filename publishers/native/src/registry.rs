@@ -571,67 +571,109 @@ impl Registry {
         }
     }
 
-    /// Streams a blob from a file: one POST for the session, one PUT with
-    /// the whole content. The whole operation is retried on transient failures.
-    pub async fn upload(&self, repo: &str, desc: &Descriptor, path: &Path) -> Result<()> {
-        let scopes = [push(repo)];
+    /// Opens an upload session; returns the URL to PUT the blob to.
+    async fn start_upload(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        what: &str,
+    ) -> Result<String, Failure> {
+        let resp = self
+            .send(&[push(repo)], &|base| {
+                self.http
+                    .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                    .header(CONTENT_LENGTH, "0")
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(Failure::Fatal(anyhow!(
+                "{}/{what}: {}",
+                self.host,
+                error_text(resp).await
+            )));
+        }
+        let location = header(resp.headers(), LOCATION.as_str()).ok_or_else(|| {
+            Failure::Fatal(anyhow!(
+                "{}/{what}: no Location for the upload session",
+                self.host
+            ))
+        })?;
+        let url = absolute(&self.base().await?, &location);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Ok(format!("{url}{sep}digest={}", desc.digest))
+    }
+
+    /// PUTs the content of a session; 201 or a failure.
+    async fn finish_upload(
+        &self,
+        repo: &str,
+        url: &str,
+        desc: &Descriptor,
+        what: &str,
+        body: &(dyn Fn() -> reqwest::Body + Sync),
+    ) -> Result<(), Failure> {
+        let resp = self
+            .send(&[push(repo)], &|_| {
+                self.http
+                    .put(url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, desc.size)
+                    .body(body())
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(Failure::Fatal(anyhow!(
+                "{}/{what}: {}",
+                self.host,
+                error_text(resp).await
+            )));
+        }
+        Ok(())
+    }
+
+    /// Uploads a blob whose content can be produced again for each try (a
+    /// file, bytes): one POST for the session, one PUT with the whole
+    /// content, both retried together on transient failures.
+    pub async fn upload(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        body: &(dyn Fn() -> reqwest::Body + Sync),
+    ) -> Result<()> {
         let what = format!("upload {} to {repo}", desc.digest);
         self.retrying(&what, || async {
-            let resp = self
-                .send(&scopes, &|base| {
-                    self.http
-                        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-                        .header(CONTENT_LENGTH, "0")
-                })
-                .await?;
-            if resp.status() != StatusCode::ACCEPTED {
-                return Err(Failure::Fatal(anyhow!(
-                    "{}/{what}: {}",
-                    self.host,
-                    error_text(resp).await
-                )));
-            }
-            let location = header(resp.headers(), LOCATION.as_str()).ok_or_else(|| {
-                Failure::Fatal(anyhow!(
-                    "{}/{what}: no Location for the upload session",
-                    self.host
-                ))
-            })?;
-            let base = self.base().await?;
-            let url = absolute(&base, &location);
-            let sep = if url.contains('?') { '&' } else { '?' };
-            let url = format!("{url}{sep}digest={}", desc.digest);
-            let resp = self
-                .send(&scopes, &|_| {
-                    let file = match std::fs::File::open(path) {
-                        Ok(f) => f,
-                        // Sent as an empty body; the registry then rejects the digest.
-                        Err(e) => {
-                            tracing::error!(path = %path.display(), "cannot read: {e}");
-                            return self.http.put(&url).body(Vec::new());
-                        }
-                    };
-                    let stream = tokio_util::io::ReaderStream::with_capacity(
-                        tokio::fs::File::from_std(file),
-                        256 * 1024,
-                    );
-                    self.http
-                        .put(&url)
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_LENGTH, desc.size)
-                        .body(reqwest::Body::wrap_stream(stream))
-                })
-                .await?;
-            if resp.status() != StatusCode::CREATED {
-                return Err(Failure::Fatal(anyhow!(
-                    "{}/{what}: {}",
-                    self.host,
-                    error_text(resp).await
-                )));
-            }
-            Ok(())
+            let url = self.start_upload(repo, desc, &what).await?;
+            self.finish_upload(repo, &url, desc, &what, body).await
         })
         .await?;
+        self.remember(&desc.digest, repo);
+        Ok(())
+    }
+
+    /// Uploads a blob arriving as a stream (from an archive pass). The
+    /// session is retried; the stream can be sent only once.
+    pub async fn upload_stream<C>(&self, repo: &str, desc: &Descriptor, chunks: C) -> Result<()>
+    where
+        C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
+        let what = format!("upload {} to {repo}", desc.digest);
+        let url = self
+            .retrying(&what, || self.start_upload(repo, desc, &what))
+            .await?;
+        let body = std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(chunks)));
+        // A second send (after a 401) has no body left, and the registry refuses it.
+        let take = || {
+            body.lock()
+                .expect("lock")
+                .take()
+                .unwrap_or_else(|| reqwest::Body::from(Vec::new()))
+        };
+        self.finish_upload(repo, &url, desc, &what, &take)
+            .await
+            .map_err(|f| match f {
+                Failure::Fatal(e) => e,
+                Failure::Transient { why, .. } => anyhow!("{}/{what}: {why}", self.host),
+            })?;
         self.remember(&desc.digest, repo);
         Ok(())
     }
@@ -791,6 +833,24 @@ pub struct RegistryRepo {
     pub path: String,
 }
 
+impl RegistryRepo {
+    /// Mounts the blob from another repository of this registry that has it;
+    /// `false` when none is known or the registry declines.
+    async fn mounted(&self, desc: &Descriptor) -> Result<bool> {
+        let Some(other) = self.registry.known_elsewhere(&desc.digest, &self.path) else {
+            return Ok(false);
+        };
+        let mounted = self
+            .registry
+            .mount(&self.path, &other, &desc.digest)
+            .await?;
+        if mounted {
+            tracing::info!(host = %self.registry.host, repo = %self.path, from = %other, digest = %desc.digest, "blob mounted");
+        }
+        Ok(mounted)
+    }
+}
+
 impl Store for RegistryRepo {
     fn name(&self) -> String {
         format!("{}/{}", self.registry.host, self.path)
@@ -821,17 +881,39 @@ impl Store for RegistryRepo {
     }
 
     async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()> {
-        if let Some(other) = self.registry.known_elsewhere(&desc.digest, &self.path) {
-            if self
-                .registry
-                .mount(&self.path, &other, &desc.digest)
-                .await?
-            {
-                tracing::info!(host = %self.registry.host, repo = %self.path, from = %other, digest = %desc.digest, "blob mounted");
-                return Ok(());
-            }
+        if self.mounted(desc).await? {
+            return Ok(());
         }
-        self.registry.upload(&self.path, desc, from).await
+        std::fs::metadata(from).map_err(|e| anyhow!("{}: cannot read: {e}", from.display()))?;
+        let body = || match std::fs::File::open(from) {
+            Ok(file) => reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                tokio::fs::File::from_std(file),
+                256 * 1024,
+            )),
+            // Gone since it was checked: an empty body, which the registry refuses.
+            Err(_) => reqwest::Body::from(Vec::new()),
+        };
+        self.registry.upload(&self.path, desc, &body).await
+    }
+
+    async fn push_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+        if self.mounted(desc).await? {
+            return Ok(());
+        }
+        let bytes = bytes::Bytes::copy_from_slice(bytes);
+        self.registry
+            .upload(&self.path, desc, &|| reqwest::Body::from(bytes.clone()))
+            .await
+    }
+
+    async fn push_blob_stream<C>(&self, desc: &Descriptor, chunks: C) -> Result<()>
+    where
+        C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
+        if self.mounted(desc).await? {
+            return Ok(());
+        }
+        self.registry.upload_stream(&self.path, desc, chunks).await
     }
 
     async fn push_manifest(

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use archgate_core::{Arch, CurrentIndex, Decision, Entry, Platform, TargetPlan};
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::artifact::ResolvedArtifact;
+use crate::artifact::{BlobSource, ResolvedArtifact};
 use crate::oci::{
     is_index, is_manifest, render_index, Config, Descriptor, Index, Manifest, OCI_INDEX,
 };
@@ -36,6 +36,13 @@ pub trait Store {
     async fn has_manifest(&self, desc: &Descriptor) -> Result<bool>;
     /// Stores a blob read from a file, checked against its descriptor.
     async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()>;
+    /// Stores a small blob held in memory (a config).
+    async fn push_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()>;
+    /// Stores a blob that arrives as a stream of chunks (from an archive
+    /// pass), checked against its descriptor. Not retried: the stream is gone.
+    async fn push_blob_stream<C>(&self, desc: &Descriptor, chunks: C) -> Result<()>
+    where
+        C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static;
     /// Stores a manifest or index by digest, and points `tag` at it if given.
     async fn push_manifest(&self, desc: &Descriptor, bytes: &[u8], tag: Option<&str>)
         -> Result<()>;
@@ -131,6 +138,131 @@ fn unknown_platform() -> Platform {
     }
 }
 
+enum Source<'a> {
+    File(PathBuf),
+    Memory(&'a [u8]),
+}
+
+/// How many passes over an archive may be needed to get its blobs up when
+/// uploads fail on the way (a streamed upload cannot be retried alone).
+const ARCHIVE_PASSES: u32 = 3;
+
+/// Streams an archive artifact once, pushing the blobs the store lacks as
+/// they come by; again (up to [`ARCHIVE_PASSES`]) if an upload failed.
+async fn push_from_archive<S: Store>(
+    store: &S,
+    art: &ResolvedArtifact,
+    blobs: Vec<&Descriptor>,
+) -> Result<()> {
+    let BlobSource::Archive {
+        path,
+        compression,
+        layers,
+    } = &art.source
+    else {
+        bail!("internal: not an archive artifact");
+    };
+    let mut pass = 1;
+    loop {
+        let mut needed = BTreeMap::new();
+        for blob in &blobs {
+            if !store.has_blob(blob).await? {
+                needed.insert(blob.digest.clone(), (*blob).clone());
+            }
+        }
+        if needed.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        match stream_pass(store, path.clone(), *compression, layers.clone(), needed).await {
+            Ok(n) => {
+                tracing::info!(store = %store.name(), arch = %art.arch, blobs = n, secs = started.elapsed().as_secs_f32(), "archive streamed");
+            }
+            Err(e) if pass < ARCHIVE_PASSES => {
+                tracing::warn!(store = %store.name(), arch = %art.arch, "streaming {} failed: {e:#}; reading it again", path.display());
+            }
+            Err(e) => return Err(e.context(format!("{} (after {pass} passes)", path.display()))),
+        }
+        pass += 1;
+    }
+}
+
+type Chunks = tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>;
+
+/// One pass: a blocking thread reads and hashes the archive, handing each
+/// needed blob's bytes over a bounded channel to the upload of that blob.
+async fn stream_pass<S: Store>(
+    store: &S,
+    path: PathBuf,
+    compression: crate::archive::Compression,
+    layers: crate::archive::LayerMap,
+    needed: BTreeMap<String, Descriptor>,
+) -> Result<usize> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Descriptor, Chunks)>(1);
+    let reader = tokio::task::spawn_blocking(move || -> Result<()> {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+        let stream = crate::archive::decompress(file, compression)?;
+        let mut sink = ChannelSink { tx, needed };
+        crate::archive::scan(stream, &mut sink, &layers)
+            .with_context(|| path.display().to_string())?;
+        Ok(())
+    });
+    let uploads = async {
+        let mut n = 0;
+        while let Some((desc, chunks)) = rx.recv().await {
+            let stream = futures_util::stream::unfold(chunks, |mut c| async move {
+                c.recv().await.map(|chunk| (chunk, c))
+            });
+            store
+                .push_blob_stream(&desc, stream)
+                .await
+                .with_context(|| format!("blob {}", desc.digest))?;
+            tracing::debug!(store = %store.name(), digest = %desc.digest, size = desc.size, "blob pushed from archive");
+            n += 1;
+        }
+        anyhow::Ok(n)
+    };
+    let (read, uploaded) = tokio::join!(reader, uploads);
+    let n = uploaded?;
+    read.map_err(|e| anyhow!("archive reader stopped: {e}"))??;
+    Ok(n)
+}
+
+struct ChannelSink {
+    tx: tokio::sync::mpsc::Sender<(Descriptor, Chunks)>,
+    needed: BTreeMap<String, Descriptor>,
+}
+
+impl crate::archive::BlobSink for ChannelSink {
+    fn open(&mut self, digest: &str, _size: u64) -> Result<Option<Box<dyn std::io::Write + '_>>> {
+        let Some(desc) = self.needed.remove(digest) else {
+            return Ok(None);
+        };
+        let (ctx, crx) = tokio::sync::mpsc::channel(8);
+        self.tx
+            .blocking_send((desc, crx))
+            .map_err(|_| anyhow!("the upload stopped"))?;
+        Ok(Some(Box::new(ChannelWriter(ctx))))
+    }
+}
+
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")
+            })?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One target: a tag in a store, and what it pointed to when planned.
 pub struct Target<'a, S> {
     pub store: &'a S,
@@ -157,7 +289,9 @@ pub async fn publish<S: Store>(
     // Which built arches need what: nothing when the arch tag already points
     // at the manifest; only the tag when the manifest is already there.
     let mut to_tag = Vec::new();
-    let mut blobs: BTreeMap<&str, (&Descriptor, PathBuf)> = BTreeMap::new();
+    let mut from_files: BTreeMap<&str, (&Descriptor, PathBuf)> = BTreeMap::new();
+    let mut from_memory: BTreeMap<&str, (&Descriptor, &[u8])> = BTreeMap::new();
+    let mut from_archives = Vec::new();
     for (arch, arch_tag) in arch_tags {
         let art = artifacts
             .get(arch)
@@ -171,26 +305,55 @@ pub async fn publish<S: Store>(
             continue;
         }
         if !store.has_manifest(&desc).await? {
+            let mut streamed = Vec::new();
             for blob in &art.blobs {
-                let path = art.layout.blob_path(&blob.digest)?;
-                blobs.entry(blob.digest.as_str()).or_insert((blob, path));
+                if let Some(bytes) = art.small.get(&blob.digest) {
+                    from_memory.insert(&blob.digest, (blob, bytes));
+                    continue;
+                }
+                match &art.source {
+                    BlobSource::Layout(layout) => {
+                        from_files.insert(&blob.digest, (blob, layout.blob_path(&blob.digest)?));
+                    }
+                    BlobSource::Archive { .. } => streamed.push(blob),
+                }
+            }
+            if !streamed.is_empty() {
+                from_archives.push((art, streamed));
             }
         }
         to_tag.push((arch_tag.as_str(), desc, art));
     }
 
-    // Blobs, several at once.
-    futures_util::stream::iter(blobs.into_values())
-        .map(|(desc, path)| async move {
+    // Blobs from files and memory, several at once.
+    let memory = from_memory
+        .into_values()
+        .map(|(desc, bytes)| (desc, Source::Memory(bytes)));
+    let files = from_files
+        .into_values()
+        .map(|(desc, path)| (desc, Source::File(path)));
+    futures_util::stream::iter(memory.chain(files))
+        .map(|(desc, source)| async move {
             if store.has_blob(desc).await? {
                 return Ok(());
             }
             let started = std::time::Instant::now();
-            store.push_blob(desc, &path).await.with_context(|| format!("blob {}", desc.digest))?;
+            match source {
+                Source::File(path) => store.push_blob(desc, &path).await,
+                Source::Memory(bytes) => store.push_blob_bytes(desc, bytes).await,
+            }
+            .with_context(|| format!("blob {}", desc.digest))?;
             tracing::info!(store = %store.name(), digest = %desc.digest, size = desc.size, secs = started.elapsed().as_secs_f32(), "blob pushed");
             anyhow::Ok(())
         })
         .buffer_unordered(UPLOAD_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    // Blobs from archives: one streaming pass per artifact, two artifacts at once.
+    futures_util::stream::iter(from_archives)
+        .map(|(art, blobs)| push_from_archive(store, art, blobs))
+        .buffer_unordered(2)
         .try_collect::<Vec<()>>()
         .await?;
 
@@ -292,6 +455,15 @@ impl Store for AnyStore {
     }
     async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()> {
         delegate!(self, s => Store::push_blob(s, desc, from).await)
+    }
+    async fn push_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+        delegate!(self, s => Store::push_blob_bytes(s, desc, bytes).await)
+    }
+    async fn push_blob_stream<C>(&self, desc: &Descriptor, chunks: C) -> Result<()>
+    where
+        C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
+        delegate!(self, s => Store::push_blob_stream(s, desc, chunks).await)
     }
     async fn push_manifest(
         &self,

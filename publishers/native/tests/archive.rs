@@ -1,0 +1,273 @@
+//! Archive artifacts: every packing and compression, checksums, and the
+//! entries that are refused.
+
+use std::fs;
+use std::path::Path;
+
+use archgate_core::{Arch, Artifact, Location};
+use archgate_fixtures::{
+    tar_of, write_docker_archive, write_layout, write_oci_archive, Compress, Image,
+};
+use archgate_native::artifact::BlobSource;
+use archgate_native::{resolve, ResolvedArtifact};
+
+fn artifact(path: &Path, sha256: Option<String>) -> Artifact {
+    Artifact {
+        location: Location::Path(path.to_path_buf()),
+        sha256,
+        size: None,
+    }
+}
+
+fn ok(arch: Arch, path: &Path) -> ResolvedArtifact {
+    resolve(arch, &artifact(path, None)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn oci_archives_keep_the_manifest_digest_in_every_compression() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = Image::for_arch("aarch64", "oci archive");
+    let layout_digest = write_layout(&tmp.path().join("layout"), &image).unwrap();
+    for c in Compress::ALL {
+        let path = tmp.path().join(format!("img.oci.tar{}", c.suffix()));
+        let digest = write_oci_archive(&path, &image, c).unwrap();
+        assert_eq!(digest, layout_digest);
+        let art = ok(Arch::Aarch64, &path);
+        assert_eq!(art.entry.digest, layout_digest, "{c:?}");
+        assert_eq!(art.entry.platform.to_string(), "linux/arm64");
+        assert!(matches!(art.source, BlobSource::Archive { .. }));
+    }
+}
+
+#[test]
+fn docker_archives_become_gzip_oci_layers_deterministically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = Image::for_arch("x86_64", "docker archive");
+    let mut digests = Vec::new();
+    for c in Compress::ALL {
+        let path = tmp.path().join(format!("img.tar{}", c.suffix()));
+        write_docker_archive(&path, &image, c).unwrap();
+        let art = ok(Arch::X86_64, &path);
+        assert_eq!(art.blobs.len(), 2);
+        assert_eq!(
+            art.blobs[1].media_type,
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        let BlobSource::Archive { layers, .. } = &art.source else {
+            panic!()
+        };
+        assert_eq!(layers.len(), 1);
+        digests.push(art.entry.digest.clone());
+    }
+    digests.dedup();
+    assert_eq!(
+        digests.len(),
+        1,
+        "the same image gives the same manifest whatever the compression"
+    );
+    // And again, later: the same bytes.
+    let again = ok(Arch::X86_64, &tmp.path().join("img.tar"));
+    assert_eq!(again.entry.digest, digests[0]);
+}
+
+#[test]
+fn the_compose_checksum_is_checked_in_the_same_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("img.oci.tar.xz");
+    write_oci_archive(&path, &Image::for_arch("x86_64", "sum"), Compress::Xz).unwrap();
+    let good = archgate_fixtures::digest(&fs::read(&path).unwrap());
+    let hex = good.trim_start_matches("sha256:").to_string();
+    assert!(resolve(Arch::X86_64, &artifact(&path, Some(hex))).is_ok());
+    let err = resolve(Arch::X86_64, &artifact(&path, Some("ab".repeat(32)))).unwrap_err();
+    assert!(
+        err.contains("checksum mismatch: the file is sha256:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_blob_that_is_not_its_name_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let manifest = write_layout(&layout, &Image::for_arch("x86_64", "tamper")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(manifest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = format!(
+        "blobs/sha256/{}",
+        manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+    );
+    let mut files = Vec::new();
+    for entry in walk(&layout) {
+        let mut data = fs::read(&entry).unwrap();
+        let rel = entry
+            .strip_prefix(&layout)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if rel == layer {
+            let middle = data.len() / 2;
+            data[middle] ^= 0xff;
+        }
+        files.push((rel, data));
+    }
+    let path = tmp.path().join("bad.oci.tar");
+    fs::write(&path, tar_of(&files).unwrap()).unwrap();
+    let err = resolve(Arch::X86_64, &artifact(&path, None)).unwrap_err();
+    assert!(err.contains("in the archive has content sha256:"), "{err}");
+}
+
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A tar with one raw entry whose name and type are set by hand.
+fn raw_tar(name: &[u8], kind: tar::EntryType, link: Option<&[u8]>) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    let data = b"x";
+    header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    if let Some(l) = link {
+        header.as_gnu_mut().unwrap().linkname[..l.len()].copy_from_slice(l);
+    }
+    header.set_entry_type(kind);
+    header.set_size(if kind.is_file() { 1 } else { 0 });
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    if kind.is_file() {
+        b.append(&header, &data[..]).unwrap();
+    } else {
+        b.append(&header, &[][..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn unsafe_entries_are_refused_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        (
+            "absolute",
+            raw_tar(b"/etc/passwd", tar::EntryType::Regular, None),
+            "has an absolute path",
+        ),
+        (
+            "dotdot",
+            raw_tar(b"../../evil", tar::EntryType::Regular, None),
+            "has `..` in its path",
+        ),
+        (
+            "symlink",
+            raw_tar(b"index.json", tar::EntryType::Symlink, Some(b"/etc/passwd")),
+            "is a link",
+        ),
+        (
+            "hardlink",
+            raw_tar(b"index.json", tar::EntryType::Link, Some(b"other")),
+            "is a link",
+        ),
+        (
+            "device",
+            raw_tar(b"dev", tar::EntryType::Char, None),
+            "is not a regular file",
+        ),
+    ];
+    for (name, tar, reason) in cases {
+        let path = tmp.path().join(format!("{name}.tar"));
+        fs::write(&path, tar).unwrap();
+        let err = resolve(Arch::X86_64, &artifact(&path, None)).unwrap_err();
+        assert!(err.contains(reason), "{name}: {err}");
+    }
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        5,
+        "nothing was written beside the archives"
+    );
+}
+
+#[test]
+fn a_size_that_disagrees_with_its_descriptor_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    write_layout(&layout, &Image::for_arch("x86_64", "sizes")).unwrap();
+    // Rewrite the manifest with a wrong layer size, and index.json to point at it.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let old = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(&old)).unwrap()).unwrap();
+    manifest["layers"][0]["size"] = serde_json::json!(99999);
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let new = archgate_fixtures::digest(&bytes);
+    fs::write(
+        layout
+            .join("blobs/sha256")
+            .join(new.trim_start_matches("sha256:")),
+        &bytes,
+    )
+    .unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": new, "size": bytes.len()}]});
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let mut files = Vec::new();
+    for p in walk(&layout) {
+        files.push((
+            p.strip_prefix(&layout)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+            fs::read(&p).unwrap(),
+        ));
+    }
+    let path = tmp.path().join("sizes.oci.tar");
+    fs::write(&path, tar_of(&files).unwrap()).unwrap();
+    let err = resolve(Arch::X86_64, &artifact(&path, None)).unwrap_err();
+    assert!(
+        err.contains("bytes in the archive, 99999 in its descriptor"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_docker_archive_for_another_arch_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("img.tar.gz");
+    write_docker_archive(&path, &Image::for_arch("s390x", "z"), Compress::Gzip).unwrap();
+    let err = resolve(Arch::X86_64, &artifact(&path, None)).unwrap_err();
+    assert!(
+        err.contains("its config says linux/s390x (s390x), but it was delivered as x86_64"),
+        "{err}"
+    );
+    let junk = tmp.path().join("junk.tar.xz");
+    fs::write(&junk, b"\xfd7zXZ\x00 definitely not xz").unwrap();
+    assert!(resolve(Arch::X86_64, &artifact(&junk, None)).is_err());
+}
