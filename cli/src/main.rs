@@ -132,6 +132,7 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
         compose: args.compose.clone(),
         policy: args.policy,
         dry_run,
+        cache: archgate_native::cache::default_dir(),
     };
     let report = match pipeline::run(&loaded, &opts) {
         Ok(report) => report,

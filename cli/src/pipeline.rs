@@ -16,7 +16,8 @@ use archgate_core::{
 use archgate_native::oci::{render_index, sha256_digest};
 use archgate_native::registry::{Registry, RegistryRepo, RegistrySettings};
 use archgate_native::{
-    publish, read_current, resolve, AnyStore, OciLayout, ResolvedArtifact, Target as StoreTarget,
+    publish, read_current, resolve_cached, AnyStore, OciLayout, ResolvedArtifact,
+    Target as StoreTarget,
 };
 use archgate_source_dir::DirSource;
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ pub struct Options {
     pub compose: Option<String>,
     pub policy: Option<Policy>,
     pub dry_run: bool,
+    /// Where what archives hold is remembered between runs.
+    pub cache: Option<PathBuf>,
 }
 
 /// Why a run stopped before it could report.
@@ -178,7 +181,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
     let mut artifacts: Vec<BTreeMap<Arch, ResolvedArtifact>> = Vec::new();
     let mut targets = Vec::new();
     for (i, image) in config.image.iter().enumerate() {
-        let (inputs, resolved) = read_artifacts(&results, image);
+        let (inputs, resolved) = read_artifacts(&results, image, opts.cache.as_deref());
         artifacts.push(resolved);
         let settings = GateSettings {
             policy: opts.policy.or(image.policy).unwrap_or(config.gate.policy),
@@ -281,30 +284,61 @@ fn image_error(loaded: &Loaded, image: &ImageConfig, msg: impl std::fmt::Display
     )
 }
 
-/// Reads every built artifact of an image once; one that cannot be read
-/// turns its arch into `failed` with the reason.
+/// Reads every built artifact of an image once, several at a time; one
+/// that cannot be read turns its arch into `failed` with the reason.
 fn read_artifacts(
     results: &ComposeResults,
     image: &ImageConfig,
+    cache: Option<&std::path::Path>,
 ) -> (Vec<(Arch, ArchInput)>, BTreeMap<Arch, ResolvedArtifact>) {
+    let name = image.name.get_ref();
+    let list = results
+        .images
+        .get(name)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(list.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let read: Vec<(usize, Result<ResolvedArtifact, String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(result) = list.get(i) else { break };
+                        if let Outcome::Built(artifact) = &result.outcome {
+                            out.push((i, resolve_cached(result.arch, artifact, cache)));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("artifact reader panicked"))
+            .collect()
+    });
+    let mut read: BTreeMap<usize, Result<ResolvedArtifact, String>> = read.into_iter().collect();
     let mut inputs = Vec::new();
     let mut resolved = BTreeMap::new();
-    let empty = Vec::new();
-    for result in results.images.get(image.name.get_ref()).unwrap_or(&empty) {
-        let input = match &result.outcome {
-            Outcome::Failed { reason } => ArchInput::Failed(reason.clone()),
-            Outcome::Built(artifact) => match resolve(result.arch, artifact) {
-                Ok(art) => {
-                    tracing::info!(image = %image.name.get_ref(), arch = %result.arch, digest = %art.entry.digest, "artifact read");
-                    let entry = art.entry.clone();
-                    resolved.insert(result.arch, art);
-                    ArchInput::Built(entry)
-                }
-                Err(reason) => {
-                    tracing::warn!(image = %image.name.get_ref(), arch = %result.arch, "artifact unusable: {reason}");
-                    ArchInput::Failed(reason)
-                }
-            },
+    for (i, result) in list.iter().enumerate() {
+        let input = match (&result.outcome, read.remove(&i)) {
+            (Outcome::Failed { reason }, _) => ArchInput::Failed(reason.clone()),
+            (Outcome::Built(_), Some(Ok(art))) => {
+                tracing::info!(image = %name, arch = %result.arch, digest = %art.entry.digest, "artifact read");
+                let entry = art.entry.clone();
+                resolved.insert(result.arch, art);
+                ArchInput::Built(entry)
+            }
+            (Outcome::Built(_), Some(Err(reason))) => {
+                tracing::warn!(image = %name, arch = %result.arch, "artifact unusable: {reason}");
+                ArchInput::Failed(reason)
+            }
+            (Outcome::Built(_), None) => ArchInput::Failed("internal: artifact not read".into()),
         };
         inputs.push((result.arch, input));
     }

@@ -48,6 +48,15 @@ pub struct ResolvedArtifact {
 /// as failed (SPEC section 3): missing, unreadable, bad checksum, unsafe or
 /// broken archive, or built for another arch.
 pub fn resolve(arch: Arch, artifact: &Artifact) -> Result<ResolvedArtifact, String> {
+    resolve_cached(arch, artifact, None)
+}
+
+/// [`resolve`], looking in and filling an archive cache directory.
+pub fn resolve_cached(
+    arch: Arch,
+    artifact: &Artifact,
+    cache: Option<&Path>,
+) -> Result<ResolvedArtifact, String> {
     let path = match &artifact.location {
         Location::Path(p) => p,
         Location::Url(u) => {
@@ -56,7 +65,15 @@ pub fn resolve(arch: Arch, artifact: &Artifact) -> Result<ResolvedArtifact, Stri
             ))
         }
     };
-    resolve_path(arch, path, artifact).map_err(|e| format!("{}: {e:#}", path.display()))
+    if let Some(hit) = cache.and_then(|dir| crate::cache::load(dir, arch, artifact)) {
+        return Ok(hit);
+    }
+    let resolved =
+        resolve_path(arch, path, artifact).map_err(|e| format!("{}: {e:#}", path.display()))?;
+    if let Some(dir) = cache {
+        crate::cache::store(dir, artifact, &resolved);
+    }
+    Ok(resolved)
 }
 
 fn resolve_path(arch: Arch, path: &Path, artifact: &Artifact) -> Result<ResolvedArtifact> {

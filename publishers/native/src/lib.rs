@@ -7,11 +7,12 @@
 pub mod archive;
 pub mod artifact;
 pub mod auth;
+pub mod cache;
 pub mod layout;
 pub mod oci;
 pub mod registry;
 pub mod store;
 
-pub use artifact::{resolve, ResolvedArtifact};
+pub use artifact::{resolve, resolve_cached, ResolvedArtifact};
 pub use layout::OciLayout;
 pub use store::{publish, read_current, AnyStore, Store, Target};

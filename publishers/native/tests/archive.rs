@@ -271,3 +271,30 @@ fn a_docker_archive_for_another_arch_is_refused() {
     fs::write(&junk, b"\xfd7zXZ\x00 definitely not xz").unwrap();
     assert!(resolve(Arch::X86_64, &artifact(&junk, None)).is_err());
 }
+
+#[test]
+fn the_cache_remembers_a_checked_archive_until_it_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let path = tmp.path().join("img.oci.tar.zst");
+    write_oci_archive(&path, &Image::for_arch("x86_64", "cached"), Compress::Zstd).unwrap();
+    let first = archgate_native::resolve_cached(Arch::X86_64, &artifact(&path, None), Some(&cache))
+        .unwrap();
+    assert_eq!(fs::read_dir(&cache).unwrap().count(), 1);
+    let again = archgate_native::resolve_cached(Arch::X86_64, &artifact(&path, None), Some(&cache))
+        .unwrap();
+    assert_eq!(
+        (again.entry, again.manifest, again.blobs),
+        (first.entry.clone(), first.manifest, first.blobs)
+    );
+    // Asked as another arch, the cached answer does not do: the file is read and refused.
+    let err = archgate_native::resolve_cached(Arch::Aarch64, &artifact(&path, None), Some(&cache))
+        .unwrap_err();
+    assert!(err.contains("delivered as aarch64"), "{err}");
+    // A changed file is read again.
+    fs::write(&path, b"not an archive any more").unwrap();
+    assert!(
+        archgate_native::resolve_cached(Arch::X86_64, &artifact(&path, None), Some(&cache))
+            .is_err()
+    );
+}
