@@ -795,7 +795,10 @@ fn archives_stream_to_registry_and_layout() {
         Compress::Gzip,
     )
     .unwrap();
-    // The streamed upload of the x86_64 layer is cut off: the archive is read again.
+    // Two streamed uploads are cut off: the x86_64 layer while its archive is
+    // first read (the archive is read again without pushing), and the
+    // aarch64 layer (converted from the docker-archive, so only pushed when
+    // publishing) in the publishing pass (the archive is streamed again).
     let layer = {
         let tmp = tempfile::tempdir().unwrap();
         let (_, manifest) =
@@ -814,6 +817,25 @@ fn archives_stream_to_registry_and_layout() {
         times: 1,
         kind: FaultKind::Drop,
     });
+    let docker = archgate_native::resolve(
+        archgate_core::Arch::Aarch64,
+        &archgate_core::Artifact {
+            location: archgate_core::Location::Path(
+                c3.join("aarch64/Fedora-Container-41.aarch64.tar.gz"),
+            ),
+            sha256: None,
+            size: None,
+        },
+    )
+    .unwrap();
+    let docker_layer = docker.blobs[1].digest.clone();
+    proxy.fault(Fault {
+        method: "PUT",
+        path_contains: format!("digest={docker_layer}"),
+        skip: 0,
+        times: 1,
+        kind: FaultKind::Drop,
+    });
 
     let run = w.publish("c3", &["-v"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -822,6 +844,11 @@ fn archives_stream_to_registry_and_layout() {
         arch(&r, 0, "x86_64")["digest"],
         oci_digest.as_str(),
         "an oci-archive keeps its manifest digest"
+    );
+    assert!(
+        run.stderr.contains("pushing while reading failed"),
+        "{}",
+        run.stderr
     );
     assert!(run.stderr.contains("reading it again"), "{}", run.stderr);
     let index = raw(&format!("{}/fedora:41", reg.host())).unwrap();

@@ -16,7 +16,7 @@ use archgate_core::{
 use archgate_native::oci::{render_index, sha256_digest};
 use archgate_native::registry::{Registry, RegistryRepo, RegistrySettings};
 use archgate_native::{
-    publish, read_current, resolve_cached, AnyStore, OciLayout, ResolvedArtifact,
+    publish, read_current, resolve_and_push, resolve_cached, AnyStore, OciLayout, ResolvedArtifact,
     Target as StoreTarget,
 };
 use archgate_source_dir::DirSource;
@@ -181,7 +181,21 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
     let mut artifacts: Vec<BTreeMap<Arch, ResolvedArtifact>> = Vec::new();
     let mut targets = Vec::new();
     for (i, image) in config.image.iter().enumerate() {
-        let (inputs, resolved) = read_artifacts(&results, image, opts.cache.as_deref());
+        let push_to = early_push_store(
+            &stores,
+            loaded,
+            opts,
+            &results,
+            image,
+            &config.gate.required_arches,
+        );
+        let (inputs, resolved) = read_artifacts(
+            &stores,
+            &results,
+            image,
+            opts.cache.as_deref(),
+            push_to.as_ref(),
+        );
         artifacts.push(resolved);
         let settings = GateSettings {
             policy: opts.policy.or(image.policy).unwrap_or(config.gate.policy),
@@ -285,44 +299,51 @@ fn image_error(loaded: &Loaded, image: &ImageConfig, msg: impl std::fmt::Display
 }
 
 /// Reads every built artifact of an image once, several at a time; one
-/// that cannot be read turns its arch into `failed` with the reason.
+/// that cannot be read turns its arch into `failed` with the reason. With
+/// `push_to`, archive blobs go to that store in the same pass.
 fn read_artifacts(
+    stores: &Stores,
     results: &ComposeResults,
     image: &ImageConfig,
     cache: Option<&std::path::Path>,
+    push_to: Option<&AnyStore>,
 ) -> (Vec<(Arch, ArchInput)>, BTreeMap<Arch, ResolvedArtifact>) {
+    use futures_util::StreamExt;
     let name = image.name.get_ref();
     let list = results
         .images
         .get(name)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(list.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let read: Vec<(usize, Result<ResolvedArtifact, String>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(result) = list.get(i) else { break };
-                        if let Outcome::Built(artifact) = &result.outcome {
-                            out.push((i, resolve_cached(result.arch, artifact, cache)));
-                        }
-                    }
-                    out
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let read = |arch: Arch, artifact: archgate_core::Artifact| {
+        let cache = cache.map(std::path::Path::to_path_buf);
+        async move {
+            match push_to {
+                Some(store) => resolve_and_push(store, arch, artifact, cache).await,
+                None => tokio::task::spawn_blocking(move || {
+                    resolve_cached(arch, &artifact, cache.as_deref())
                 })
+                .await
+                .unwrap_or_else(|e| Err(format!("internal: artifact reader stopped: {e}"))),
+            }
+        }
+    };
+    let mut read: BTreeMap<usize, Result<ResolvedArtifact, String>> =
+        stores.block_on(
+            futures_util::stream::iter(list.iter().enumerate().filter_map(
+                |(i, r)| match &r.outcome {
+                    Outcome::Built(a) => Some((i, r.arch, a.clone())),
+                    Outcome::Failed { .. } => None,
+                },
+            ))
+            .map(|(i, arch, artifact)| {
+                let fut = read(arch, artifact);
+                async move { (i, fut.await) }
             })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("artifact reader panicked"))
-            .collect()
-    });
-    let mut read: BTreeMap<usize, Result<ResolvedArtifact, String>> = read.into_iter().collect();
+            .buffer_unordered(workers)
+            .collect(),
+        );
     let mut inputs = Vec::new();
     let mut resolved = BTreeMap::new();
     for (i, result) in list.iter().enumerate() {
@@ -343,6 +364,38 @@ fn read_artifacts(
         inputs.push((result.arch, input));
     }
     (inputs, resolved)
+}
+
+/// Where an image's archive blobs go while they are read: its first
+/// registry repository, unless nothing may be pushed for it (a dry run, or a hard
+/// refusal that the source's results already show).
+fn early_push_store(
+    stores: &Stores,
+    loaded: &Loaded,
+    opts: &Options,
+    results: &ComposeResults,
+    image: &ImageConfig,
+    required: &[Arch],
+) -> Option<AnyStore> {
+    if opts.dry_run || !results.compose.status.is_finished() {
+        return None;
+    }
+    let built: Vec<Arch> = results
+        .images
+        .get(image.name.get_ref())?
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Built(_)))
+        .map(|r| r.arch)
+        .collect();
+    if built.is_empty() || required.iter().any(|a| !built.contains(a)) {
+        return None;
+    }
+    // Registries only: a layout is written only once publishing checks it.
+    let registry = image
+        .repositories
+        .iter()
+        .find(|r| matches!(r, Repository::Registry { .. }))?;
+    Some(stores.store(Some(loaded), registry))
 }
 
 fn plan_target(

@@ -90,12 +90,39 @@ fn resolve_path(arch: Arch, path: &Path, artifact: &Artifact) -> Result<Resolved
         }
         return Ok(image.into_resolved(arch, BlobSource::Layout(layout)));
     }
+    resolve_archive(arch, path, artifact, &mut NoSink)
+}
+
+/// Reads an archive artifact in one pass, handing its blobs to `sink` as
+/// they stream by. An `Err` is the reason the arch counts as failed.
+pub fn resolve_archive_with(
+    arch: Arch,
+    artifact: &Artifact,
+    sink: &mut dyn archive::BlobSink,
+) -> Result<ResolvedArtifact, String> {
+    let Location::Path(path) = &artifact.location else {
+        return Err(format!("{}: not a local file", artifact.location));
+    };
+    resolve_archive(arch, path, artifact, sink).map_err(|e| format!("{}: {e:#}", path.display()))
+}
+
+/// Whether the artifact is an archive file (rather than a layout directory).
+pub fn is_archive(artifact: &Artifact) -> bool {
+    matches!(&artifact.location, Location::Path(p) if p.is_file())
+}
+
+fn resolve_archive(
+    arch: Arch,
+    path: &Path,
+    artifact: &Artifact,
+    sink: &mut dyn archive::BlobSink,
+) -> Result<ResolvedArtifact> {
     let compression = archive::detect(path)?;
     let file = std::fs::File::open(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
     let mut hashing = archive::HashingReader::new(file);
     let scan = {
         let stream = archive::decompress(&mut hashing, compression)?;
-        archive::scan(stream, &mut NoSink, &BTreeMap::new())?
+        archive::scan(stream, sink, &BTreeMap::new())?
     };
     io::copy(&mut hashing, &mut io::sink())?;
     let (file_digest, file_size) = hashing.finish();

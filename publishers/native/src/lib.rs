@@ -15,4 +15,4 @@ pub mod store;
 
 pub use artifact::{resolve, resolve_cached, ResolvedArtifact};
 pub use layout::OciLayout;
-pub use store::{publish, read_current, AnyStore, Store, Target};
+pub use store::{publish, read_current, resolve_and_push, AnyStore, Store, Target};

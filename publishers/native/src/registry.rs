@@ -856,6 +856,10 @@ impl Store for RegistryRepo {
         format!("{}/{}", self.registry.host, self.path)
     }
 
+    async fn mount_blob(&self, desc: &Descriptor) -> Result<bool> {
+        self.mounted(desc).await
+    }
+
     async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>> {
         self.registry.head_manifest(&self.path, tag).await
     }

@@ -36,6 +36,11 @@ pub trait Store {
     async fn has_manifest(&self, desc: &Descriptor) -> Result<bool>;
     /// Stores a blob read from a file, checked against its descriptor.
     async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()>;
+    /// Gets a blob without sending it (a registry mounts it from another
+    /// repository); `false` when that cannot be done.
+    async fn mount_blob(&self, _desc: &Descriptor) -> Result<bool> {
+        Ok(false)
+    }
     /// Stores a small blob held in memory (a config).
     async fn push_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()>;
     /// Stores a blob that arrives as a stream of chunks (from an archive
@@ -166,7 +171,7 @@ async fn push_from_archive<S: Store>(
     loop {
         let mut needed = BTreeMap::new();
         for blob in &blobs {
-            if !store.has_blob(blob).await? {
+            if !store.has_blob(blob).await? && !store.mount_blob(blob).await? {
                 needed.insert(blob.digest.clone(), (*blob).clone());
             }
         }
@@ -189,28 +194,51 @@ async fn push_from_archive<S: Store>(
 
 type Chunks = tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>;
 
-/// One pass: a blocking thread reads and hashes the archive, handing each
-/// needed blob's bytes over a bounded channel to the upload of that blob.
-async fn stream_pass<S: Store>(
+/// A blob a pass has come to: its bytes follow on `chunks` if the store says
+/// yes on `accept`.
+struct Offer {
+    desc: Descriptor,
+    chunks: Chunks,
+    accept: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Runs `work` (one pass over an archive) on a blocking thread; each blob it
+/// meets is offered to the store, which takes those it lacks (and cannot
+/// mount), limited to `only` when given. Returns what `work` returned and
+/// how many blobs were pushed.
+async fn stream_archive<S, T, W>(
     store: &S,
-    path: PathBuf,
-    compression: crate::archive::Compression,
-    layers: crate::archive::LayerMap,
-    needed: BTreeMap<String, Descriptor>,
-) -> Result<usize> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Descriptor, Chunks)>(1);
-    let reader = tokio::task::spawn_blocking(move || -> Result<()> {
-        let file = std::fs::File::open(&path)
-            .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
-        let stream = crate::archive::decompress(file, compression)?;
-        let mut sink = ChannelSink { tx, needed };
-        crate::archive::scan(stream, &mut sink, &layers)
-            .with_context(|| path.display().to_string())?;
-        Ok(())
-    });
-    let uploads = async {
+    only: Option<BTreeMap<String, Descriptor>>,
+    work: W,
+) -> Result<(T, usize)>
+where
+    S: Store,
+    T: Send + 'static,
+    W: FnOnce(&mut dyn crate::archive::BlobSink) -> Result<T> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Offer>(1);
+    let reader = tokio::task::spawn_blocking(move || work(&mut ChannelSink { tx }));
+    // `rx` moves in, so that when the uploads stop early the reader's next
+    // offer fails instead of waiting for a receiver that is gone.
+    let uploads = async move {
         let mut n = 0;
-        while let Some((desc, chunks)) = rx.recv().await {
+        while let Some(offer) = rx.recv().await {
+            let desc = match &only {
+                Some(only) => match only.get(&offer.desc.digest) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let _ = offer.accept.send(false);
+                        continue;
+                    }
+                },
+                None => offer.desc,
+            };
+            let want = !store.has_blob(&desc).await? && !store.mount_blob(&desc).await?;
+            let _ = offer.accept.send(want);
+            if !want {
+                continue;
+            }
+            let chunks = offer.chunks;
             let stream = futures_util::stream::unfold(chunks, |mut c| async move {
                 c.recv().await.map(|chunk| (chunk, c))
             });
@@ -225,25 +253,102 @@ async fn stream_pass<S: Store>(
     };
     let (read, uploaded) = tokio::join!(reader, uploads);
     let n = uploaded?;
-    read.map_err(|e| anyhow!("archive reader stopped: {e}"))??;
-    Ok(n)
+    let value = read.map_err(|e| anyhow!("archive reader stopped: {e}"))??;
+    Ok((value, n))
+}
+
+/// One pass pushing the `needed` blobs of an archive already read once.
+async fn stream_pass<S: Store>(
+    store: &S,
+    path: PathBuf,
+    compression: crate::archive::Compression,
+    layers: crate::archive::LayerMap,
+    needed: BTreeMap<String, Descriptor>,
+) -> Result<usize> {
+    let work = move |sink: &mut dyn crate::archive::BlobSink| -> Result<()> {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+        let stream = crate::archive::decompress(file, compression)?;
+        crate::archive::scan(stream, sink, &layers).with_context(|| path.display().to_string())?;
+        Ok(())
+    };
+    Ok(stream_archive(store, Some(needed), work).await?.1)
+}
+
+/// Reads a built artifact, and when it is an archive pushes its blobs to
+/// `store` in the same pass, so that a first publish reads each archive
+/// once. Blobs are content-addressed and invisible until a manifest names
+/// them; the gate still decides about every manifest and tag.
+pub async fn resolve_and_push<S: Store>(
+    store: &S,
+    arch: Arch,
+    artifact: archgate_core::Artifact,
+    cache: Option<PathBuf>,
+) -> Result<ResolvedArtifact, String> {
+    if let Some(hit) = cache
+        .as_deref()
+        .and_then(|dir| crate::cache::load(dir, arch, &artifact))
+    {
+        return Ok(hit);
+    }
+    if !crate::artifact::is_archive(&artifact) {
+        let blocking = tokio::task::spawn_blocking(move || {
+            crate::artifact::resolve_cached(arch, &artifact, cache.as_deref())
+        });
+        return blocking
+            .await
+            .map_err(|e| format!("internal: artifact reader stopped: {e}"))?;
+    }
+    let started = std::time::Instant::now();
+    let for_pass = artifact.clone();
+    let work = move |sink: &mut dyn crate::archive::BlobSink| {
+        Ok(crate::artifact::resolve_archive_with(arch, &for_pass, sink))
+    };
+    match stream_archive(store, None, work).await {
+        Ok((Ok(resolved), n)) => {
+            tracing::info!(store = %store.name(), %arch, blobs = n, secs = started.elapsed().as_secs_f32(), "archive read and streamed");
+            if let Some(dir) = &cache {
+                crate::cache::store(dir, &artifact, &resolved);
+            }
+            Ok(resolved)
+        }
+        Ok((Err(reason), _)) => Err(reason),
+        Err(e) => {
+            // Pushing failed, not reading: read it again without pushing;
+            // publishing pushes (and reports) later.
+            tracing::warn!(store = %store.name(), %arch, "pushing while reading failed: {e:#}");
+            let blocking = tokio::task::spawn_blocking(move || {
+                crate::artifact::resolve_cached(arch, &artifact, cache.as_deref())
+            });
+            blocking
+                .await
+                .map_err(|e| format!("internal: artifact reader stopped: {e}"))?
+        }
+    }
 }
 
 struct ChannelSink {
-    tx: tokio::sync::mpsc::Sender<(Descriptor, Chunks)>,
-    needed: BTreeMap<String, Descriptor>,
+    tx: tokio::sync::mpsc::Sender<Offer>,
 }
 
 impl crate::archive::BlobSink for ChannelSink {
-    fn open(&mut self, digest: &str, _size: u64) -> Result<Option<Box<dyn std::io::Write + '_>>> {
-        let Some(desc) = self.needed.remove(digest) else {
-            return Ok(None);
-        };
+    fn open(&mut self, digest: &str, size: u64) -> Result<Option<Box<dyn std::io::Write + '_>>> {
+        let mut desc = Descriptor::new("application/octet-stream", b"");
+        desc.digest = digest.to_string();
+        desc.size = size;
         let (ctx, crx) = tokio::sync::mpsc::channel(8);
+        let (atx, arx) = tokio::sync::oneshot::channel();
         self.tx
-            .blocking_send((desc, crx))
+            .blocking_send(Offer {
+                desc,
+                chunks: crx,
+                accept: atx,
+            })
             .map_err(|_| anyhow!("the upload stopped"))?;
-        Ok(Some(Box::new(ChannelWriter(ctx))))
+        Ok(arx
+            .blocking_recv()
+            .unwrap_or(false)
+            .then(|| Box::new(ChannelWriter(ctx)) as Box<dyn std::io::Write>))
     }
 }
 
@@ -251,11 +356,10 @@ struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")
-            })?;
+        // A closed channel means the upload ended early: the store had the
+        // blob after all, or the upload failed, which its own result reports.
+        // The rest is still read, and hashed, by the pass.
+        let _ = self.0.blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)));
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -455,6 +559,9 @@ impl Store for AnyStore {
     }
     async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()> {
         delegate!(self, s => Store::push_blob(s, desc, from).await)
+    }
+    async fn mount_blob(&self, desc: &Descriptor) -> Result<bool> {
+        delegate!(self, s => Store::mount_blob(s, desc).await)
     }
     async fn push_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
         delegate!(self, s => Store::push_blob_bytes(s, desc, bytes).await)

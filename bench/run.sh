@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# The publishing benchmark (issue 4): archgate's native engine against the way
+# Fedora publishes today (xz -d, skopeo copy oci-archive: per arch and
+# repository, buildah manifest create/add/push --all per tag), on the same
+# local docker-registry, plus the floor: decompress and sha256 every artifact
+# once, in parallel.
+#
+#   bash bench/run.sh [SIZE_MB] [ARCH_COUNT]      (defaults: 150 4)
+#
+# Needs: docker-registry, skopeo, buildah, xz, GNU time (scripts/test.sh
+# installs the first three; apt-get install xz-utils time for the others).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-150}
+count=${2:-4}
+arches=(x86_64 aarch64 ppc64le s390x)
+arches=("${arches[@]:0:$count}")
+work=${BENCH_DIR:-target/bench}
+compose="$work/compose-$size-$count"
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+compose="$work/compose-$size-$count"
+
+cargo build -q --release -p archgate -p archgate-fixtures --bin archgate --bin make-bench
+archgate=$PWD/target/release/archgate
+if [ ! -f "$compose/compose.toml" ]; then
+  echo "generating $count artifacts of about $size MB in $compose (once)" >&2
+  target/release/make-bench "$compose" "$size" "${arches[@]}"
+fi
+files=("$compose"/fedora/*/*.oci.tar.xz)
+
+reg_pid=
+stop_registry() {
+  if [ -n "$reg_pid" ]; then
+    kill "$reg_pid" 2>/dev/null || true
+    wait "$reg_pid" 2>/dev/null || true
+  fi
+  reg_pid=
+}
+trap 'stop_registry' EXIT
+# A fresh, empty registry on a free port; sets $reg.
+start_registry() {
+  stop_registry
+  rm -rf "$work/run/registry"
+  mkdir -p "$work/run/registry"
+  cat > "$work/run/registry/config.yml" <<YML
+version: 0.1
+log: {level: info, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/run/registry/data}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:0}
+YML
+  REGISTRY_HTTP_ADDR=127.0.0.1:0 docker-registry serve "$work/run/registry/config.yml" > "$work/run/registry/log" 2>&1 &
+  reg_pid=$!
+  for _ in $(seq 100); do
+    reg=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$work/run/registry/log" | sed 's/listening on //') && [ -n "$reg" ] && return 0
+    sleep 0.05
+  done
+  echo "docker-registry did not start" >&2; exit 1
+}
+
+# measure NAME CMD...: wall seconds and peak RSS (largest process) of CMD.
+results=()
+measure() {
+  local name=$1; shift
+  local out="$work/run/time"
+  /usr/bin/time -f '%e %M' -o "$out" "$@" > "$work/run/$name.log" 2>&1 || { echo "$name failed, see $work/run/$name.log" >&2; cat "$work/run/$name.log" >&2; exit 1; }
+  read -r secs kb < "$out"
+  results+=("$(printf '%-28s %8.2f s %8d MB' "$name" "$secs" $((kb / 1024)))")
+  echo "${results[-1]}" >&2
+}
+
+mkdir -p "$work/run"
+floor() { for f in "${files[@]}"; do (xz -dc -T1 "$f" | sha256sum > /dev/null) & done; wait; }
+measure "floor (xz -d | sha256)" bash -c "$(declare -f floor); files=(${files[*]}); floor"
+
+# archgate: 2 repositories x 2 tags.
+start_registry
+cat > "$work/run/archgate.toml" <<TOML
+[source]
+kind = "dir"
+location = "$compose"
+[registry."$reg"]
+tls-verify = false
+[[image]]
+name = "fedora"
+repositories = ["docker://$reg/fedora", "docker://$reg/mirror/fedora"]
+tags = ["{release}", "latest"]
+TOML
+export ARCHGATE_CACHE_DIR="$work/run/cache"
+measure "archgate cold" "$archgate" publish -c "$work/run/archgate.toml"
+measure "archgate warm (unchanged)" "$archgate" publish -c "$work/run/archgate.toml"
+
+# The skopeo + buildah way, on a fresh registry.
+start_registry
+storage="$work/run/storage"
+mkdir -p "$storage"
+cat > "$storage/storage.conf" <<CONF
+[storage]
+driver = "vfs"
+graphroot = "$storage/graph"
+runroot = "$storage/run"
+CONF
+export CONTAINERS_STORAGE_CONF="$storage/storage.conf"
+baseline() {
+  set -e
+  local tmp="$work/run/unpacked"; mkdir -p "$tmp"
+  for f in "${files[@]}"; do
+    arch=$(basename "$(dirname "$f")")
+    xz -dc "$f" > "$tmp/$arch.oci.tar"
+  done
+  for repo in fedora mirror/fedora; do
+    for f in "${files[@]}"; do
+      arch=$(basename "$(dirname "$f")")
+      skopeo copy -q --dest-tls-verify=false "oci-archive:$tmp/$arch.oci.tar" "docker://$reg/$repo:41-$arch"
+    done
+    for tag in 41 latest; do
+      list="bench-list-$$"
+      buildah manifest rm "$list" > /dev/null 2>&1 || true
+      buildah manifest create "$list" > /dev/null
+      for f in "${files[@]}"; do
+        arch=$(basename "$(dirname "$f")")
+        buildah manifest add --tls-verify=false "$list" "docker://$reg/$repo:41-$arch" > /dev/null
+      done
+      buildah manifest push -q --all --tls-verify=false "$list" "docker://$reg/$repo:$tag"
+      buildah manifest rm "$list" > /dev/null
+    done
+  done
+  rm -rf "$tmp"
+}
+measure "skopeo+buildah cold" bash -c "$(declare -f baseline); work=$work reg=$reg files=(${files[*]}); baseline"
+measure "skopeo+buildah warm" bash -c "$(declare -f baseline); work=$work reg=$reg files=(${files[*]}); baseline"
+
+echo
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); artifacts: $count x $(du -m "${files[0]}" | cut -f1) MB .oci.tar.xz"
+printf '%s\n' "${results[@]}"
