@@ -58,6 +58,9 @@ YML
   echo "docker-registry did not start" >&2; exit 1
 }
 
+# CPU seconds the registry has used since it started.
+reg_cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$reg_pid/stat"; }
+
 # measure NAME CMD...: wall seconds and peak RSS (largest process) of CMD.
 results=()
 measure() {
@@ -87,7 +90,12 @@ repositories = ["docker://$reg/fedora", "docker://$reg/mirror/fedora"]
 tags = ["{release}", "latest"]
 TOML
 export ARCHGATE_CACHE_DIR="$work/run/cache"
+rm -rf "$ARCHGATE_CACHE_DIR"
+measure "archgate read only (plan)" "$archgate" plan -c "$work/run/archgate.toml"
+rm -rf "$ARCHGATE_CACHE_DIR"
 measure "archgate cold" "$archgate" publish -c "$work/run/archgate.toml"
+echo "  registry CPU during the archgate cold publish: $(reg_cpu) s" >&2
+results+=("  registry CPU (archgate cold):  $(reg_cpu) s")
 measure "archgate warm (unchanged)" "$archgate" publish -c "$work/run/archgate.toml"
 
 # The skopeo + buildah way, on a fresh registry.
@@ -128,6 +136,7 @@ baseline() {
   rm -rf "$tmp"
 }
 measure "skopeo+buildah cold" bash -c "$(declare -f baseline); work=$work reg=$reg files=(${files[*]}); baseline"
+results+=("  registry CPU (skopeo+buildah cold): $(reg_cpu) s")
 measure "skopeo+buildah warm" bash -c "$(declare -f baseline); work=$work reg=$reg files=(${files[*]}); baseline"
 
 echo
