@@ -254,7 +254,7 @@ pub fn scan(
 }
 
 /// Streams `source`, calling `each` per chunk, and returns its digest and size.
-fn copy_hashing(
+pub(crate) fn copy_hashing(
     source: &mut impl Read,
     mut each: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<(String, u64)> {

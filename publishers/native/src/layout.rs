@@ -301,21 +301,7 @@ fn check_content(path: &Path, desc: &Descriptor, digest: &str, size: u64) -> Res
 
 /// Copies `source` to `sink`, returning the content's digest and size.
 pub fn hash_stream(mut source: impl Read, mut sink: impl Write) -> Result<(String, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = match source.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        hasher.update(&buf[..n]);
-        sink.write_all(&buf[..n])?;
-        size += n as u64;
-    }
-    Ok((hex_digest(&hasher.finalize()), size))
+    crate::archive::copy_hashing(&mut source, |chunk| sink.write_all(chunk))
 }
 
 fn temp_path(dir: &Path) -> PathBuf {

@@ -129,6 +129,12 @@ impl Registry {
         &self.host
     }
 
+    /// Who archgate is on this registry, for messages: never the secret.
+    fn who(&self) -> String {
+        let who = self.settings.credentials.as_ref().map(Credentials::who);
+        who.unwrap_or_else(|| "no credentials".into())
+    }
+
     /// Runs one operation, again on transient failures, with backoff.
     async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
@@ -229,12 +235,7 @@ impl Registry {
                     refreshed = true;
                     continue;
                 }
-                let who = self
-                    .settings
-                    .credentials
-                    .as_ref()
-                    .map(Credentials::who)
-                    .unwrap_or_else(|| "no credentials".into());
+                let who = self.who();
                 return Err(Failure::Fatal(anyhow!(
                     "{}: authentication failed ({who}): {}",
                     self.host,
@@ -311,12 +312,7 @@ impl Registry {
             return Err(f);
         }
         if !resp.status().is_success() {
-            let who = self
-                .settings
-                .credentials
-                .as_ref()
-                .map(Credentials::who)
-                .unwrap_or_else(|| "no credentials".into());
+            let who = self.who();
             return Err(Failure::Fatal(anyhow!(
                 "{}: the token server refused {who}: {}",
                 self.host,
