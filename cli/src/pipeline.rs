@@ -20,6 +20,7 @@ use archgate_native::{
     Target as StoreTarget,
 };
 use archgate_source_dir::DirSource;
+use archgate_source_pungi::PungiSource;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -281,6 +282,7 @@ fn make_source(loaded: &Loaded, opts: &Options) -> Result<Box<dyn Source>, RunEr
     };
     match config.source.kind {
         SourceKind::Dir => Ok(Box::new(DirSource::new(location))),
+        SourceKind::Pungi => Ok(Box::new(PungiSource::local(location))),
         other => Err(RunError::Config(format!(
             "{file}: [source] kind {other:?} is not available in this build yet; use \"dir\""
         ))),
