@@ -2,6 +2,8 @@
 //! planned (and published) through the binary. Each plan is snapshotted;
 //! review them against SPEC section 3.
 
+mod support;
+
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -190,4 +192,79 @@ fn broken_metadata_is_a_one_line_error_and_nothing_is_written() {
     );
     assert_eq!(code, 1);
     assert!(stderr.contains("leaves the compose; refused"), "{stderr}");
+}
+
+/// Serves a directory over HTTP; `/fail/...` answers 500.
+fn serve(root: std::path::PathBuf) -> support::Server {
+    support::Server::start(move |req: hyper::Request<hyper::body::Incoming>| {
+        let root = root.clone();
+        async move {
+            let path = req.uri().path().trim_start_matches('/').to_string();
+            if path.starts_with("fail/") {
+                return Ok(support::respond(500, &[], "boom"));
+            }
+            if path.split('/').any(|p| p == "..") {
+                return Ok(support::respond(400, &[], ""));
+            }
+            Ok(match fs::read(root.join(&path)) {
+                Ok(bytes) => support::respond(200, &[], bytes),
+                Err(_) => support::respond(404, &[], "not found"),
+            })
+        }
+    })
+}
+
+#[test]
+fn a_compose_over_http_plans_like_the_same_compose_on_disk() {
+    let tmp = setup();
+    let dir = tmp.path();
+    let server = serve(dir.to_path_buf());
+    let base = config(dir, "base", &[("fedora", "Container_Base")]);
+    let (code, local) = plan(dir, &base, "rawhide");
+    assert_eq!(code, 0);
+    let url = format!("http://{}/rawhide", server.addr);
+    let (code, remote) = plan(dir, &base, &url);
+    assert_eq!(code, 0);
+    assert_eq!(
+        local["targets"], remote["targets"],
+        "same digests and decisions"
+    );
+    // Published from HTTP, and the spool is gone afterwards.
+    let (code, _, stderr) = archgate(dir, &["publish", "-c", &base, "--compose", &url]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, out, _) = archgate(
+        dir,
+        &["inspect", "--format", "json", "oci:out/base/fedora:rawhide"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["digest"],
+        local["targets"][0]["digest"]
+    );
+
+    // 404, 500 and an unreachable host: one line naming the URL, exit 1.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for (compose, needle) in [
+        (
+            format!("http://{}/nothing-here", server.addr),
+            "STATUS: not found".to_string(),
+        ),
+        (
+            format!("http://{}/fail/rawhide", server.addr),
+            "HTTP 500".to_string(),
+        ),
+        (
+            format!("http://{closed}/rawhide"),
+            format!("http://{closed}/rawhide/STATUS: cannot fetch"),
+        ),
+    ] {
+        let (code, stdout, stderr) = archgate(dir, &["plan", "-c", &base, "--compose", &compose]);
+        assert_eq!(code, 1, "{compose}: {stderr}");
+        assert!(stderr.contains(&needle), "{compose}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stdout.is_empty());
+    }
 }

@@ -20,7 +20,7 @@ use archgate_native::{
     Target as StoreTarget,
 };
 use archgate_source_dir::DirSource;
-use archgate_source_pungi::PungiSource;
+use archgate_source_pungi::{HttpCompose, PungiSource};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -177,6 +177,14 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
         .unwrap_or(0);
 
     let stores = Stores::new(Some(loaded), &[])?;
+    // Artifacts fetched over HTTP are kept for this run only.
+    struct Spool;
+    impl Drop for Spool {
+        fn drop(&mut self) {
+            archgate_native::artifact::clear_spool();
+        }
+    }
+    let _spool = Spool;
 
     // Plan every target.
     let mut artifacts: Vec<BTreeMap<Arch, ResolvedArtifact>> = Vec::new();
@@ -273,6 +281,7 @@ fn make_source(loaded: &Loaded, opts: &Options) -> Result<Box<dyn Source>, RunEr
     let file = loaded.path.display();
     let location = match (&opts.compose, &config.source.location) {
         (Some(cli), _) => PathBuf::from(cli),
+        (None, Some(loc)) if loc.contains("://") => PathBuf::from(loc),
         (None, Some(loc)) => loaded.resolve_path(loc),
         (None, None) => {
             return Err(RunError::Config(format!(
@@ -282,7 +291,15 @@ fn make_source(loaded: &Loaded, opts: &Options) -> Result<Box<dyn Source>, RunEr
     };
     match config.source.kind {
         SourceKind::Dir => Ok(Box::new(DirSource::new(location))),
-        SourceKind::Pungi => Ok(Box::new(PungiSource::local(location))),
+        SourceKind::Pungi => {
+            let text = location.to_string_lossy();
+            if text.starts_with("http://") || text.starts_with("https://") {
+                let http = HttpCompose::new(&text).map_err(|e| RunError::Input(e.to_string()))?;
+                Ok(Box::new(PungiSource::new(http)))
+            } else {
+                Ok(Box::new(PungiSource::local(location)))
+            }
+        }
         other => Err(RunError::Config(format!(
             "{file}: [source] kind {other:?} is not available in this build yet; use \"dir\""
         ))),

@@ -59,10 +59,13 @@ pub fn resolve_cached(
 ) -> Result<ResolvedArtifact, String> {
     let path = match &artifact.location {
         Location::Path(p) => p,
-        Location::Url(u) => {
-            return Err(format!(
-                "{u}: reading artifacts over HTTP is not supported yet"
-            ))
+        Location::Url(url) => {
+            let local = download(url)?;
+            let spooled = Artifact {
+                location: Location::Path(local),
+                ..artifact.clone()
+            };
+            return resolve_cached(arch, &spooled, None);
         }
     };
     if let Some(hit) = cache.and_then(|dir| crate::cache::load(dir, arch, artifact)) {
@@ -104,6 +107,52 @@ pub fn resolve_archive_with(
         return Err(format!("{}: not a local file", artifact.location));
     };
     resolve_archive(arch, path, artifact, sink).map_err(|e| format!("{}: {e:#}", path.display()))
+}
+
+/// Where artifacts served over HTTP are kept (compressed, as served) for the
+/// run, so that none is downloaded twice. [`clear_spool`] removes it.
+pub fn spool_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("archgate-{}", std::process::id()))
+}
+
+/// Removes the spool directory of this run.
+pub fn clear_spool() {
+    let _ = std::fs::remove_dir_all(spool_dir());
+}
+
+/// Downloads an artifact into the spool, once per run; its checksum is
+/// checked when it is read.
+fn download(url: &str) -> Result<PathBuf, String> {
+    let name = crate::oci::sha256_digest(url.as_bytes())["sha256:".len()..].to_string();
+    let dir = spool_dir();
+    let path = dir.join(&name);
+    if path.is_file() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+    let started = std::time::Instant::now();
+    let mut resp = reqwest::blocking::Client::builder()
+        .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .timeout(None)
+        .build()
+        .and_then(|c| c.get(url).send())
+        .map_err(|e| format!("{url}: cannot fetch: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status()));
+    }
+    let tmp = dir.join(format!("{name}.part"));
+    let mut file = std::fs::File::create(&tmp)
+        .map_err(|e| format!("{}: cannot create: {e}", tmp.display()))?;
+    let n = io::copy(&mut resp, &mut file).map_err(|e| format!("{url}: download failed: {e}"))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    tracing::info!(
+        url,
+        bytes = n,
+        secs = started.elapsed().as_secs_f32(),
+        "artifact downloaded"
+    );
+    Ok(path)
 }
 
 /// Whether the artifact is an archive file (rather than a layout directory).

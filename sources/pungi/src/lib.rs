@@ -53,6 +53,59 @@ impl Fetch for LocalCompose {
     }
 }
 
+/// A compose served over HTTP(S), as Fedora's composes are.
+pub struct HttpCompose {
+    base: String,
+    client: reqwest::blocking::Client,
+}
+
+impl HttpCompose {
+    pub fn new(base: &str) -> Result<HttpCompose, SourceError> {
+        let client = reqwest::blocking::Client::builder()
+            .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .timeout(std::time::Duration::from_secs(300))
+            .build()
+            .map_err(|e| SourceError(format!("{base}: cannot set up an HTTP client: {e}")))?;
+        Ok(HttpCompose {
+            base: base.trim_end_matches('/').to_string(),
+            client,
+        })
+    }
+
+    fn url(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.base)
+    }
+}
+
+impl Fetch for HttpCompose {
+    fn fetch(&self, rel: &str) -> Result<Option<Vec<u8>>, SourceError> {
+        let url = self.url(rel);
+        let resp = self.client.get(&url).send().map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            SourceError(format!("{url}: cannot fetch: {e}{cause}"))
+        })?;
+        match resp.status() {
+            reqwest::StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => resp
+                .bytes()
+                .map(|b| Some(b.to_vec()))
+                .map_err(|e| SourceError(format!("{url}: cannot read the answer: {e}"))),
+            s => Err(SourceError(format!("{url}: HTTP {s}"))),
+        }
+    }
+
+    fn location(&self, rel: &str) -> Location {
+        Location::Url(self.url(rel))
+    }
+
+    fn describe(&self, rel: &str) -> String {
+        self.url(rel)
+    }
+}
+
 /// Reads a Pungi compose through a [`Fetch`].
 pub struct PungiSource<F> {
     fetch: F,
