@@ -41,12 +41,11 @@ pub enum SourceKind {
 pub struct SourceConfig {
     pub kind: SourceKind,
     pub location: Option<String>,
-    // Keys of the koji and plugin sources, accepted so that their
-    // configurations load; those sources are not in this build yet.
-    #[allow(dead_code)]
+    /// koji: the hub's XML-RPC URL and the top URL of its files.
     pub hub: Option<String>,
-    #[allow(dead_code)]
     pub topurl: Option<String>,
+    // Keys of the plugin source, accepted so that its configurations load;
+    // that source is not in this build yet.
     #[allow(dead_code)]
     pub library: Option<String>,
     #[allow(dead_code)]

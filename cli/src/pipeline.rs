@@ -20,6 +20,7 @@ use archgate_native::{
     Target as StoreTarget,
 };
 use archgate_source_dir::DirSource;
+use archgate_source_koji::KojiSource;
 use archgate_source_pungi::{HttpCompose, PungiSource};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -279,6 +280,22 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
 fn make_source(loaded: &Loaded, opts: &Options) -> Result<Box<dyn Source>, RunError> {
     let config = &loaded.config;
     let file = loaded.path.display();
+    if config.source.kind == SourceKind::Koji {
+        let missing =
+            |key: &str| RunError::Config(format!("{file}: [source] kind \"koji\" needs `{key}`"));
+        let hub = config.source.hub.as_deref().ok_or_else(|| missing("hub"))?;
+        let topurl = config
+            .source
+            .topurl
+            .as_deref()
+            .ok_or_else(|| missing("topurl"))?;
+        let task = opts.compose.as_deref().or(config.source.location.as_deref()).ok_or_else(|| {
+            RunError::Config(format!("{file}: [source] location (the Koji task id) is not set and --compose was not given"))
+        })?;
+        let source =
+            KojiSource::new(hub, topurl, task).map_err(|e| RunError::Config(e.to_string()))?;
+        return Ok(Box::new(source));
+    }
     let location = match (&opts.compose, &config.source.location) {
         (Some(cli), _) => PathBuf::from(cli),
         (None, Some(loc)) if loc.contains("://") => PathBuf::from(loc),

@@ -1,0 +1,277 @@
+//! The `koji` source: a Koji image build (SPEC section 6,
+//! `../shared/reference/formats.md`). The parent task (`image` or
+//! `kiwiBuild`) has one child per arch (`createImage` or `createKiwiImage`):
+//! a CLOSED child is built (its archive is under `topurl`), a FAILED or
+//! CANCELED one failed, and any task still running makes the compose
+//! unfinished.
+
+pub mod xmlrpc;
+
+use std::collections::BTreeMap;
+
+use archgate_core::{
+    Arch, ArchResult, Artifact, Compose, ComposeResults, ComposeStatus, ImageQuery, Location,
+    Outcome, Source, SourceError,
+};
+use xmlrpc::{Param, Value};
+
+/// Koji task states.
+const FREE: i64 = 0;
+const OPEN: i64 = 1;
+const CLOSED: i64 = 2;
+const CANCELED: i64 = 3;
+const ASSIGNED: i64 = 4;
+const FAILED: i64 = 5;
+
+fn state_name(s: i64) -> &'static str {
+    match s {
+        FREE => "FREE",
+        OPEN => "OPEN",
+        CLOSED => "CLOSED",
+        CANCELED => "CANCELED",
+        ASSIGNED => "ASSIGNED",
+        FAILED => "FAILED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Reads one Koji parent task.
+pub struct KojiSource {
+    hub: String,
+    topurl: String,
+    task: i64,
+    client: reqwest::blocking::Client,
+}
+
+impl KojiSource {
+    pub fn new(hub: &str, topurl: &str, task: &str) -> Result<KojiSource, SourceError> {
+        let task = task.trim().parse().map_err(|_| {
+            SourceError(format!(
+                "koji: `{task}` is not a task id (the parent image task, a number)"
+            ))
+        })?;
+        let client = reqwest::blocking::Client::builder()
+            .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .map_err(|e| SourceError(format!("{hub}: cannot set up an HTTP client: {e}")))?;
+        Ok(KojiSource {
+            hub: hub.to_string(),
+            topurl: topurl.trim_end_matches('/').to_string(),
+            task,
+            client,
+        })
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        params: &[Param<'_>],
+    ) -> Result<Result<Value, xmlrpc::Fault>, SourceError> {
+        let what = format!("{} {method}", self.hub);
+        let resp = self
+            .client
+            .post(&self.hub)
+            .header("content-type", "text/xml")
+            .body(xmlrpc::call(method, params))
+            .send()
+            .map_err(|e| {
+                let cause = std::error::Error::source(&e)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                SourceError(format!("{what}: cannot reach the hub: {e}{cause}"))
+            })?;
+        if !resp.status().is_success() {
+            return Err(SourceError(format!("{what}: HTTP {}", resp.status())));
+        }
+        let body = resp
+            .text()
+            .map_err(|e| SourceError(format!("{what}: cannot read the answer: {e}")))?;
+        xmlrpc::response(&body)
+            .map_err(|e| SourceError(format!("{what}: not an XML-RPC answer: {e}")))
+    }
+
+    /// A call whose fault is an error.
+    fn value(&self, method: &str, params: &[Param<'_>]) -> Result<Value, SourceError> {
+        self.call(method, params)?.map_err(|f| {
+            SourceError(format!(
+                "{} {method}: Koji fault {}: {}",
+                self.hub, f.code, f.message
+            ))
+        })
+    }
+
+    /// `work/tasks/<id % 10000>/<id>/<file>` under topurl.
+    fn task_file(&self, id: i64, file: &str) -> String {
+        format!("{}/work/tasks/{}/{id}/{file}", self.topurl, id % 10000)
+    }
+}
+
+fn is_container_file(name: &str) -> bool {
+    [".tar.xz", ".tar.gz", ".tar.zst", ".tar", ".ociarchive"]
+        .iter()
+        .any(|s| name.ends_with(s))
+        && !name.ends_with(".log")
+}
+
+impl Source for KojiSource {
+    fn load(&self, images: &[ImageQuery]) -> Result<ComposeResults, SourceError> {
+        let parent = self.value("getTaskInfo", &[Param::Int(self.task), Param::Bool(true)])?;
+        if parent == Value::Nil {
+            return Err(SourceError(format!(
+                "{}: task {} does not exist",
+                self.hub, self.task
+            )));
+        }
+        let parent_state = parent.get("state").and_then(Value::as_int).unwrap_or(-1);
+        let children = self.value(
+            "getTaskChildren",
+            &[Param::Int(self.task), Param::Bool(false)],
+        )?;
+        let children = children.as_array().unwrap_or_default();
+        let running = |s: i64| matches!(s, FREE | OPEN | ASSIGNED);
+
+        let mut results: BTreeMap<Arch, (ArchResult, Option<String>)> = BTreeMap::new();
+        // An `image` task's request is [name, version, target, arches, ...].
+        let mut release = match (
+            parent.get("method").and_then(Value::as_str),
+            parent.get("request").and_then(Value::as_array),
+        ) {
+            (Some("image"), Some(req)) => req.get(1).and_then(Value::as_str).map(str::to_lowercase),
+            _ => None,
+        };
+        let mut any_failed = false;
+        let mut any_running = running(parent_state);
+        for child in children {
+            let id = child.get("id").and_then(Value::as_int).unwrap_or(0);
+            let state = child.get("state").and_then(Value::as_int).unwrap_or(-1);
+            let method = child.get("method").and_then(Value::as_str).unwrap_or("");
+            if !matches!(
+                method,
+                "createImage" | "createKiwiImage" | "createContainer"
+            ) {
+                continue;
+            }
+            let arch_name = child
+                .get("arch")
+                .and_then(Value::as_str)
+                .or_else(|| child.get("label").and_then(Value::as_str))
+                .unwrap_or("");
+            let arch: Arch = arch_name
+                .parse()
+                .map_err(|e| SourceError(format!("{}: task {id}: {e}", self.hub)))?;
+            let outcome = match state {
+                CLOSED => {
+                    let result = self.value("getTaskResult", &[Param::Int(id)])?;
+                    if let Some(v) = result.get("version").and_then(Value::as_str) {
+                        release.get_or_insert_with(|| v.to_lowercase());
+                    }
+                    let name = result
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    let files: Vec<&str> = result
+                        .get("files")
+                        .and_then(Value::as_array)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let file = files.iter().find(|f| is_container_file(f)).ok_or_else(|| {
+                        SourceError(format!("{}: task {id} ({arch}) lists no container archive among its files {files:?}", self.hub))
+                    })?;
+                    let artifact = Artifact {
+                        location: Location::Url(self.task_file(id, file)),
+                        sha256: None,
+                        size: None,
+                    };
+                    (Outcome::Built(artifact), name)
+                }
+                FAILED | CANCELED => {
+                    any_failed = true;
+                    let why = match self.call("getTaskResult", &[Param::Int(id)])? {
+                        Err(fault) => format!(": {}", fault.message.lines().next().unwrap_or("")),
+                        Ok(_) => String::new(),
+                    };
+                    (
+                        Outcome::Failed {
+                            reason: format!(
+                                "Koji task {id} ({method}, {arch}) is {}{why}",
+                                state_name(state)
+                            ),
+                        },
+                        None,
+                    )
+                }
+                s if running(s) => {
+                    any_running = true;
+                    continue;
+                }
+                s => {
+                    return Err(SourceError(format!(
+                        "{}: task {id} has an unknown state {s}",
+                        self.hub
+                    )))
+                }
+            };
+            if results
+                .insert(
+                    arch,
+                    (
+                        ArchResult {
+                            arch,
+                            outcome: outcome.0,
+                        },
+                        outcome.1,
+                    ),
+                )
+                .is_some()
+            {
+                return Err(SourceError(format!(
+                    "{}: task {} has more than one child for {arch}",
+                    self.hub, self.task
+                )));
+            }
+        }
+
+        let status = if any_running {
+            ComposeStatus::Started
+        } else if parent_state == CANCELED {
+            ComposeStatus::Terminated
+        } else if any_failed || parent_state == FAILED {
+            ComposeStatus::FinishedIncomplete
+        } else {
+            ComposeStatus::Finished
+        };
+        let mut compose = Compose::from_id(&format!("koji-task-{}", self.task), status);
+        compose.release = release;
+
+        let mut out = BTreeMap::new();
+        for query in images {
+            let mut wanted = None;
+            for (k, v) in &query.matcher {
+                match k.as_str() {
+                    "name" => wanted = Some(v.as_str()),
+                    other => return Err(SourceError(format!(
+                        "image {}: the koji source has no match key `{other}` (it knows `name`)",
+                        query.name
+                    ))),
+                }
+            }
+            let list = results
+                .values()
+                .filter(|(_, name)| match (wanted, name) {
+                    (Some(w), Some(n)) => w == n,
+                    _ => true,
+                })
+                .map(|(r, _)| r.clone())
+                .collect();
+            out.insert(query.name.clone(), list);
+        }
+        Ok(ComposeResults {
+            compose,
+            images: out,
+        })
+    }
+}
