@@ -194,12 +194,20 @@ fn broken_metadata_is_a_one_line_error_and_nothing_is_written() {
     assert!(stderr.contains("leaves the compose; refused"), "{stderr}");
 }
 
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 /// Serves a directory over HTTP; `/fail/...` answers 500.
 fn serve(root: std::path::PathBuf) -> support::Server {
+    serve_logged(root, Log::default())
+}
+
+/// [`serve`], noting every path asked for.
+fn serve_logged(root: std::path::PathBuf, log: Log) -> support::Server {
     support::Server::start(move |req: hyper::Request<hyper::body::Incoming>| {
-        let root = root.clone();
+        let (root, log) = (root.clone(), log.clone());
         async move {
             let path = req.uri().path().trim_start_matches('/').to_string();
+            log.lock().unwrap().push(path.clone());
             if path.starts_with("fail/") {
                 return Ok(support::respond(500, &[], "boom"));
             }
@@ -267,4 +275,61 @@ fn a_compose_over_http_plans_like_the_same_compose_on_disk() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
         assert!(stdout.is_empty());
     }
+}
+
+#[test]
+fn a_compose_over_http_streams_into_a_registry() {
+    let tmp = setup();
+    let dir = tmp.path();
+    let log = Log::default();
+    let server = serve_logged(dir.to_path_buf(), log.clone());
+    let reg = support::Registry::start(support::Auth::None);
+    let host = reg.host();
+    let cfg = dir.join("reg.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[source]\nkind = \"pungi\"\n\n[registry.\"{host}\"]\ntls-verify = false\n\n[[image]]\nname = \"fedora\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [\"docker://{host}/fedora\", \"oci:out/http/fedora\"]\ntags = [\"{{release}}\"]\n"
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let url = format!("http://{}/rawhide", server.addr);
+    let (code, stdout, stderr) = archgate(
+        dir,
+        &[
+            "publish",
+            "-v",
+            "-c",
+            cfg,
+            "--compose",
+            &url,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("artifact streamed from HTTP"), "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    let raw = support::skopeo_raw(&format!("{host}/fedora:rawhide"), None).expect("published");
+    assert_eq!(
+        Some(support::sha256(&raw).as_str()),
+        r["targets"][0]["digest"].as_str()
+    );
+    assert_eq!(
+        r["targets"][1]["digest"], r["targets"][0]["digest"],
+        "the layout target, from the spooled copy"
+    );
+    let artifacts: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.ends_with(".oci.tar.xz"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        artifacts.len(),
+        2,
+        "each artifact is downloaded once: {artifacts:?}"
+    );
 }

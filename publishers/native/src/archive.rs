@@ -35,8 +35,12 @@ pub fn detect(path: &Path) -> Result<Compression> {
     let mut head = [0u8; 6];
     let mut f = File::open(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
     let n = read_up_to(&mut f, &mut head)?;
-    let head = &head[..n];
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+    Ok(detect_bytes(&head[..n]))
+}
+
+/// Finds the compression by the first bytes of a stream.
+pub fn detect_bytes(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Compression::Xz
@@ -44,7 +48,7 @@ pub fn detect(path: &Path) -> Result<Compression> {
         Compression::Zstd
     } else {
         Compression::None
-    })
+    }
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -59,14 +59,7 @@ pub fn resolve_cached(
 ) -> Result<ResolvedArtifact, String> {
     let path = match &artifact.location {
         Location::Path(p) => p,
-        Location::Url(url) => {
-            let local = download(url)?;
-            let spooled = Artifact {
-                location: Location::Path(local),
-                ..artifact.clone()
-            };
-            return resolve_cached(arch, &spooled, None);
-        }
+        Location::Url(url) => return resolve_url(arch, url, artifact, &mut NoSink),
     };
     if let Some(hit) = cache.and_then(|dir| crate::cache::load(dir, arch, artifact)) {
         return Ok(hit);
@@ -103,10 +96,70 @@ pub fn resolve_archive_with(
     artifact: &Artifact,
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact, String> {
-    let Location::Path(path) = &artifact.location else {
-        return Err(format!("{}: not a local file", artifact.location));
-    };
-    resolve_archive(arch, path, artifact, sink).map_err(|e| format!("{}: {e:#}", path.display()))
+    match &artifact.location {
+        Location::Path(path) => resolve_archive(arch, path, artifact, sink)
+            .map_err(|e| format!("{}: {e:#}", path.display())),
+        Location::Url(url) => resolve_url(arch, url, artifact, sink),
+    }
+}
+
+/// Reads an archive served over HTTP as it downloads, keeping a copy in the
+/// spool for later passes; one download per run.
+fn resolve_url(
+    arch: Arch,
+    url: &str,
+    artifact: &Artifact,
+    sink: &mut dyn archive::BlobSink,
+) -> Result<ResolvedArtifact, String> {
+    let path = spool_path(url);
+    if path.is_file() {
+        return resolve_archive(arch, &path, artifact, sink).map_err(|e| format!("{url}: {e:#}"));
+    }
+    let dir = spool_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+    let started = std::time::Instant::now();
+    let resp = reqwest::blocking::Client::builder()
+        .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .timeout(None)
+        .build()
+        .and_then(|c| c.get(url).send())
+        .map_err(|e| format!("{url}: cannot fetch: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status()));
+    }
+    let part = path.with_extension("part");
+    let copy = std::fs::File::create(&part)
+        .map_err(|e| format!("{}: cannot create: {e}", part.display()))?;
+    let tee = Tee { inner: resp, copy };
+    let resolved =
+        resolve_stream(arch, tee, &path, artifact, sink).map_err(|e| format!("{url}: {e:#}"));
+    match &resolved {
+        Ok(_) => std::fs::rename(&part, &path).map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(_) => {
+            let _ = std::fs::remove_file(&part);
+        }
+    }
+    tracing::info!(
+        url,
+        secs = started.elapsed().as_secs_f32(),
+        "artifact streamed from HTTP"
+    );
+    resolved
+}
+
+/// Reads through, writing a copy of everything read.
+struct Tee<R> {
+    inner: R,
+    copy: std::fs::File,
+}
+
+impl<R: io::Read> io::Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        io::Write::write_all(&mut self.copy, &buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// Where artifacts served over HTTP are kept (compressed, as served) for the
@@ -120,44 +173,16 @@ pub fn clear_spool() {
     let _ = std::fs::remove_dir_all(spool_dir());
 }
 
-/// Downloads an artifact into the spool, once per run; its checksum is
-/// checked when it is read.
-fn download(url: &str) -> Result<PathBuf, String> {
-    let name = crate::oci::sha256_digest(url.as_bytes())["sha256:".len()..].to_string();
-    let dir = spool_dir();
-    let path = dir.join(&name);
-    if path.is_file() {
-        return Ok(path);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
-    let started = std::time::Instant::now();
-    let mut resp = reqwest::blocking::Client::builder()
-        .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(30))
-        .timeout(None)
-        .build()
-        .and_then(|c| c.get(url).send())
-        .map_err(|e| format!("{url}: cannot fetch: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("{url}: HTTP {}", resp.status()));
-    }
-    let tmp = dir.join(format!("{name}.part"));
-    let mut file = std::fs::File::create(&tmp)
-        .map_err(|e| format!("{}: cannot create: {e}", tmp.display()))?;
-    let n = io::copy(&mut resp, &mut file).map_err(|e| format!("{url}: download failed: {e}"))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-    tracing::info!(
-        url,
-        bytes = n,
-        secs = started.elapsed().as_secs_f32(),
-        "artifact downloaded"
-    );
-    Ok(path)
+fn spool_path(url: &str) -> PathBuf {
+    spool_dir().join(&crate::oci::sha256_digest(url.as_bytes())["sha256:".len()..])
 }
 
 /// Whether the artifact is an archive file (rather than a layout directory).
 pub fn is_archive(artifact: &Artifact) -> bool {
-    matches!(&artifact.location, Location::Path(p) if p.is_file())
+    match &artifact.location {
+        Location::Path(p) => p.is_file(),
+        Location::Url(_) => true,
+    }
 }
 
 fn resolve_archive(
@@ -166,14 +191,32 @@ fn resolve_archive(
     artifact: &Artifact,
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact> {
-    let compression = archive::detect(path)?;
     let file = std::fs::File::open(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
-    let mut hashing = archive::HashingReader::new(file);
-    let scan = {
-        let stream = archive::decompress(&mut hashing, compression)?;
-        archive::scan(stream, sink, &BTreeMap::new())?
+    resolve_stream(arch, file, path, artifact, sink)
+}
+
+/// One pass over an archive's bytes as they arrive (from a file, or from
+/// HTTP while they are also kept in `path`): the compression is found from
+/// the first bytes, the whole is hashed for the compose checksum.
+fn resolve_stream(
+    arch: Arch,
+    raw: impl io::Read,
+    path: &Path,
+    artifact: &Artifact,
+    sink: &mut dyn archive::BlobSink,
+) -> Result<ResolvedArtifact> {
+    use std::io::BufRead;
+    let mut hashing = archive::HashingReader::new(raw);
+    let (scan, compression) = {
+        let mut buffered = io::BufReader::with_capacity(1 << 20, &mut hashing);
+        let compression = archive::detect_bytes(buffered.fill_buf()?);
+        let scan = {
+            let stream = archive::decompress(&mut buffered, compression)?;
+            archive::scan(stream, sink, &BTreeMap::new())?
+        };
+        io::copy(&mut buffered, &mut io::sink())?;
+        (scan, compression)
     };
-    io::copy(&mut hashing, &mut io::sink())?;
     let (file_digest, file_size) = hashing.finish();
     if let Some(want) = &artifact.sha256 {
         let want = format!(

@@ -253,10 +253,12 @@ impl Source for KojiSource {
             for (k, v) in &query.matcher {
                 match k.as_str() {
                     "name" => wanted = Some(v.as_str()),
-                    other => return Err(SourceError(format!(
+                    other => {
+                        return Err(SourceError(format!(
                         "image {}: the koji source has no match key `{other}` (it knows `name`)",
                         query.name
-                    ))),
+                    )))
+                    }
                 }
             }
             let list = results
