@@ -44,11 +44,8 @@ pub struct SourceConfig {
     /// koji: the hub's XML-RPC URL and the top URL of its files.
     pub hub: Option<String>,
     pub topurl: Option<String>,
-    // Keys of the plugin source, accepted so that its configurations load;
-    // that source is not in this build yet.
-    #[allow(dead_code)]
+    /// plugin: the shared library, and the table handed to it.
     pub library: Option<String>,
-    #[allow(dead_code)]
     pub settings: Option<toml::Table>,
 }
 

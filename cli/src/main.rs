@@ -42,6 +42,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Source plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Show what a reference points to: digest, media type, and each entry.
     Inspect {
         /// oci:DIR:TAG or docker://HOST/PATH:TAG (a bare HOST/PATH:TAG too).
@@ -51,6 +54,24 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a plugin, print its name and ABI version, and a summary of what it returns.
+    Check {
+        /// The plugin's shared library.
+        library: PathBuf,
+        /// The location handed to it.
+        #[arg(long)]
+        location: Option<String>,
+        /// Its settings, as JSON.
+        #[arg(long, default_value = "{}")]
+        settings: String,
+        /// Images to ask for (default: fedora).
+        #[arg(long = "image")]
+        images: Vec<String>,
     },
 }
 
@@ -95,6 +116,12 @@ fn main() -> ExitCode {
             report,
             dry_run,
         } => run_and_report(&run, dry_run, report.as_deref()),
+        Command::Plugin(PluginCommand::Check {
+            library,
+            location,
+            settings,
+            images,
+        }) => plugin_check(&library, location, &settings, images),
         Command::Inspect {
             reference,
             format,
@@ -163,4 +190,66 @@ fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
 fn fail(e: &RunError) -> u8 {
     eprintln!("archgate: {e}");
     e.exit_code()
+}
+
+fn plugin_check(
+    library: &Path,
+    location: Option<String>,
+    settings: &str,
+    images: Vec<String>,
+) -> u8 {
+    use archgate_core::{ImageQuery, Outcome, Source};
+    let settings: serde_json::Value = match serde_json::from_str(settings) {
+        Ok(v) => v,
+        Err(e) => return fail(&RunError::Config(format!("--settings is not JSON: {e}"))),
+    };
+    let plugin = match archgate_source_plugin::PluginSource::load(library, location, settings) {
+        Ok(p) => p,
+        Err(e) => return fail(&RunError::Input(e.0)),
+    };
+    println!(
+        "plugin {}\nname: {}\nABI version: {}",
+        library.display(),
+        plugin.name(),
+        plugin.abi_version()
+    );
+    let images = if images.is_empty() {
+        vec!["fedora".to_string()]
+    } else {
+        images
+    };
+    let queries: Vec<ImageQuery> = images
+        .iter()
+        .map(|n| ImageQuery {
+            name: n.clone(),
+            matcher: Default::default(),
+        })
+        .collect();
+    match plugin.load(&queries) {
+        Ok(results) => {
+            println!(
+                "compose: {} ({})",
+                results.compose.id, results.compose.status
+            );
+            for (image, list) in &results.images {
+                let arches: Vec<String> = list
+                    .iter()
+                    .map(|r| match &r.outcome {
+                        Outcome::Built(_) => format!("{} built", r.arch),
+                        Outcome::Failed { .. } => format!("{} failed", r.arch),
+                    })
+                    .collect();
+                println!(
+                    "image {image}: {}",
+                    if arches.is_empty() {
+                        "no results".to_string()
+                    } else {
+                        arches.join(", ")
+                    }
+                );
+            }
+            0
+        }
+        Err(e) => fail(&RunError::Input(e.0)),
+    }
 }

@@ -21,6 +21,7 @@ use archgate_native::{
 };
 use archgate_source_dir::DirSource;
 use archgate_source_koji::KojiSource;
+use archgate_source_plugin::PluginSource;
 use archgate_source_pungi::{HttpCompose, PungiSource};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -280,6 +281,22 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
 fn make_source(loaded: &Loaded, opts: &Options) -> Result<Box<dyn Source>, RunError> {
     let config = &loaded.config;
     let file = loaded.path.display();
+    if config.source.kind == SourceKind::Plugin {
+        let library = config.source.library.as_deref().ok_or_else(|| {
+            RunError::Config(format!("{file}: [source] kind \"plugin\" needs `library`"))
+        })?;
+        let location = match (&opts.compose, &config.source.location) {
+            (Some(cli), _) => Some(cli.clone()),
+            (None, Some(loc)) if loc.contains("://") => Some(loc.clone()),
+            (None, Some(loc)) => Some(loaded.resolve_path(loc).to_string_lossy().into_owned()),
+            (None, None) => None,
+        };
+        let settings = serde_json::to_value(config.source.settings.clone().unwrap_or_default())
+            .map_err(|e| RunError::Config(format!("{file}: [source] settings: {e}")))?;
+        let plugin = PluginSource::load(&loaded.resolve_path(library), location, settings)
+            .map_err(|e| RunError::Input(e.to_string()))?;
+        return Ok(Box::new(plugin));
+    }
     if config.source.kind == SourceKind::Koji {
         let missing =
             |key: &str| RunError::Config(format!("{file}: [source] kind \"koji\" needs `{key}`"));
