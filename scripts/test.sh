@@ -3,9 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
-# skopeo checks what archgate writes; docker-registry, htpasswd (apache2-utils)
+# skopeo checks what archgate writes (and with buildah, runs the tools engines);
+# docker-registry, htpasswd (apache2-utils)
 # and openssl serve the registry tests; gcc links the Rust code.
-apt_install skopeo docker-registry apache2-utils openssl gcc libc6-dev
+apt_install skopeo buildah docker-registry apache2-utils openssl gcc libc6-dev
 ensure_cargo
 export INSTA_UPDATE=no
 cargo fmt --all --check

@@ -18,10 +18,8 @@ pub struct Config {
     pub gate: GateConfig,
     #[serde(default)]
     pub publisher: PublisherConfig,
-    /// Per-registry settings, for `docker://` targets (not read yet: this
-    /// build publishes to `oci:` layouts only).
+    /// Per-registry settings, keyed by `host[:port]`, for `docker://` targets.
     #[serde(default)]
-    #[allow(dead_code)]
     pub registry: BTreeMap<String, RegistryConfig>,
     #[serde(default)]
     pub image: Vec<ImageConfig>,
@@ -80,7 +78,6 @@ pub struct PublisherConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[allow(dead_code)]
 pub struct RegistryConfig {
     #[serde(default = "yes")]
     pub tls_verify: bool,

@@ -154,12 +154,13 @@ struct Target<'a> {
 pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
     let config = &loaded.config;
     let file = loaded.path.display();
-    if config.publisher.engine != EngineKind::Native {
-        return Err(RunError::Config(format!(
-            "{file}: [publisher] engine {:?} is not available in this build yet; use \"native\"",
-            config.publisher.engine
-        )));
+    let tools = match config.publisher.engine {
+        EngineKind::Native => None,
+        EngineKind::Buildah => Some(archgate_tools::Tools::new(archgate_tools::Tool::Buildah)),
+        EngineKind::Skopeo => Some(archgate_tools::Tools::new(archgate_tools::Tool::Skopeo)),
     }
+    .transpose()
+    .map_err(|e| RunError::Config(format!("{file}: [publisher] {}", e.0)))?;
     let source = make_source(loaded, opts)?;
     let queries: Vec<ImageQuery> = config
         .image
@@ -192,14 +193,18 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
     let mut artifacts: Vec<BTreeMap<Arch, ResolvedArtifact>> = Vec::new();
     let mut targets = Vec::new();
     for (i, image) in config.image.iter().enumerate() {
-        let push_to = early_push_store(
-            &stores,
-            loaded,
-            opts,
-            &results,
-            image,
-            &config.gate.required_arches,
-        );
+        // The tools engines push with the tools; only the native engine pushes while reading.
+        let push_to = match tools {
+            None => early_push_store(
+                &stores,
+                loaded,
+                opts,
+                &results,
+                image,
+                &config.gate.required_arches,
+            ),
+            Some(_) => None,
+        };
         let (inputs, resolved) = read_artifacts(
             &stores,
             &results,
@@ -264,7 +269,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
     // Publish.
     if !opts.dry_run {
         for (i, target) in &mut targets {
-            publish_target(loaded, &stores, target, &artifacts[*i]);
+            publish_target(loaded, &stores, tools.as_ref(), target, &artifacts[*i]);
         }
     }
 
@@ -515,6 +520,7 @@ fn plan_target(
 fn publish_target(
     loaded: &Loaded,
     stores: &Stores,
+    tools: Option<&archgate_tools::Tools>,
     target: &mut Target<'_>,
     artifacts: &BTreeMap<Arch, ResolvedArtifact>,
 ) {
@@ -528,7 +534,32 @@ fn publish_target(
         tag: &target.tag,
         planned_from: target.current.as_ref().map(|c| c.digest.as_str()),
     };
-    match stores.block_on(publish(&t, plan, artifacts, &target.arch_tags)) {
+    let result = match (tools, &store, target.repository) {
+        (Some(tools), AnyStore::Registry(repo), Repository::Registry { host, path }) => {
+            let configured = loaded.config.registry.get(host);
+            let auth_file = configured
+                .and_then(|c| c.auth_file.as_deref())
+                .map(|f| loaded.resolve_path(f));
+            let tt = archgate_tools::ToolTarget {
+                repo,
+                host,
+                path,
+                tag: &target.tag,
+                planned_from: t.planned_from,
+                tls_verify: configured.is_none_or(|c| c.tls_verify),
+                auth_file: auth_file.as_deref(),
+            };
+            stores.block_on(archgate_tools::publish(
+                tools,
+                &tt,
+                plan,
+                artifacts,
+                &target.arch_tags,
+            ))
+        }
+        _ => stores.block_on(publish(&t, plan, artifacts, &target.arch_tags)),
+    };
+    match result {
         Ok(digest) => {
             if plan.decision == Decision::Published {
                 target.digest = digest;

@@ -1,0 +1,297 @@
+//! The buildah and skopeo engines. The gate, the plan and the report are the
+//! same as with the native engine; only the writing is done by the tools:
+//!
+//! - skopeo: `skopeo copy` of each built arch to its arch tag; the index,
+//!   rendered by archgate exactly as the native engine renders it, is written
+//!   with archgate's registry client (with the moved-tag check and read-back).
+//! - buildah: arch tags with `skopeo copy`; then a throwaway list, unique to
+//!   the run, `buildah manifest add` per entry (built arches from their
+//!   artifacts, carried ones by digest from the registry), `buildah manifest
+//!   push --all` to the target, and `buildah manifest rm` of the list.
+//!
+//! Both run with their own storage (vfs) in a temp dir, and are given the
+//! registry's `tls-verify` and auth file. Their stderr goes into archgate's
+//! error when they fail. Targets in `oci:` layouts are written natively.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context, Result};
+use archgate_core::{Arch, Decision, TargetPlan};
+use archgate_native::archive::Compression;
+use archgate_native::artifact::BlobSource;
+use archgate_native::registry::RegistryRepo;
+use archgate_native::{ResolvedArtifact, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Buildah,
+    Skopeo,
+}
+
+/// The tools, with their own storage for this run.
+pub struct Tools {
+    pub tool: Tool,
+    dir: tempfile::TempDir,
+    storage_conf: PathBuf,
+}
+
+/// A tool that is not installed: a usage error (exit 2).
+#[derive(Debug)]
+pub struct Missing(pub String);
+
+fn present(name: &str) -> bool {
+    Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+impl Tools {
+    pub fn new(tool: Tool) -> Result<Tools, Missing> {
+        let needed: &[&str] = match tool {
+            Tool::Skopeo => &["skopeo"],
+            Tool::Buildah => &["buildah", "skopeo"],
+        };
+        for name in needed {
+            if !present(name) {
+                let engine = match tool {
+                    Tool::Buildah => "buildah",
+                    Tool::Skopeo => "skopeo",
+                };
+                return Err(Missing(format!("`{name}` is not installed; the {engine} engine needs it (apt-get install {name})")));
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("archgate-tools-")
+            .tempdir()
+            .map_err(|e| Missing(format!("cannot make a temp dir: {e}")))?;
+        let storage_conf = dir.path().join("storage.conf");
+        let conf = format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            dir.path().join("graph").display(),
+            dir.path().join("run").display()
+        );
+        std::fs::write(&storage_conf, conf)
+            .map_err(|e| Missing(format!("cannot write the tools' storage.conf: {e}")))?;
+        Ok(Tools {
+            tool,
+            dir,
+            storage_conf,
+        })
+    }
+
+    fn run(&self, program: &str, args: &[String]) -> Result<String> {
+        tracing::debug!(program, ?args, "running");
+        let out = Command::new(program)
+            .args(args)
+            .env("CONTAINERS_STORAGE_CONF", &self.storage_conf)
+            .env("TMPDIR", self.dir.path())
+            .output()
+            .with_context(|| format!("cannot run {program}"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stderr: String = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+            bail!(
+                "{program} {} failed: {stderr}",
+                args.first().map(String::as_str).unwrap_or("")
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A transport reference the tools can read for an artifact; compressed
+    /// archives are decompressed once into the tools' temp dir.
+    fn source_ref(&self, art: &ResolvedArtifact) -> Result<String> {
+        match &art.source {
+            BlobSource::Layout(layout) => Ok(format!("oci:{}", layout.root().display())),
+            BlobSource::Archive {
+                path,
+                compression,
+                layers,
+            } => {
+                let docker = !layers.is_empty();
+                let plain = if *compression == Compression::None {
+                    path.clone()
+                } else {
+                    let out = self.dir.path().join(format!("{}.tar", art.arch));
+                    if !out.exists() {
+                        let file = std::fs::File::open(path)
+                            .with_context(|| path.display().to_string())?;
+                        let mut reader = archgate_native::archive::decompress(file, *compression)?;
+                        let mut dest = std::fs::File::create(&out)?;
+                        std::io::copy(&mut reader, &mut dest)?;
+                    }
+                    out
+                };
+                Ok(format!(
+                    "{}:{}",
+                    if docker {
+                        "docker-archive"
+                    } else {
+                        "oci-archive"
+                    },
+                    plain.display()
+                ))
+            }
+        }
+    }
+}
+
+/// How to reach one registry target with the tools.
+pub struct ToolTarget<'a> {
+    pub repo: &'a RegistryRepo,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub tag: &'a str,
+    pub planned_from: Option<&'a str>,
+    pub tls_verify: bool,
+    pub auth_file: Option<&'a Path>,
+}
+
+impl ToolTarget<'_> {
+    fn dest_flags(&self, prefix: &str) -> Vec<String> {
+        let mut flags = vec![format!("--{prefix}tls-verify={}", self.tls_verify)];
+        if let Some(f) = self.auth_file {
+            flags.push(format!("--{prefix}authfile={}", f.display()));
+        }
+        flags
+    }
+}
+
+/// Carries a plan out on a registry target with the tools. Returns the
+/// digest of the index the tag holds afterwards.
+pub async fn publish(
+    tools: &Tools,
+    t: &ToolTarget<'_>,
+    plan: &TargetPlan,
+    artifacts: &BTreeMap<Arch, ResolvedArtifact>,
+    arch_tags: &[(Arch, String)],
+) -> Result<Option<String>> {
+    if plan.hard_refusal {
+        return Ok(None);
+    }
+    // Arch tags: skopeo copy, digests preserved.
+    for (arch, arch_tag) in arch_tags {
+        let art = artifacts
+            .get(arch)
+            .ok_or_else(|| anyhow!("internal: no artifact for {arch}"))?;
+        if t.repo
+            .resolve_tag(arch_tag)
+            .await?
+            .is_some_and(|d| d.digest == art.entry.digest)
+        {
+            continue;
+        }
+        let mut args = vec![
+            "copy".to_string(),
+            "--quiet".to_string(),
+            "--preserve-digests".to_string(),
+        ];
+        args.extend(t.dest_flags("dest-"));
+        args.push(tools.source_ref(art)?);
+        args.push(format!("docker://{}/{}:{arch_tag}", t.host, t.path));
+        tools.run("skopeo", &args)?;
+        tracing::info!(tag = %arch_tag, digest = %art.entry.digest, "arch tag set with skopeo");
+    }
+    if plan.decision != Decision::Published {
+        return Ok(match plan.decision {
+            Decision::Unchanged => t.planned_from.map(str::to_string),
+            _ => None,
+        });
+    }
+    let now = t.repo.resolve_tag(t.tag).await?.map(|d| d.digest);
+    if now.as_deref() != t.planned_from {
+        bail!(
+            "tag {} moved while archgate was publishing: it was planned against {} and now points to {}; not written",
+            t.tag,
+            t.planned_from.unwrap_or("no index"),
+            now.as_deref().unwrap_or("nothing")
+        );
+    }
+    let digest = match tools.tool {
+        Tool::Skopeo => {
+            // The index archgate plans, written as the native engine writes it.
+            let bytes = archgate_native::oci::render_index(&plan.index);
+            let desc =
+                archgate_native::oci::Descriptor::new(archgate_native::oci::OCI_INDEX, &bytes);
+            t.repo.push_manifest(&desc, &bytes, Some(t.tag)).await?;
+            desc.digest
+        }
+        Tool::Buildah => buildah_index(tools, t, plan, artifacts)?,
+    };
+    let back = t
+        .repo
+        .resolve_tag(t.tag)
+        .await?
+        .ok_or_else(|| anyhow!("read-back: tag {} is missing after the write", t.tag))?;
+    if back.digest != digest {
+        bail!(
+            "read-back: tag {} points to {}, expected {digest}",
+            t.tag,
+            back.digest
+        );
+    }
+    Ok(Some(digest))
+}
+
+/// A list name no other run uses, never the target's.
+fn list_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("localhost/archgate-list-{}-{nanos}", std::process::id())
+}
+
+fn buildah_index(
+    tools: &Tools,
+    t: &ToolTarget<'_>,
+    plan: &TargetPlan,
+    artifacts: &BTreeMap<Arch, ResolvedArtifact>,
+) -> Result<String> {
+    let list = list_name();
+    tools.run(
+        "buildah",
+        &["manifest".into(), "create".into(), list.clone()],
+    )?;
+    let result = (|| -> Result<String> {
+        for entry in &plan.index {
+            let built = artifacts.values().find(|a| a.entry.digest == entry.digest);
+            let source = match built {
+                Some(art) => tools.source_ref(art)?,
+                None => format!("docker://{}/{}@{}", t.host, t.path, entry.digest),
+            };
+            let mut args = vec!["manifest".to_string(), "add".to_string()];
+            args.extend(t.dest_flags(""));
+            args.push(list.clone());
+            args.push(source);
+            tools.run("buildah", &args)?;
+        }
+        let digest_file = tools.dir.path().join(format!("digest-{}", t.tag));
+        let mut args = vec![
+            "manifest".to_string(),
+            "push".to_string(),
+            "--all".to_string(),
+            "--quiet".to_string(),
+        ];
+        args.extend(t.dest_flags(""));
+        args.push(format!("--digestfile={}", digest_file.display()));
+        args.push(list.clone());
+        args.push(format!("docker://{}/{}:{}", t.host, t.path, t.tag));
+        tools.run("buildah", &args)?;
+        let digest =
+            std::fs::read_to_string(&digest_file).context("buildah wrote no digest file")?;
+        Ok(digest.trim().to_string())
+    })();
+    // Cleanup: a list that is not there is fine; any other failure is reported.
+    let cleanup = match tools.run("buildah", &["manifest".into(), "rm".into(), list.clone()]) {
+        Ok(_) => Ok(()),
+        Err(e) if format!("{e:#}").contains("image not known") => Ok(()),
+        Err(e) => Err(e.context(format!("removing the list {list}"))),
+    };
+    let digest = result?;
+    cleanup?;
+    Ok(digest)
+}
