@@ -488,36 +488,53 @@ pub async fn publish<S: Store>(
             let bytes = render_index(&plan.index);
             let desc = Descriptor::new(OCI_INDEX, &bytes);
             let tag = target.tag;
-            let now = store.resolve_tag(tag).await?.map(|d| d.digest);
-            if now.as_deref() != target.planned_from {
-                bail!(
-                    "tag {tag} moved while archgate was publishing: it was planned against {} and now points to {}; not written",
-                    target.planned_from.unwrap_or("no index"),
-                    now.as_deref().unwrap_or("nothing")
-                );
-            }
+            check_not_moved(store, tag, target.planned_from).await?;
             store
                 .push_manifest(&desc, &bytes, Some(tag))
                 .await
                 .with_context(|| format!("index {}", desc.digest))?;
-            let back = store
-                .resolve_tag(tag)
-                .await?
-                .ok_or_else(|| anyhow!("read-back: tag {tag} is missing after the write"))?;
-            if back.digest != desc.digest {
-                bail!(
-                    "read-back: tag {tag} points to {}, expected {}",
-                    back.digest,
-                    desc.digest
-                );
-            }
-            store.fetch_manifest(&back).await.context("read-back")?;
+            read_back(store, tag, &desc.digest).await?;
             tracing::info!(store = %store.name(), tag = %tag, digest = %desc.digest, "index written");
             Ok(Some(desc.digest))
         }
         Decision::Unchanged => Ok(target.planned_from.map(str::to_string)),
         Decision::Refused | Decision::Error => Ok(None),
     }
+}
+
+/// Fails when the tag no longer points where it did when the target was
+/// planned (SPEC section 4): both digests are named, nothing is written.
+pub async fn check_not_moved<S: Store>(
+    store: &S,
+    tag: &str,
+    planned_from: Option<&str>,
+) -> Result<()> {
+    let now = store.resolve_tag(tag).await?.map(|d| d.digest);
+    if now.as_deref() != planned_from {
+        bail!(
+            "tag {tag} moved while archgate was publishing: it was planned against {} and now points to {}; not written",
+            planned_from.unwrap_or("no index"),
+            now.as_deref().unwrap_or("nothing")
+        );
+    }
+    Ok(())
+}
+
+/// Reads the tag back after the write: it must point to `digest`, and the
+/// index must be readable and match it.
+pub async fn read_back<S: Store>(store: &S, tag: &str, digest: &str) -> Result<()> {
+    let back = store
+        .resolve_tag(tag)
+        .await?
+        .ok_or_else(|| anyhow!("read-back: tag {tag} is missing after the write"))?;
+    if back.digest != digest {
+        bail!(
+            "read-back: tag {tag} points to {}, expected {digest}",
+            back.digest
+        );
+    }
+    store.fetch_manifest(&back).await.context("read-back")?;
+    Ok(())
 }
 
 /// Any store, so that callers need not be generic.

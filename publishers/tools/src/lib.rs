@@ -201,15 +201,7 @@ pub async fn publish(
             _ => None,
         });
     }
-    let now = t.repo.resolve_tag(t.tag).await?.map(|d| d.digest);
-    if now.as_deref() != t.planned_from {
-        bail!(
-            "tag {} moved while archgate was publishing: it was planned against {} and now points to {}; not written",
-            t.tag,
-            t.planned_from.unwrap_or("no index"),
-            now.as_deref().unwrap_or("nothing")
-        );
-    }
+    archgate_native::store::check_not_moved(t.repo, t.tag, t.planned_from).await?;
     let digest = match tools.tool {
         Tool::Skopeo => {
             // The index archgate plans, written as the native engine writes it.
@@ -221,18 +213,7 @@ pub async fn publish(
         }
         Tool::Buildah => buildah_index(tools, t, plan, artifacts)?,
     };
-    let back = t
-        .repo
-        .resolve_tag(t.tag)
-        .await?
-        .ok_or_else(|| anyhow!("read-back: tag {} is missing after the write", t.tag))?;
-    if back.digest != digest {
-        bail!(
-            "read-back: tag {} points to {}, expected {digest}",
-            t.tag,
-            back.digest
-        );
-    }
+    archgate_native::store::read_back(t.repo, t.tag, &digest).await?;
     Ok(Some(digest))
 }
 
