@@ -6,7 +6,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use archgate_fixtures::{write_oci_archive, Compress, Image};
@@ -174,17 +173,7 @@ fn run(dir: &Path, hub: &str, args: &[&str]) -> (i32, String, String) {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_archgate"))
-        .args(args)
-        .current_dir(dir)
-        .env("ARCHGATE_CACHE_DIR", dir.join("cache"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::archgate(dir, args)
 }
 
 #[test]

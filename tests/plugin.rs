@@ -2,6 +2,8 @@
 //! (compiled here with the system `cc`), published end to end to an `oci:`
 //! target; and every kind of bad plugin, which must fail cleanly.
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,19 +60,7 @@ fn c_plugin(dir: &Path, name: &str, defines: &[&str]) -> PathBuf {
     out
 }
 
-fn archgate(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_archgate"))
-        .args(args)
-        .current_dir(dir)
-        .env("ARCHGATE_CACHE_DIR", dir.join("cache"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::archgate;
 
 fn config(dir: &Path, library: &Path, location: &str, settings: &str) -> String {
     let path = dir.join("archgate.toml");

@@ -6,24 +6,11 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use archgate_fixtures::{pungi_fixtures, write_pungi_compose};
 use serde_json::Value;
 
-fn archgate(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_archgate"))
-        .args(args)
-        .current_dir(dir)
-        .env("ARCHGATE_CACHE_DIR", dir.join("cache"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::archgate;
 
 /// A config publishing `images` (name, subvariant) from a compose to layouts.
 fn config(dir: &Path, name: &str, images: &[(&str, &str)]) -> String {

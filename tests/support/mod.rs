@@ -506,6 +506,22 @@ impl Proxy {
     }
 }
 
+/// Runs the archgate binary in `dir` with its own artifact cache there:
+/// (exit code, stdout, stderr).
+pub fn archgate(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_archgate"))
+        .args(args)
+        .current_dir(dir)
+        .env("ARCHGATE_CACHE_DIR", dir.join("cache"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `skopeo inspect --raw` of a reference on a plain-HTTP registry.
 pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Option<Vec<u8>> {
     let mut cmd = Command::new("skopeo");
