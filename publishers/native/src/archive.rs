@@ -9,9 +9,8 @@
 //! always gives the same bytes and digest.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::{Component, Path};
+use std::path::Component;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest as _, Sha256};
@@ -28,14 +27,6 @@ pub enum Compression {
     Gzip,
     Xz,
     Zstd,
-}
-
-/// Finds the compression by the first bytes of the file.
-pub fn detect(path: &Path) -> Result<Compression> {
-    let mut head = [0u8; 6];
-    let mut f = File::open(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
-    let n = read_up_to(&mut f, &mut head)?;
-    Ok(detect_bytes(&head[..n]))
 }
 
 /// Finds the compression by the first bytes of a stream.
