@@ -1,135 +1,81 @@
-//! The Koji source against a hub that serves recorded XML-RPC answers (a
-//! Koji hub cannot run here) and task files under its top URL.
+//! The Koji source against a hub that serves answers marshalled by Koji's
+//! own library (`fixtures/real/generate.py`; a Koji hub cannot run here),
+//! and the files under its top URL, publishing to a real registry.
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use archgate_fixtures::{write_oci_archive, Compress, Image};
 use serde_json::Value;
+use support::{registry_tag, registry_tags, Auth, Registry};
 
-fn member(name: &str, value: &str) -> String {
-    format!("<member><name>{name}</name><value>{value}</value></member>")
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real/data/koji")
 }
 
-fn task(id: i64, state: i64, method: &str, arch: &str) -> String {
-    format!(
-        "<value><struct>{}{}{}{}{}{}</struct></value>",
-        member("id", &format!("<int>{id}</int>")),
-        member("state", &format!("<int>{state}</int>")),
-        member("method", &format!("<string>{method}</string>")),
-        member("arch", &format!("<string>{arch}</string>")),
-        member("label", &format!("<string>{arch}</string>")),
-        member("completion_time", "<nil/>"),
-    )
-}
-
-fn answer(value: &str) -> String {
-    format!("<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n{value}\n</param>\n</params>\n</methodResponse>\n")
-}
-
-fn fault(message: &str) -> String {
-    format!(
-        "<?xml version='1.0'?>\n<methodResponse><fault><value><struct>{}{}</struct></value></fault></methodResponse>\n",
-        member("faultCode", "<int>1000</int>"),
-        member("faultString", &format!("<string>{message}</string>"))
-    )
-}
-
-fn result(name: &str, arch: &str, file: &str) -> String {
-    answer(&format!(
-        "<value><struct>{}{}{}{}{}</struct></value>",
-        member("arch", &format!("<string>{arch}</string>")),
-        member("name", &format!("<string>{name}</string>")),
-        member("version", "<string>41</string>"),
-        member("release", "<string>1.4</string>"),
-        member("files", &format!("<array><data><value><string>{file}</string></value><value><string>image.log</string></value></data></array>")),
-    ))
-}
-
-/// Recorded answers, by (method, first parameter).
-fn recorded(files: &Path) -> BTreeMap<(String, i64), String> {
-    let mut r = BTreeMap::new();
-    let mut put = |m: &str, id: i64, body: String| {
-        r.insert((m.to_string(), id), body);
-    };
-    // Task 1000: x86_64 built, aarch64 failed, s390x canceled.
-    put(
-        "getTaskInfo",
-        1000,
-        answer(&task(1000, 2, "image", "noarch")),
-    );
-    put(
-        "getTaskChildren",
-        1000,
-        answer(&format!(
-            "<value><array><data>{}{}{}</data></array></value>",
-            task(1001, 2, "createImage", "x86_64"),
-            task(1002, 5, "createImage", "aarch64"),
-            task(1003, 3, "createImage", "s390x")
-        )),
-    );
-    let file = "Fedora-Container-Base-41-1.4.x86_64.oci.tar.xz";
-    write_oci_archive(
-        &files.join("work/tasks/1001/1001").join(file),
-        &Image::for_arch("x86_64", "koji"),
-        Compress::Xz,
-    )
-    .unwrap();
-    put(
-        "getTaskResult",
-        1001,
-        result("Fedora-Container-Base", "x86_64", file),
-    );
-    put(
-        "getTaskResult",
-        1002,
-        fault("GenericError: Image build failed. OZ error: timeout"),
-    );
-    put("getTaskResult", 1003, fault("TaskCanceled"));
-    // Task 2000: still running.
-    let request = "<array><data><value><string>Fedora-Container-Base</string></value><value><string>41</string></value><value><string>f41-candidate</string></value></data></array>";
-    let running = task(2000, 1, "image", "noarch").replace(
-        "</struct>",
-        &format!("{}</struct>", member("request", request)),
-    );
-    put("getTaskInfo", 2000, answer(&running));
-    put(
-        "getTaskChildren",
-        2000,
-        answer(&format!(
-            "<value><array><data>{}</data></array></value>",
-            task(2001, 1, "createImage", "x86_64")
-        )),
-    );
-    // Task 3000: the hub answers with a fault.
-    put(
-        "getTaskInfo",
-        3000,
-        fault("koji.GenericError: no such task: 3000"),
-    );
-    r
+/// The (method, first parameter) of an XML-RPC call.
+fn call_of(body: &str) -> (String, String) {
+    let method = body
+        .split("<methodName>")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or("")
+        .to_string();
+    let param = body
+        .split("<param>")
+        .nth(1)
+        .and_then(|p| p.split("</param>").next())
+        .map(|p| {
+            // <value><int>1</int></value>, <value><string>x</string></value> or <value>x</value>
+            let inner = p.trim().trim_start_matches("<value>");
+            let inner = inner.split("</value>").next().unwrap_or("");
+            match inner.strip_prefix('<') {
+                Some(tagged) => tagged
+                    .split_once('>')
+                    .and_then(|(_, rest)| rest.split('<').next())
+                    .unwrap_or("")
+                    .to_string(),
+                None => inner.to_string(),
+            }
+        })
+        .unwrap_or_default();
+    (method, param)
 }
 
 struct Hub {
     server: support::Server,
-    _files: tempfile::TempDir,
+    calls: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
+impl Hub {
+    fn url(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    fn calls(&self, method: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == method)
+            .count()
+    }
+}
+
+/// `/kojihub` answers from `answers/METHOD-PARAM.xml`; `/files/` serves topurl.
 fn hub() -> Hub {
-    let files = tempfile::tempdir().unwrap();
-    let answers = Arc::new(recorded(files.path()));
-    let root = files.path().to_path_buf();
+    let root = data();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
     let server = support::Server::start(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (answers, root) = (answers.clone(), root.clone());
+        let (root, seen) = (root.clone(), seen.clone());
         async move {
             use http_body_util::BodyExt;
             let path = req.uri().path().to_string();
             if let Some(file) = path.strip_prefix("/files/") {
-                return Ok(match fs::read(root.join(file)) {
+                return Ok(match fs::read(root.join("topurl").join(file)) {
                     Ok(bytes) => support::respond(200, &[], bytes),
                     Err(_) => support::respond(404, &[], ""),
                 });
@@ -140,93 +86,126 @@ fn hub() -> Hub {
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            let body = String::from_utf8_lossy(&body).into_owned();
-            let method = body
-                .split("<methodName>")
-                .nth(1)
-                .and_then(|s| s.split('<').next())
-                .unwrap_or("")
-                .to_string();
-            let id: i64 = body
-                .split("<int>")
-                .nth(1)
-                .and_then(|s| s.split('<').next())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            Ok(match answers.get(&(method, id)) {
-                Some(a) => support::respond(200, &[("content-type", "text/xml")], a.clone()),
-                None => support::respond(200, &[], fault("unexpected call")),
+            let call = call_of(&String::from_utf8_lossy(&body));
+            seen.lock().unwrap().push(call.clone());
+            let file = root
+                .join("answers")
+                .join(format!("{}-{}.xml", call.0, call.1));
+            Ok(match fs::read(&file) {
+                Ok(a) => support::respond(200, &[("content-type", "text/xml")], a),
+                Err(_) => support::respond(500, &[], format!("no recorded answer for {call:?}")),
             })
         }
     });
-    Hub {
-        server,
-        _files: files,
-    }
+    Hub { server, calls }
 }
 
-fn run(dir: &Path, hub: &str, args: &[&str]) -> (i32, String, String) {
+/// Runs archgate with a config for `repo`: `HOST/PATH` on a plain-HTTP
+/// registry, or an `oci:` layout.
+fn run(dir: &Path, hub: &str, repo: &str, args: &[&str]) -> (i32, String, String) {
+    let (registry, repository) = match repo.strip_prefix("oci:") {
+        Some(_) => (String::new(), repo.to_string()),
+        None => (
+            format!(
+                "[registry.\"{}\"]\ntls-verify = false\n\n",
+                repo.split('/').next().unwrap()
+            ),
+            format!("docker://{repo}"),
+        ),
+    };
     fs::write(
         dir.join("archgate.toml"),
         format!(
-            "[source]\nkind = \"koji\"\nhub = \"{hub}/kojihub\"\ntopurl = \"{hub}/files\"\n\n[[image]]\nname = \"fedora\"\nmatch = {{ name = \"Fedora-Container-Base\" }}\nrepositories = [\"oci:out/fedora\"]\ntags = [\"{{release}}\"]\n"
+            "[source]\nkind = \"koji\"\nhub = \"{hub}/kojihub\"\ntopurl = \"{hub}/files\"\n\n{registry}[[image]]\nname = \"fedora\"\nmatch = {{ name = \"Fedora-Container-Base\" }}\nrepositories = [\"{repository}\"]\ntags = [\"{{release}}\"]\n"
         ),
     )
     .unwrap();
     support::archgate(dir, args)
 }
 
+fn arch<'a>(target: &'a Value, a: &str) -> &'a Value {
+    target["arches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["arch"] == a)
+        .unwrap_or_else(|| panic!("no {a} in {target}"))
+}
+
 #[test]
-fn children_give_built_and_failed_arches() {
+fn a_completed_build_is_read_from_its_images_directory_and_checked() {
     let hub = hub();
+    let registry = Registry::start(Auth::None);
+    let repo = format!("{}/fedora", registry.host());
     let tmp = tempfile::tempdir().unwrap();
-    let url = format!("http://{}", hub.server.addr);
     let (code, stdout, stderr) = run(
         tmp.path(),
-        &url,
-        &["publish", "--compose", "1000", "--format", "json"],
+        &hub.url(),
+        &repo,
+        &["publish", "--compose", "120000", "--format", "json"],
     );
     assert_eq!(code, 0, "{stderr}");
     let r: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(r["compose"]["id"], "koji-task-1000");
+    assert_eq!(r["compose"]["id"], "koji-task-120000");
     assert_eq!(r["compose"]["status"], "FINISHED_INCOMPLETE");
     let t = &r["targets"][0];
     assert_eq!(
-        t["reference"], "oci:out/fedora:41",
+        t["reference"],
+        format!("{repo}:41"),
         "{{release}} is the build's version"
     );
-    let arch = |a: &str| {
-        t["arches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["arch"] == a)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(arch("x86_64")["action"], "added");
-    assert_eq!(arch("aarch64")["result"], "failed");
+    assert_eq!(arch(t, "x86_64")["action"], "added");
+    // aarch64's file does not match the md5 of Koji's archive record.
+    assert_eq!(arch(t, "aarch64")["result"], "failed");
     let reasons = t["reasons"].to_string();
     assert!(
+        reasons.contains("checksum mismatch: the file's md5 is"),
+        "{reasons}"
+    );
+    assert!(
         reasons.contains(
-            "Koji task 1002 (createImage, aarch64) is FAILED: GenericError: Image build failed"
+            "Koji task 120003 (createKiwiImage, s390x) is FAILED: koji.GenericError: Kiwi failed"
         ),
         "{reasons}"
     );
-    assert!(
-        reasons.contains("Koji task 1003 (createImage, s390x) is CANCELED"),
-        "{reasons}"
-    );
-    let (code, out, _) = run(
+    // Nothing says x86_64 went unchecked: it had a sha256 from Koji.
+    assert!(!reasons.contains("not checked"), "{reasons}");
+    // The files came from packages/..., never from work/tasks.
+    assert_eq!(hub.calls("getBuild"), 1, "one build lookup for the N-V-R");
+    assert_eq!(hub.calls("listArchives"), 1);
+
+    let (index, digest) = registry_tag(&format!("{repo}:41")).expect("the index was pushed");
+    assert_eq!(Some(digest.as_str()), t["digest"].as_str());
+    assert_eq!(support::index_platforms(&index), ["linux/amd64"]);
+    assert_eq!(registry_tags(&repo), ["41", "41-x86_64"]);
+}
+
+#[test]
+fn a_scratch_build_is_read_from_the_task_and_said_to_be_unchecked() {
+    let hub = hub();
+    let registry = Registry::start(Auth::None);
+    let repo = format!("{}/fedora", registry.host());
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run(
         tmp.path(),
-        &url,
-        &["inspect", "--format", "json", "oci:out/fedora:41"],
+        &hub.url(),
+        &repo,
+        &["publish", "--compose", "130000", "--format", "json"],
     );
-    assert_eq!(code, 0);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["digest"],
-        t["digest"]
+    assert_eq!(code, 0, "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    let t = &r["targets"][0];
+    assert_eq!(t["decision"], "published");
+    assert_eq!(arch(t, "x86_64")["action"], "added");
+    let reasons = t["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].as_str().unwrap().starts_with(
+            "x86_64: Koji has no completed build Fedora-Container-Base-41-20241102.0 (a scratch build), so no checksum for"
+        ),
+        "{reasons:?}"
     );
+    assert!(registry_tag(&format!("{repo}:41")).is_some());
 }
 
 #[test]
@@ -235,8 +214,9 @@ fn a_running_task_is_an_unfinished_compose() {
     let tmp = tempfile::tempdir().unwrap();
     let (code, stdout, stderr) = run(
         tmp.path(),
-        &format!("http://{}", hub.server.addr),
-        &["plan", "--compose", "2000", "--format", "json"],
+        &hub.url(),
+        "oci:out/fedora",
+        &["plan", "--compose", "140000", "--format", "json"],
     );
     assert_eq!(code, 3, "{stderr}");
     let r: Value = serde_json::from_str(&stdout).unwrap();
@@ -248,17 +228,22 @@ fn a_running_task_is_an_unfinished_compose() {
 fn faults_and_unreachable_hubs_are_one_line_errors() {
     let hub = hub();
     let tmp = tempfile::tempdir().unwrap();
-    let url = format!("http://{}", hub.server.addr);
-    let (code, stdout, stderr) = run(tmp.path(), &url, &["publish", "--compose", "3000"]);
+    let url = hub.url();
+    let (code, stdout, stderr) = run(
+        tmp.path(),
+        &url,
+        "oci:out/fedora",
+        &["publish", "--compose", "150000"],
+    );
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(
-            "/kojihub getTaskInfo: Koji fault 1000: koji.GenericError: no such task: 3000"
+            "/kojihub getTaskInfo: Koji fault 1000: koji.GenericError: No such task: 150000"
         ),
         "{stderr}"
     );
     assert_eq!(stderr.trim_end().lines().count(), 1);
-    assert!(stdout.is_empty() && !tmp.path().join("out").exists());
+    assert!(stdout.is_empty());
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -267,12 +252,44 @@ fn faults_and_unreachable_hubs_are_one_line_errors() {
     let (code, _, stderr) = run(
         tmp.path(),
         &format!("http://{closed}"),
-        &["plan", "--compose", "1000"],
+        "oci:out/fedora",
+        &["plan", "--compose", "120000"],
     );
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot reach the hub"), "{stderr}");
 
-    let (code, _, stderr) = run(tmp.path(), &url, &["plan", "--compose", "not-a-task"]);
+    let (code, _, stderr) = run(
+        tmp.path(),
+        &url,
+        "oci:out/fedora",
+        &["plan", "--compose", "not-a-task"],
+    );
     assert_eq!(code, 2);
     assert!(stderr.contains("`not-a-task` is not a task id"), "{stderr}");
+}
+
+#[test]
+fn the_codec_reads_what_koji_marshals() {
+    // Every recorded answer parses; big ints (<i8>), <nil/> and date strings included.
+    for entry in fs::read_dir(data().join("answers")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = fs::read_to_string(&path).unwrap();
+        let parsed = archgate_source_koji::xmlrpc::response(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("getBuild-Fedora-Container-Base-41-20241101.0")
+        {
+            let build = parsed.unwrap();
+            assert_eq!(
+                build
+                    .get("id")
+                    .and_then(archgate_source_koji::xmlrpc::Value::as_int),
+                Some(2_600_000_000)
+            );
+        }
+    }
 }

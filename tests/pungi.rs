@@ -142,7 +142,7 @@ fn broken_metadata_is_a_one_line_error_and_nothing_is_written() {
             "not json",
             "composeinfo.json: not valid productmd.composeinfo metadata",
         ),
-        ("STATUS", "", "STATUS: `` is not a compose status"),
+        ("STATUS", "", "STATUS: \"\" is not a compose status"),
     ];
     for (file, text, needle) in cases {
         let tmp = setup();
@@ -181,39 +181,11 @@ fn broken_metadata_is_a_one_line_error_and_nothing_is_written() {
     assert!(stderr.contains("leaves the compose; refused"), "{stderr}");
 }
 
-type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
-
-/// Serves a directory over HTTP; `/fail/...` answers 500.
-fn serve(root: std::path::PathBuf) -> support::Server {
-    serve_logged(root, Log::default())
-}
-
-/// [`serve`], noting every path asked for.
-fn serve_logged(root: std::path::PathBuf, log: Log) -> support::Server {
-    support::Server::start(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (root, log) = (root.clone(), log.clone());
-        async move {
-            let path = req.uri().path().trim_start_matches('/').to_string();
-            log.lock().unwrap().push(path.clone());
-            if path.starts_with("fail/") {
-                return Ok(support::respond(500, &[], "boom"));
-            }
-            if path.split('/').any(|p| p == "..") {
-                return Ok(support::respond(400, &[], ""));
-            }
-            Ok(match fs::read(root.join(&path)) {
-                Ok(bytes) => support::respond(200, &[], bytes),
-                Err(_) => support::respond(404, &[], "not found"),
-            })
-        }
-    })
-}
-
 #[test]
 fn a_compose_over_http_plans_like_the_same_compose_on_disk() {
     let tmp = setup();
     let dir = tmp.path();
-    let server = serve(dir.to_path_buf());
+    let (server, _) = support::serve_dir(dir.to_path_buf());
     let base = config(dir, "base", &[("fedora", "Container_Base")]);
     let (code, local) = plan(dir, &base, "rawhide");
     assert_eq!(code, 0);
@@ -268,8 +240,7 @@ fn a_compose_over_http_plans_like_the_same_compose_on_disk() {
 fn a_compose_over_http_streams_into_a_registry() {
     let tmp = setup();
     let dir = tmp.path();
-    let log = Log::default();
-    let server = serve_logged(dir.to_path_buf(), log.clone());
+    let (server, log) = support::serve_dir(dir.to_path_buf());
     let reg = support::Registry::start(support::Auth::None);
     let host = reg.host();
     let cfg = dir.join("reg.toml");

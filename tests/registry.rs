@@ -819,16 +819,12 @@ fn archives_stream_to_registry_and_layout() {
     });
     let docker = archgate_native::resolve(
         archgate_core::Arch::Aarch64,
-        &archgate_core::Artifact {
-            location: archgate_core::Location::Path(
-                c3.join("aarch64/Fedora-Container-41.aarch64.tar.gz"),
-            ),
-            sha256: None,
-            size: None,
-        },
+        &archgate_core::Artifact::at(archgate_core::Location::Path(
+            c3.join("aarch64/Fedora-Container-41.aarch64.tar.gz"),
+        )),
     )
     .unwrap();
-    let docker_layer = docker.blobs[1].digest.clone();
+    let docker_layer = docker.layers[0].digest.clone();
     proxy.fault(Fault {
         method: "PUT",
         path_contains: format!("digest={docker_layer}"),

@@ -16,8 +16,8 @@ use archgate_core::{
 use archgate_native::oci::{render_index, sha256_digest};
 use archgate_native::registry::{Registry, RegistryRepo, RegistrySettings};
 use archgate_native::{
-    publish, read_current, resolve_and_push, resolve_cached, AnyStore, OciLayout, ResolvedArtifact,
-    Target as StoreTarget,
+    publish, read_current, resolve_and_push, resolve_cached, AnyStore, OciLayout, ReadFailure,
+    ResolvedArtifact, Target as StoreTarget,
 };
 use archgate_source_dir::DirSource;
 use archgate_source_koji::KojiSource;
@@ -140,6 +140,9 @@ fn registry_settings(loaded: Option<&Loaded>, host: &str) -> Result<RegistrySett
 struct Target<'a> {
     image: &'a ImageConfig,
     repository: &'a Repository,
+    /// False when the tag could not be rendered (an unfinished compose):
+    /// `tag` is then the template, and nothing is read or written there.
+    named: bool,
     tag: String,
     reference: String,
     policy: Policy,
@@ -205,14 +208,13 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
             ),
             Some(_) => None,
         };
-        let (inputs, resolved) = read_artifacts(
+        let read = read_artifacts(
             &stores,
             &results,
             image,
             opts.cache.as_deref(),
             push_to.as_ref(),
         );
-        artifacts.push(resolved);
         let settings = GateSettings {
             policy: opts.policy.or(image.policy).unwrap_or(config.gate.policy),
             required: config.gate.required_arches.clone(),
@@ -228,9 +230,16 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
                     tag: None,
                     arch: None,
                 };
-                let tag = template
-                    .render(&vars)
-                    .map_err(|e| image_error(loaded, image, e))?;
+                // An unfinished compose is refused whatever it holds, and may
+                // not yet give what a template needs (a running Koji task has
+                // no version): its target is then named by the template.
+                let (tag, named) = match template.render(&vars) {
+                    Ok(tag) => (tag, true),
+                    Err(_) if !results.compose.status.is_finished() => {
+                        (template.as_str().to_string(), false)
+                    }
+                    Err(e) => return Err(image_error(loaded, image, e)),
+                };
                 let reference = repository.tagged(&tag);
                 if !seen.insert(reference.clone()) {
                     return Err(image_error(
@@ -242,6 +251,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
                 let mut target = Target {
                     image,
                     repository,
+                    named,
                     tag,
                     reference,
                     policy: settings.policy,
@@ -257,13 +267,14 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
                     &stores,
                     &mut target,
                     &results,
-                    &inputs,
+                    &read,
                     &settings,
                     now,
                 )?;
                 targets.push((i, target));
             }
         }
+        artifacts.push(read.resolved);
     }
 
     // Publish.
@@ -356,16 +367,30 @@ fn image_error(loaded: &Loaded, image: &ImageConfig, msg: impl std::fmt::Display
     )
 }
 
-/// Reads every built artifact of an image once, several at a time; one
-/// that cannot be read turns its arch into `failed` with the reason. With
-/// `push_to`, archive blobs go to that store in the same pass.
+/// What reading an image's artifacts gave.
+struct ImageInputs {
+    /// One gate input per arch result.
+    inputs: Vec<(Arch, ArchInput)>,
+    resolved: BTreeMap<Arch, ResolvedArtifact>,
+    /// archgate's own faults while reading: every target of the image is an
+    /// error, never a `failed` arch.
+    internal: Vec<String>,
+    /// Sentences for the report: built arches whose file the compose gave no
+    /// checksum for.
+    notes: Vec<(Arch, String)>,
+}
+
+/// Reads every built artifact of an image once, several at a time. One that
+/// cannot be used turns its arch into `failed` with the reason; archgate's
+/// own failure while reading is kept apart, in `internal`. With `push_to`,
+/// archive blobs go to that store in the same pass.
 fn read_artifacts(
     stores: &Stores,
     results: &ComposeResults,
     image: &ImageConfig,
     cache: Option<&std::path::Path>,
     push_to: Option<&AnyStore>,
-) -> (Vec<(Arch, ArchInput)>, BTreeMap<Arch, ResolvedArtifact>) {
+) -> ImageInputs {
     use futures_util::StreamExt;
     let name = image.name.get_ref();
     let list = results
@@ -383,11 +408,11 @@ fn read_artifacts(
                     resolve_cached(arch, &artifact, cache.as_deref())
                 })
                 .await
-                .unwrap_or_else(|e| Err(format!("internal: artifact reader stopped: {e}"))),
+                .unwrap_or_else(|e| Err(ReadFailure::stopped(e))),
             }
         }
     };
-    let mut read: BTreeMap<usize, Result<ResolvedArtifact, String>> =
+    let mut read: BTreeMap<usize, Result<ResolvedArtifact, ReadFailure>> =
         stores.block_on(
             futures_util::stream::iter(list.iter().enumerate().filter_map(
                 |(i, r)| match &r.outcome {
@@ -402,26 +427,43 @@ fn read_artifacts(
             .buffer_unordered(workers)
             .collect(),
         );
-    let mut inputs = Vec::new();
-    let mut resolved = BTreeMap::new();
+    let mut out = ImageInputs {
+        inputs: Vec::new(),
+        resolved: BTreeMap::new(),
+        internal: Vec::new(),
+        notes: Vec::new(),
+    };
     for (i, result) in list.iter().enumerate() {
+        let arch = result.arch;
         let input = match (&result.outcome, read.remove(&i)) {
             (Outcome::Failed { reason }, _) => ArchInput::Failed(reason.clone()),
-            (Outcome::Built(_), Some(Ok(art))) => {
-                tracing::info!(image = %name, arch = %result.arch, digest = %art.entry.digest, "artifact read");
+            (Outcome::Built(artifact), Some(Ok(art))) => {
+                tracing::info!(image = %name, %arch, digest = %art.entry.digest, "artifact read");
+                if let Some(why) = &artifact.unverified {
+                    out.notes.push((arch, format!("{arch}: {why}; the file was not checked against a checksum (its blobs were checked against their digests)")));
+                }
                 let entry = art.entry.clone();
-                resolved.insert(result.arch, art);
+                out.resolved.insert(arch, art);
                 ArchInput::Built(entry)
             }
-            (Outcome::Built(_), Some(Err(reason))) => {
-                tracing::warn!(image = %name, arch = %result.arch, "artifact unusable: {reason}");
+            (Outcome::Built(_), Some(Err(ReadFailure::Unusable(reason)))) => {
+                tracing::warn!(image = %name, %arch, "artifact unusable: {reason}");
                 ArchInput::Failed(reason)
             }
-            (Outcome::Built(_), None) => ArchInput::Failed("internal: artifact not read".into()),
+            (Outcome::Built(_), Some(Err(ReadFailure::Internal(e)))) => {
+                tracing::error!(image = %name, %arch, "{e}");
+                out.internal.push(format!("{arch}: {e}"));
+                continue;
+            }
+            (Outcome::Built(_), None) => {
+                out.internal
+                    .push(format!("{arch}: internal error: the artifact was not read"));
+                continue;
+            }
         };
-        inputs.push((result.arch, input));
+        out.inputs.push((arch, input));
     }
-    (inputs, resolved)
+    out
 }
 
 /// Where an image's archive blobs go while they are read: its first
@@ -461,12 +503,16 @@ fn plan_target(
     stores: &Stores,
     target: &mut Target<'_>,
     results: &ComposeResults,
-    inputs: &[(Arch, ArchInput)],
+    read: &ImageInputs,
     settings: &GateSettings,
     now: i64,
 ) -> Result<(), RunError> {
     let store = stores.store(Some(loaded), target.repository);
-    target.current = match stores.block_on(read_current(&store, &target.tag)) {
+    let current = match target.named {
+        true => stores.block_on(read_current(&store, &target.tag)),
+        false => Ok(None),
+    };
+    target.current = match current {
         Ok(current) => current,
         Err(e) => {
             let msg = format!(
@@ -478,14 +524,22 @@ fn plan_target(
             return Ok(());
         }
     };
+    if !read.internal.is_empty() {
+        // archgate's own fault: nothing of this target is decided or pushed.
+        for e in &read.internal {
+            tracing::error!(target = %target.reference, "{e}");
+            target.errors.push(e.clone());
+        }
+        return Ok(());
+    }
     let input = GateInput {
         status: &results.compose.status,
-        results: inputs,
+        results: &read.inputs,
         current: target.current.as_ref(),
         settings,
         now,
     };
-    let plan = match decide(&input) {
+    let mut plan = match decide(&input) {
         Ok(plan) => plan,
         Err(e) => {
             tracing::error!(target = %target.reference, "{e}");
@@ -493,6 +547,14 @@ fn plan_target(
             return Ok(());
         }
     };
+    // Built arches that are pushed (none on a hard refusal) but could not
+    // be checked against the compose: the report says so.
+    plan.reasons.extend(
+        read.notes
+            .iter()
+            .filter(|(arch, _)| plan.arch_tags.contains(arch))
+            .map(|(_, note)| note.clone()),
+    );
     for &arch in &plan.arch_tags {
         let vars = Vars {
             compose: &results.compose,

@@ -271,13 +271,15 @@ pub fn decide(input: &GateInput<'_>) -> Result<TargetPlan, GateError> {
 
     // Hard refusals: nothing at all is pushed for the image.
     let mut hard = Vec::new();
-    if !input.status.is_finished() {
+    let unfinished = !input.status.is_finished();
+    if unfinished {
+        // The one cause: what an unfinished compose holds (or lacks) is not
+        // looked at, and sources need not even read it.
         hard.push(format!(
             "the compose is {}, not FINISHED or FINISHED_INCOMPLETE; nothing is published",
             input.status
         ));
-    }
-    if built.is_empty() {
+    } else if built.is_empty() {
         hard.push(
             "nothing was built for this image in this compose; nothing is published".to_string(),
         );
@@ -285,7 +287,7 @@ pub fn decide(input: &GateInput<'_>) -> Result<TargetPlan, GateError> {
     let missing_required: Vec<Arch> = settings
         .required
         .iter()
-        .filter(|a| !built.contains_key(a))
+        .filter(|a| !unfinished && !built.contains_key(a))
         .copied()
         .collect();
     for arch in &missing_required {

@@ -19,8 +19,8 @@ pub use gate::{
     TargetPlan,
 };
 pub use model::{
-    ArchInput, ArchResult, Artifact, Compose, ComposeResults, ComposeStatus, CurrentIndex, Entry,
-    Location, Outcome,
+    ArchInput, ArchResult, Artifact, Checksum, ChecksumAlgo, Compose, ComposeResults,
+    ComposeStatus, CurrentIndex, Entry, Location, Outcome,
 };
 pub use report::{ArchReport, ComposeSummary, Report, TargetReport};
 pub use repository::{Reference, Repository};

@@ -126,14 +126,127 @@ impl fmt::Display for Location {
     }
 }
 
+/// A checksum algorithm a compose may record for an artifact file, weakest
+/// first (the order [`Checksum::strongest`] picks by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChecksumAlgo {
+    Md5,
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl ChecksumAlgo {
+    /// The name productmd and Koji use (`md5`, `sha1`, `sha256`, `sha512`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChecksumAlgo::Md5 => "md5",
+            ChecksumAlgo::Sha1 => "sha1",
+            ChecksumAlgo::Sha256 => "sha256",
+            ChecksumAlgo::Sha512 => "sha512",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ChecksumAlgo> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "md5" => Some(ChecksumAlgo::Md5),
+            "sha1" => Some(ChecksumAlgo::Sha1),
+            "sha256" => Some(ChecksumAlgo::Sha256),
+            "sha512" => Some(ChecksumAlgo::Sha512),
+            _ => None,
+        }
+    }
+
+    /// Length of the hex digest.
+    pub fn hex_len(self) -> usize {
+        match self {
+            ChecksumAlgo::Md5 => 32,
+            ChecksumAlgo::Sha1 => 40,
+            ChecksumAlgo::Sha256 => 64,
+            ChecksumAlgo::Sha512 => 128,
+        }
+    }
+}
+
+impl fmt::Display for ChecksumAlgo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The checksum a compose recorded for an artifact file: algorithm and hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Checksum {
+    pub algo: ChecksumAlgo,
+    /// Lower-case hex, without an `algo:` prefix.
+    pub hex: String,
+}
+
+impl Checksum {
+    /// A checksum from an algorithm name and a hex value (an `algo:` prefix
+    /// is allowed). `None` for an unknown algorithm; an `Err` for a value
+    /// that is not hex of the algorithm's length.
+    pub fn new(algo: &str, value: &str) -> Option<Result<Checksum, String>> {
+        let algo = ChecksumAlgo::parse(algo)?;
+        let hex = value
+            .trim()
+            .trim_start_matches(&format!("{}:", algo.as_str()))
+            .to_ascii_lowercase();
+        if hex.len() != algo.hex_len() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(Err(format!("`{value}` is not a {algo} checksum")));
+        }
+        Some(Ok(Checksum { algo, hex }))
+    }
+
+    /// The strongest of the checksums given as (algorithm, value) pairs
+    /// (sha512, then sha256, sha1, md5); unknown algorithms are skipped.
+    pub fn strongest<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Option<Checksum>, String> {
+        let mut best: Option<Checksum> = None;
+        for (algo, value) in pairs {
+            if let Some(c) = Checksum::new(algo, value) {
+                let c = c?;
+                if best.as_ref().is_none_or(|b| c.algo > b.algo) {
+                    best = Some(c);
+                }
+            }
+        }
+        Ok(best)
+    }
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algo, self.hex)
+    }
+}
+
 /// A built image for one arch, as the compose delivered it: an OCI layout, an
 /// oci-archive or a docker-archive, possibly compressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
     pub location: Location,
-    /// The checksum the compose recorded for the artifact file, hex.
-    pub sha256: Option<String>,
+    /// The strongest checksum the compose recorded for the artifact file.
+    pub checksum: Option<Checksum>,
     pub size: Option<u64>,
+    /// Set by a source whose metadata should give a checksum but does not
+    /// for this file: why the file cannot be checked against the compose.
+    /// The report says so; the artifact is still read and its blobs verified.
+    pub unverified: Option<String>,
+}
+
+impl Artifact {
+    /// An artifact with no checksum or size to check (an OCI layout, whose
+    /// blobs are content-addressed and checked one by one).
+    pub fn at(location: Location) -> Artifact {
+        Artifact {
+            location,
+            checksum: None,
+            size: None,
+            unverified: None,
+        }
+    }
 }
 
 /// What a source reports for one (image, arch).

@@ -223,6 +223,9 @@ fn scenarios() -> Vec<Scenario> {
             both_v1(),
         )
         .status("DOOMED"),
+        // A source need not read an unfinished compose's images (Pungi's
+        // STARTED has no images.json): the status is the one reason.
+        scenario("compose_doomed_unread", vec![], both_v1()).status("DOOMED"),
         scenario(
             "compose_terminated",
             vec![built("x86_64", 2), built("aarch64", 2)],

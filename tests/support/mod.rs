@@ -509,10 +509,16 @@ impl Proxy {
 /// Runs the archgate binary in `dir` with its own artifact cache there:
 /// (exit code, stdout, stderr).
 pub fn archgate(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    archgate_env(dir, args, &[])
+}
+
+/// [`archgate`] with more environment variables.
+pub fn archgate_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_archgate"))
         .args(args)
         .current_dir(dir)
         .env("ARCHGATE_CACHE_DIR", dir.join("cache"))
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -534,6 +540,88 @@ pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Option<Vec<u8>> {
         .output()
         .expect("skopeo is needed (apt-get install skopeo)");
     out.status.success().then_some(out.stdout)
+}
+
+/// What a tag holds, read straight from the registry: the raw manifest or
+/// index as JSON, and its digest. `None` when the tag does not exist.
+pub fn registry_tag(reference: &str) -> Option<(serde_json::Value, String)> {
+    let raw = skopeo_raw(reference, None)?;
+    Some((serde_json::from_slice(&raw).unwrap(), sha256(&raw)))
+}
+
+/// The tags of a repository on a plain-HTTP registry, sorted.
+pub fn registry_tags(repository: &str) -> Vec<String> {
+    let out = Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{repository}"))
+        .output()
+        .expect("skopeo is needed (apt-get install skopeo)");
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut tags: Vec<String> = v["Tags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    tags.sort();
+    tags
+}
+
+/// `os/architecture[/variant]` of each entry of an index, in order.
+pub fn index_platforms(index: &serde_json::Value) -> Vec<String> {
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let p = &m["platform"];
+            let mut s = format!(
+                "{}/{}",
+                p["os"].as_str().unwrap(),
+                p["architecture"].as_str().unwrap()
+            );
+            if let Some(v) = p["variant"].as_str() {
+                s.push('/');
+                s.push_str(v);
+            }
+            s
+        })
+        .collect()
+}
+
+/// The paths a [`serve_dir`] server was asked for, in order.
+pub type Log = Arc<Mutex<Vec<String>>>;
+
+/// A static file server for a directory, as a compose is served: `GET
+/// /PATH` gives `root/PATH`; `/fail/...` answers 500. Notes every path
+/// asked for (without the leading `/`).
+pub fn serve_dir(root: PathBuf) -> (Server, Log) {
+    let log = Log::default();
+    let seen = log.clone();
+    let server = Server::start(move |req: Request<Incoming>| {
+        let (root, seen) = (root.clone(), seen.clone());
+        async move {
+            let path = percent_decode(req.uri().path());
+            let path = path.trim_start_matches('/').to_string();
+            seen.lock().unwrap().push(path.clone());
+            if path.starts_with("fail/") {
+                return Ok(respond(500, &[], "boom"));
+            }
+            if path.split('/').any(|c| c == "..") {
+                return Ok(respond(400, &[], ""));
+            }
+            Ok(match std::fs::read(root.join(&path)) {
+                Ok(bytes) => respond(200, &[], bytes),
+                Err(_) => respond(404, &[], "not found"),
+            })
+        }
+    });
+    (server, log)
 }
 
 pub fn sha256(bytes: &[u8]) -> String {

@@ -13,6 +13,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::Component;
 
 use anyhow::{anyhow, bail, Context, Result};
+use archgate_core::ChecksumAlgo;
 use sha2::{Digest as _, Sha256};
 
 use crate::oci::hex_digest;
@@ -53,31 +54,65 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Hashes what passes through it: the artifact file, for the compose checksum.
+/// The hash state of one checksum algorithm.
+enum FileHash {
+    None,
+    Md5(md5::Md5),
+    Sha1(sha1::Sha1),
+    Sha256(Sha256),
+    Sha512(sha2::Sha512),
+}
+
+/// Hashes what passes through it (the artifact file, for the compose
+/// checksum) with the algorithm the compose recorded, and counts it.
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hash: FileHash,
     pub count: u64,
 }
 
 impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
+    /// Hashes with `algo`; with `None`, only counts.
+    pub fn new(inner: R, algo: Option<ChecksumAlgo>) -> Self {
+        let hash = match algo {
+            None => FileHash::None,
+            Some(ChecksumAlgo::Md5) => FileHash::Md5(md5::Md5::new()),
+            Some(ChecksumAlgo::Sha1) => FileHash::Sha1(sha1::Sha1::new()),
+            Some(ChecksumAlgo::Sha256) => FileHash::Sha256(Sha256::new()),
+            Some(ChecksumAlgo::Sha512) => FileHash::Sha512(sha2::Sha512::new()),
+        };
         HashingReader {
             inner,
-            hasher: Sha256::new(),
+            hash,
             count: 0,
         }
     }
 
-    pub fn finish(self) -> (String, u64) {
-        (hex_digest(&self.hasher.finalize()), self.count)
+    /// The hex digest (when hashing) and the number of bytes read.
+    pub fn finish(self) -> (Option<String>, u64) {
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let digest = match self.hash {
+            FileHash::None => None,
+            FileHash::Md5(h) => Some(hex(&h.finalize())),
+            FileHash::Sha1(h) => Some(hex(&h.finalize())),
+            FileHash::Sha256(h) => Some(hex(&h.finalize())),
+            FileHash::Sha512(h) => Some(hex(&h.finalize())),
+        };
+        (digest, self.count)
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        let data = &buf[..n];
+        match &mut self.hash {
+            FileHash::None => {}
+            FileHash::Md5(h) => h.update(data),
+            FileHash::Sha1(h) => h.update(data),
+            FileHash::Sha256(h) => h.update(data),
+            FileHash::Sha512(h) => h.update(data),
+        }
         self.count += n as u64;
         Ok(n)
     }

@@ -38,16 +38,64 @@ pub struct ResolvedArtifact {
     /// The index entry it gets: platform from its config, manifest digest.
     pub entry: Entry,
     pub manifest: Vec<u8>,
-    /// Config first, then the layers.
-    pub blobs: Vec<Descriptor>,
-    /// Blobs already in memory (the config), pushed from here.
-    pub small: BTreeMap<String, Vec<u8>>,
+    /// The image config's descriptor, and its bytes (pushed from memory).
+    pub config: Descriptor,
+    pub config_json: Vec<u8>,
+    /// The layers, in manifest order.
+    pub layers: Vec<Descriptor>,
 }
 
-/// Reads the artifact of one arch. An `Err` is the reason that arch counts
-/// as failed (SPEC section 3): missing, unreadable, bad checksum, unsafe or
-/// broken archive, or built for another arch.
-pub fn resolve(arch: Arch, artifact: &Artifact) -> Result<ResolvedArtifact, String> {
+impl ResolvedArtifact {
+    /// Every blob the manifest names: the config, then the layers.
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        std::iter::once(&self.config).chain(&self.layers)
+    }
+}
+
+/// Why an artifact could not be used. The two kinds lead to different ends,
+/// and must never be mixed: only [`ReadFailure::Unusable`] may make an arch
+/// `failed` (which `lose` would then drop from an index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// The artifact itself cannot be used: missing, unreadable, bad
+    /// checksum, unsafe or broken archive, built for another arch. Its arch
+    /// counts as failed (SPEC section 3).
+    Unusable(String),
+    /// archgate's own fault: a reader that panicked or stopped, I/O on its
+    /// own files (the spool). Every target of the image is an error and
+    /// nothing of it is pushed.
+    Internal(String),
+}
+
+impl ReadFailure {
+    /// A reader task that did not return (it panicked or was cancelled).
+    pub fn stopped(e: impl std::fmt::Display) -> ReadFailure {
+        ReadFailure::Internal(format!("internal error: the artifact reader stopped: {e}"))
+    }
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFailure::Unusable(m) | ReadFailure::Internal(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A fault a test can ask a debug build for: `ARCHGATE_TEST_PANIC_READER=ARCH`
+/// makes the reader of that arch panic, as a bug in it would. Release builds
+/// have no such switch.
+fn injected_fault(arch: Arch) {
+    #[cfg(debug_assertions)]
+    if std::env::var("ARCHGATE_TEST_PANIC_READER").is_ok_and(|a| a == arch.as_str()) {
+        panic!("injected fault: the {arch} reader panics (ARCHGATE_TEST_PANIC_READER)");
+    }
+    let _ = arch;
+}
+
+/// Reads the artifact of one arch. [`ReadFailure::Unusable`] is the reason
+/// that arch counts as failed (SPEC section 3).
+pub fn resolve(arch: Arch, artifact: &Artifact) -> Result<ResolvedArtifact, ReadFailure> {
     resolve_cached(arch, artifact, None)
 }
 
@@ -56,7 +104,8 @@ pub fn resolve_cached(
     arch: Arch,
     artifact: &Artifact,
     cache: Option<&Path>,
-) -> Result<ResolvedArtifact, String> {
+) -> Result<ResolvedArtifact, ReadFailure> {
+    injected_fault(arch);
     let path = match &artifact.location {
         Location::Path(p) => p,
         Location::Url(url) => return resolve_url(arch, url, artifact, &mut NoSink),
@@ -64,8 +113,8 @@ pub fn resolve_cached(
     if let Some(hit) = cache.and_then(|dir| crate::cache::load(dir, arch, artifact)) {
         return Ok(hit);
     }
-    let resolved =
-        resolve_path(arch, path, artifact).map_err(|e| format!("{}: {e:#}", path.display()))?;
+    let resolved = resolve_path(arch, path, artifact)
+        .map_err(|e| ReadFailure::Unusable(format!("{}: {e:#}", path.display())))?;
     if let Some(dir) = cache {
         crate::cache::store(dir, artifact, &resolved);
     }
@@ -81,7 +130,7 @@ fn resolve_path(arch: Arch, path: &Path, artifact: &Artifact) -> Result<Resolved
         }
         let index = layout.read_index()?;
         let image = read_oci_image(arch, &index, |d| layout.read_blob(d))?;
-        for layer in &image.blobs[1..] {
+        for layer in &image.layers {
             layout.verify_blob(layer)?;
         }
         return Ok(image.into_resolved(arch, BlobSource::Layout(layout)));
@@ -95,10 +144,11 @@ pub fn resolve_archive_with(
     arch: Arch,
     artifact: &Artifact,
     sink: &mut dyn archive::BlobSink,
-) -> Result<ResolvedArtifact, String> {
+) -> Result<ResolvedArtifact, ReadFailure> {
+    injected_fault(arch);
     match &artifact.location {
         Location::Path(path) => resolve_archive(arch, path, artifact, sink)
-            .map_err(|e| format!("{}: {e:#}", path.display())),
+            .map_err(|e| ReadFailure::Unusable(format!("{}: {e:#}", path.display()))),
         Location::Url(url) => resolve_url(arch, url, artifact, sink),
     }
 }
@@ -110,13 +160,17 @@ fn resolve_url(
     url: &str,
     artifact: &Artifact,
     sink: &mut dyn archive::BlobSink,
-) -> Result<ResolvedArtifact, String> {
+) -> Result<ResolvedArtifact, ReadFailure> {
+    let unusable = |e: anyhow::Error| ReadFailure::Unusable(format!("{url}: {e:#}"));
     let path = spool_path(url);
     if path.is_file() {
-        return resolve_archive(arch, &path, artifact, sink).map_err(|e| format!("{url}: {e:#}"));
+        return resolve_archive(arch, &path, artifact, sink).map_err(unusable);
     }
+    let internal = |what: &Path, e: std::io::Error| {
+        ReadFailure::Internal(format!("{}: {e} (archgate's spool)", what.display()))
+    };
     let dir = spool_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| internal(&dir, e))?;
     let started = std::time::Instant::now();
     let resp = reqwest::blocking::Client::builder()
         .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
@@ -124,22 +178,39 @@ fn resolve_url(
         .timeout(None)
         .build()
         .and_then(|c| c.get(url).send())
-        .map_err(|e| format!("{url}: cannot fetch: {e}"))?;
+        .map_err(|e| ReadFailure::Unusable(format!("{url}: cannot fetch: {e}")))?;
     if !resp.status().is_success() {
-        return Err(format!("{url}: HTTP {}", resp.status()));
+        return Err(ReadFailure::Unusable(format!(
+            "{url}: HTTP {}",
+            resp.status()
+        )));
     }
     let part = path.with_extension("part");
-    let copy = std::fs::File::create(&part)
-        .map_err(|e| format!("{}: cannot create: {e}", part.display()))?;
-    let tee = Tee { inner: resp, copy };
-    let resolved =
-        resolve_stream(arch, tee, &path, artifact, sink).map_err(|e| format!("{url}: {e:#}"));
-    match &resolved {
-        Ok(_) => std::fs::rename(&part, &path).map_err(|e| format!("{}: {e}", path.display()))?,
-        Err(_) => {
-            let _ = std::fs::remove_file(&part);
+    let copy = std::fs::File::create(&part).map_err(|e| internal(&part, e))?;
+    let copy_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tee = Tee {
+        inner: resp,
+        copy,
+        failed: copy_failed.clone(),
+    };
+    let resolved = resolve_stream(arch, tee, &path, artifact, sink);
+    let resolved = match resolved {
+        Ok(r) => {
+            std::fs::rename(&part, &path).map_err(|e| internal(&path, e))?;
+            Ok(r)
         }
-    }
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            if copy_failed.load(std::sync::atomic::Ordering::Relaxed) {
+                Err(ReadFailure::Internal(format!(
+                    "{}: cannot keep a copy of {url}: {e:#} (archgate's spool)",
+                    part.display()
+                )))
+            } else {
+                Err(unusable(e))
+            }
+        }
+    };
     tracing::info!(
         url,
         secs = started.elapsed().as_secs_f32(),
@@ -148,16 +219,21 @@ fn resolve_url(
     resolved
 }
 
-/// Reads through, writing a copy of everything read.
+/// Reads through, writing a copy of everything read; `failed` tells a
+/// failure to write the copy (archgate's own file) from one to read.
 struct Tee<R> {
     inner: R,
     copy: std::fs::File,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<R: io::Read> io::Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        io::Write::write_all(&mut self.copy, &buf[..n])?;
+        io::Write::write_all(&mut self.copy, &buf[..n]).inspect_err(|_| {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        })?;
         Ok(n)
     }
 }
@@ -206,7 +282,8 @@ fn resolve_stream(
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact> {
     use std::io::BufRead;
-    let mut hashing = archive::HashingReader::new(raw);
+    let checksum = artifact.checksum.as_ref();
+    let mut hashing = archive::HashingReader::new(raw, checksum.map(|c| c.algo));
     let (scan, compression) = {
         let mut buffered = io::BufReader::with_capacity(1 << 20, &mut hashing);
         let compression = archive::detect_bytes(buffered.fill_buf()?);
@@ -218,13 +295,13 @@ fn resolve_stream(
         (scan, compression)
     };
     let (file_digest, file_size) = hashing.finish();
-    if let Some(want) = &artifact.sha256 {
-        let want = format!(
-            "sha256:{}",
-            want.trim_start_matches("sha256:").to_ascii_lowercase()
-        );
-        if want != file_digest {
-            bail!("checksum mismatch: the file is {file_digest}, the compose says {want}");
+    if let (Some(want), Some(got)) = (checksum, file_digest) {
+        if want.hex != got {
+            bail!(
+                "checksum mismatch: the file's {} is {got}, the compose says {}",
+                want.algo,
+                want.hex
+            );
         }
     }
     if let Some(want) = artifact.size {
@@ -236,7 +313,7 @@ fn resolve_stream(
         let index: Index = serde_json::from_slice(index)
             .map_err(|e| anyhow!("index.json in the archive is not a valid OCI index: {e}"))?;
         let image = read_oci_image(arch, &index, |d| small_blob(&scan, d))?;
-        for layer in &image.blobs[1..] {
+        for layer in &image.layers {
             match scan.blobs.get(&layer.digest) {
                 Some(&size) if size == layer.size => {}
                 Some(&size) => bail!(
@@ -283,8 +360,9 @@ struct Image {
     manifest: Vec<u8>,
     platform: Platform,
     created: Option<String>,
-    blobs: Vec<Descriptor>,
-    config: Vec<u8>,
+    config: Descriptor,
+    config_json: Vec<u8>,
+    layers: Vec<Descriptor>,
 }
 
 impl Image {
@@ -300,16 +378,24 @@ impl Image {
                 annotations: Default::default(),
                 created: self.created,
             },
-            small: BTreeMap::from([(self.blobs[0].digest.clone(), self.config)]),
             manifest: self.manifest,
-            blobs: self.blobs,
+            config: self.config,
+            config_json: self.config_json,
+            layers: self.layers,
         }
     }
 }
 
 /// The platform of a config, checked against the arch it was delivered as.
+/// A config that gives the arch's architecture without a variant gets the
+/// arch's default variant (`arm` is `linux/arm/v7`, SPEC section 2), so an
+/// old armhfp image keeps its platform.
 fn check_platform(arch: Arch, config: &Config) -> Result<Platform> {
-    let platform = config.platform().unwrap_or_else(|| arch.default_platform());
+    let default = arch.default_platform();
+    let mut platform = config.platform().unwrap_or_else(|| default.clone());
+    if platform.variant.is_none() && platform.architecture == default.architecture {
+        platform.variant = default.variant;
+    }
     match Arch::from_platform(&platform) {
         Some(a) if a == arch => Ok(platform),
         Some(other) => {
@@ -354,10 +440,8 @@ fn read_oci_image(
         )
     })?;
     let platform = check_platform(arch, &config)?;
-    let mut blobs = vec![manifest.config.clone()];
     for layer in &manifest.layers {
         layer.check()?;
-        blobs.push(layer.clone());
     }
     Ok(Image {
         desc,
@@ -365,8 +449,9 @@ fn read_oci_image(
         manifest: manifest_bytes,
         platform,
         created: config.created,
-        blobs,
-        config: config_bytes,
+        config: manifest.config.clone(),
+        config_json: config_bytes,
+        layers: manifest.layers.clone(),
     })
 }
 
@@ -510,21 +595,24 @@ fn read_docker_image(arch: Arch, scan: &Scan) -> Result<(Image, crate::archive::
             .collect(),
     })?;
     let desc = Descriptor::new(OCI_MANIFEST, &manifest);
-    let mut blobs = vec![Descriptor::new(OCI_CONFIG, config_bytes)];
-    for l in &descs {
-        let mut d = Descriptor::new(OCI_LAYER_GZIP, b"");
-        d.digest = l.digest.clone();
-        d.size = l.size;
-        blobs.push(d);
-    }
+    let layer_descs = descs
+        .iter()
+        .map(|l| {
+            let mut d = Descriptor::new(OCI_LAYER_GZIP, b"");
+            d.digest = l.digest.clone();
+            d.size = l.size;
+            d
+        })
+        .collect();
     let image = Image {
         desc,
         media_type: OCI_MANIFEST.to_string(),
         manifest,
         platform,
         created: config.created.clone(),
-        blobs,
-        config: config_bytes.clone(),
+        config: Descriptor::new(OCI_CONFIG, config_bytes),
+        config_json: config_bytes.clone(),
+        layers: layer_descs,
     };
     Ok((image, layers))
 }

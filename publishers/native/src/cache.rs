@@ -2,7 +2,9 @@
 //! (and decompress) them again. An entry is keyed by the file's path, size,
 //! modification time and inode, the checksum the compose gives, and the
 //! archgate version: a file that changed in any of these is read again.
-//! Entries are only written after a full, checked pass.
+//! Entries are only written after a full, checked pass. An entry records
+//! what the archive holds, never what a registry holds; one that does not
+//! parse or does not make sense is a miss, and the archive is read again.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -34,23 +36,31 @@ struct Cached {
     platform: PlatformJson,
     created: Option<String>,
     manifest: String,
-    config: String,
-    blobs: Vec<Descriptor>,
+    config: Descriptor,
+    config_json: String,
+    layers: Vec<Descriptor>,
     compression: Compression,
-    layers: LayerMap,
+    layer_map: LayerMap,
 }
+
+/// Bumped whenever [`Cached`] changes shape, so old entries are misses.
+const FORMAT: &str = "2";
 
 fn key(path: &Path, artifact: &Artifact) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
     let abs = std::fs::canonicalize(path).ok()?;
     let text = format!(
-        "{}\0{}\0{}\0{}\0{}\0{}\0{}",
+        "{}\0{}\0{}\0{}\0{}\0{}\0{}\0{FORMAT}",
         abs.display(),
         meta.len(),
         meta.mtime(),
         meta.mtime_nsec(),
         meta.ino(),
-        artifact.sha256.as_deref().unwrap_or(""),
+        artifact
+            .checksum
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         env!("CARGO_PKG_VERSION")
     );
     Some(crate::oci::sha256_digest(text.as_bytes())["sha256:".len()..].to_string())
@@ -69,7 +79,15 @@ pub fn load(dir: &Path, arch: Arch, artifact: &Artifact) -> Option<ResolvedArtif
     let file = dir.join(key(path, artifact)?);
     let cached: Cached = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
     let platform = archgate_core::Platform::from(&cached.platform);
-    if Arch::from_platform(&platform) != Some(arch) {
+    // An entry that does not hold together is a miss, not a failure.
+    let consistent = Arch::from_platform(&platform) == Some(arch)
+        && crate::oci::sha256_digest(cached.manifest.as_bytes()) == cached.digest
+        && cached.manifest.len() as u64 == cached.size
+        && crate::oci::sha256_digest(cached.config_json.as_bytes()) == cached.config.digest
+        && cached.config.check().is_ok()
+        && cached.layers.iter().all(|l| l.check().is_ok());
+    if !consistent {
+        tracing::debug!(path = %path.display(), "cache entry does not hold together; reading the archive");
         return None;
     }
     tracing::debug!(path = %path.display(), "archive read from the cache");
@@ -78,7 +96,7 @@ pub fn load(dir: &Path, arch: Arch, artifact: &Artifact) -> Option<ResolvedArtif
         source: BlobSource::Archive {
             path: path.to_path_buf(),
             compression: cached.compression,
-            layers: cached.layers,
+            layers: cached.layer_map,
         },
         entry: Entry {
             platform,
@@ -89,12 +107,9 @@ pub fn load(dir: &Path, arch: Arch, artifact: &Artifact) -> Option<ResolvedArtif
             created: cached.created,
         },
         manifest: cached.manifest.into_bytes(),
-        small: [(
-            cached.blobs[0].digest.clone(),
-            cached.config.clone().into_bytes(),
-        )]
-        .into(),
-        blobs: cached.blobs,
+        config: cached.config,
+        config_json: cached.config_json.into_bytes(),
+        layers: cached.layers,
     })
 }
 
@@ -111,13 +126,10 @@ pub fn store(dir: &Path, artifact: &Artifact, resolved: &ResolvedArtifact) {
     else {
         return;
     };
-    let (Some(key), Ok(manifest), Some(Ok(config))) = (
+    let (Some(key), Ok(manifest), Ok(config_json)) = (
         key(path, artifact),
         String::from_utf8(resolved.manifest.clone()),
-        resolved
-            .small
-            .get(&resolved.blobs[0].digest)
-            .map(|c| String::from_utf8(c.clone())),
+        String::from_utf8(resolved.config_json.clone()),
     ) else {
         return;
     };
@@ -128,10 +140,11 @@ pub fn store(dir: &Path, artifact: &Artifact, resolved: &ResolvedArtifact) {
         platform: PlatformJson::from(&resolved.entry.platform),
         created: resolved.entry.created.clone(),
         manifest,
-        config,
-        blobs: resolved.blobs.clone(),
+        config: resolved.config.clone(),
+        config_json,
+        layers: resolved.layers.clone(),
         compression: *compression,
-        layers: layers.clone(),
+        layer_map: layers.clone(),
     };
     let result = std::fs::create_dir_all(dir)
         .map_err(anyhow::Error::from)

@@ -13,6 +13,6 @@ pub mod oci;
 pub mod registry;
 pub mod store;
 
-pub use artifact::{resolve, resolve_cached, ResolvedArtifact};
+pub use artifact::{resolve, resolve_cached, ReadFailure, ResolvedArtifact};
 pub use layout::OciLayout;
 pub use store::{publish, read_current, resolve_and_push, AnyStore, Store, Target};

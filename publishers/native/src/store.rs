@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use archgate_core::{Arch, CurrentIndex, Decision, Entry, Platform, TargetPlan};
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::artifact::{BlobSource, ResolvedArtifact};
+use crate::artifact::{BlobSource, ReadFailure, ResolvedArtifact};
 use crate::oci::{
     is_index, is_manifest, render_index, Config, Descriptor, Index, Manifest, OCI_INDEX,
 };
@@ -284,7 +284,7 @@ pub async fn resolve_and_push<S: Store>(
     arch: Arch,
     artifact: archgate_core::Artifact,
     cache: Option<PathBuf>,
-) -> Result<ResolvedArtifact, String> {
+) -> Result<ResolvedArtifact, ReadFailure> {
     if let Some(hit) = cache
         .as_deref()
         .and_then(|dir| crate::cache::load(dir, arch, &artifact))
@@ -295,9 +295,7 @@ pub async fn resolve_and_push<S: Store>(
         let blocking = tokio::task::spawn_blocking(move || {
             crate::artifact::resolve_cached(arch, &artifact, cache.as_deref())
         });
-        return blocking
-            .await
-            .map_err(|e| format!("internal: artifact reader stopped: {e}"))?;
+        return blocking.await.map_err(ReadFailure::stopped)?;
     }
     let started = std::time::Instant::now();
     let for_pass = artifact.clone();
@@ -320,9 +318,7 @@ pub async fn resolve_and_push<S: Store>(
             let blocking = tokio::task::spawn_blocking(move || {
                 crate::artifact::resolve_cached(arch, &artifact, cache.as_deref())
             });
-            blocking
-                .await
-                .map_err(|e| format!("internal: artifact reader stopped: {e}"))?
+            blocking.await.map_err(ReadFailure::stopped)?
         }
     }
 }
@@ -409,12 +405,9 @@ pub async fn publish<S: Store>(
             continue;
         }
         if !store.has_manifest(&desc).await? {
+            from_memory.insert(&art.config.digest, (&art.config, &art.config_json));
             let mut streamed = Vec::new();
-            for blob in &art.blobs {
-                if let Some(bytes) = art.small.get(&blob.digest) {
-                    from_memory.insert(&blob.digest, (blob, bytes));
-                    continue;
-                }
+            for blob in &art.layers {
                 match &art.source {
                     BlobSource::Layout(layout) => {
                         from_files.insert(&blob.digest, (blob, layout.blob_path(&blob.digest)?));

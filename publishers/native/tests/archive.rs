@@ -4,18 +4,25 @@
 use std::fs;
 use std::path::Path;
 
-use archgate_core::{Arch, Artifact, Location};
+use archgate_core::{Arch, Artifact, Checksum, Location};
 use archgate_fixtures::{
     tar_of, write_docker_archive, write_layout, write_oci_archive, Compress, Image,
 };
 use archgate_native::artifact::BlobSource;
-use archgate_native::{resolve, ResolvedArtifact};
+use archgate_native::{resolve, ReadFailure, ResolvedArtifact};
 
 fn artifact(path: &Path, sha256: Option<String>) -> Artifact {
-    Artifact {
-        location: Location::Path(path.to_path_buf()),
-        sha256,
-        size: None,
+    let mut a = Artifact::at(Location::Path(path.to_path_buf()));
+    a.checksum = sha256.map(|hex| Checksum::new("sha256", &hex).unwrap().unwrap());
+    a
+}
+
+/// The reason an artifact is unusable (its arch fails); anything else panics.
+fn unusable(arch: Arch, artifact: &Artifact) -> String {
+    match resolve(arch, artifact) {
+        Err(ReadFailure::Unusable(reason)) => reason,
+        Err(ReadFailure::Internal(e)) => panic!("an internal error, not an unusable artifact: {e}"),
+        Ok(_) => panic!("{}: read, but should be unusable", artifact.location),
     }
 }
 
@@ -48,9 +55,9 @@ fn docker_archives_become_gzip_oci_layers_deterministically() {
         let path = tmp.path().join(format!("img.tar{}", c.suffix()));
         write_docker_archive(&path, &image, c).unwrap();
         let art = ok(Arch::X86_64, &path);
-        assert_eq!(art.blobs.len(), 2);
+        assert_eq!(art.layers.len(), 1);
         assert_eq!(
-            art.blobs[1].media_type,
+            art.layers[0].media_type,
             "application/vnd.oci.image.layer.v1.tar+gzip"
         );
         let BlobSource::Archive { layers, .. } = &art.source else {
@@ -78,10 +85,57 @@ fn the_compose_checksum_is_checked_in_the_same_pass() {
     let good = archgate_fixtures::digest(&fs::read(&path).unwrap());
     let hex = good.trim_start_matches("sha256:").to_string();
     assert!(resolve(Arch::X86_64, &artifact(&path, Some(hex))).is_ok());
-    let err = resolve(Arch::X86_64, &artifact(&path, Some("ab".repeat(32)))).unwrap_err();
+    let err = unusable(Arch::X86_64, &artifact(&path, Some("ab".repeat(32))));
     assert!(
-        err.contains("checksum mismatch: the file is sha256:"),
+        err.contains("checksum mismatch: the file's sha256 is "),
         "{err}"
+    );
+}
+
+#[test]
+fn every_checksum_algorithm_is_checked() {
+    use sha2::Digest;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("img.oci.tar.gz");
+    write_oci_archive(&path, &Image::for_arch("x86_64", "sums"), Compress::Gzip).unwrap();
+    let bytes = fs::read(&path).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let right = [
+        ("md5", hex(&md5::Md5::digest(&bytes))),
+        ("sha1", hex(&sha1::Sha1::digest(&bytes))),
+        ("sha256", hex(&sha2::Sha256::digest(&bytes))),
+        ("sha512", hex(&sha2::Sha512::digest(&bytes))),
+    ];
+    for (algo, good) in &right {
+        let mut a = Artifact::at(Location::Path(path.clone()));
+        a.checksum = Some(Checksum::new(algo, good).unwrap().unwrap());
+        assert!(resolve(Arch::X86_64, &a).is_ok(), "{algo}");
+        let bad: String = good.chars().rev().collect();
+        a.checksum = Some(Checksum::new(algo, &bad).unwrap().unwrap());
+        let err = unusable(Arch::X86_64, &a);
+        assert!(
+            err.contains(&format!("checksum mismatch: the file's {algo} is {good}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn an_arm_config_without_variant_is_armhfp_v7() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("armhfp.tar.xz");
+    let image = Image {
+        variant: None,
+        ..Image::for_arch("armhfp", "old armhfp")
+    };
+    write_docker_archive(&path, &image, Compress::Xz).unwrap();
+    let art = ok(Arch::Armhfp, &path);
+    assert_eq!(art.entry.platform.to_string(), "linux/arm/v7");
+    let oci = tmp.path().join("armhfp.oci.tar");
+    write_oci_archive(&oci, &image, Compress::None).unwrap();
+    assert_eq!(
+        ok(Arch::Armhfp, &oci).entry.platform.to_string(),
+        "linux/arm/v7"
     );
 }
 
@@ -122,7 +176,7 @@ fn a_blob_that_is_not_its_name_is_refused() {
     }
     let path = tmp.path().join("bad.oci.tar");
     fs::write(&path, tar_of(&files).unwrap()).unwrap();
-    let err = resolve(Arch::X86_64, &artifact(&path, None)).unwrap_err();
+    let err = unusable(Arch::X86_64, &artifact(&path, None));
     assert!(err.contains("in the archive has content sha256:"), "{err}");
 }
 
@@ -197,7 +251,7 @@ fn unsafe_entries_are_refused_with_a_reason() {
     for (name, tar, reason) in cases {
         let path = tmp.path().join(format!("{name}.tar"));
         fs::write(&path, tar).unwrap();
-        let err = resolve(Arch::X86_64, &artifact(&path, None)).unwrap_err();
+        let err = unusable(Arch::X86_64, &artifact(&path, None));
         assert!(err.contains(reason), "{name}: {err}");
     }
     assert_eq!(
@@ -250,7 +304,7 @@ fn a_size_that_disagrees_with_its_descriptor_is_refused() {
     }
     let path = tmp.path().join("sizes.oci.tar");
     fs::write(&path, tar_of(&files).unwrap()).unwrap();
-    let err = resolve(Arch::X86_64, &artifact(&path, None)).unwrap_err();
+    let err = unusable(Arch::X86_64, &artifact(&path, None));
     assert!(
         err.contains("bytes in the archive, 99999 in its descriptor"),
         "{err}"
@@ -262,14 +316,14 @@ fn a_docker_archive_for_another_arch_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("img.tar.gz");
     write_docker_archive(&path, &Image::for_arch("s390x", "z"), Compress::Gzip).unwrap();
-    let err = resolve(Arch::X86_64, &artifact(&path, None)).unwrap_err();
+    let err = unusable(Arch::X86_64, &artifact(&path, None));
     assert!(
         err.contains("its config says linux/s390x (s390x), but it was delivered as x86_64"),
         "{err}"
     );
     let junk = tmp.path().join("junk.tar.xz");
     fs::write(&junk, b"\xfd7zXZ\x00 definitely not xz").unwrap();
-    assert!(resolve(Arch::X86_64, &artifact(&junk, None)).is_err());
+    unusable(Arch::X86_64, &artifact(&junk, None));
 }
 
 #[test]
@@ -284,17 +338,80 @@ fn the_cache_remembers_a_checked_archive_until_it_changes() {
     let again = archgate_native::resolve_cached(Arch::X86_64, &artifact(&path, None), Some(&cache))
         .unwrap();
     assert_eq!(
-        (again.entry, again.manifest, again.blobs),
-        (first.entry.clone(), first.manifest, first.blobs)
+        (again.entry, again.manifest, again.config, again.layers),
+        (
+            first.entry.clone(),
+            first.manifest,
+            first.config,
+            first.layers
+        )
     );
     // Asked as another arch, the cached answer does not do: the file is read and refused.
     let err = archgate_native::resolve_cached(Arch::Aarch64, &artifact(&path, None), Some(&cache))
         .unwrap_err();
-    assert!(err.contains("delivered as aarch64"), "{err}");
+    assert!(
+        matches!(&err, ReadFailure::Unusable(r) if r.contains("delivered as aarch64")),
+        "{err}"
+    );
     // A changed file is read again.
     fs::write(&path, b"not an archive any more").unwrap();
     assert!(
         archgate_native::resolve_cached(Arch::X86_64, &artifact(&path, None), Some(&cache))
             .is_err()
     );
+}
+
+#[test]
+fn a_cache_entry_that_makes_no_sense_is_a_miss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let path = tmp.path().join("img.oci.tar.xz");
+    write_oci_archive(
+        &path,
+        &Image::for_arch("x86_64", "broken cache"),
+        Compress::Xz,
+    )
+    .unwrap();
+    let read = || {
+        archgate_native::resolve_cached(Arch::X86_64, &artifact(&path, None), Some(&cache)).unwrap()
+    };
+    let first = read();
+    let entry = fs::read_dir(&cache)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good: serde_json::Value = serde_json::from_slice(&fs::read(&entry).unwrap()).unwrap();
+    let mut breakages: Vec<(&str, serde_json::Value)> = Vec::new();
+    let mut v = good.clone();
+    v["layers"] = serde_json::json!([]);
+    v["config"] = serde_json::json!({});
+    breakages.push(("no config descriptor", v));
+    let mut v = good.clone();
+    v["manifest"] = serde_json::json!("{}");
+    breakages.push(("a manifest that is not its digest", v));
+    let mut v = good.clone();
+    v["config_json"] = serde_json::json!("{\"architecture\": \"amd64\"}");
+    breakages.push(("a config that is not its digest", v));
+    let mut v = good.clone();
+    v["blobs"] = serde_json::json!([]);
+    v.as_object_mut().unwrap().remove("layers");
+    breakages.push(("the old shape", v));
+    breakages.push(("not JSON", serde_json::json!("][")));
+    for (what, value) in breakages {
+        let text = match &value {
+            serde_json::Value::String(s) if s == "][" => s.clone(),
+            v => v.to_string(),
+        };
+        fs::write(&entry, text).unwrap();
+        let again = read();
+        assert_eq!(again.entry, first.entry, "{what}");
+        assert_eq!(again.config, first.config, "{what}");
+        assert_eq!(again.layers, first.layers, "{what}");
+        // Read again from the archive, and the entry written anew.
+        let rewritten: serde_json::Value =
+            serde_json::from_slice(&fs::read(&entry).unwrap()).unwrap();
+        assert_eq!(rewritten, good, "{what}");
+    }
 }

@@ -81,15 +81,7 @@ fn a_moved_tag_is_not_overwritten() {
     let tmp = tempfile::tempdir().unwrap();
     let art_dir = tmp.path().join("artifact");
     write_layout(&art_dir, &Image::for_arch("x86_64", "one")).unwrap();
-    let art = resolve(
-        Arch::X86_64,
-        &Artifact {
-            location: Location::Path(art_dir),
-            sha256: None,
-            size: None,
-        },
-    )
-    .unwrap();
+    let art = resolve(Arch::X86_64, &Artifact::at(Location::Path(art_dir))).unwrap();
 
     let status = ComposeStatus::Finished;
     let results = vec![(Arch::X86_64, ArchInput::Built(art.entry.clone()))];
@@ -152,12 +144,10 @@ fn a_moved_tag_is_not_overwritten() {
 #[test]
 fn resolve_reports_why_an_artifact_is_unusable() {
     let tmp = tempfile::tempdir().unwrap();
-    let at = |p: &std::path::Path| Artifact {
-        location: Location::Path(p.to_path_buf()),
-        sha256: None,
-        size: None,
-    };
-    let missing = resolve(Arch::X86_64, &at(&tmp.path().join("missing"))).unwrap_err();
+    let at = |p: &std::path::Path| Artifact::at(Location::Path(p.to_path_buf()));
+    let missing = resolve(Arch::X86_64, &at(&tmp.path().join("missing")))
+        .unwrap_err()
+        .to_string();
     assert!(
         missing.contains("missing: cannot read artifact"),
         "{missing}"
@@ -165,7 +155,7 @@ fn resolve_reports_why_an_artifact_is_unusable() {
 
     let dir = tmp.path().join("arm");
     write_layout(&dir, &Image::for_arch("aarch64", "a")).unwrap();
-    let wrong = resolve(Arch::X86_64, &at(&dir)).unwrap_err();
+    let wrong = resolve(Arch::X86_64, &at(&dir)).unwrap_err().to_string();
     assert!(
         wrong.ends_with("its config says linux/arm64 (aarch64), but it was delivered as x86_64"),
         "{wrong}"
@@ -174,10 +164,10 @@ fn resolve_reports_why_an_artifact_is_unusable() {
     let ok = resolve(Arch::Aarch64, &at(&dir)).unwrap();
     assert_eq!(ok.entry.platform.to_string(), "linux/arm64");
     assert_eq!(ok.entry.created.as_deref(), Some("2024-11-01T00:00:00Z"));
-    assert_eq!(ok.blobs.len(), 2);
+    assert_eq!(ok.blobs().count(), 2);
 
     let file = tmp.path().join("x.oci.tar.xz");
     fs::write(&file, b"xz").unwrap();
-    let err = resolve(Arch::X86_64, &at(&file)).unwrap_err();
+    let err = resolve(Arch::X86_64, &at(&file)).unwrap_err().to_string();
     assert!(err.starts_with(&format!("{}: ", file.display())), "{err}");
 }

@@ -147,13 +147,7 @@ fn arch_outcome(dir: &Path) -> Result<Outcome, SourceError> {
         };
         return Ok(Outcome::Failed { reason });
     }
-    let built = |path: PathBuf| {
-        Outcome::Built(Artifact {
-            location: Location::Path(path),
-            sha256: None,
-            size: None,
-        })
-    };
+    let built = |path: PathBuf| Outcome::Built(Artifact::at(Location::Path(path)));
     if dir.join("oci-layout").exists() || dir.join("index.json").exists() {
         return Ok(built(dir.to_path_buf()));
     }

@@ -1,17 +1,23 @@
-//! The `koji` source: a Koji image build (SPEC section 6,
-//! `../shared/reference/formats.md`). The parent task (`image` or
+//! The `koji` source: a Koji image build. The parent task (`image` or
 //! `kiwiBuild`) has one child per arch (`createImage` or `createKiwiImage`):
-//! a CLOSED child is built (its archive is under `topurl`), a FAILED or
-//! CANCELED one failed, and any task still running makes the compose
-//! unfinished.
+//! a CLOSED child is built, a FAILED or CANCELED one failed, and any task
+//! still running makes the compose unfinished.
+//!
+//! Where a built arch's archive is read from: for a completed build (found
+//! with `getBuild(NAME-VERSION-RELEASE)`), the build's images directory,
+//! `TOPURL[/vol/VOLUME]/packages/NAME/VERSION/RELEASE/images/FILE`, with the
+//! checksum of Koji's archive record (`listArchives(build_id)`: `checksum`,
+//! `checksum_type`). A scratch build has no build record: its file is read
+//! from the task's output, `TOPURL/work/tasks/ID%10000/ID/FILE`, and the
+//! report says it has no checksum to check.
 
 pub mod xmlrpc;
 
 use std::collections::BTreeMap;
 
 use archgate_core::{
-    Arch, ArchResult, Artifact, Compose, ComposeResults, ComposeStatus, ImageQuery, Location,
-    Outcome, Source, SourceError,
+    Arch, ArchResult, Artifact, Checksum, Compose, ComposeResults, ComposeStatus, ImageQuery,
+    Location, Outcome, Source, SourceError,
 };
 use xmlrpc::{Param, Value};
 
@@ -22,6 +28,9 @@ const CLOSED: i64 = 2;
 const CANCELED: i64 = 3;
 const ASSIGNED: i64 = 4;
 const FAILED: i64 = 5;
+
+/// Koji build state COMPLETE.
+const BUILD_COMPLETE: i64 = 1;
 
 fn state_name(s: i64) -> &'static str {
     match s {
@@ -106,6 +115,106 @@ impl KojiSource {
     fn task_file(&self, id: i64, file: &str) -> String {
         format!("{}/work/tasks/{}/{id}/{file}", self.topurl, id % 10000)
     }
+
+    /// A completed build's images directory under topurl (koji's
+    /// `pathinfo.imagebuild`).
+    fn images_dir(&self, build: &Value) -> Option<String> {
+        let part = |k: &str| build.get(k).and_then(Value::as_str);
+        let volume = match part("volume_name") {
+            None | Some("DEFAULT") => String::new(),
+            Some(v) => format!("/vol/{v}"),
+        };
+        Some(format!(
+            "{}{volume}/packages/{}/{}/{}/images",
+            self.topurl,
+            part("name")?,
+            part("version")?,
+            part("release")?
+        ))
+    }
+
+    /// Where a closed child's `file` is read from, and its checksum.
+    /// `builds` remembers each N-V-R's build and archives for the run.
+    fn built_artifact(
+        &self,
+        task: i64,
+        nvr: Option<&str>,
+        file: &str,
+        builds: &mut BTreeMap<String, Option<(Value, Vec<Value>)>>,
+    ) -> Result<Artifact, SourceError> {
+        let scratch = |why: String| Artifact {
+            location: Location::Url(self.task_file(task, file)),
+            checksum: None,
+            size: None,
+            unverified: Some(why),
+        };
+        let Some(nvr) = nvr else {
+            return Ok(scratch(format!(
+                "Koji task {task} names no build, so Koji keeps no checksum for {file}"
+            )));
+        };
+        if !builds.contains_key(nvr) {
+            let build = self.value("getBuild", &[Param::Str(nvr)])?;
+            let found = match build.get("id").and_then(Value::as_int) {
+                Some(id) if build.get("state").and_then(Value::as_int) == Some(BUILD_COMPLETE) => {
+                    let archives = self.value("listArchives", &[Param::Int(id)])?;
+                    Some((build, archives.as_array().unwrap_or_default().to_vec()))
+                }
+                _ => None,
+            };
+            builds.insert(nvr.to_string(), found);
+        }
+        let Some((build, archives)) = &builds[nvr] else {
+            return Ok(scratch(format!(
+                "Koji has no completed build {nvr} (a scratch build), so no checksum for {file}"
+            )));
+        };
+        let dir = self.images_dir(build).ok_or_else(|| {
+            SourceError(format!(
+                "{}: build {nvr} lacks name, version or release",
+                self.hub
+            ))
+        })?;
+        let record = archives
+            .iter()
+            .find(|a| a.get("filename").and_then(Value::as_str) == Some(file));
+        let checksum = match record {
+            Some(a) => {
+                let kind = a.get("checksum_type").and_then(Value::as_int);
+                let algo = match kind {
+                    Some(0) => "md5",
+                    Some(1) => "sha1",
+                    Some(2) => "sha256",
+                    _ => "",
+                };
+                match (a.get("checksum").and_then(Value::as_str), algo) {
+                    (Some(value), algo) if !algo.is_empty() => Some(
+                        Checksum::new(algo, value)
+                            .expect("a known algorithm")
+                            .map_err(|e| {
+                                SourceError(format!("{}: build {nvr}, {file}: {e}", self.hub))
+                            })?,
+                    ),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let unverified = checksum.is_none().then(|| {
+            format!(
+                "Koji's archive records of build {nvr} give no checksum archgate knows for {file}"
+            )
+        });
+        Ok(Artifact {
+            location: Location::Url(format!("{dir}/{file}")),
+            checksum,
+            size: record
+                .and_then(|a| a.get("size"))
+                .and_then(Value::as_int)
+                .map(|n| n as u64),
+            unverified,
+        })
+    }
 }
 
 fn is_container_file(name: &str) -> bool {
@@ -141,6 +250,7 @@ impl Source for KojiSource {
             (Some("image"), Some(req)) => req.get(1).and_then(Value::as_str).map(str::to_lowercase),
             _ => None,
         };
+        let mut builds = BTreeMap::new();
         let mut any_failed = false;
         let mut any_running = running(parent_state);
         for child in children {
@@ -181,11 +291,15 @@ impl Source for KojiSource {
                     let file = files.iter().find(|f| is_container_file(f)).ok_or_else(|| {
                         SourceError(format!("{}: task {id} ({arch}) lists no container archive among its files {files:?}", self.hub))
                     })?;
-                    let artifact = Artifact {
-                        location: Location::Url(self.task_file(id, file)),
-                        sha256: None,
-                        size: None,
+                    let nvr = match (
+                        name.as_deref(),
+                        result.get("version").and_then(Value::as_str),
+                        result.get("release").and_then(Value::as_str),
+                    ) {
+                        (Some(n), Some(v), Some(r)) => Some(format!("{n}-{v}-{r}")),
+                        _ => None,
                     };
+                    let artifact = self.built_artifact(id, nvr.as_deref(), file, &mut builds)?;
                     (Outcome::Built(artifact), name)
                 }
                 FAILED | CANCELED => {

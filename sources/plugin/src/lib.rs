@@ -7,8 +7,8 @@ use std::ffi::{c_char, CStr, CString};
 use std::path::{Path, PathBuf};
 
 use archgate_core::{
-    Arch, ArchResult, Artifact, Compose, ComposeResults, ComposeStatus, ImageQuery, Location,
-    Outcome, Source, SourceError,
+    Arch, ArchResult, Artifact, Checksum, Compose, ComposeResults, ComposeStatus, ImageQuery,
+    Location, Outcome, Source, SourceError,
 };
 use archgate_plugin_sdk::{ImageRequest, PluginV1, Request, Response, ABI_VERSION, ENTRY_SYMBOL};
 
@@ -134,10 +134,19 @@ fn outcome(image: &str, r: &archgate_plugin_sdk::ArchResult) -> Result<Outcome, 
                 } else {
                     Location::Path(PathBuf::from(&b.location))
                 };
+            let checksum = match &b.sha256 {
+                Some(hex) => Some(
+                    Checksum::new("sha256", hex)
+                        .expect("sha256 is a known algorithm")
+                        .map_err(|e| format!("image {image}, arch {}: {e}", r.arch))?,
+                ),
+                None => None,
+            };
             Ok(Outcome::Built(Artifact {
                 location,
-                sha256: b.sha256.clone(),
+                checksum,
                 size: b.size,
+                unverified: None,
             }))
         }
         (None, Some(reason)) => Ok(Outcome::Failed {

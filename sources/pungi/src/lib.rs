@@ -8,15 +8,25 @@
 //! ROOT/logs/global/deliverables.json          (optional) what failed
 //! ```
 //!
+//! `STATUS` is read first: an unfinished compose (STARTED, DOOMED, ...) is
+//! refused by the gate whatever its metadata, so its metadata is optional
+//! (a STARTED compose has no `images.json` yet, a DOOMED one may have none).
+//!
 //! A failed arch is simply absent from `images.json`; when
-//! `deliverables.json` lists it as failed, that gives the reason.
+//! `deliverables.json` lists it as failed, that gives the reason. Pungi
+//! writes its items as `[variant, arch, subvariant]`, with `null` for a
+//! missing variant or subvariant and `"*"` for a phase that failed on every
+//! arch; every shape is read, and items that match no image are ignored.
+//!
+//! The location may be the compose root or its `compose/` directory (as
+//! Pungi's messages give it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use archgate_core::{
-    Arch, ArchResult, Artifact, Compose, ComposeResults, ComposeStatus, ImageQuery, Location,
-    Outcome, Source, SourceError,
+    Arch, ArchResult, Artifact, Checksum, Compose, ComposeResults, ComposeStatus, ImageQuery,
+    Location, Outcome, Source, SourceError,
 };
 use serde::Deserialize;
 
@@ -29,10 +39,27 @@ pub trait Fetch {
     fn location(&self, rel: &str) -> Location;
     /// The file or URL, for messages.
     fn describe(&self, rel: &str) -> String;
+    /// The last part of the root's path: the compose id, as Pungi names its
+    /// directories. Used when no metadata gives the id.
+    fn root_name(&self) -> String;
 }
 
 /// A compose on a local (or mounted) file system.
 pub struct LocalCompose(pub PathBuf);
+
+impl LocalCompose {
+    /// The compose at `path`: its root, or its `compose/` directory.
+    pub fn new(path: impl Into<PathBuf>) -> LocalCompose {
+        let path: PathBuf = path.into();
+        let is_compose_dir = path.file_name().is_some_and(|n| n == "compose")
+            && !path.join("STATUS").exists()
+            && path.parent().is_some_and(|p| p.join("STATUS").exists());
+        match path.parent() {
+            Some(parent) if is_compose_dir => LocalCompose(parent.to_path_buf()),
+            _ => LocalCompose(path),
+        }
+    }
+}
 
 impl Fetch for LocalCompose {
     fn fetch(&self, rel: &str) -> Result<Option<Vec<u8>>, SourceError> {
@@ -51,6 +78,13 @@ impl Fetch for LocalCompose {
     fn describe(&self, rel: &str) -> String {
         self.0.join(rel).display().to_string()
     }
+
+    fn root_name(&self) -> String {
+        let root = std::fs::canonicalize(&self.0).unwrap_or_else(|_| self.0.clone());
+        root.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// A compose served over HTTP(S), as Fedora's composes are.
@@ -67,8 +101,10 @@ impl HttpCompose {
             .timeout(std::time::Duration::from_secs(300))
             .build()
             .map_err(|e| SourceError(format!("{base}: cannot set up an HTTP client: {e}")))?;
+        let base = base.trim_end_matches('/');
+        let base = base.strip_suffix("/compose").unwrap_or(base);
         Ok(HttpCompose {
-            base: base.trim_end_matches('/').to_string(),
+            base: base.to_string(),
             client,
         })
     }
@@ -104,6 +140,10 @@ impl Fetch for HttpCompose {
     fn describe(&self, rel: &str) -> String {
         self.url(rel)
     }
+
+    fn root_name(&self) -> String {
+        self.base.rsplit('/').next().unwrap_or_default().to_string()
+    }
 }
 
 /// Reads a Pungi compose through a [`Fetch`].
@@ -118,8 +158,9 @@ impl<F: Fetch> PungiSource<F> {
 }
 
 impl PungiSource<LocalCompose> {
+    /// A local compose: its root, or its `compose/` directory.
     pub fn local(root: impl Into<PathBuf>) -> Self {
-        PungiSource::new(LocalCompose(root.into()))
+        PungiSource::new(LocalCompose::new(root))
     }
 }
 
@@ -140,6 +181,14 @@ struct Document<P> {
 struct ComposeInfoPayload {
     compose: ComposePart,
     release: ReleasePart,
+    #[serde(default)]
+    variants: BTreeMap<String, VariantPart>,
+}
+
+#[derive(Deserialize)]
+struct VariantPart {
+    #[serde(default)]
+    arches: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -173,10 +222,55 @@ struct ImageEntry {
     size: Option<u64>,
 }
 
-#[derive(Deserialize, Default)]
-struct Deliverables {
-    #[serde(default)]
-    failed: BTreeMap<String, Vec<Vec<String>>>,
+/// One `failed` item of deliverables.json: `[variant, arch, subvariant]`
+/// under a phase (`image-build`, `kiwibuild`, ...). `None` where Pungi wrote
+/// `null`; arch `*` (or `null`) for a phase that failed on every arch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FailedDeliverable {
+    phase: String,
+    variant: Option<String>,
+    arch: Option<String>,
+    subvariant: Option<String>,
+}
+
+impl FailedDeliverable {
+    fn every_arch(&self) -> bool {
+        self.arch.as_deref().is_none_or(|a| a == "*")
+    }
+
+    fn describe(&self) -> String {
+        let part = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".into());
+        format!(
+            "{}/{}/{}",
+            part(&self.variant),
+            part(&self.arch),
+            part(&self.subvariant)
+        )
+    }
+}
+
+/// The `failed` items of deliverables.json, in any shape Pungi writes;
+/// items of another shape are skipped (they explain nothing archgate publishes).
+fn failed_deliverables(doc: &serde_json::Value) -> Vec<FailedDeliverable> {
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    let mut out = Vec::new();
+    let Some(phases) = doc.get("failed").and_then(|f| f.as_object()) else {
+        return out;
+    };
+    for (phase, items) in phases {
+        for item in items.as_array().map(Vec::as_slice).unwrap_or_default() {
+            let Some(item) = item.as_array() else {
+                continue;
+            };
+            out.push(FailedDeliverable {
+                phase: phase.clone(),
+                variant: text(item.first()),
+                arch: text(item.get(1)),
+                subvariant: text(item.get(2)),
+            });
+        }
+    }
+    out
 }
 
 const COMPOSEINFO: &str = "compose/metadata/composeinfo.json";
@@ -231,18 +325,27 @@ impl<F: Fetch> PungiSource<F> {
         serde_json::from_value(doc.payload).map_err(invalid)
     }
 
-    fn compose(&self) -> Result<Compose, SourceError> {
-        let status = String::from_utf8_lossy(&self.required("STATUS")?)
-            .trim()
-            .to_string();
-        if status.is_empty() || status.contains(char::is_whitespace) {
+    fn status(&self) -> Result<ComposeStatus, SourceError> {
+        let raw = self.required("STATUS")?;
+        let status = String::from_utf8_lossy(&raw).trim().to_string();
+        let word = |c: char| c.is_ascii_uppercase() || c == '_';
+        if status.is_empty() || status.len() > 64 || !status.chars().all(word) {
             return Err(SourceError(format!(
-                "{}: `{status}` is not a compose status",
-                self.fetch.describe("STATUS")
+                "{}: {:?} is not a compose status",
+                self.fetch.describe("STATUS"),
+                status.chars().take(64).collect::<String>()
             )));
         }
+        Ok(ComposeStatus::parse(&status))
+    }
+
+    /// The compose as composeinfo.json describes it, with the variants' arches.
+    fn compose(
+        &self,
+        status: ComposeStatus,
+    ) -> Result<(Compose, BTreeMap<String, Vec<String>>), SourceError> {
         let info: ComposeInfoPayload = self.document(COMPOSEINFO, "productmd.composeinfo")?;
-        let mut compose = Compose::from_id(&info.compose.id, ComposeStatus::parse(&status));
+        let mut compose = Compose::from_id(&info.compose.id, status);
         compose.release = Some(info.release.version.to_lowercase());
         if info.compose.date.is_some() {
             compose.date = info.compose.date;
@@ -250,8 +353,39 @@ impl<F: Fetch> PungiSource<F> {
         if info.compose.respin.is_some() {
             compose.respin = info.compose.respin;
         }
-        Ok(compose)
+        let variants = info
+            .variants
+            .into_iter()
+            .map(|(uid, v)| (uid, v.arches))
+            .collect();
+        Ok((compose, variants))
     }
+
+    /// An unfinished compose: the gate refuses it whatever it holds, so only
+    /// what names it is read, and only where it is there and readable.
+    fn unfinished(&self, status: ComposeStatus) -> Compose {
+        match self.compose(status.clone()) {
+            Ok((compose, _)) => compose,
+            Err(e) => {
+                tracing::debug!("unfinished compose without usable metadata: {e}");
+                let id = self.fetch.root_name();
+                let mut compose = Compose::from_id(&id, status);
+                compose.release = release_from_id(&id);
+                compose
+            }
+        }
+    }
+}
+
+/// The release of a productmd compose id (`Fedora-41-20241101.n.0` gives
+/// `41`, `Fedora-Rawhide-...` `rawhide`), when the id has that shape.
+fn release_from_id(id: &str) -> Option<String> {
+    let parts: Vec<&str> = id.split('-').collect();
+    let dated = parts
+        .last()
+        .and_then(|p| p.split('.').next())
+        .is_some_and(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()));
+    (parts.len() >= 3 && dated && !parts[1].is_empty()).then(|| parts[1].to_lowercase())
 }
 
 /// A path from images.json, checked to stay inside `compose/`.
@@ -304,90 +438,107 @@ impl<'a> Matcher<'a> {
             && self.kind.is_none_or(|t| t == e.kind)
     }
 
-    /// A deliverables.json item: [variant, arch, subvariant].
-    fn failed(&self, kind: &str, item: &[String]) -> bool {
-        let [variant, _arch, subvariant, ..] = item else {
-            return false;
+    /// Whether a failed deliverable is about this image: its variant is one
+    /// the image lives in (`variants`; any when nothing tells), and its
+    /// subvariant is the image's, or none (the whole variant failed).
+    /// Phases are not image types, so `type` plays no part.
+    fn failed(&self, item: &FailedDeliverable, variants: &BTreeSet<&str>) -> bool {
+        let variant_ok = match (&item.variant, self.variant) {
+            (None, _) => true,
+            (Some(v), Some(mine)) => v == mine,
+            (Some(v), None) => variants.is_empty() || variants.contains(v.as_str()),
         };
-        self.variant.is_none_or(|v| v == variant)
-            && self.subvariant.is_none_or(|s| s == subvariant)
-            && self.kind.is_none_or(|t| t == kind)
+        let subvariant_ok = match (&item.subvariant, self.subvariant) {
+            (None, _) | (_, None) => true,
+            (Some(s), Some(mine)) => s == mine,
+        };
+        variant_ok && subvariant_ok
     }
 }
 
 impl<F: Fetch> Source for PungiSource<F> {
     fn load(&self, images: &[ImageQuery]) -> Result<ComposeResults, SourceError> {
-        let compose = self.compose()?;
+        let status = self.status()?;
+        let matchers = images
+            .iter()
+            .map(Matcher::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        if !status.is_finished() {
+            return Ok(ComposeResults {
+                compose: self.unfinished(status),
+                images: images
+                    .iter()
+                    .map(|q| (q.name.clone(), Vec::new()))
+                    .collect(),
+            });
+        }
+        let (compose, variant_arches) = self.compose(status)?;
         let payload: ImagesPayload = self.document(IMAGES, "productmd.images")?;
-        let deliverables: Deliverables = match self.fetch.fetch(DELIVERABLES)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                SourceError(format!(
-                    "{}: not valid JSON: {e}",
-                    self.fetch.describe(DELIVERABLES)
-                ))
-            })?,
-            None => Deliverables::default(),
+        let failed = match self.fetch.fetch(DELIVERABLES)? {
+            Some(bytes) => {
+                let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    SourceError(format!(
+                        "{}: not valid JSON: {e}",
+                        self.fetch.describe(DELIVERABLES)
+                    ))
+                })?;
+                failed_deliverables(&doc)
+            }
+            None => Vec::new(),
         };
+        // Variants that hold any container image: where an image with no
+        // entry of its own (every arch failed) would have been.
+        let container_variants: BTreeSet<&str> = payload
+            .images
+            .iter()
+            .filter(|(_, arches)| {
+                arches
+                    .values()
+                    .flatten()
+                    .any(|e| is_container(&e.kind, &e.format))
+            })
+            .map(|(v, _)| v.as_str())
+            .collect();
         let mut out = BTreeMap::new();
-        for query in images {
-            let matcher = Matcher::new(query)?;
+        for (query, matcher) in images.iter().zip(&matchers) {
             let mut results: BTreeMap<Arch, ArchResult> = BTreeMap::new();
+            let mut variants = BTreeSet::new();
             for (variant, arches) in &payload.images {
-                for entries in arches.values() {
-                    for e in entries
-                        .iter()
-                        .filter(|e| is_container(&e.kind, &e.format) && matcher.entry(variant, e))
-                    {
-                        let arch: Arch = e.arch.parse().map_err(|err| {
-                            SourceError(format!(
-                                "{}: entry {}: {err}",
-                                self.fetch.describe(IMAGES),
-                                e.path
-                            ))
-                        })?;
-                        let rel = inside_compose(&e.path).ok_or_else(|| {
-                            SourceError(format!(
-                                "{}: entry path `{}` leaves the compose; refused",
-                                self.fetch.describe(IMAGES),
-                                e.path
-                            ))
-                        })?;
-                        if let Some(other) = results.get(&arch) {
-                            return Err(SourceError(format!(
-                                "{}: image {} matches more than one {arch} entry ({} and {}); narrow its `match`",
-                                self.fetch.describe(IMAGES),
-                                query.name,
-                                describe_outcome(&other.outcome),
-                                e.path
-                            )));
-                        }
-                        let artifact = Artifact {
-                            location: self.fetch.location(&rel),
-                            sha256: e.checksums.get("sha256").cloned(),
-                            size: e.size,
-                        };
-                        results.insert(
-                            arch,
-                            ArchResult {
-                                arch,
-                                outcome: Outcome::Built(artifact),
-                            },
-                        );
+                for e in arches
+                    .values()
+                    .flatten()
+                    .filter(|e| is_container(&e.kind, &e.format) && matcher.entry(variant, e))
+                {
+                    variants.insert(variant.as_str());
+                    let arch = self.entry_arch(e)?;
+                    if let Some(other) = results.get(&arch) {
+                        return Err(SourceError(format!(
+                            "{}: image {} matches more than one {arch} entry ({} and {}); narrow its `match`",
+                            self.fetch.describe(IMAGES),
+                            query.name,
+                            describe_outcome(&other.outcome),
+                            e.path
+                        )));
                     }
+                    let artifact = self.artifact(e)?;
+                    results.insert(
+                        arch,
+                        ArchResult {
+                            arch,
+                            outcome: Outcome::Built(artifact),
+                        },
+                    );
                 }
             }
-            for (kind, items) in &deliverables.failed {
-                for item in items.iter().filter(|i| matcher.failed(kind, i)) {
-                    let Ok(arch) = item[1].parse::<Arch>() else {
-                        continue;
-                    };
+            if variants.is_empty() {
+                variants = container_variants.clone();
+            }
+            for item in failed.iter().filter(|i| matcher.failed(i, &variants)) {
+                for arch in item_arches(item, &variants, &variant_arches) {
                     results.entry(arch).or_insert_with(|| ArchResult {
                         arch,
                         outcome: Outcome::Failed {
-                            reason: format!(
-                                "Pungi lists the {kind} deliverable {}/{}/{} as failed ({DELIVERABLES})",
-                                item[0], item[1], item[2]
-                            ),
+                            reason: failed_reason(item),
                         },
                     });
                 }
@@ -398,6 +549,98 @@ impl<F: Fetch> Source for PungiSource<F> {
             compose,
             images: out,
         })
+    }
+}
+
+impl<F: Fetch> PungiSource<F> {
+    fn entry_arch(&self, e: &ImageEntry) -> Result<Arch, SourceError> {
+        e.arch.parse().map_err(|err| {
+            SourceError(format!(
+                "{}: entry {}: {err}",
+                self.fetch.describe(IMAGES),
+                e.path
+            ))
+        })
+    }
+
+    /// The artifact of an images.json entry, with the strongest checksum it gives.
+    fn artifact(&self, e: &ImageEntry) -> Result<Artifact, SourceError> {
+        let rel = inside_compose(&e.path).ok_or_else(|| {
+            SourceError(format!(
+                "{}: entry path `{}` leaves the compose; refused",
+                self.fetch.describe(IMAGES),
+                e.path
+            ))
+        })?;
+        let checksum = Checksum::strongest(
+            e.checksums
+                .iter()
+                .map(|(algo, value)| (algo.as_str(), value.as_str())),
+        )
+        .map_err(|err| {
+            SourceError(format!(
+                "{}: entry {}: {err}",
+                self.fetch.describe(IMAGES),
+                e.path
+            ))
+        })?;
+        let unverified = checksum.is_none().then(|| {
+            format!(
+                "{} gives no checksum archgate knows (md5, sha1, sha256, sha512) for {}",
+                IMAGES, e.path
+            )
+        });
+        Ok(Artifact {
+            location: self.fetch.location(&rel),
+            checksum,
+            size: e.size,
+            unverified,
+        })
+    }
+}
+
+/// The arches a failed deliverable stands for: its own, or for `*` every
+/// arch of its variant (of the image's variants, when it names none) that
+/// composeinfo.json lists.
+fn item_arches(
+    item: &FailedDeliverable,
+    variants: &BTreeSet<&str>,
+    variant_arches: &BTreeMap<String, Vec<String>>,
+) -> Vec<Arch> {
+    if !item.every_arch() {
+        return item
+            .arch
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .into_iter()
+            .collect();
+    }
+    let mut arches = BTreeSet::new();
+    for (variant, list) in variant_arches {
+        let about = match &item.variant {
+            Some(v) => v == variant,
+            None => variants.is_empty() || variants.contains(variant.as_str()),
+        };
+        if about {
+            arches.extend(list.iter().filter_map(|a| a.parse::<Arch>().ok()));
+        }
+    }
+    arches.into_iter().collect()
+}
+
+fn failed_reason(item: &FailedDeliverable) -> String {
+    if item.every_arch() {
+        format!(
+            "Pungi lists the {} phase as failed on every arch for {} ({DELIVERABLES})",
+            item.phase,
+            item.describe()
+        )
+    } else {
+        format!(
+            "Pungi lists the {} deliverable {} as failed ({DELIVERABLES})",
+            item.phase,
+            item.describe()
+        )
     }
 }
 
