@@ -32,3 +32,29 @@ ensure_cargo() {
   rustup toolchain install stable --profile minimal --component clippy,rustfmt >/dev/null
   rustup default stable >/dev/null
 }
+
+# The Python libraries some tests use as real peers (productmd, koji; later
+# fedora-messaging): installed into a venv under target/, so that neither
+# the system's Python nor an externally managed one is touched. Exports
+# ARCHGATE_PYTHON, the venv's interpreter, which the tests run.
+ensure_python_tools() {
+  local venv="$PWD/target/python"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import productmd, koji' 2>/dev/null; then
+    if ! command -v python3 >/dev/null 2>&1; then
+      apt_install python3 python3-venv
+    fi
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      apt_install python3-venv
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+    fi
+    echo "archgate setup: installing productmd and koji into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check productmd
+    # koji's own dependencies include Kerberos bindings that need headers;
+    # what importing it needs is these (requests with its own dependencies).
+    "$venv/bin/pip" install -q --disable-pip-version-check requests python-dateutil six defusedxml
+    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps koji
+  fi
+  export ARCHGATE_PYTHON="$venv/bin/python"
+}

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # and openssl serve the registry tests; gcc links the Rust code.
 apt_install skopeo buildah docker-registry apache2-utils openssl gcc libc6-dev
 ensure_cargo
+ensure_python_tools
+# The generator checks of fixtures/real must run here, not be skipped.
+export ARCHGATE_REQUIRE_PYTHON_TOOLS=1
 export INSTA_UPDATE=no
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -490,3 +490,50 @@ fn a_panicking_reader_is_an_error_not_a_failed_arch() {
     );
     assert_eq!(code, 3);
 }
+
+/// A cache entry that does not parse or make sense (once, `"blobs": []`
+/// panicked) is a miss: the archive is read again and nothing changes.
+#[test]
+fn a_broken_cache_entry_is_a_miss() {
+    let tmp = composes();
+    let dir = tmp.path();
+    let registry = Registry::start(Auth::None);
+    let host = registry.host();
+    let cfg = config(dir, "reg", &FEDORA[..1], Some(&host));
+    let run = || {
+        report(
+            dir,
+            &[0],
+            &[
+                "publish",
+                "-c",
+                &cfg,
+                "--compose",
+                &compose(dir, "f41-incomplete"),
+            ],
+        )
+        .1
+    };
+    let first = run();
+    assert_eq!(first["targets"][0]["decision"], "published");
+    let entries: Vec<_> = fs::read_dir(dir.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 4, "one entry per archive");
+    for (i, entry) in entries.iter().enumerate() {
+        let text = match i % 2 {
+            0 => r#"{"digest": "sha256:00", "blobs": [], "layers": [], "config": {}}"#.to_string(),
+            _ => "not json at all".to_string(),
+        };
+        fs::write(entry, text).unwrap();
+    }
+    let again = run();
+    let t = &again["targets"][0];
+    assert_eq!(t["decision"], "unchanged", "{t}");
+    assert_eq!(t["digest"], first["targets"][0]["digest"]);
+    for entry in &entries {
+        let v: Value = serde_json::from_slice(&fs::read(entry).unwrap()).expect("rewritten");
+        assert!(v["layers"].as_array().is_some_and(|l| !l.is_empty()));
+    }
+}
