@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use archgate_core::time::Age;
-use archgate_core::{Arch, Policy, Repository, Template};
+use archgate_core::{Arch, Policy, Releases, Repository, TagRule, Template, When};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
@@ -21,8 +21,51 @@ pub struct Config {
     /// Per-registry settings, keyed by `host[:port]`, for `docker://` targets.
     #[serde(default)]
     pub registry: BTreeMap<String, RegistryConfig>,
+    /// What the release words mean for tags.
+    #[serde(default)]
+    pub release: ReleaseConfig,
     #[serde(default)]
     pub image: Vec<ImageConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseConfig {
+    /// The newest stable release: the one the `latest` rule applies to.
+    #[serde(default, deserialize_with = "release_number")]
+    pub latest: Option<String>,
+    /// The number a Rawhide compose stands for, for `{version}`.
+    #[serde(default, deserialize_with = "release_number")]
+    pub rawhide: Option<String>,
+}
+
+impl ReleaseConfig {
+    pub fn releases(&self) -> Releases {
+        Releases {
+            latest: self.latest.clone(),
+            rawhide: self.rawhide.clone(),
+        }
+    }
+}
+
+/// A release number, written as a string (`"42"`) or an integer (`42`).
+fn release_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Text(String),
+        Int(u64),
+    }
+    let n = match Number::deserialize(d)? {
+        Number::Text(s) => s,
+        Number::Int(n) => n.to_string(),
+    };
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(de::Error::custom(format!(
+            "`{n}` is not a release number, e.g. \"42\""
+        )));
+    }
+    Ok(Some(n))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -82,6 +125,11 @@ pub struct RegistryConfig {
     #[serde(default = "yes")]
     pub tls_verify: bool,
     pub auth_file: Option<String>,
+    /// containers-certs.d(5): `*.crt` CAs, `NAME.cert` + `NAME.key` pairs.
+    pub cert_dir: Option<String>,
+    /// Environment variables holding the user name and password.
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
 }
 
 fn yes() -> bool {
@@ -97,9 +145,12 @@ pub struct ImageConfig {
     #[serde(deserialize_with = "repositories")]
     pub repositories: Vec<Repository>,
     #[serde(deserialize_with = "tags")]
-    pub tags: Vec<Template>,
+    pub tags: Vec<TagRule>,
     #[serde(default = "default_arch_tag", deserialize_with = "template")]
     pub arch_tag: Template,
+    /// Written on each index published (values are templates).
+    #[serde(default, deserialize_with = "annotations")]
+    pub annotations: BTreeMap<String, Template>,
     pub arches: Option<Vec<Arch>>,
     pub policy: Option<Policy>,
 }
@@ -117,15 +168,74 @@ fn template<'de, D: Deserializer<'de>>(d: D) -> Result<Template, D::Error> {
     Template::parse(&String::deserialize(d)?).map_err(de::Error::custom)
 }
 
-fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Template>, D::Error> {
-    let raw = Vec::<String>::deserialize(d)?;
+/// `tags`: each a template, or `{ tag = TEMPLATE, when = CONDITION }`.
+fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TagRule>, D::Error> {
+    let raw = Vec::<TagEntry>::deserialize(d)?;
     if raw.is_empty() {
         return Err(de::Error::custom(
             "`tags` is empty; name at least one tag, e.g. [\"{release}\", \"latest\"]",
         ));
     }
-    raw.iter()
-        .map(|s| Template::parse(s).map_err(de::Error::custom))
+    Ok(raw.into_iter().map(|t| t.0).collect())
+}
+
+struct TagEntry(TagRule);
+
+impl<'de> Deserialize<'de> for TagEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> de::Visitor<'de> for Visit {
+            type Value = TagEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a tag template, or a table { tag = TEMPLATE, when = CONDITION }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TagEntry, E> {
+                let template = Template::parse(v).map_err(E::custom)?;
+                Ok(TagEntry(TagRule {
+                    template,
+                    when: None,
+                }))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<TagEntry, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Table {
+                    #[serde(deserialize_with = "template")]
+                    tag: Template,
+                    #[serde(default, deserialize_with = "when")]
+                    when: Option<When>,
+                }
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(TagEntry(TagRule {
+                    template: t.tag,
+                    when: t.when,
+                }))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+fn when<'de, D: Deserializer<'de>>(d: D) -> Result<Option<When>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(de::Error::custom)
+}
+
+fn annotations<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Template>, D::Error> {
+    let raw = BTreeMap::<String, String>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            if k.is_empty() {
+                return Err(de::Error::custom("an annotation key may not be empty"));
+            }
+            let t = Template::parse_text(&v).map_err(de::Error::custom)?;
+            if t.uses("arch") {
+                return Err(de::Error::custom(format!(
+                    "annotation `{k}`: an index annotation cannot use {{arch}}"
+                )));
+            }
+            Ok((k, t))
+        })
         .collect()
 }
 
@@ -237,6 +347,26 @@ fn check(loaded: &Loaded) -> Result<(), ConfigError> {
             "{file}: no [[image]]: name at least one image to publish"
         )));
     }
+    for (host, registry) in &config.registry {
+        let at = format!("{file}: [registry.\"{host}\"]");
+        if let Some(dir) = &registry.cert_dir {
+            let path = loaded.resolve_path(dir);
+            if !path.is_dir() {
+                return Err(ConfigError(format!(
+                    "{at} cert-dir `{}` is not a directory (key `registry.{host}.cert-dir`)",
+                    path.display()
+                )));
+            }
+        }
+        match (&registry.username_env, &registry.password_env) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError(format!(
+                    "{at} username-env and password-env go together; set both"
+                )))
+            }
+            _ => {}
+        }
+    }
     let mut seen = BTreeMap::new();
     for image in &config.image {
         let name = image.name.get_ref();
@@ -251,6 +381,29 @@ fn check(loaded: &Loaded) -> Result<(), ConfigError> {
         }
         if name.is_empty() {
             return Err(loaded.error_at(image.name.span().start, "image name is empty"));
+        }
+        if config.release.latest.is_none() {
+            if let Some((i, rule)) = image
+                .tags
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.when.is_some_and(When::needs_latest))
+            {
+                let when = rule.when.expect("found by its condition");
+                return Err(loaded.error_at(
+                    image.name.span().start,
+                    format!(
+                        "image `{name}`: tag `{}` has `when = \"{when}\"`, which needs `[release] latest` (the newest stable release) (key `image.tags[{i}].when`)",
+                        rule.template.as_str()
+                    ),
+                ));
+            }
+        }
+        if config.publisher.engine == EngineKind::Buildah && !image.annotations.is_empty() {
+            return Err(loaded.error_at(
+                image.name.span().start,
+                format!("image `{name}`: the buildah engine cannot annotate an index (buildah has no way to set index annotations); use the native or skopeo engine, or drop `annotations`"),
+            ));
         }
         if !image.arch_tag.as_str().contains("{arch}") {
             return Err(loaded.error_at(
@@ -294,11 +447,11 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_key() {
-        insta::assert_snapshot!(err(&GOOD.replace("tags =", "tagz =")), @"DIR/archgate.toml:8: unknown field `tagz`, expected one of `name`, `match`, `repositories`, `tags`, `arch-tag`, `arches`, `policy` (key `image[0].tagz`)");
+        insta::assert_snapshot!(err(&GOOD.replace("tags =", "tagz =")), @"DIR/archgate.toml:8: unknown field `tagz`, expected one of `name`, `match`, `repositories`, `tags`, `arch-tag`, `annotations`, `arches`, `policy` (key `image[0].tagz`)");
         insta::assert_snapshot!(err(&format!("{GOOD}\n[gate]\npolicy = \"yolo\"\n")), @"DIR/archgate.toml:11: unknown variant `yolo`, expected one of `refuse`, `lose`, `hybrid` (key `gate.policy`)");
         insta::assert_snapshot!(err(&format!("{GOOD}arches = [\"x86_64\", \"arm64\"]\n")), @"DIR/archgate.toml:9: unknown arch `arm64`; known arches: x86_64, aarch64, ppc64le, s390x, armhfp, i686, riscv64 (key `image[0].arches[1]`)");
         insta::assert_snapshot!(err(&GOOD.replace("[\"{release}\"]", "[]")), @"DIR/archgate.toml:8: `tags` is empty; name at least one tag, e.g. [\"{release}\", \"latest\"] (key `image[0].tags`)");
-        insta::assert_snapshot!(err(&GOOD.replace("{release}", "{relase}")), @"DIR/archgate.toml:8: unknown placeholder `{relase}` in `{relase}`; known: {release}, {compose_id}, {date}, {respin}, {tag}, {arch} (key `image[0].tags`)");
+        insta::assert_snapshot!(err(&GOOD.replace("{release}", "{relase}")), @"DIR/archgate.toml:8: unknown placeholder `{relase}` in `{relase}`; known: {release}, {version}, {compose_id}, {date}, {respin}, {tag}, {arch} (key `image[0].tags[0]`)");
         insta::assert_snapshot!(err(&GOOD.replace("oci:out/fedora", "fedora")), @"DIR/archgate.toml:7: `fedora` names no registry host; write docker://HOST/PATH (key `image[0].repositories`)");
         insta::assert_snapshot!(err(&format!("{GOOD}\n[gate]\nmax-carry-age = \"two weeks\"\n")), @"DIR/archgate.toml:11: bad duration `two weeks`: write a number and a unit (s, m, h, d, w), e.g. `14d` or `1d12h` (key `gate.max-carry-age`)");
         insta::assert_snapshot!(err(&GOOD.replace("kind = \"dir\"", "kind = \"svn\"")), @"DIR/archgate.toml:2: unknown variant `svn`, expected one of `pungi`, `koji`, `dir`, `plugin` (key `source.kind`)");

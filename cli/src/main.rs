@@ -3,6 +3,7 @@
 mod config;
 mod inspect;
 mod pipeline;
+mod status;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -41,6 +42,22 @@ enum Command {
         /// Read everything and decide, but write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// What every repository of every image holds now, and whether they agree.
+    Status {
+        /// The configuration file.
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "FILE",
+            default_value = "archgate.toml"
+        )]
+        config: PathBuf,
+        /// The compose whose tags are looked at, overriding [source] location.
+        #[arg(long, value_name = "LOCATION")]
+        compose: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Source plugins.
     #[command(subcommand)]
@@ -116,6 +133,11 @@ fn main() -> ExitCode {
             report,
             dry_run,
         } => run_and_report(&run, dry_run, report.as_deref()),
+        Command::Status {
+            config,
+            compose,
+            format,
+        } => status(&config, compose, format),
         Command::Plugin(PluginCommand::Check {
             library,
             location,
@@ -179,6 +201,29 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
     report.exit_code() as u8
+}
+
+fn status(config: &Path, compose: Option<String>, format: Format) -> u8 {
+    let loaded = match config::load(config) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(&RunError::Config(e.0)),
+    };
+    let opts = Options {
+        compose,
+        ..Options::default()
+    };
+    let status = match status::status(&loaded, &opts) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let out = match format {
+        Format::Json => {
+            serde_json::to_string_pretty(&status).expect("a status always serializes") + "\n"
+        }
+        Format::Text => status.to_text(),
+    };
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    status.exit_code()
 }
 
 fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {

@@ -68,6 +68,18 @@ impl std::fmt::Display for RunError {
 pub struct Stores {
     rt: tokio::runtime::Runtime,
     registries: HashMap<String, Arc<Registry>>,
+    /// Per registry host: what the tools engines are handed too.
+    access: HashMap<String, Access>,
+}
+
+/// How a registry is reached, beyond what its client holds: for the
+/// skopeo and buildah engines.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The cert dir in force (configured or default), if any.
+    pub cert_dir: Option<PathBuf>,
+    /// Credentials from `username-env` / `password-env`.
+    pub env_credentials: Option<archgate_native::auth::Credentials>,
 }
 
 impl Stores {
@@ -79,6 +91,7 @@ impl Stores {
             .build()
             .map_err(|e| RunError::Input(format!("cannot start the async runtime: {e}")))?;
         let mut registries = HashMap::new();
+        let mut access = HashMap::new();
         let configured = loaded
             .map(|l| l.config.image.iter().flat_map(|i| i.repositories.iter()))
             .into_iter()
@@ -86,14 +99,24 @@ impl Stores {
         for repository in configured.chain(extra.iter().copied()) {
             if let Repository::Registry { host, .. } = repository {
                 if !registries.contains_key(host) {
-                    let settings = registry_settings(loaded, host)?;
+                    let (settings, how) = registry_settings(loaded, host)?;
                     let registry = Registry::new(host, settings)
                         .map_err(|e| RunError::Input(format!("{e:#}")))?;
                     registries.insert(host.clone(), Arc::new(registry));
+                    access.insert(host.clone(), how);
                 }
             }
         }
-        Ok(Stores { rt, registries })
+        Ok(Stores {
+            rt,
+            registries,
+            access,
+        })
+    }
+
+    /// How `host` is reached (cert dir, environment credentials).
+    pub fn access(&self, host: &str) -> Access {
+        self.access.get(host).cloned().unwrap_or_default()
     }
 
     pub fn store(&self, loaded: Option<&Loaded>, repository: &Repository) -> AnyStore {
@@ -114,26 +137,57 @@ impl Stores {
     }
 }
 
-/// `[registry."HOST"]` settings and the credentials for HOST.
-fn registry_settings(loaded: Option<&Loaded>, host: &str) -> Result<RegistrySettings, RunError> {
+/// `[registry."HOST"]` settings, the credentials for HOST (environment
+/// variables first, then auth files) and its cert dir.
+fn registry_settings(
+    loaded: Option<&Loaded>,
+    host: &str,
+) -> Result<(RegistrySettings, Access), RunError> {
     let configured = loaded.and_then(|l| l.config.registry.get(host));
-    let auth_file = configured
-        .and_then(|c| c.auth_file.as_deref())
-        .map(|f| match loaded {
-            Some(l) => l.resolve_path(f),
-            None => PathBuf::from(f),
-        });
-    let credentials = archgate_native::auth::lookup(host, auth_file.as_deref()).map_err(|e| {
+    let resolve = |f: &str| match loaded {
+        Some(l) => l.resolve_path(f),
+        None => PathBuf::from(f),
+    };
+    let config_error = |e: anyhow::Error| {
         let place = loaded
             .map(|l| format!("{}: ", l.path.display()))
             .unwrap_or_default();
         RunError::Config(format!("{place}[registry.\"{host}\"]: {e:#}"))
-    })?;
-    Ok(RegistrySettings {
-        tls_verify: configured.is_none_or(|c| c.tls_verify),
-        credentials,
-        retry: Default::default(),
-    })
+    };
+    let auth_file = configured.and_then(|c| c.auth_file.as_deref()).map(resolve);
+    let env_credentials =
+        match configured.and_then(|c| c.username_env.as_deref().zip(c.password_env.as_deref())) {
+            Some((user, pass)) => {
+                Some(archgate_native::auth::from_env(user, pass).map_err(config_error)?)
+            }
+            None => None,
+        };
+    let credentials = match &env_credentials {
+        Some(c) => Some(c.clone()),
+        None => archgate_native::auth::lookup(host, auth_file.as_deref()).map_err(config_error)?,
+    };
+    let configured_dir = configured.and_then(|c| c.cert_dir.as_deref()).map(resolve);
+    let cert_dir =
+        archgate_native::tls::cert_dir(host, configured_dir.as_deref()).map_err(config_error)?;
+    let tls = match &cert_dir {
+        Some(dir) => archgate_native::tls::load(dir).map_err(config_error)?,
+        None => Default::default(),
+    };
+    if let Some(dir) = &cert_dir {
+        tracing::debug!(host, dir = %dir.display(), cas = tls.cas.len(), client_certificate = tls.identity.is_some(), "cert dir");
+    }
+    Ok((
+        RegistrySettings {
+            tls_verify: configured.is_none_or(|c| c.tls_verify),
+            credentials,
+            tls,
+            retry: Default::default(),
+        },
+        Access {
+            cert_dir,
+            env_credentials,
+        },
+    ))
 }
 
 /// One (image, repository, tag), planned.
@@ -144,6 +198,8 @@ struct Target<'a> {
     /// `tag` is then the template, and nothing is read or written there.
     named: bool,
     tag: String,
+    /// The annotations of the index written there.
+    annotations: BTreeMap<String, String>,
     reference: String,
     policy: Policy,
     current: Option<CurrentIndex>,
@@ -222,23 +278,15 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
             expected: image.arches.clone().unwrap_or_default(),
             max_carry_age: config.gate.max_carry_age,
         };
+        let releases = config.release.releases();
+        let tags = image_tags(loaded, image, &results.compose, &releases)?;
         let mut seen = BTreeSet::new();
         for repository in &image.repositories {
-            for template in &image.tags {
-                let vars = Vars {
-                    compose: &results.compose,
-                    tag: None,
-                    arch: None,
-                };
-                // An unfinished compose is refused whatever it holds, and may
-                // not yet give what a template needs (a running Koji task has
-                // no version): its target is then named by the template.
-                let (tag, named) = match template.render(&vars) {
-                    Ok(tag) => (tag, true),
-                    Err(_) if !results.compose.status.is_finished() => {
-                        (template.as_str().to_string(), false)
-                    }
-                    Err(e) => return Err(image_error(loaded, image, e)),
+            for (tag, named) in &tags {
+                let (tag, named) = (tag.clone(), *named);
+                let annotations = match named {
+                    true => index_annotations(loaded, image, &results.compose, &releases, &tag)?,
+                    false => BTreeMap::new(),
                 };
                 let reference = repository.tagged(&tag);
                 if !seen.insert(reference.clone()) {
@@ -253,6 +301,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
                     repository,
                     named,
                     tag,
+                    annotations,
                     reference,
                     policy: settings.policy,
                     current: None,
@@ -294,7 +343,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
     })
 }
 
-fn make_source(loaded: &Loaded, opts: &Options) -> Result<Box<dyn Source>, RunError> {
+pub fn make_source(loaded: &Loaded, opts: &Options) -> Result<Box<dyn Source>, RunError> {
     let config = &loaded.config;
     let file = loaded.path.display();
     if config.source.kind == SourceKind::Plugin {
@@ -354,6 +403,62 @@ fn make_source(loaded: &Loaded, opts: &Options) -> Result<Box<dyn Source>, RunEr
             "{file}: [source] kind {other:?} is not available in this build yet; use \"dir\""
         ))),
     }
+}
+
+/// The tags an image gets from this compose: each rendered template whose
+/// `when` holds, and whether it could be rendered at all. An unfinished
+/// compose is refused whatever it holds, and may not yet give what a
+/// template needs (a running Koji task has no version): such a tag is then
+/// the template itself, marked unnamed, and nothing is read or written there.
+pub fn image_tags(
+    loaded: &Loaded,
+    image: &ImageConfig,
+    compose: &archgate_core::Compose,
+    releases: &archgate_core::Releases,
+) -> Result<Vec<(String, bool)>, RunError> {
+    let vars = Vars {
+        compose,
+        releases,
+        tag: None,
+        arch: None,
+    };
+    let mut out = Vec::new();
+    for rule in &image.tags {
+        match rule.render(&vars) {
+            Ok(Some(tag)) => out.push((tag, true)),
+            Ok(None) => {}
+            Err(_) if !compose.status.is_finished() => {
+                out.push((rule.template.as_str().to_string(), false))
+            }
+            Err(e) => return Err(image_error(loaded, image, e)),
+        }
+    }
+    Ok(out)
+}
+
+/// The annotations of an image's index under `tag`, rendered.
+fn index_annotations(
+    loaded: &Loaded,
+    image: &ImageConfig,
+    compose: &archgate_core::Compose,
+    releases: &archgate_core::Releases,
+    tag: &str,
+) -> Result<BTreeMap<String, String>, RunError> {
+    let vars = Vars {
+        compose,
+        releases,
+        tag: Some(tag),
+        arch: None,
+    };
+    image
+        .annotations
+        .iter()
+        .map(|(k, t)| {
+            t.render_text(&vars)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| image_error(loaded, image, format!("annotation `{k}`: {e}")))
+        })
+        .collect()
 }
 
 fn image_error(loaded: &Loaded, image: &ImageConfig, msg: impl std::fmt::Display) -> RunError {
@@ -537,6 +642,7 @@ fn plan_target(
         results: &read.inputs,
         current: target.current.as_ref(),
         settings,
+        annotations: &target.annotations,
         now,
     };
     let mut plan = match decide(&input) {
@@ -556,8 +662,10 @@ fn plan_target(
             .map(|(_, note)| note.clone()),
     );
     for &arch in &plan.arch_tags {
+        let releases = loaded.config.release.releases();
         let vars = Vars {
             compose: &results.compose,
+            releases: &releases,
             tag: Some(&target.tag),
             arch: Some(arch),
         };
@@ -570,7 +678,7 @@ fn plan_target(
     }
     target.decision = plan.decision;
     target.digest = match plan.decision {
-        Decision::Published => Some(sha256_digest(&render_index(&plan.index))),
+        Decision::Published => Some(sha256_digest(&render_index(&plan.index, &plan.annotations))),
         Decision::Unchanged => target.current.as_ref().map(|c| c.digest.clone()),
         Decision::Refused | Decision::Error => None,
     };
@@ -599,9 +707,23 @@ fn publish_target(
     let result = match (tools, &store, target.repository) {
         (Some(tools), AnyStore::Registry(repo), Repository::Registry { host, path }) => {
             let configured = loaded.config.registry.get(host);
-            let auth_file = configured
-                .and_then(|c| c.auth_file.as_deref())
-                .map(|f| loaded.resolve_path(f));
+            let access = stores.access(host);
+            let auth_file = match &access.env_credentials {
+                Some(archgate_native::auth::Credentials::Basic { username, password }) => {
+                    match tools.auth_file(host, username, password.expose()) {
+                        Ok(f) => Some(f),
+                        Err(e) => {
+                            target
+                                .errors
+                                .push(format!("publishing {} failed: {e:#}", target.reference));
+                            return;
+                        }
+                    }
+                }
+                _ => configured
+                    .and_then(|c| c.auth_file.as_deref())
+                    .map(|f| loaded.resolve_path(f)),
+            };
             let tt = archgate_tools::ToolTarget {
                 repo,
                 host,
@@ -610,6 +732,7 @@ fn publish_target(
                 planned_from: t.planned_from,
                 tls_verify: configured.is_none_or(|c| c.tls_verify),
                 auth_file: auth_file.as_deref(),
+                cert_dir: access.cert_dir.as_deref(),
             };
             stores.block_on(archgate_tools::publish(
                 tools,

@@ -77,6 +77,8 @@ pub struct GateInput<'a> {
     pub results: &'a [(Arch, ArchInput)],
     pub current: Option<&'a CurrentIndex>,
     pub settings: &'a GateSettings,
+    /// The annotations the new index carries (rendered for this target).
+    pub annotations: &'a BTreeMap<String, String>,
     /// Unix seconds, for `max-carry-age`.
     pub now: i64,
 }
@@ -165,6 +167,8 @@ pub struct TargetPlan {
     pub index: Vec<Entry>,
     /// Built arches whose arch tags are pushed (none on a hard refusal).
     pub arch_tags: Vec<Arch>,
+    /// The annotations of the index to write.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Bad input to the gate.
@@ -318,6 +322,7 @@ pub fn decide(input: &GateInput<'_>) -> Result<TargetPlan, GateError> {
             reasons: hard,
             index: Vec::new(),
             arch_tags: Vec::new(),
+            annotations: BTreeMap::new(),
         });
     }
 
@@ -406,12 +411,16 @@ pub fn decide(input: &GateInput<'_>) -> Result<TargetPlan, GateError> {
             reasons,
             index: Vec::new(),
             arch_tags,
+            annotations: BTreeMap::new(),
         });
     }
 
+    // Same entries and same annotations: nothing to write. Same entries
+    // with other annotations (a new compose's) make a new index whose
+    // entries are all `unchanged`.
     let unchanged = input
         .current
-        .is_some_and(|c| same_entries(&c.entries, &index));
+        .is_some_and(|c| same_entries(&c.entries, &index) && &c.annotations == input.annotations);
     Ok(TargetPlan {
         decision: if unchanged {
             Decision::Unchanged
@@ -423,6 +432,7 @@ pub fn decide(input: &GateInput<'_>) -> Result<TargetPlan, GateError> {
         reasons,
         index,
         arch_tags,
+        annotations: input.annotations.clone(),
     })
 }
 

@@ -25,4 +25,4 @@ pub use model::{
 pub use report::{ArchReport, ComposeSummary, Report, TargetReport};
 pub use repository::{Reference, Repository};
 pub use source::{ImageQuery, Source, SourceError};
-pub use template::Template;
+pub use template::{Releases, TagRule, Template, When};

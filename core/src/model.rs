@@ -302,6 +302,8 @@ pub struct CurrentIndex {
     pub digest: String,
     pub media_type: String,
     pub entries: Vec<Entry>,
+    /// The index's own annotations (none for a single manifest).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One arch as the gate sees it: built (its manifest, read from the artifact)

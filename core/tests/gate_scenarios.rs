@@ -51,6 +51,7 @@ fn index(entries: Vec<Entry>) -> Option<CurrentIndex> {
         digest: "sha256:current-index".into(),
         media_type: "application/vnd.oci.image.index.v1+json".into(),
         entries,
+        annotations: BTreeMap::new(),
     })
 }
 
@@ -64,6 +65,7 @@ struct Scenario {
     results: Vec<(&'static str, Result<ArchInput, ()>)>,
     current: Option<CurrentIndex>,
     settings: GateSettings,
+    annotations: BTreeMap<String, String>,
 }
 
 fn scenario(
@@ -77,6 +79,7 @@ fn scenario(
         results,
         current,
         settings: GateSettings::default(),
+        annotations: BTreeMap::new(),
     }
 }
 
@@ -87,6 +90,19 @@ impl Scenario {
     }
     fn status(mut self, status: &'static str) -> Self {
         self.status = status;
+        self
+    }
+    /// Annotations for the new index; `current` too, for the current one.
+    fn annotations(mut self, new: &[(&str, &str)], current: &[(&str, &str)]) -> Self {
+        let map = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        self.annotations = map(new);
+        if let Some(c) = &mut self.current {
+            c.annotations = map(current);
+        }
         self
     }
 }
@@ -111,6 +127,7 @@ fn render(s: &Scenario) -> String {
         results: &results,
         current: s.current.as_ref(),
         settings: &s.settings,
+        annotations: &s.annotations,
         now: parse_rfc3339(NOW).unwrap(),
     };
     let plan = match decide(&input) {
@@ -143,6 +160,9 @@ fn render(s: &Scenario) -> String {
         .map(|e| format!("{} {}", e.platform, e.digest))
         .collect();
     let _ = writeln!(out, "new index: [{}]", index.join(", "));
+    if !plan.annotations.is_empty() {
+        let _ = writeln!(out, "index annotations: {:?}", plan.annotations);
+    }
     let tags: Vec<&str> = plan.arch_tags.iter().map(|a| a.as_str()).collect();
     let _ = writeln!(out, "arch tags: [{}]", tags.join(", "));
     for r in &plan.reasons {
@@ -226,6 +246,27 @@ fn scenarios() -> Vec<Scenario> {
         // A source need not read an unfinished compose's images (Pungi's
         // STARTED has no images.json): the status is the one reason.
         scenario("compose_doomed_unread", vec![], both_v1()).status("DOOMED"),
+        // Annotations (SPEC 6): same entries and same annotations are
+        // unchanged; a new compose's annotations make a new index of the
+        // same, unchanged entries.
+        scenario(
+            "annotations_same",
+            vec![built("x86_64", 1), built("aarch64", 1)],
+            both_v1(),
+        )
+        .annotations(
+            &[("org.fedoraproject.compose-id", "C1")],
+            &[("org.fedoraproject.compose-id", "C1")],
+        ),
+        scenario(
+            "annotations_new_compose",
+            vec![built("x86_64", 1), built("aarch64", 1)],
+            both_v1(),
+        )
+        .annotations(
+            &[("org.fedoraproject.compose-id", "C2")],
+            &[("org.fedoraproject.compose-id", "C1")],
+        ),
         scenario(
             "compose_terminated",
             vec![built("x86_64", 2), built("aarch64", 2)],
@@ -245,6 +286,7 @@ fn scenarios() -> Vec<Scenario> {
                 digest: "sha256:x86_64-build1".into(),
                 media_type: OCI_MANIFEST.into(),
                 entries: vec![was("x86_64", 1, None)],
+                annotations: BTreeMap::new(),
             }),
         ),
         scenario(
@@ -254,6 +296,7 @@ fn scenarios() -> Vec<Scenario> {
                 digest: "sha256:x86_64-build1".into(),
                 media_type: OCI_MANIFEST.into(),
                 entries: vec![was("x86_64", 1, None)],
+                annotations: BTreeMap::new(),
             }),
         ),
         scenario(

@@ -91,8 +91,157 @@ pub struct Registry {
     pub auth: Auth,
 }
 
+/// TLS for a test registry: its certificate and key, and the CA whose
+/// client certificates it requires (mutual TLS), if any.
+pub struct RegistryTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A test PKI made with openssl: a server CA and a server certificate for
+/// 127.0.0.1, a client CA with a client pair, and a second, unrelated CA
+/// with a client pair of its own.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub server_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_ca: PathBuf,
+    /// (cert, key) signed by `client_ca`.
+    pub client: (PathBuf, PathBuf),
+    /// (cert, key) signed by another CA.
+    pub stranger: (PathBuf, PathBuf),
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is needed (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = |name: &str| {
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=archgate test {name}"),
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.crt"),
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            );
+        };
+        let leaf = |name: &str, ca: &str, ext: &str| {
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    &format!("/CN=archgate test {name}"),
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ],
+            );
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    &format!("{ca}.crt"),
+                    "-CAkey",
+                    &format!("{ca}.key"),
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &format!("{name}.ext"),
+                    "-out",
+                    &format!("{name}.crt"),
+                ],
+            );
+        };
+        ca("server-ca");
+        ca("client-ca");
+        ca("stranger-ca");
+        leaf(
+            "server",
+            "server-ca",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        );
+        let client_ext = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n";
+        leaf("client", "client-ca", client_ext);
+        leaf("stranger", "stranger-ca", client_ext);
+        let p = |n: &str| dir.join(n);
+        Pki {
+            dir: dir.to_path_buf(),
+            server_ca: p("server-ca.crt"),
+            server_cert: p("server.crt"),
+            server_key: p("server.key"),
+            client_ca: p("client-ca.crt"),
+            client: (p("client.crt"), p("client.key")),
+            stranger: (p("stranger.crt"), p("stranger.key")),
+        }
+    }
+
+    /// A containers-certs.d(5) directory: the server CA as `ca.crt`, and
+    /// the given client pair as `client.cert` + `client.key`.
+    pub fn cert_dir(&self, dir: &Path, pair: Option<&(PathBuf, PathBuf)>) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(&self.server_ca, dir.join("ca.crt")).unwrap();
+        if let Some((cert, key)) = pair {
+            std::fs::copy(cert, dir.join("client.cert")).unwrap();
+            std::fs::copy(key, dir.join("client.key")).unwrap();
+        }
+        dir.to_path_buf()
+    }
+
+    pub fn tls(&self, mutual: bool) -> RegistryTls {
+        RegistryTls {
+            cert: self.server_cert.clone(),
+            key: self.server_key.clone(),
+            client_ca: mutual.then(|| self.client_ca.clone()),
+        }
+    }
+}
+
 impl Registry {
     pub fn start(auth: Auth) -> Registry {
+        Registry::start_with(auth, None)
+    }
+
+    pub fn start_with(auth: Auth, tls: Option<RegistryTls>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let auth_yaml = match &auth {
             Auth::None => String::new(),
@@ -114,8 +263,22 @@ impl Registry {
                 ts.cert.display()
             ),
         };
+        let tls_yaml = match &tls {
+            None => String::new(),
+            Some(t) => {
+                let mut y = format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    t.cert.display(),
+                    t.key.display()
+                );
+                if let Some(ca) = &t.client_ca {
+                    y.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+                }
+                y
+            }
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n{tls_yaml}{auth_yaml}",
             dir.path().join("data").display()
         );
         let config_path = dir.path().join("config.yml");
@@ -530,8 +693,26 @@ pub fn archgate_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, St
 
 /// `skopeo inspect --raw` of a reference on a plain-HTTP registry.
 pub fn skopeo_raw(reference: &str, creds: Option<&str>) -> Option<Vec<u8>> {
+    skopeo_raw_with(reference, creds, None)
+}
+
+/// [`skopeo_raw`] with a cert dir (CA and client pair) for a TLS registry.
+pub fn skopeo_raw_with(
+    reference: &str,
+    creds: Option<&str>,
+    cert_dir: Option<&Path>,
+) -> Option<Vec<u8>> {
     let mut cmd = Command::new("skopeo");
-    cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+    cmd.args(["inspect", "--raw"]);
+    match cert_dir {
+        Some(d) => {
+            cmd.arg("--tls-verify=true")
+                .arg(format!("--cert-dir={}", d.display()));
+        }
+        None => {
+            cmd.arg("--tls-verify=false");
+        }
+    }
     if let Some(c) = creds {
         cmd.args(["--creds", c]);
     }

@@ -71,6 +71,22 @@ pub fn default_auth_files() -> Vec<PathBuf> {
     files
 }
 
+/// Credentials from the environment variables named by `username-env` and
+/// `password-env`. An unset or empty variable is an error naming it (never
+/// its value).
+pub fn from_env(username_var: &str, password_var: &str) -> Result<Credentials> {
+    let get = |var: &str, key: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| anyhow!("{key} names the environment variable {var}, which is not set"))
+    };
+    Ok(Credentials::Basic {
+        username: get(username_var, "username-env")?,
+        password: Secret(get(password_var, "password-env")?),
+    })
+}
+
 /// The credentials for `host`: from `auth_file` if given (it must exist),
 /// else from the first default auth file that has an entry for the host.
 pub fn lookup(host: &str, auth_file: Option<&Path>) -> Result<Option<Credentials>> {

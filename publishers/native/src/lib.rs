@@ -12,6 +12,7 @@ pub mod layout;
 pub mod oci;
 pub mod registry;
 pub mod store;
+pub mod tls;
 
 pub use artifact::{resolve, resolve_cached, ReadFailure, ResolvedArtifact};
 pub use layout::OciLayout;

@@ -196,13 +196,13 @@ impl Config {
     }
 }
 
-/// The new index for a plan's entries, as the bytes to write.
-pub fn render_index(entries: &[Entry]) -> Vec<u8> {
+/// The new index for a plan's entries and annotations, as the bytes to write.
+pub fn render_index(entries: &[Entry], annotations: &BTreeMap<String, String>) -> Vec<u8> {
     let index = Index {
         schema_version: 2,
         media_type: Some(OCI_INDEX.to_string()),
         manifests: entries.iter().map(Descriptor::of_entry).collect(),
-        annotations: None,
+        annotations: (!annotations.is_empty()).then(|| annotations.clone()),
     };
     serde_json::to_vec(&index).expect("an index always serializes")
 }

@@ -35,6 +35,8 @@ pub struct RegistrySettings {
     /// Verify TLS certificates; when false, plain HTTP is also tried.
     pub tls_verify: bool,
     pub credentials: Option<Credentials>,
+    /// CAs and a client certificate, from the registry's cert dir.
+    pub tls: crate::tls::TlsFiles,
     pub retry: RetryPolicy,
 }
 
@@ -70,6 +72,21 @@ impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Failure::Fatal(e)
     }
+}
+
+/// The whole chain of an error, one cause after another.
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn from_reqwest(e: reqwest::Error) -> Failure {
@@ -109,13 +126,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(host: &str, settings: RegistrySettings) -> Result<Registry> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(!settings.tls_verify)
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| anyhow!("{host}: cannot set up an HTTP client: {e}"))?;
+        let http = client(host, &settings, None)?;
         Ok(Registry {
             host: host.to_string(),
             http,
@@ -125,8 +136,82 @@ impl Registry {
         })
     }
 
+    /// Why a first HTTPS contact failed, when it was TLS: with TLS 1.3 a
+    /// registry's refusal of the client certificate comes after the client
+    /// thinks the handshake is done, and the request often fails without
+    /// the alert. A TLS 1.2 handshake ends with the alert itself, so one
+    /// such probe (made only after a failure) tells what happened.
+    async fn diagnose_tls(&self, url: &str) -> Option<String> {
+        let probe = client(
+            &self.host,
+            &self.settings,
+            Some(reqwest::tls::Version::TLS_1_2),
+        )
+        .ok()?;
+        match probe.get(url).send().await {
+            Ok(_) => None,
+            Err(e) => self.tls_problem(&e),
+        }
+    }
+}
+
+/// An HTTP client for a registry: its CAs, client certificate and checks.
+fn client(
+    host: &str,
+    settings: &RegistrySettings,
+    max_tls: Option<reqwest::tls::Version>,
+) -> Result<reqwest::Client> {
+    {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(!settings.tls_verify)
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(300));
+        let mut cas = Vec::new();
+        for pem in &settings.tls.cas {
+            cas.extend(
+                reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| anyhow!("{host}: a CA of the cert dir: {e}"))?,
+            );
+        }
+        if !cas.is_empty() && settings.tls_verify {
+            builder = builder.tls_certs_merge(cas);
+        }
+        if let Some(pem) = &settings.tls.identity {
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| anyhow!("{host}: the client certificate of the cert dir: {e}"))?;
+            builder = builder.identity(identity);
+        }
+        if let Some(v) = max_tls {
+            builder = builder.tls_version_max(v);
+        }
+        builder
+            .build()
+            .map_err(|e| anyhow!("{host}: cannot set up an HTTP client: {e}"))
+    }
+}
+
+impl Registry {
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// A failed request: a TLS problem is fatal (another try would fail the
+    /// same way) and says what failed and what to do; the rest as
+    /// [`from_reqwest`] says.
+    fn failure(&self, e: reqwest::Error) -> Failure {
+        match self.tls_problem(&e) {
+            Some(why) => Failure::Fatal(anyhow!(why)),
+            None => from_reqwest(e),
+        }
+    }
+
+    /// The message for a TLS problem behind `e`, naming the host.
+    fn tls_problem(&self, e: &reqwest::Error) -> Option<String> {
+        let text = chain_text(e);
+        let tls = &self.settings.tls;
+        let why = crate::tls::explain(&text, tls.dir.as_deref(), tls.identity.is_some())?;
+        Some(format!("{}: {why} ({text})", self.host))
     }
 
     /// Who archgate is on this registry, for messages: never the secret.
@@ -174,30 +259,40 @@ impl Registry {
         let https = format!("https://{}", self.host);
         let (base, resp) = match self.http.get(format!("{https}/v2/")).send().await {
             Ok(resp) => (https, resp),
-            Err(e) if !self.settings.tls_verify && (e.is_connect() || e.is_request()) => {
-                let http = format!("http://{}", self.host);
-                tracing::debug!(host = %self.host, "no HTTPS ({e}); trying plain HTTP because tls-verify is off");
-                let resp = self
-                    .http
-                    .get(format!("{http}/v2/"))
-                    .send()
-                    .await
-                    .map_err(from_reqwest)?;
-                (http, resp)
-            }
             Err(e) => {
-                let hint = if e.is_connect() || e.is_request() {
-                    "; if it speaks plain HTTP or has a self-signed certificate, set tls-verify = false for it"
+                if let Some(why) = self.tls_problem(&e) {
+                    return Err(Failure::Fatal(anyhow!(why)));
+                }
+                let connecting = e.is_connect() || e.is_request();
+                if connecting {
+                    if let Some(why) = self.diagnose_tls(&format!("{https}/v2/")).await {
+                        return Err(Failure::Fatal(anyhow!(why)));
+                    }
+                }
+                if connecting && !self.settings.tls_verify {
+                    let http = format!("http://{}", self.host);
+                    tracing::debug!(host = %self.host, "no HTTPS ({e}); trying plain HTTP because tls-verify is off");
+                    let resp = self
+                        .http
+                        .get(format!("{http}/v2/"))
+                        .send()
+                        .await
+                        .map_err(|e| self.failure(e))?;
+                    (http, resp)
                 } else {
-                    ""
-                };
-                return Err(match from_reqwest(e) {
-                    Failure::Transient { why, retry_after } => Failure::Transient {
-                        why: format!("{why}{hint}"),
-                        retry_after,
-                    },
-                    fatal => fatal,
-                });
+                    let hint = if connecting {
+                        "; if it speaks plain HTTP or has a self-signed certificate, set tls-verify = false for it"
+                    } else {
+                        ""
+                    };
+                    return Err(match from_reqwest(e) {
+                        Failure::Transient { why, retry_after } => Failure::Transient {
+                            why: format!("{why}{hint}"),
+                            retry_after,
+                        },
+                        fatal => fatal,
+                    });
+                }
             }
         };
         if let Some(f) = transient_status(&resp) {
@@ -222,7 +317,7 @@ impl Registry {
         let mut refreshed = false;
         loop {
             let req = self.authorize(make(&base), scopes, &key).await?;
-            let resp = req.send().await.map_err(from_reqwest)?;
+            let resp = req.send().await.map_err(|e| self.failure(e))?;
             if resp.status() == StatusCode::UNAUTHORIZED {
                 let mut state = self.state.lock().await;
                 if let Some(c) = challenge_of(resp.headers()) {

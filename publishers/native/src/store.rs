@@ -66,19 +66,24 @@ pub async fn read_current<S: Store>(store: &S, tag: &str) -> Result<Option<Curre
         let mut entries = Vec::new();
         for child in &index.manifests {
             child.check()?;
+            let listed = child.platform.as_ref().map(Platform::from);
             let (config_platform, created) = match config_of(store, child).await {
                 Ok(config) => (config.platform(), config.created),
+                // Without a platform in the index, the config is the only
+                // place the entry's arch can come from: an entry whose arch
+                // cannot be established is never dropped, the target fails.
+                Err(e) if listed.is_none() => {
+                    bail!(
+                        "entry {} of the index under {tag} lists no platform, and its config cannot be read: {e:#}",
+                        child.digest
+                    )
+                }
                 Err(e) => {
                     tracing::debug!(digest = %child.digest, "cannot read the config of an index entry: {e:#}");
                     (None, None)
                 }
             };
-            let platform = child
-                .platform
-                .as_ref()
-                .map(Platform::from)
-                .or(config_platform)
-                .unwrap_or_else(unknown_platform);
+            let platform = listed.or(config_platform).unwrap_or_else(unknown_platform);
             entries.push(Entry {
                 platform,
                 digest: child.digest.clone(),
@@ -92,6 +97,7 @@ pub async fn read_current<S: Store>(store: &S, tag: &str) -> Result<Option<Curre
             digest: desc.digest,
             media_type: desc.media_type,
             entries,
+            annotations: index.annotations.unwrap_or_default(),
         }))
     } else if is_manifest(&desc.media_type) {
         let config = config_of(store, &desc).await?;
@@ -107,6 +113,7 @@ pub async fn read_current<S: Store>(store: &S, tag: &str) -> Result<Option<Curre
             digest: desc.digest,
             media_type: desc.media_type,
             entries: vec![entry],
+            annotations: Default::default(),
         }))
     } else {
         bail!(
@@ -478,7 +485,7 @@ pub async fn publish<S: Store>(
 
     match plan.decision {
         Decision::Published => {
-            let bytes = render_index(&plan.index);
+            let bytes = render_index(&plan.index, &plan.annotations);
             let desc = Descriptor::new(OCI_INDEX, &bytes);
             let tag = target.tag;
             check_not_moved(store, tag, target.planned_from).await?;

@@ -91,6 +91,7 @@ fn a_moved_tag_is_not_overwritten() {
         results: &results,
         current: None,
         settings: &settings,
+        annotations: &Default::default(),
         now: 0,
     })
     .unwrap();

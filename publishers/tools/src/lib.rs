@@ -10,8 +10,12 @@
 //!   push --all` to the target, and `buildah manifest rm` of the list.
 //!
 //! Both run with their own storage (vfs) in a temp dir, and are given the
-//! registry's `tls-verify` and auth file. Their stderr goes into archgate's
-//! error when they fail. Targets in `oci:` layouts are written natively.
+//! registry's `tls-verify`, its cert dir (`--cert-dir`) and its credentials:
+//! the configured auth file, or, for credentials from environment
+//! variables, an auth file written for the run (mode 0600, in the run's temp
+//! dir, removed with it), so that no secret is on a command line. Their
+//! stderr goes into archgate's error when they fail. Targets in `oci:`
+//! layouts are written natively.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,6 +86,30 @@ impl Tools {
         })
     }
 
+    /// An auth file holding `username`/`password` for `host`, written for
+    /// this run with mode 0600; removed with the run's temp dir.
+    pub fn auth_file(&self, host: &str, username: &str, password: &str) -> Result<PathBuf> {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self
+            .dir
+            .path()
+            .join(format!("auth-{}.json", host.replace(['/', ':'], "_")));
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let body = serde_json::json!({"auths": {host: {"auth": token}}});
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.write_all(body.to_string().as_bytes())?;
+        Ok(path)
+    }
+
     fn run(&self, program: &str, args: &[String]) -> Result<String> {
         tracing::debug!(program, ?args, "running");
         let out = Command::new(program)
@@ -148,6 +176,8 @@ pub struct ToolTarget<'a> {
     pub planned_from: Option<&'a str>,
     pub tls_verify: bool,
     pub auth_file: Option<&'a Path>,
+    /// containers-certs.d(5) directory: CAs and a client certificate.
+    pub cert_dir: Option<&'a Path>,
 }
 
 impl ToolTarget<'_> {
@@ -155,6 +185,9 @@ impl ToolTarget<'_> {
         let mut flags = vec![format!("--{prefix}tls-verify={}", self.tls_verify)];
         if let Some(f) = self.auth_file {
             flags.push(format!("--{prefix}authfile={}", f.display()));
+        }
+        if let Some(d) = self.cert_dir {
+            flags.push(format!("--{prefix}cert-dir={}", d.display()));
         }
         flags
     }
@@ -205,7 +238,7 @@ pub async fn publish(
     let digest = match tools.tool {
         Tool::Skopeo => {
             // The index archgate plans, written as the native engine writes it.
-            let bytes = archgate_native::oci::render_index(&plan.index);
+            let bytes = archgate_native::oci::render_index(&plan.index, &plan.annotations);
             let desc =
                 archgate_native::oci::Descriptor::new(archgate_native::oci::OCI_INDEX, &bytes);
             t.repo.push_manifest(&desc, &bytes, Some(t.tag)).await?;

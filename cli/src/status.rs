@@ -1,0 +1,201 @@
+//! `archgate status`: what every repository of every configured image holds
+//! now, per tag, and whether the repositories of one image agree. Reads only.
+
+use std::fmt::Write as _;
+
+use archgate_core::{Arch, ComposeSummary, ImageQuery, Repository};
+use archgate_native::read_current;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::config::Loaded;
+use crate::pipeline::{image_tags, make_source, Options, RunError, Stores};
+
+/// What one repository holds under one tag.
+#[derive(Debug, Serialize)]
+pub struct Holding {
+    /// As configured: `docker://HOST/PATH` or `oci:DIR`.
+    pub repository: String,
+    /// The registry host, or null for a layout.
+    pub registry: Option<String>,
+    pub reference: String,
+    /// The index (or manifest) digest; null when the tag is missing.
+    pub digest: Option<String>,
+    /// Compose arches, or the platform where an entry is no compose arch.
+    pub arches: Vec<String>,
+    /// Why it could not be read; null when it was.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TagStatus {
+    pub tag: String,
+    /// Every repository holds the same digest, or none holds the tag.
+    pub agree: bool,
+    pub repositories: Vec<Holding>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageStatus {
+    pub image: String,
+    pub agree: bool,
+    pub tags: Vec<TagStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub compose: ComposeSummary,
+    pub agree: bool,
+    pub images: Vec<ImageStatus>,
+}
+
+impl Status {
+    /// `1` when something could not be read, else `4` when an image's
+    /// repositories disagree, else `0`.
+    pub fn exit_code(&self) -> u8 {
+        let errors = self.images.iter().any(|i| {
+            i.tags
+                .iter()
+                .any(|t| t.repositories.iter().any(|r| r.error.is_some()))
+        });
+        match (errors, self.agree) {
+            (true, _) => 1,
+            (false, false) => 4,
+            (false, true) => 0,
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "compose {} ({})", self.compose.id, self.compose.status);
+        for image in &self.images {
+            let word = |agree: bool| if agree { "agree" } else { "DISAGREE" };
+            let _ = writeln!(out, "{}: {}", image.image, word(image.agree));
+            for tag in &image.tags {
+                let _ = writeln!(out, "  {}: {}", tag.tag, word(tag.agree));
+                let width = tag
+                    .repositories
+                    .iter()
+                    .map(|r| r.reference.len())
+                    .max()
+                    .unwrap_or(0);
+                for r in &tag.repositories {
+                    let what = match (&r.error, &r.digest) {
+                        (Some(e), _) => format!("error: {e}"),
+                        (None, None) => "missing".to_string(),
+                        (None, Some(d)) => format!("{d}  {}", r.arches.join(" ")),
+                    };
+                    let _ = writeln!(out, "    {:<width$}  {what}", r.reference);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Reads every (image, tag, repository) concurrently, a few at a time.
+pub fn status(loaded: &Loaded, opts: &Options) -> Result<Status, RunError> {
+    let config = &loaded.config;
+    let source = make_source(loaded, opts)?;
+    let queries: Vec<ImageQuery> = config
+        .image
+        .iter()
+        .map(|i| ImageQuery {
+            name: i.name.get_ref().clone(),
+            matcher: i.matcher.clone(),
+        })
+        .collect();
+    let results = source
+        .load(&queries)
+        .map_err(|e| RunError::Input(e.to_string()))?;
+    let stores = Stores::new(Some(loaded), &[])?;
+    let releases = config.release.releases();
+
+    // (image index, tag, repository) in the order they are reported.
+    let mut reads = Vec::new();
+    let mut images = Vec::new();
+    for (i, image) in config.image.iter().enumerate() {
+        let tags = image_tags(loaded, image, &results.compose, &releases)?;
+        let mut tag_list = Vec::new();
+        for (tag, _) in tags.into_iter().filter(|(_, named)| *named) {
+            for repository in &image.repositories {
+                reads.push((i, tag.clone(), repository));
+            }
+            tag_list.push(tag);
+        }
+        images.push((image.name.get_ref().clone(), tag_list));
+    }
+    let held: Vec<Holding> = stores.block_on(
+        futures_util::stream::iter(reads.iter().map(|(_, tag, repository)| {
+            let store = stores.store(Some(loaded), repository);
+            let reference = repository.tagged(tag);
+            let registry = match repository {
+                Repository::Registry { host, .. } => Some(host.clone()),
+                Repository::Layout { .. } => None,
+            };
+            let name = repository.to_string();
+            async move {
+                let (digest, arches, error) = match read_current(&store, tag).await {
+                    Ok(Some(c)) => {
+                        let arches = c
+                            .entries
+                            .iter()
+                            .map(|e| match Arch::from_platform(&e.platform) {
+                                Some(a) => a.to_string(),
+                                None => e.platform.to_string(),
+                            })
+                            .collect();
+                        (Some(c.digest), arches, None)
+                    }
+                    Ok(None) => (None, Vec::new(), None),
+                    Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
+                };
+                Holding {
+                    repository: name,
+                    registry,
+                    reference,
+                    digest,
+                    arches,
+                    error,
+                }
+            }
+        }))
+        .buffered(8)
+        .collect(),
+    );
+    let mut held = held.into_iter();
+    let mut out = Vec::new();
+    for (name, tags) in images {
+        let image = config
+            .image
+            .iter()
+            .find(|i| i.name.get_ref() == &name)
+            .expect("listed from the config");
+        let mut tag_status = Vec::new();
+        for tag in tags {
+            let repositories: Vec<Holding> = held.by_ref().take(image.repositories.len()).collect();
+            let first = repositories.first().map(|r| &r.digest);
+            let agree = repositories
+                .iter()
+                .all(|r| r.error.is_none() && Some(&r.digest) == first);
+            tag_status.push(TagStatus {
+                tag,
+                agree,
+                repositories,
+            });
+        }
+        out.push(ImageStatus {
+            image: name,
+            agree: tag_status.iter().all(|t| t.agree),
+            tags: tag_status,
+        });
+    }
+    Ok(Status {
+        compose: ComposeSummary {
+            id: results.compose.id.clone(),
+            status: results.compose.status.clone(),
+        },
+        agree: out.iter().all(|i| i.agree),
+        images: out,
+    })
+}
