@@ -537,3 +537,51 @@ fn a_broken_cache_entry_is_a_miss() {
         assert!(v["layers"].as_array().is_some_and(|l| !l.is_empty()));
     }
 }
+
+/// `examples/fedora.toml`, Fedora's own mapping, planned over a compose
+/// productmd wrote; its two registries stand in as layouts.
+#[test]
+fn the_fedora_example_plans() {
+    let tmp = composes();
+    let dir = tmp.path();
+    let example =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fedora.toml"))
+            .unwrap();
+    let text = example
+        .replace(
+            "docker://registry.fedoraproject.org/",
+            "oci:out/registry.fedoraproject.org/",
+        )
+        .replace("docker://quay.io/fedora/", "oci:out/quay.io/fedora/");
+    assert_ne!(text, example);
+    let cfg = dir.join("fedora.toml");
+    fs::write(&cfg, text).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    // fedora-minimal is not in this compose: refused, exit 3.
+    let (_, r) = report(
+        dir,
+        &[3],
+        &[
+            "plan",
+            "-c",
+            cfg,
+            "--compose",
+            &format!("{}/compose", compose(dir, "f41-incomplete")),
+        ],
+    );
+    insta::assert_json_snapshot!("fedora_example_f41_incomplete", r);
+    let references: Vec<&str> = r["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["reference"].as_str().unwrap())
+        .collect();
+    assert!(
+        references.contains(&"oci:out/quay.io/fedora/fedora:latest"),
+        "{references:?}"
+    );
+    assert!(
+        !references.iter().any(|r| r.ends_with(":rawhide")),
+        "{references:?}"
+    );
+}
