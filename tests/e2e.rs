@@ -2,6 +2,8 @@
 //! layout targets, checked by reading the layouts (with archgate's reader
 //! and with skopeo), not the logs.
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,16 +18,11 @@ struct Run {
 }
 
 fn archgate(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_archgate"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("ARCHGATE_LOG")
-        .output()
-        .expect("run archgate");
+    let (code, stdout, stderr) = support::archgate(dir, args);
     Run {
-        code: out.status.code().expect("archgate exited by signal"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code,
+        stdout,
+        stderr,
     }
 }
 

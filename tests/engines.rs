@@ -6,7 +6,6 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use archgate_fixtures::{write_dir_compose, ArchFixture, Image};
 use serde_json::Value;
@@ -115,19 +114,12 @@ fn scenarios(engine: &str) -> Vec<(Vec<String>, State)> {
     for args in steps {
         let mut full = vec!["publish", "--format", "json"];
         full.extend_from_slice(args);
-        let run = Command::new(env!("CARGO_BIN_EXE_archgate"))
-            .args(&full)
-            .current_dir(dir)
-            .env("ARCHGATE_CACHE_DIR", dir.join("cache"))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&run.stderr);
-        let code = run.status.code().unwrap();
+        let (code, stdout, stderr) = support::archgate(dir, &full);
         assert!(
             code == 0 || code == 3,
             "{engine} {args:?}: exit {code}: {stderr}"
         );
-        let r: Value = serde_json::from_slice(&run.stdout).unwrap();
+        let r: Value = serde_json::from_str(&stdout).unwrap();
         let decisions = r["targets"]
             .as_array()
             .unwrap()
@@ -162,14 +154,8 @@ fn a_missing_tool_is_a_usage_error_naming_the_package() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     setup(dir, "127.0.0.1:1", "buildah");
-    let run = Command::new(env!("CARGO_BIN_EXE_archgate"))
-        .args(["plan"])
-        .current_dir(dir)
-        .env("PATH", "/nonexistent")
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let (code, _, stderr) = support::archgate_env(dir, &["plan"], &[("PATH", "/nonexistent")]);
+    assert_eq!(code, 2);
     assert!(
         stderr.contains("`buildah` is not installed") && stderr.contains("apt-get install buildah"),
         "{stderr}"

@@ -1,6 +1,6 @@
 //! The Pungi source end to end: fixture composes that look like Fedora's,
 //! planned (and published) through the binary. Each plan is snapshotted;
-//! review them against SPEC section 3.
+//! review them against docs/gate.md.
 
 mod support;
 

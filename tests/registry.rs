@@ -84,21 +84,11 @@ impl Work {
     }
 
     fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_archgate"));
-        cmd.args(args)
-            .current_dir(&self.dir)
-            .env_remove("ARCHGATE_LOG");
-        // No auth file from the machine running the tests.
-        for k in ["REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG"] {
-            cmd.env_remove(k);
-        }
-        cmd.env("HOME", &self.dir);
-        cmd.envs(env.iter().copied());
-        let out = cmd.output().unwrap();
+        let (code, stdout, stderr) = support::archgate_env(&self.dir, args, env);
         Run {
-            code: out.status.code().unwrap(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code,
+            stdout,
+            stderr,
         }
     }
 

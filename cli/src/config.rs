@@ -1,4 +1,4 @@
-//! `archgate.toml` (SPEC section 6). Everything is checked while it is read,
+//! `archgate.toml` (docs/configuration.md). Everything is checked while it is read,
 //! so every error names the file, the line and the key.
 
 use std::collections::BTreeMap;

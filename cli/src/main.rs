@@ -3,6 +3,7 @@
 mod config;
 mod inspect;
 mod pipeline;
+mod progress;
 mod status;
 
 use std::io::{IsTerminal, Write};
@@ -10,20 +11,34 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use archgate_core::{Policy, Report};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::pipeline::{Options, RunError};
+
+/// The version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ARCHGATE_COMMIT"),
+    ")"
+);
 
 #[derive(Parser)]
 #[command(
     name = "archgate",
-    version,
-    about = "Publish multi-arch container indexes from a compose without silently dropping an arch"
+    version = VERSION,
+    about = "Publish multi-arch container indexes from a compose without silently dropping an arch",
+    after_help = "Exit codes: 0 every target published or unchanged; 3 a target refused by the gate; \
+1 an error; 2 bad usage or configuration; 4 (status) repositories disagree.\n\
+Documentation: docs/ in the archgate repository, and man archgate."
 )]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug). ARCHGATE_LOG takes a tracing filter.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// No progress display (it is only ever shown on a terminal's stderr).
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +77,13 @@ enum Command {
     /// Source plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages (archgate.1 and one per command) into DIR.
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Show what a reference points to: digest, media type, and each entry.
     Inspect {
         /// oci:DIR:TAG or docker://HOST/PATH:TAG (a bare HOST/PATH:TAG too).
@@ -125,7 +147,7 @@ fn parse_policy(s: &str) -> Result<Policy, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.quiet);
     let code = match cli.command {
         Command::Plan(run) => run_and_report(&run, true, None),
         Command::Publish {
@@ -138,6 +160,18 @@ fn main() -> ExitCode {
             compose,
             format,
         } => status(&config, compose, format),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "archgate", &mut std::io::stdout());
+            0
+        }
+        Command::Manpages { dir } => match manpages(&dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("archgate: {}: {e}", dir.display());
+                1
+            }
+        },
         Command::Plugin(PluginCommand::Check {
             library,
             location,
@@ -156,7 +190,12 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn init_logging(verbose: u8) {
+/// Logs on stderr; and, when stderr is a terminal and `--quiet` is not
+/// given, the progress display there too.
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -164,12 +203,28 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARCHGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    let not_progress =
+        tracing_subscriber::filter::filter_fn(|m| m.target() != archgate_native::progress::TARGET);
+    let terminal = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry();
+    if terminal && !quiet {
+        let progress = progress::ProgressLayer::new();
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(progress.writer())
+            .with_ansi(true)
+            .with_target(false)
+            .with_filter(filter)
+            .with_filter(not_progress);
+        registry.with(logs).with(progress).init();
+    } else {
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(terminal)
+            .with_target(false)
+            .with_filter(filter)
+            .with_filter(not_progress);
+        registry.with(logs).init();
+    }
 }
 
 fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> u8 {
@@ -224,6 +279,28 @@ fn status(config: &Path, compose: Option<String>, format: Format) -> u8 {
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
     status.exit_code()
+}
+
+/// `archgate.1`, and `archgate-COMMAND.1` for each command, from the same
+/// clap definitions as `--help`.
+fn manpages(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut pages = vec![("archgate".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        let name = format!("archgate-{}", sub.get_name());
+        let page = sub
+            .clone()
+            .name(name.clone())
+            .bin_name(name.replace('-', " "));
+        pages.push((name, page));
+    }
+    for (name, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page.version(VERSION)).render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.1")), out)?;
+    }
+    Ok(())
 }
 
 fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {

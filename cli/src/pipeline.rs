@@ -327,9 +327,12 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<Report, RunError> {
     }
 
     // Publish.
+    let total = targets.len() as u64;
     if !opts.dry_run {
-        for (i, target) in &mut targets {
+        archgate_native::progress::targets(0, total);
+        for (done, (i, target)) in targets.iter_mut().enumerate() {
             publish_target(loaded, &stores, tools.as_ref(), target, &artifacts[*i]);
+            archgate_native::progress::targets(done as u64 + 1, total);
         }
     }
 

@@ -1,4 +1,4 @@
-//! Compose arch names and their registry platforms (SPEC section 2).
+//! Compose arch names and their registry platforms (docs/gate.md).
 
 use std::fmt;
 use std::str::FromStr;

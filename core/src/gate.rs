@@ -1,4 +1,4 @@
-//! The gate (SPEC section 3): one pure decision per target.
+//! The gate (docs/gate.md): one pure decision per target.
 //!
 //! [`decide`] takes what this compose built for an image, what the target
 //! holds now, and the gate settings, and returns a [`TargetPlan`]: the

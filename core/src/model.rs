@@ -43,7 +43,7 @@ impl ComposeStatus {
         }
     }
 
-    /// Only finished composes may be published (SPEC section 3, hard refusals).
+    /// Only finished composes may be published (docs/gate.md, hard refusals).
     pub fn is_finished(&self) -> bool {
         matches!(
             self,

@@ -1,4 +1,4 @@
-//! The report (SPEC section 7): the plans plus what happened, as JSON or text.
+//! The report (docs/report.md): the plans plus what happened, as JSON or text.
 
 use std::fmt::Write as _;
 
@@ -56,7 +56,7 @@ impl From<&ArchPlan> for ArchReport {
 }
 
 impl Report {
-    /// SPEC section 5: 0 all published or unchanged, 3 a refusal and no
+    /// the CLI (README): 0 all published or unchanged, 3 a refusal and no
     /// error, 1 an error.
     pub fn exit_code(&self) -> i32 {
         let any = |d: Decision| self.targets.iter().any(|t| t.decision == d);

@@ -1,5 +1,5 @@
 //! The gate's rules as a table of scenarios, each rendered and snapshotted.
-//! Review every snapshot against SPEC section 3 before accepting it.
+//! Review every snapshot against docs/gate.md before accepting it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -246,7 +246,7 @@ fn scenarios() -> Vec<Scenario> {
         // A source need not read an unfinished compose's images (Pungi's
         // STARTED has no images.json): the status is the one reason.
         scenario("compose_doomed_unread", vec![], both_v1()).status("DOOMED"),
-        // Annotations (SPEC 6): same entries and same annotations are
+        // Annotations (docs/configuration.md): same entries and same annotations are
         // unchanged; a new compose's annotations make a new index of the
         // same, unchanged entries.
         scenario(

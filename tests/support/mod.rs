@@ -669,21 +669,43 @@ impl Proxy {
     }
 }
 
-/// Runs the archgate binary in `dir` with its own artifact cache there:
-/// (exit code, stdout, stderr).
+/// Runs the archgate binary in `dir`: (exit code, stdout, stderr).
 pub fn archgate(dir: &Path, args: &[&str]) -> (i32, String, String) {
     archgate_env(dir, args, &[])
 }
 
-/// [`archgate`] with more environment variables.
+/// [`archgate`] with more environment variables (set last, so they may
+/// override). The run is hermetic: `HOME` is `dir`, the artifact cache is
+/// `dir/cache`, and no auth file or log filter of the machine running the
+/// tests is seen. Every report it prints (`--format json`) or writes
+/// (`--report FILE`) is checked against `docs/report.schema.json`.
 pub fn archgate_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_archgate"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_archgate"));
+    cmd.args(args)
         .current_dir(dir)
-        .env("ARCHGATE_CACHE_DIR", dir.join("cache"))
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+        .env("HOME", dir)
+        .env("ARCHGATE_CACHE_DIR", dir.join("cache"));
+    for k in [
+        "ARCHGATE_LOG",
+        "REGISTRY_AUTH_FILE",
+        "XDG_RUNTIME_DIR",
+        "DOCKER_CONFIG",
+        "XDG_CACHE_HOME",
+    ] {
+        cmd.env_remove(k);
+    }
+    let out = cmd.envs(env.iter().copied()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if matches!(args.first(), Some(&"plan" | &"publish")) {
+        if let Ok(report) = serde_json::from_str::<serde_json::Value>(&stdout) {
+            check_report(&report);
+        }
+        if let Some(i) = args.iter().position(|a| *a == "--report") {
+            if let Ok(bytes) = std::fs::read(dir.join(args[i + 1])) {
+                check_report(&serde_json::from_slice(&bytes).expect("the report file is JSON"));
+            }
+        }
+    }
     (
         out.status.code().unwrap(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -803,6 +825,29 @@ pub fn serve_dir(root: PathBuf) -> (Server, Log) {
         }
     });
     (server, log)
+}
+
+/// The report schema of the project's docs.
+pub fn report_schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/report.schema.json");
+        let schema: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).expect("docs/report.schema.json is a valid schema")
+    })
+}
+
+/// Panics, listing every violation, when `report` does not follow the schema.
+pub fn check_report(report: &serde_json::Value) {
+    let errors: Vec<String> = report_schema()
+        .iter_errors(report)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the report breaks docs/report.schema.json: {errors:#?}\n{report:#}"
+    );
 }
 
 pub fn sha256(bytes: &[u8]) -> String {

@@ -69,6 +69,7 @@ pub struct HashingReader<R> {
     inner: R,
     hash: FileHash,
     pub count: u64,
+    meter: Option<crate::progress::ReadMeter>,
 }
 
 impl<R: Read> HashingReader<R> {
@@ -85,11 +86,21 @@ impl<R: Read> HashingReader<R> {
             inner,
             hash,
             count: 0,
+            meter: None,
         }
+    }
+
+    /// Reports progress as it reads (see [`crate::progress`]).
+    pub fn with_meter(mut self, meter: crate::progress::ReadMeter) -> Self {
+        self.meter = Some(meter);
+        self
     }
 
     /// The hex digest (when hashing) and the number of bytes read.
     pub fn finish(self) -> (Option<String>, u64) {
+        if let Some(m) = &self.meter {
+            m.finish(self.count);
+        }
         let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect();
         let digest = match self.hash {
             FileHash::None => None,
@@ -114,6 +125,9 @@ impl<R: Read> Read for HashingReader<R> {
             FileHash::Sha512(h) => h.update(data),
         }
         self.count += n as u64;
+        if let Some(m) = &mut self.meter {
+            m.at(self.count);
+        }
         Ok(n)
     }
 }

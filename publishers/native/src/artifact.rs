@@ -59,7 +59,7 @@ impl ResolvedArtifact {
 pub enum ReadFailure {
     /// The artifact itself cannot be used: missing, unreadable, bad
     /// checksum, unsafe or broken archive, built for another arch. Its arch
-    /// counts as failed (SPEC section 3).
+    /// counts as failed (docs/gate.md).
     Unusable(String),
     /// archgate's own fault: a reader that panicked or stopped, I/O on its
     /// own files (the spool). Every target of the image is an error and
@@ -94,7 +94,7 @@ fn injected_fault(arch: Arch) {
 }
 
 /// Reads the artifact of one arch. [`ReadFailure::Unusable`] is the reason
-/// that arch counts as failed (SPEC section 3).
+/// that arch counts as failed (docs/gate.md).
 pub fn resolve(arch: Arch, artifact: &Artifact) -> Result<ResolvedArtifact, ReadFailure> {
     resolve_cached(arch, artifact, None)
 }
@@ -283,7 +283,15 @@ fn resolve_stream(
 ) -> Result<ResolvedArtifact> {
     use std::io::BufRead;
     let checksum = artifact.checksum.as_ref();
-    let mut hashing = archive::HashingReader::new(raw, checksum.map(|c| c.algo));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let total = artifact
+        .size
+        .or_else(|| std::fs::metadata(path).ok().map(|m| m.len()));
+    let meter = crate::progress::ReadMeter::new(format!("read {arch} {name}"), total);
+    let mut hashing = archive::HashingReader::new(raw, checksum.map(|c| c.algo)).with_meter(meter);
     let (scan, compression) = {
         let mut buffered = io::BufReader::with_capacity(1 << 20, &mut hashing);
         let compression = archive::detect_bytes(buffered.fill_buf()?);
@@ -388,7 +396,7 @@ impl Image {
 
 /// The platform of a config, checked against the arch it was delivered as.
 /// A config that gives the arch's architecture without a variant gets the
-/// arch's default variant (`arm` is `linux/arm/v7`, SPEC section 2), so an
+/// arch's default variant (`arm` is `linux/arm/v7`, docs/gate.md), so an
 /// old armhfp image keeps its platform.
 fn check_platform(arch: Arch, config: &Config) -> Result<Platform> {
     let default = arch.default_platform();

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cache;
 pub mod layout;
 pub mod oci;
+pub mod progress;
 pub mod registry;
 pub mod store;
 pub mod tls;

@@ -1,6 +1,6 @@
 //! One interface for every place a target lives (an OCI layout, a registry
 //! repository), and the two things archgate does with it: read a tag's
-//! current index, and carry a target plan out (SPEC section 4).
+//! current index, and carry a target plan out (docs/gate.md).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -254,6 +254,7 @@ where
                 .await
                 .with_context(|| format!("blob {}", desc.digest))?;
             tracing::debug!(store = %store.name(), digest = %desc.digest, size = desc.size, "blob pushed from archive");
+            crate::progress::pushed(&format!("push {}", store.name()), desc.size);
             n += 1;
         }
         anyhow::Ok(n)
@@ -448,6 +449,7 @@ pub async fn publish<S: Store>(
             }
             .with_context(|| format!("blob {}", desc.digest))?;
             tracing::info!(store = %store.name(), digest = %desc.digest, size = desc.size, secs = started.elapsed().as_secs_f32(), "blob pushed");
+            crate::progress::pushed(&format!("push {}", store.name()), desc.size);
             anyhow::Ok(())
         })
         .buffer_unordered(UPLOAD_CONCURRENCY)
@@ -503,7 +505,7 @@ pub async fn publish<S: Store>(
 }
 
 /// Fails when the tag no longer points where it did when the target was
-/// planned (SPEC section 4): both digests are named, nothing is written.
+/// planned (docs/gate.md): both digests are named, nothing is written.
 pub async fn check_not_moved<S: Store>(
     store: &S,
     tag: &str,

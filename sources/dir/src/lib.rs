@@ -1,4 +1,4 @@
-//! The `dir` source: a directory of build outputs (SPEC section 6).
+//! The `dir` source: a directory of build outputs (docs/configuration.md).
 //!
 //! ```text
 //! LOCATION/compose.toml          optional: id, status, release, date, respin

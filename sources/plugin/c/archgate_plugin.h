@@ -1,4 +1,4 @@
-/* archgate source plugin ABI, version 1. See docs/plugin-abi.md. */
+/* archgate source plugin ABI, version 1. See docs/plugins.md. */
 #ifndef ARCHGATE_PLUGIN_H
 #define ARCHGATE_PLUGIN_H
 

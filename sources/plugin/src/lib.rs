@@ -1,5 +1,5 @@
 //! The `plugin` source: a shared library that implements archgate's source
-//! ABI (docs/plugin-abi.md). Loaded with libloading; the request goes in and
+//! ABI (docs/plugins.md). Loaded with libloading; the request goes in and
 //! the results come out as JSON; the library frees what it allocated.
 
 use std::collections::BTreeMap;

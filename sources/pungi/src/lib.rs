@@ -1,5 +1,5 @@
 //! The `pungi` source: a Pungi compose, read from its productmd metadata
-//! (SPEC section 6, `../shared/reference/formats.md`).
+//! (docs/sources.md says which shapes are read).
 //!
 //! ```text
 //! ROOT/STATUS                                 FINISHED, FINISHED_INCOMPLETE, DOOMED, ...

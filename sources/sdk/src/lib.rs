@@ -17,7 +17,7 @@
 //!
 //! Build it as a `cdylib` and point `[source] library` at the `.so`. The ABI
 //! (one symbol, JSON across it, who frees what) is described in
-//! `docs/plugin-abi.md`; this crate implements it, and catches panics at the
+//! `docs/plugins.md`; this crate implements it, and catches panics at the
 //! boundary so that a panicking plugin becomes an error, not a crash.
 
 use std::collections::BTreeMap;

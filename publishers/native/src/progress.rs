@@ -1,0 +1,54 @@
+//! Progress of long work, as `tracing` events on the target
+//! [`TARGET`]: bytes read per artifact, bytes pushed per repository, targets
+//! done. archgate's CLI draws them (on a terminal only); without a
+//! subscriber for that target they cost next to nothing.
+
+/// The `tracing` target of progress events.
+pub const TARGET: &str = "archgate::progress";
+
+/// `done` of `total` bytes of an artifact read (`label`: arch and file).
+pub fn read(label: &str, done: u64, total: Option<u64>) {
+    tracing::info!(target: "archgate::progress", kind = "read", label, done, total = total.unwrap_or(0));
+}
+
+/// `bytes` more pushed to a repository (`label`: the store's name).
+pub fn pushed(label: &str, bytes: u64) {
+    tracing::info!(target: "archgate::progress", kind = "push", label, bytes);
+}
+
+/// `done` of `total` targets finished.
+pub fn targets(done: u64, total: u64) {
+    tracing::info!(target: "archgate::progress", kind = "targets", label = "targets", done, total);
+}
+
+/// Reports reading progress every [`STEP`] bytes.
+pub struct ReadMeter {
+    label: String,
+    total: Option<u64>,
+    next: u64,
+}
+
+const STEP: u64 = 4 << 20;
+
+impl ReadMeter {
+    pub fn new(label: String, total: Option<u64>) -> ReadMeter {
+        read(&label, 0, total);
+        ReadMeter {
+            label,
+            total,
+            next: STEP,
+        }
+    }
+
+    /// `done` bytes read so far.
+    pub fn at(&mut self, done: u64) {
+        if done >= self.next {
+            read(&self.label, done, self.total);
+            self.next = done + STEP;
+        }
+    }
+
+    pub fn finish(&self, done: u64) {
+        read(&self.label, done, Some(self.total.unwrap_or(done)));
+    }
+}
