@@ -418,6 +418,183 @@ fn check(loaded: &Loaded) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// What the command line adds to the configuration.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    pub compose: Option<String>,
+    pub policy: Option<Policy>,
+    pub dry_run: bool,
+}
+
+impl Loaded {
+    /// The run this configuration and these options ask for: every path
+    /// resolved, every registry's credentials and cert dir read.
+    pub fn run_spec(&self, opts: &Options) -> Result<archgate_runner::RunSpec, ConfigError> {
+        use archgate_runner::{Engine, GateSpec, ImageSpec, RepoSpec, RunSpec};
+        let config = &self.config;
+        let mut registries = BTreeMap::new();
+        for image in &config.image {
+            for repo in &image.repositories {
+                if let Repository::Registry { host, .. } = repo {
+                    if !registries.contains_key(host) {
+                        registries.insert(host.clone(), self.registry_spec(host)?);
+                    }
+                }
+            }
+        }
+        let images = config
+            .image
+            .iter()
+            .map(|i| ImageSpec {
+                name: i.name.get_ref().clone(),
+                origin: format!(
+                    "{}:{}",
+                    self.path.display(),
+                    line_of(&self.text, i.name.span().start)
+                ),
+                matcher: i.matcher.clone(),
+                repositories: i
+                    .repositories
+                    .iter()
+                    .map(|r| RepoSpec {
+                        repository: r.clone(),
+                        layout_dir: match r {
+                            Repository::Layout { dir } => Some(self.resolve_path(dir)),
+                            Repository::Registry { .. } => None,
+                        },
+                    })
+                    .collect(),
+                tags: i.tags.clone(),
+                arch_tag: i.arch_tag.clone(),
+                annotations: i.annotations.clone(),
+                arches: i.arches.clone(),
+                policy: i.policy,
+            })
+            .collect();
+        Ok(RunSpec {
+            source: self.source_spec(opts)?,
+            engine: match config.publisher.engine {
+                EngineKind::Native => Engine::Native,
+                EngineKind::Skopeo => Engine::Skopeo,
+                EngineKind::Buildah => Engine::Buildah,
+            },
+            gate: GateSpec {
+                policy: config.gate.policy,
+                required: config.gate.required_arches.clone(),
+                retired: config.gate.retired_arches.clone(),
+                max_carry_age: config.gate.max_carry_age,
+            },
+            policy_override: opts.policy,
+            releases: config.release.releases(),
+            registries,
+            images,
+            dry_run: opts.dry_run,
+        })
+    }
+
+    fn source_spec(&self, opts: &Options) -> Result<archgate_runner::SourceSpec, ConfigError> {
+        use archgate_runner::SourceSpec;
+        let source = &self.config.source;
+        let file = self.path.display();
+        let location = match (&opts.compose, &source.location) {
+            (Some(cli), _) => Some(cli.clone()),
+            (None, Some(loc)) if loc.contains("://") => Some(loc.clone()),
+            (None, Some(loc)) if source.kind == SourceKind::Koji => Some(loc.clone()),
+            (None, Some(loc)) => Some(self.resolve_path(loc).to_string_lossy().into_owned()),
+            (None, None) => None,
+        };
+        let need_location = || {
+            location.clone().ok_or_else(|| {
+                ConfigError(format!(
+                    "{file}: [source] location is not set and --compose was not given"
+                ))
+            })
+        };
+        Ok(match source.kind {
+            SourceKind::Dir => SourceSpec::Dir {
+                location: PathBuf::from(need_location()?),
+            },
+            SourceKind::Pungi => SourceSpec::Pungi {
+                location: need_location()?,
+            },
+            SourceKind::Koji => {
+                let missing = |key: &str| {
+                    ConfigError(format!("{file}: [source] kind \"koji\" needs `{key}`"))
+                };
+                SourceSpec::Koji {
+                    hub: source.hub.clone().ok_or_else(|| missing("hub"))?,
+                    topurl: source.topurl.clone().ok_or_else(|| missing("topurl"))?,
+                    task: location.ok_or_else(|| {
+                        ConfigError(format!("{file}: [source] location (the Koji task id) is not set and --compose was not given"))
+                    })?,
+                }
+            }
+            SourceKind::Plugin => SourceSpec::Plugin {
+                library: self.resolve_path(source.library.as_deref().ok_or_else(|| {
+                    ConfigError(format!("{file}: [source] kind \"plugin\" needs `library`"))
+                })?),
+                location,
+                settings: serde_json::to_value(source.settings.clone().unwrap_or_default())
+                    .map_err(|e| ConfigError(format!("{file}: [source] settings: {e}")))?,
+            },
+        })
+    }
+
+    /// How `host` is reached: `[registry."HOST"]` with the credentials
+    /// (environment variables first, then auth files) and the cert dir read.
+    pub fn registry_spec(&self, host: &str) -> Result<archgate_runner::RegistrySpec, ConfigError> {
+        registry_spec(Some(self), host)
+    }
+}
+
+/// [`Loaded::registry_spec`], or the defaults for a host without a
+/// configuration (`archgate inspect` without `-c`).
+pub fn registry_spec(
+    loaded: Option<&Loaded>,
+    host: &str,
+) -> Result<archgate_runner::RegistrySpec, ConfigError> {
+    let configured = loaded.and_then(|l| l.config.registry.get(host));
+    let resolve = |f: &str| match loaded {
+        Some(l) => l.resolve_path(f),
+        None => PathBuf::from(f),
+    };
+    let error = |e: anyhow::Error| {
+        let place = loaded
+            .map(|l| format!("{}: ", l.path.display()))
+            .unwrap_or_default();
+        ConfigError(format!("{place}[registry.\"{host}\"]: {e:#}"))
+    };
+    let auth_file = configured.and_then(|c| c.auth_file.as_deref()).map(resolve);
+    let env_credentials =
+        match configured.and_then(|c| c.username_env.as_deref().zip(c.password_env.as_deref())) {
+            Some((user, pass)) => Some(archgate_native::auth::from_env(user, pass).map_err(error)?),
+            None => None,
+        };
+    let from_env = env_credentials.is_some();
+    let credentials = match env_credentials {
+        Some(c) => Some(c),
+        None => archgate_native::auth::lookup(host, auth_file.as_deref()).map_err(error)?,
+    };
+    let configured_dir = configured.and_then(|c| c.cert_dir.as_deref()).map(resolve);
+    let cert_dir =
+        archgate_native::tls::cert_dir(host, configured_dir.as_deref()).map_err(error)?;
+    let tls = match &cert_dir {
+        Some(dir) => archgate_native::tls::load(dir).map_err(error)?,
+        None => Default::default(),
+    };
+    if let Some(dir) = &cert_dir {
+        tracing::debug!(host, dir = %dir.display(), cas = tls.cas.len(), client_certificate = tls.identity.is_some(), "cert dir");
+    }
+    Ok(archgate_runner::RegistrySpec {
+        tls_verify: configured.is_none_or(|c| c.tls_verify),
+        credentials,
+        cert_dir,
+        tls,
+        auth_file,
+        env_credentials: from_env,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,14 @@
 
 use std::fmt::Write as _;
 
-use archgate_core::Reference;
-use archgate_native::read_current;
+use std::collections::BTreeMap;
+
+use archgate_core::{Reference, Repository};
+use archgate_native::{read_current, Depth};
+use archgate_runner::{RepoSpec, Runner};
 use serde_json::json;
 
 use crate::config::Loaded;
-use crate::pipeline::Stores;
 
 /// `loaded` gives `[registry]` settings (TLS, auth file) when a configuration is at hand.
 pub fn inspect(reference: &str, as_json: bool, loaded: Option<&Loaded>) -> u8 {
@@ -22,7 +24,27 @@ pub fn inspect(reference: &str, as_json: bool, loaded: Option<&Loaded>) -> u8 {
         eprintln!("archgate: {reference}: name a tag, e.g. {reference}:latest");
         return 2;
     };
-    let stores = match Stores::new(loaded, &[&parsed.repository]) {
+    let mut registries = BTreeMap::new();
+    if let Repository::Registry { host, .. } = &parsed.repository {
+        match crate::config::registry_spec(loaded, host) {
+            Ok(spec) => {
+                registries.insert(host.clone(), spec);
+            }
+            Err(e) => {
+                eprintln!("archgate: {e}");
+                return 2;
+            }
+        }
+    }
+    let rt = match crate::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("archgate: {e}");
+            return e.exit_code();
+        }
+    };
+    let runner = Runner::new(crate::env());
+    let stores = match runner.stores(&registries) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("archgate: {e}");
@@ -30,8 +52,11 @@ pub fn inspect(reference: &str, as_json: bool, loaded: Option<&Loaded>) -> u8 {
         }
     };
     // Layout paths in a reference are relative to the working directory.
-    let store = stores.store(None, &parsed.repository);
-    let current = stores.block_on(read_current(&store, tag));
+    let store = stores.store(&RepoSpec {
+        repository: parsed.repository.clone(),
+        layout_dir: None,
+    });
+    let current = rt.block_on(read_current(&store, tag, Depth::Configs));
     let current = match current {
         Ok(Some(c)) => c,
         Ok(None) => {

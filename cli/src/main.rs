@@ -2,7 +2,6 @@
 
 mod config;
 mod inspect;
-mod pipeline;
 mod progress;
 mod status;
 
@@ -10,10 +9,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use archgate_core::{Policy, Report};
+use archgate_core::{ErrorKind, Policy, Report};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::pipeline::{Options, RunError};
+use crate::config::Options;
+use archgate_runner::{Env, RunError, Runner};
 
 /// The version and the commit it was built from.
 const VERSION: &str = concat!(
@@ -184,7 +184,7 @@ fn main() -> ExitCode {
             config,
         } => match config.map(|c| config::load(&c)).transpose() {
             Ok(loaded) => inspect::inspect(&reference, format == Format::Json, loaded.as_ref()),
-            Err(e) => fail(&RunError::Config(e.0)),
+            Err(e) => fail(&config_error(e)),
         },
     };
     ExitCode::from(code)
@@ -227,18 +227,49 @@ fn init_logging(verbose: u8, quiet: bool) {
     }
 }
 
+/// What the runner is handed from this process's environment, once.
+fn env() -> Env {
+    Env {
+        cache_dir: archgate_native::cache::default_dir(),
+        temp_root: std::env::temp_dir(),
+        clock: Env::system_clock(),
+    }
+}
+
+/// The one async runtime of a command.
+fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            RunError::new(
+                ErrorKind::Internal,
+                format!("cannot start the async runtime: {e}"),
+            )
+        })
+}
+
+fn config_error(e: config::ConfigError) -> RunError {
+    RunError::new(ErrorKind::Config, e.0)
+}
+
 fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> u8 {
-    let loaded = match config::load(&args.config) {
-        Ok(loaded) => loaded,
-        Err(e) => return fail(&RunError::Config(e.0)),
-    };
     let opts = Options {
         compose: args.compose.clone(),
         policy: args.policy,
         dry_run,
-        cache: archgate_native::cache::default_dir(),
     };
-    let report = match pipeline::run(&loaded, &opts) {
+    let spec = match config::load(&args.config).and_then(|l| l.run_spec(&opts)) {
+        Ok(spec) => spec,
+        Err(e) => return fail(&config_error(e)),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let runner = Runner::new(env());
+    let report = match rt.block_on(runner.run(&spec)) {
         Ok(report) => report,
         Err(e) => return fail(&e),
     };
@@ -259,15 +290,20 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
 }
 
 fn status(config: &Path, compose: Option<String>, format: Format) -> u8 {
-    let loaded = match config::load(config) {
-        Ok(loaded) => loaded,
-        Err(e) => return fail(&RunError::Config(e.0)),
-    };
     let opts = Options {
         compose,
         ..Options::default()
     };
-    let status = match status::status(&loaded, &opts) {
+    let spec = match config::load(config).and_then(|l| l.run_spec(&opts)) {
+        Ok(spec) => spec,
+        Err(e) => return fail(&config_error(e)),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let runner = Runner::new(env());
+    let status = match rt.block_on(status::status(&runner, &spec)) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -323,11 +359,16 @@ fn plugin_check(
     use archgate_core::{ImageQuery, Outcome, Source};
     let settings: serde_json::Value = match serde_json::from_str(settings) {
         Ok(v) => v,
-        Err(e) => return fail(&RunError::Config(format!("--settings is not JSON: {e}"))),
+        Err(e) => {
+            return fail(&RunError::new(
+                ErrorKind::Config,
+                format!("--settings is not JSON: {e}"),
+            ))
+        }
     };
     let plugin = match archgate_source_plugin::PluginSource::load(library, location, settings) {
         Ok(p) => p,
-        Err(e) => return fail(&RunError::Input(e.0)),
+        Err(e) => return fail(&RunError::new(ErrorKind::InvalidInput, e.0)),
     };
     println!(
         "plugin {}\nname: {}\nABI version: {}",
@@ -372,6 +413,6 @@ fn plugin_check(
             }
             0
         }
-        Err(e) => fail(&RunError::Input(e.0)),
+        Err(e) => fail(&RunError::new(ErrorKind::InvalidInput, e.0)),
     }
 }

@@ -3,13 +3,11 @@
 
 use std::fmt::Write as _;
 
-use archgate_core::{Arch, ComposeSummary, ImageQuery, Repository};
-use archgate_native::read_current;
+use archgate_core::{Arch, ComposeSummary, Repository};
+use archgate_native::{read_current, AnyStore, Depth};
+use archgate_runner::{image_tags, RunError, RunSpec, Runner};
 use futures_util::StreamExt;
 use serde::Serialize;
-
-use crate::config::Loaded;
-use crate::pipeline::{image_tags, make_source, Options, RunError, Stores};
 
 /// What one repository holds under one tag.
 #[derive(Debug, Serialize)]
@@ -93,87 +91,44 @@ impl Status {
     }
 }
 
-/// Reads every (image, tag, repository) concurrently, a few at a time.
-pub fn status(loaded: &Loaded, opts: &Options) -> Result<Status, RunError> {
-    let config = &loaded.config;
-    let source = make_source(loaded, opts)?;
-    let queries: Vec<ImageQuery> = config
-        .image
-        .iter()
-        .map(|i| ImageQuery {
-            name: i.name.get_ref().clone(),
-            matcher: i.matcher.clone(),
-        })
-        .collect();
-    let results = source
-        .load(&queries)
-        .map_err(|e| RunError::Input(e.to_string()))?;
-    let stores = Stores::new(Some(loaded), &[])?;
-    let releases = config.release.releases();
+/// Reads every (image, tag, repository) concurrently (bounded per registry).
+pub async fn status(runner: &Runner, spec: &RunSpec) -> Result<Status, RunError> {
+    let results = runner.compose(spec).await?;
+    let stores = runner.stores(&spec.registries)?;
 
-    // (image index, tag, repository) in the order they are reported.
     let mut reads = Vec::new();
     let mut images = Vec::new();
-    for (i, image) in config.image.iter().enumerate() {
-        let tags = image_tags(loaded, image, &results.compose, &releases)?;
+    for image in &spec.images {
+        let tags = image_tags(image, &results.compose, &spec.releases)?;
         let mut tag_list = Vec::new();
         for (tag, _) in tags.into_iter().filter(|(_, named)| *named) {
-            for repository in &image.repositories {
-                reads.push((i, tag.clone(), repository));
+            for repo in &image.repositories {
+                let registry = match &repo.repository {
+                    Repository::Registry { host, .. } => Some(host.clone()),
+                    Repository::Layout { .. } => None,
+                };
+                reads.push(holding(
+                    stores.store(repo),
+                    tag.clone(),
+                    repo.repository.to_string(),
+                    registry,
+                    repo.repository.tagged(&tag),
+                ));
             }
             tag_list.push(tag);
         }
-        images.push((image.name.get_ref().clone(), tag_list));
+        images.push((image.name.clone(), image.repositories.len(), tag_list));
     }
-    let held: Vec<Holding> = stores.block_on(
-        futures_util::stream::iter(reads.iter().map(|(_, tag, repository)| {
-            let store = stores.store(Some(loaded), repository);
-            let reference = repository.tagged(tag);
-            let registry = match repository {
-                Repository::Registry { host, .. } => Some(host.clone()),
-                Repository::Layout { .. } => None,
-            };
-            let name = repository.to_string();
-            async move {
-                let (digest, arches, error) = match read_current(&store, tag).await {
-                    Ok(Some(c)) => {
-                        let arches = c
-                            .entries
-                            .iter()
-                            .map(|e| match Arch::from_platform(&e.platform) {
-                                Some(a) => a.to_string(),
-                                None => e.platform.to_string(),
-                            })
-                            .collect();
-                        (Some(c.digest), arches, None)
-                    }
-                    Ok(None) => (None, Vec::new(), None),
-                    Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
-                };
-                Holding {
-                    repository: name,
-                    registry,
-                    reference,
-                    digest,
-                    arches,
-                    error,
-                }
-            }
-        }))
-        .buffered(8)
-        .collect(),
-    );
+    let held: Vec<Holding> = futures_util::stream::iter(reads)
+        .buffered(64)
+        .collect()
+        .await;
     let mut held = held.into_iter();
     let mut out = Vec::new();
-    for (name, tags) in images {
-        let image = config
-            .image
-            .iter()
-            .find(|i| i.name.get_ref() == &name)
-            .expect("listed from the config");
+    for (name, repositories, tags) in images {
         let mut tag_status = Vec::new();
         for tag in tags {
-            let repositories: Vec<Holding> = held.by_ref().take(image.repositories.len()).collect();
+            let repositories: Vec<Holding> = held.by_ref().take(repositories).collect();
             let first = repositories.first().map(|r| &r.digest);
             let agree = repositories
                 .iter()
@@ -198,4 +153,37 @@ pub fn status(loaded: &Loaded, opts: &Options) -> Result<Status, RunError> {
         agree: out.iter().all(|i| i.agree),
         images: out,
     })
+}
+
+/// What one repository holds under `tag`.
+async fn holding(
+    store: AnyStore,
+    tag: String,
+    repository: String,
+    registry: Option<String>,
+    reference: String,
+) -> Holding {
+    let (digest, arches, error) = match read_current(&store, &tag, Depth::Index).await {
+        Ok(Some(c)) => {
+            let arches = c
+                .entries
+                .iter()
+                .map(|e| match Arch::from_platform(&e.platform) {
+                    Some(a) => a.to_string(),
+                    None => e.platform.to_string(),
+                })
+                .collect();
+            (Some(c.digest), arches, None)
+        }
+        Ok(None) => (None, Vec::new(), None),
+        Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
+    };
+    Holding {
+        repository,
+        registry,
+        reference,
+        digest,
+        arches,
+        error,
+    }
 }

@@ -20,7 +20,7 @@ pub use gate::{
 };
 pub use model::{
     ArchInput, ArchResult, Artifact, Checksum, ChecksumAlgo, Compose, ComposeResults,
-    ComposeStatus, CurrentIndex, Entry, Location, Outcome,
+    ComposeStatus, CurrentIndex, Entry, ErrorKind, KindedError, Location, Outcome,
 };
 pub use report::{ArchReport, ComposeSummary, Report, TargetReport};
 pub use repository::{Reference, Repository};

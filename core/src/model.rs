@@ -313,3 +313,52 @@ pub enum ArchInput {
     Built(Entry),
     Failed(String),
 }
+
+/// What kind of error ended a run or a target: what the service decides by
+/// (retry a message, or set it aside) and what the CLI turns into an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Bad configuration or usage (exit 2).
+    Config,
+    /// Input that cannot be read or makes no sense: metadata, a plugin.
+    InvalidInput,
+    /// The network, a 5xx or 429 after retries, a registry that is down:
+    /// worth another try later.
+    Transient,
+    /// Credentials or certificates refused.
+    Auth,
+    /// The tag moved between planning and writing (another publisher).
+    MovedTag,
+    /// archgate's own fault.
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::InvalidInput => "invalid-input",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Auth => "auth",
+            ErrorKind::MovedTag => "moved-tag",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// An error that says its kind. Carried inside `anyhow` chains by the
+/// publishers, so that whoever reports it can tell the kinds apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindedError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl fmt::Display for KindedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for KindedError {}

@@ -32,6 +32,10 @@ pub struct TargetReport {
     pub arches: Vec<ArchReport>,
     pub arch_tags: Vec<String>,
     pub reasons: Vec<String>,
+    /// For a target in error: what kind of error (not in the JSON report;
+    /// the service decides by it).
+    #[serde(skip)]
+    pub error_kind: Option<crate::model::ErrorKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -99,16 +99,39 @@ pub fn resolve(arch: Arch, artifact: &Artifact) -> Result<ResolvedArtifact, Read
     resolve_cached(arch, artifact, None)
 }
 
+/// Where a run keeps what it reads: the archive cache (kept between runs)
+/// and the spool of artifacts fetched over HTTP (the run's own, removed
+/// with it). Handed in by the run; nothing here is process-wide.
+#[derive(Debug, Clone, Default)]
+pub struct ReadEnv {
+    pub cache: Option<PathBuf>,
+    pub spool: Option<PathBuf>,
+}
+
 /// [`resolve`], looking in and filling an archive cache directory.
 pub fn resolve_cached(
     arch: Arch,
     artifact: &Artifact,
     cache: Option<&Path>,
 ) -> Result<ResolvedArtifact, ReadFailure> {
+    let env = ReadEnv {
+        cache: cache.map(Path::to_path_buf),
+        spool: None,
+    };
+    resolve_in(arch, artifact, &env)
+}
+
+/// [`resolve`] with a run's cache and spool.
+pub fn resolve_in(
+    arch: Arch,
+    artifact: &Artifact,
+    env: &ReadEnv,
+) -> Result<ResolvedArtifact, ReadFailure> {
     injected_fault(arch);
+    let cache = env.cache.as_deref();
     let path = match &artifact.location {
         Location::Path(p) => p,
-        Location::Url(url) => return resolve_url(arch, url, artifact, &mut NoSink),
+        Location::Url(url) => return resolve_url(arch, url, artifact, env, &mut NoSink),
     };
     if let Some(hit) = cache.and_then(|dir| crate::cache::load(dir, arch, artifact)) {
         return Ok(hit);
@@ -143,13 +166,14 @@ fn resolve_path(arch: Arch, path: &Path, artifact: &Artifact) -> Result<Resolved
 pub fn resolve_archive_with(
     arch: Arch,
     artifact: &Artifact,
+    env: &ReadEnv,
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact, ReadFailure> {
     injected_fault(arch);
     match &artifact.location {
         Location::Path(path) => resolve_archive(arch, path, artifact, sink)
             .map_err(|e| ReadFailure::Unusable(format!("{}: {e:#}", path.display()))),
-        Location::Url(url) => resolve_url(arch, url, artifact, sink),
+        Location::Url(url) => resolve_url(arch, url, artifact, env, sink),
     }
 }
 
@@ -159,17 +183,22 @@ fn resolve_url(
     arch: Arch,
     url: &str,
     artifact: &Artifact,
+    env: &ReadEnv,
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact, ReadFailure> {
     let unusable = |e: anyhow::Error| ReadFailure::Unusable(format!("{url}: {e:#}"));
-    let path = spool_path(url);
+    let Some(dir) = env.spool.clone() else {
+        return Err(ReadFailure::Internal(format!(
+            "{url}: internal error: no spool directory for artifacts fetched over HTTP"
+        )));
+    };
+    let path = dir.join(&crate::oci::sha256_digest(url.as_bytes())["sha256:".len()..]);
     if path.is_file() {
         return resolve_archive(arch, &path, artifact, sink).map_err(unusable);
     }
     let internal = |what: &Path, e: std::io::Error| {
         ReadFailure::Internal(format!("{}: {e} (archgate's spool)", what.display()))
     };
-    let dir = spool_dir();
     std::fs::create_dir_all(&dir).map_err(|e| internal(&dir, e))?;
     let started = std::time::Instant::now();
     let resp = reqwest::blocking::Client::builder()
@@ -236,21 +265,6 @@ impl<R: io::Read> io::Read for Tee<R> {
         })?;
         Ok(n)
     }
-}
-
-/// Where artifacts served over HTTP are kept (compressed, as served) for the
-/// run, so that none is downloaded twice. [`clear_spool`] removes it.
-pub fn spool_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("archgate-{}", std::process::id()))
-}
-
-/// Removes the spool directory of this run.
-pub fn clear_spool() {
-    let _ = std::fs::remove_dir_all(spool_dir());
-}
-
-fn spool_path(url: &str) -> PathBuf {
-    spool_dir().join(&crate::oci::sha256_digest(url.as_bytes())["sha256:".len()..])
 }
 
 /// Whether the artifact is an archive file (rather than a layout directory).

@@ -15,6 +15,21 @@ pub mod registry;
 pub mod store;
 pub mod tls;
 
-pub use artifact::{resolve, resolve_cached, ReadFailure, ResolvedArtifact};
+pub use artifact::{resolve, resolve_cached, resolve_in, ReadEnv, ReadFailure, ResolvedArtifact};
 pub use layout::OciLayout;
-pub use store::{publish, read_current, resolve_and_push, AnyStore, Store, Target};
+pub use store::{publish, read_current, resolve_and_push, AnyStore, Depth, Store, Target};
+
+/// An error of the given kind, as an `anyhow` error.
+pub fn kinded(kind: archgate_core::ErrorKind, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(archgate_core::KindedError {
+        kind,
+        message: message.into(),
+    })
+}
+
+/// The kind an error says it is, anywhere in its chain.
+pub fn error_kind(e: &anyhow::Error) -> Option<archgate_core::ErrorKind> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<archgate_core::KindedError>())
+        .map(|k| k.kind)
+}

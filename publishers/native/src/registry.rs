@@ -114,15 +114,27 @@ struct State {
     tokens: HashMap<String, Secret>,
 }
 
-/// One registry host.
+/// One registry host. The HTTP client (its connections) and the tokens are
+/// shared by every [`Registry::view`]; what is known to exist where, and the
+/// documents already read, belong to one view (one run), since a registry
+/// may change between runs.
 pub struct Registry {
     host: String,
     http: reqwest::Client,
-    settings: RegistrySettings,
-    state: tokio::sync::Mutex<State>,
+    settings: Arc<RegistrySettings>,
+    state: Arc<tokio::sync::Mutex<State>>,
+    /// At most this many requests in flight to the host, across views.
+    limit: Arc<tokio::sync::Semaphore>,
     /// Where a blob is known to be, for cross-repository mounts.
     known: Mutex<HashMap<String, String>>,
+    /// (repository, digest) of blobs and manifests known to exist there.
+    present: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Manifests and configs read, by (repository, digest): immutable.
+    documents: Mutex<HashMap<(String, String), Vec<u8>>>,
 }
+
+/// Requests in flight to one registry host at once.
+pub const REQUESTS_PER_REGISTRY: usize = 16;
 
 impl Registry {
     pub fn new(host: &str, settings: RegistrySettings) -> Result<Registry> {
@@ -130,10 +142,33 @@ impl Registry {
         Ok(Registry {
             host: host.to_string(),
             http,
-            settings,
+            settings: Arc::new(settings),
             state: Default::default(),
+            limit: Arc::new(tokio::sync::Semaphore::new(REQUESTS_PER_REGISTRY)),
             known: Default::default(),
+            present: Default::default(),
+            documents: Default::default(),
         })
+    }
+
+    /// A view for one run: the same connections, tokens and request bound,
+    /// nothing known yet about what is where.
+    pub fn view(&self) -> Registry {
+        Registry {
+            host: self.host.clone(),
+            http: self.http.clone(),
+            settings: self.settings.clone(),
+            state: self.state.clone(),
+            limit: self.limit.clone(),
+            known: Default::default(),
+            present: Default::default(),
+            documents: Default::default(),
+        }
+    }
+
+    /// The settings it was made with.
+    pub fn settings(&self) -> &RegistrySettings {
+        &self.settings
     }
 
     /// Why a first HTTPS contact failed, when it was TLS: with TLS 1.3 a
@@ -201,7 +236,7 @@ impl Registry {
     /// [`from_reqwest`] says.
     fn failure(&self, e: reqwest::Error) -> Failure {
         match self.tls_problem(&e) {
-            Some(why) => Failure::Fatal(anyhow!(why)),
+            Some(why) => Failure::Fatal(crate::kinded(archgate_core::ErrorKind::Auth, why)),
             None => from_reqwest(e),
         }
     }
@@ -234,10 +269,13 @@ impl Registry {
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Transient { why, retry_after }) => {
                     if attempt >= policy.attempts {
-                        bail!(
-                            "{}: {what}: {why} (gave up after {attempt} tries)",
-                            self.host
-                        );
+                        return Err(crate::kinded(
+                            archgate_core::ErrorKind::Transient,
+                            format!(
+                                "{}: {what}: {why} (gave up after {attempt} tries)",
+                                self.host
+                            ),
+                        ));
                     }
                     let backoff = policy.base_delay.saturating_mul(1 << (attempt - 1).min(16));
                     let delay = retry_after.unwrap_or(backoff).min(policy.max_delay);
@@ -261,12 +299,18 @@ impl Registry {
             Ok(resp) => (https, resp),
             Err(e) => {
                 if let Some(why) = self.tls_problem(&e) {
-                    return Err(Failure::Fatal(anyhow!(why)));
+                    return Err(Failure::Fatal(crate::kinded(
+                        archgate_core::ErrorKind::Auth,
+                        why,
+                    )));
                 }
                 let connecting = e.is_connect() || e.is_request();
                 if connecting {
                     if let Some(why) = self.diagnose_tls(&format!("{https}/v2/")).await {
-                        return Err(Failure::Fatal(anyhow!(why)));
+                        return Err(Failure::Fatal(crate::kinded(
+                            archgate_core::ErrorKind::Auth,
+                            why,
+                        )));
                     }
                 }
                 if connecting && !self.settings.tls_verify {
@@ -315,6 +359,11 @@ impl Registry {
         let base = self.base().await?;
         let key = scopes.join(" ");
         let mut refreshed = false;
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|e| Failure::Fatal(anyhow!(e)))?;
         loop {
             let req = self.authorize(make(&base), scopes, &key).await?;
             let resp = req.send().await.map_err(|e| self.failure(e))?;
@@ -331,10 +380,13 @@ impl Registry {
                     continue;
                 }
                 let who = self.who();
-                return Err(Failure::Fatal(anyhow!(
-                    "{}: authentication failed ({who}): {}",
-                    self.host,
-                    error_text(resp).await
+                return Err(Failure::Fatal(crate::kinded(
+                    archgate_core::ErrorKind::Auth,
+                    format!(
+                        "{}: authentication failed ({who}): {}",
+                        self.host,
+                        error_text(resp).await
+                    ),
                 )));
             }
             if let Some(f) = transient_status(&resp) {
@@ -512,8 +564,64 @@ impl Registry {
         .await
     }
 
-    /// A manifest by its descriptor, checked.
+    /// What a tag points to, and its bytes, in one GET; the bytes are kept
+    /// for this view by digest. `None` when the tag does not exist.
+    pub async fn get_tag(&self, repo: &str, tag: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
+        let got = self.get_manifest_raw(repo, tag).await?;
+        if let Some((desc, body)) = &got {
+            self.keep(repo, &desc.digest, body);
+        }
+        Ok(got)
+    }
+
+    fn kept(&self, repo: &str, digest: &str) -> Option<Vec<u8>> {
+        self.documents
+            .lock()
+            .expect("lock")
+            .get(&(repo.to_string(), digest.to_string()))
+            .cloned()
+    }
+
+    fn keep(&self, repo: &str, digest: &str, body: &[u8]) {
+        self.documents
+            .lock()
+            .expect("lock")
+            .insert((repo.to_string(), digest.to_string()), body.to_vec());
+        self.mark_present(repo, digest);
+    }
+
+    fn is_present(&self, repo: &str, digest: &str) -> bool {
+        self.present
+            .lock()
+            .expect("lock")
+            .contains(&(repo.to_string(), digest.to_string()))
+    }
+
+    fn mark_present(&self, repo: &str, digest: &str) {
+        self.present
+            .lock()
+            .expect("lock")
+            .insert((repo.to_string(), digest.to_string()));
+    }
+
+    /// Whether a manifest exists by digest; what this view read, pushed or
+    /// saw there is not asked about again.
+    pub async fn manifest_exists(&self, repo: &str, desc: &Descriptor) -> Result<bool> {
+        if self.is_present(repo, &desc.digest) {
+            return Ok(true);
+        }
+        let found = self.head_manifest(repo, &desc.digest).await?.is_some();
+        if found {
+            self.mark_present(repo, &desc.digest);
+        }
+        Ok(found)
+    }
+
+    /// A manifest by its descriptor, checked (once per view).
     pub async fn get_manifest(&self, repo: &str, desc: &Descriptor) -> Result<Vec<u8>> {
+        if let Some(body) = self.kept(repo, &desc.digest) {
+            return Ok(body);
+        }
         let (got, body) = self
             .get_manifest_raw(repo, &desc.digest)
             .await?
@@ -526,10 +634,14 @@ impl Registry {
                 got.digest
             );
         }
+        self.keep(repo, &desc.digest, &body);
         Ok(body)
     }
 
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        if self.is_present(repo, digest) {
+            return Ok(true);
+        }
         let scopes = [pull(repo)];
         let what = format!("HEAD blob {repo}@{digest}");
         let found = self
@@ -556,8 +668,11 @@ impl Registry {
         Ok(found)
     }
 
-    /// A small blob (a config), checked.
+    /// A small blob (a config), checked (once per view).
     pub async fn get_blob(&self, repo: &str, desc: &Descriptor) -> Result<Vec<u8>> {
+        if let Some(body) = self.kept(repo, &desc.digest) {
+            return Ok(body);
+        }
         if desc.size > MAX_DOCUMENT {
             bail!(
                 "{}/{repo}: blob {} is too large to read whole ({} bytes)",
@@ -594,10 +709,12 @@ impl Registry {
                 desc.digest
             );
         }
+        self.keep(repo, &desc.digest, &body);
         Ok(body)
     }
 
     fn remember(&self, digest: &str, repo: &str) {
+        self.mark_present(repo, digest);
         self.known
             .lock()
             .expect("lock")
@@ -805,7 +922,9 @@ impl Registry {
                 _ => Ok(()),
             }
         })
-        .await
+        .await?;
+        self.mark_present(repo, &desc.digest);
+        Ok(())
     }
 }
 
@@ -919,6 +1038,7 @@ async fn error_text(resp: Response) -> String {
 }
 
 /// One repository on a registry, as a [`Store`].
+#[derive(Clone)]
 pub struct RegistryRepo {
     pub registry: Arc<Registry>,
     pub path: String,
@@ -955,6 +1075,10 @@ impl Store for RegistryRepo {
         self.registry.head_manifest(&self.path, tag).await
     }
 
+    async fn read_tag(&self, tag: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
+        self.registry.get_tag(&self.path, tag).await
+    }
+
     async fn fetch_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>> {
         self.registry.get_manifest(&self.path, desc).await
     }
@@ -968,11 +1092,7 @@ impl Store for RegistryRepo {
     }
 
     async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
-        Ok(self
-            .registry
-            .head_manifest(&self.path, &desc.digest)
-            .await?
-            .is_some())
+        self.registry.manifest_exists(&self.path, desc).await
     }
 
     async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()> {

@@ -28,6 +28,16 @@ pub trait Store {
     }
     /// What a tag points to, or `None`.
     async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>>;
+    /// What a tag points to and its bytes (a registry does it in one GET).
+    async fn read_tag(&self, tag: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
+        match self.resolve_tag(tag).await? {
+            Some(desc) => {
+                let bytes = self.fetch_manifest(&desc).await?;
+                Ok(Some((desc, bytes)))
+            }
+            None => Ok(None),
+        }
+    }
     /// A manifest or index by digest, checked against its descriptor.
     async fn fetch_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>>;
     /// A small blob (a config) by digest, checked against its descriptor.
@@ -53,20 +63,45 @@ pub trait Store {
         -> Result<()>;
 }
 
+/// What [`read_current`] reads of each entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// The index only: an entry's config is read only when the index lists
+    /// no platform for it.
+    Index,
+    /// Every entry's config too, for its `created` time (`max-carry-age`).
+    Configs,
+}
+
 /// The current index of a tag; a single image manifest counts as an index
-/// of one entry. `None` when the tag does not exist.
-pub async fn read_current<S: Store>(store: &S, tag: &str) -> Result<Option<CurrentIndex>> {
-    let Some(desc) = store.resolve_tag(tag).await? else {
+/// of one entry. `None` when the tag does not exist. One request for the
+/// tag; entries' manifests and configs only as `depth` needs them.
+pub async fn read_current<S: Store>(
+    store: &S,
+    tag: &str,
+    depth: Depth,
+) -> Result<Option<CurrentIndex>> {
+    let Some((desc, bytes)) = store.read_tag(tag).await? else {
         return Ok(None);
     };
     if is_index(&desc.media_type) {
-        let bytes = store.fetch_manifest(&desc).await?;
         let index: Index = serde_json::from_slice(&bytes)
             .map_err(|e| anyhow!("index {} is not a valid index: {e}", desc.digest))?;
         let mut entries = Vec::new();
         for child in &index.manifests {
             child.check()?;
             let listed = child.platform.as_ref().map(Platform::from);
+            if let (Some(platform), Depth::Index) = (&listed, depth) {
+                entries.push(Entry {
+                    platform: platform.clone(),
+                    digest: child.digest.clone(),
+                    size: child.size,
+                    media_type: child.media_type.clone(),
+                    annotations: child.annotations.clone().unwrap_or_default(),
+                    created: None,
+                });
+                continue;
+            }
             let (config_platform, created) = match config_of(store, child).await {
                 Ok(config) => (config.platform(), config.created),
                 // Without a platform in the index, the config is the only
@@ -100,7 +135,7 @@ pub async fn read_current<S: Store>(store: &S, tag: &str) -> Result<Option<Curre
             annotations: index.annotations.unwrap_or_default(),
         }))
     } else if is_manifest(&desc.media_type) {
-        let config = config_of(store, &desc).await?;
+        let config = config_from(store, &desc, &bytes).await?;
         let entry = Entry {
             platform: config.platform().unwrap_or_else(unknown_platform),
             digest: desc.digest.clone(),
@@ -126,7 +161,12 @@ pub async fn read_current<S: Store>(store: &S, tag: &str) -> Result<Option<Curre
 
 async fn config_of<S: Store>(store: &S, manifest: &Descriptor) -> Result<Config> {
     let bytes = store.fetch_manifest(manifest).await?;
-    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+    config_from(store, manifest, &bytes).await
+}
+
+/// The config of a manifest already read.
+async fn config_from<S: Store>(store: &S, manifest: &Descriptor, bytes: &[u8]) -> Result<Config> {
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
         anyhow!(
             "manifest {} is not a valid image manifest: {e}",
             manifest.digest
@@ -291,8 +331,9 @@ pub async fn resolve_and_push<S: Store>(
     store: &S,
     arch: Arch,
     artifact: archgate_core::Artifact,
-    cache: Option<PathBuf>,
+    env: crate::artifact::ReadEnv,
 ) -> Result<ResolvedArtifact, ReadFailure> {
+    let cache = env.cache.clone();
     if let Some(hit) = cache
         .as_deref()
         .and_then(|dir| crate::cache::load(dir, arch, &artifact))
@@ -300,15 +341,17 @@ pub async fn resolve_and_push<S: Store>(
         return Ok(hit);
     }
     if !crate::artifact::is_archive(&artifact) {
-        let blocking = tokio::task::spawn_blocking(move || {
-            crate::artifact::resolve_cached(arch, &artifact, cache.as_deref())
-        });
+        let blocking =
+            tokio::task::spawn_blocking(move || crate::artifact::resolve_in(arch, &artifact, &env));
         return blocking.await.map_err(ReadFailure::stopped)?;
     }
     let started = std::time::Instant::now();
     let for_pass = artifact.clone();
+    let pass_env = env.clone();
     let work = move |sink: &mut dyn crate::archive::BlobSink| {
-        Ok(crate::artifact::resolve_archive_with(arch, &for_pass, sink))
+        Ok(crate::artifact::resolve_archive_with(
+            arch, &for_pass, &pass_env, sink,
+        ))
     };
     match stream_archive(store, None, work).await {
         Ok((Ok(resolved), n)) => {
@@ -324,7 +367,7 @@ pub async fn resolve_and_push<S: Store>(
             // publishing pushes (and reports) later.
             tracing::warn!(store = %store.name(), %arch, "pushing while reading failed: {e:#}");
             let blocking = tokio::task::spawn_blocking(move || {
-                crate::artifact::resolve_cached(arch, &artifact, cache.as_deref())
+                crate::artifact::resolve_in(arch, &artifact, &env)
             });
             blocking.await.map_err(ReadFailure::stopped)?
         }
@@ -371,6 +414,22 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
+/// Pushes one blob from a file or memory, unless the store has it.
+async fn push_one<S: Store>(store: &S, desc: &Descriptor, source: Source<'_>) -> Result<()> {
+    if store.has_blob(desc).await? {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    match source {
+        Source::File(path) => store.push_blob(desc, &path).await,
+        Source::Memory(bytes) => store.push_blob_bytes(desc, bytes).await,
+    }
+    .with_context(|| format!("blob {}", desc.digest))?;
+    tracing::info!(store = %store.name(), digest = %desc.digest, size = desc.size, secs = started.elapsed().as_secs_f32(), "blob pushed");
+    crate::progress::pushed(&format!("push {}", store.name()), desc.size);
+    Ok(())
+}
+
 /// One target: a tag in a store, and what it pointed to when planned.
 pub struct Target<'a, S> {
     pub store: &'a S,
@@ -390,6 +449,12 @@ pub async fn publish<S: Store>(
 ) -> Result<Option<String>> {
     if plan.hard_refusal {
         return Ok(None);
+    }
+    // Unchanged: the tag holds these very entries, and the arch tags were
+    // written before that index was (blobs, manifests and arch tags first,
+    // the index last), so there is nothing to write and nothing to ask.
+    if plan.decision == Decision::Unchanged {
+        return Ok(target.planned_from.map(str::to_string));
     }
     let store = target.store;
     store.prepare().await?;
@@ -431,34 +496,31 @@ pub async fn publish<S: Store>(
     }
 
     // Blobs from files and memory, several at once.
-    let memory = from_memory
+    // (The futures are made before they are streamed: a closure in the
+    // stream would keep this future from being `Send`.)
+    let mut uploads = Vec::new();
+    for (desc, source) in from_memory
         .into_values()
-        .map(|(desc, bytes)| (desc, Source::Memory(bytes)));
-    let files = from_files
-        .into_values()
-        .map(|(desc, path)| (desc, Source::File(path)));
-    futures_util::stream::iter(memory.chain(files))
-        .map(|(desc, source)| async move {
-            if store.has_blob(desc).await? {
-                return Ok(());
-            }
-            let started = std::time::Instant::now();
-            match source {
-                Source::File(path) => store.push_blob(desc, &path).await,
-                Source::Memory(bytes) => store.push_blob_bytes(desc, bytes).await,
-            }
-            .with_context(|| format!("blob {}", desc.digest))?;
-            tracing::info!(store = %store.name(), digest = %desc.digest, size = desc.size, secs = started.elapsed().as_secs_f32(), "blob pushed");
-            crate::progress::pushed(&format!("push {}", store.name()), desc.size);
-            anyhow::Ok(())
-        })
+        .map(|(desc, bytes)| (desc, Source::Memory(bytes)))
+        .chain(
+            from_files
+                .into_values()
+                .map(|(desc, path)| (desc, Source::File(path))),
+        )
+    {
+        uploads.push(push_one(store, desc, source));
+    }
+    futures_util::stream::iter(uploads)
         .buffer_unordered(UPLOAD_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
 
     // Blobs from archives: one streaming pass per artifact, two artifacts at once.
-    futures_util::stream::iter(from_archives)
+    let passes: Vec<_> = from_archives
+        .into_iter()
         .map(|(art, blobs)| push_from_archive(store, art, blobs))
+        .collect();
+    futures_util::stream::iter(passes)
         .buffer_unordered(2)
         .try_collect::<Vec<()>>()
         .await?;
@@ -513,11 +575,14 @@ pub async fn check_not_moved<S: Store>(
 ) -> Result<()> {
     let now = store.resolve_tag(tag).await?.map(|d| d.digest);
     if now.as_deref() != planned_from {
-        bail!(
-            "tag {tag} moved while archgate was publishing: it was planned against {} and now points to {}; not written",
-            planned_from.unwrap_or("no index"),
-            now.as_deref().unwrap_or("nothing")
-        );
+        return Err(crate::kinded(
+            archgate_core::ErrorKind::MovedTag,
+            format!(
+                "tag {tag} moved while archgate was publishing: it was planned against {} and now points to {}; not written",
+                planned_from.unwrap_or("no index"),
+                now.as_deref().unwrap_or("nothing")
+            ),
+        ));
     }
     Ok(())
 }
@@ -540,6 +605,7 @@ pub async fn read_back<S: Store>(store: &S, tag: &str, digest: &str) -> Result<(
 }
 
 /// Any store, so that callers need not be generic.
+#[derive(Clone)]
 pub enum AnyStore {
     Layout(crate::layout::OciLayout),
     Registry(crate::registry::RegistryRepo),
@@ -563,6 +629,9 @@ impl Store for AnyStore {
     }
     async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>> {
         delegate!(self, s => Store::resolve_tag(s, tag).await)
+    }
+    async fn read_tag(&self, tag: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
+        delegate!(self, s => Store::read_tag(s, tag).await)
     }
     async fn fetch_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>> {
         delegate!(self, s => Store::fetch_manifest(s, desc).await)

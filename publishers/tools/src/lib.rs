@@ -52,25 +52,44 @@ fn present(name: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether the programs an engine runs are installed.
+pub fn check(tool: Tool) -> Result<(), Missing> {
+    let needed: &[&str] = match tool {
+        Tool::Skopeo => &["skopeo"],
+        Tool::Buildah => &["buildah", "skopeo"],
+    };
+    for name in needed {
+        if !present(name) {
+            let engine = match tool {
+                Tool::Buildah => "buildah",
+                Tool::Skopeo => "skopeo",
+            };
+            return Err(Missing(format!(
+                "`{name}` is not installed; the {engine} engine needs it (apt-get install {name})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Tools {
     pub fn new(tool: Tool) -> Result<Tools, Missing> {
-        let needed: &[&str] = match tool {
-            Tool::Skopeo => &["skopeo"],
-            Tool::Buildah => &["buildah", "skopeo"],
-        };
-        for name in needed {
-            if !present(name) {
-                let engine = match tool {
-                    Tool::Buildah => "buildah",
-                    Tool::Skopeo => "skopeo",
-                };
-                return Err(Missing(format!("`{name}` is not installed; the {engine} engine needs it (apt-get install {name})")));
-            }
-        }
+        Tools::new_in(tool, &std::env::temp_dir())
+    }
+
+    /// The tools, with their storage in a new directory under `parent` (a
+    /// run's own temp dir), removed when they are dropped.
+    pub fn new_in(tool: Tool, parent: &Path) -> Result<Tools, Missing> {
+        check(tool)?;
         let dir = tempfile::Builder::new()
             .prefix("archgate-tools-")
-            .tempdir()
-            .map_err(|e| Missing(format!("cannot make a temp dir: {e}")))?;
+            .tempdir_in(parent)
+            .map_err(|e| {
+                Missing(format!(
+                    "cannot make a temp dir in {}: {e}",
+                    parent.display()
+                ))
+            })?;
         let storage_conf = dir.path().join("storage.conf");
         let conf = format!(
             "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
@@ -110,13 +129,16 @@ impl Tools {
         Ok(path)
     }
 
-    fn run(&self, program: &str, args: &[String]) -> Result<String> {
+    /// Runs a tool without blocking the async runtime.
+    async fn run(&self, program: &str, args: &[String]) -> Result<String> {
         tracing::debug!(program, ?args, "running");
-        let out = Command::new(program)
+        let out = tokio::process::Command::new(program)
             .args(args)
             .env("CONTAINERS_STORAGE_CONF", &self.storage_conf)
             .env("TMPDIR", self.dir.path())
+            .kill_on_drop(true)
             .output()
+            .await
             .with_context(|| format!("cannot run {program}"))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -205,6 +227,10 @@ pub async fn publish(
     if plan.hard_refusal {
         return Ok(None);
     }
+    // Unchanged: nothing to write (see archgate_native::publish).
+    if plan.decision == Decision::Unchanged {
+        return Ok(t.planned_from.map(str::to_string));
+    }
     // Arch tags: skopeo copy, digests preserved.
     for (arch, arch_tag) in arch_tags {
         let art = artifacts
@@ -225,7 +251,7 @@ pub async fn publish(
         args.extend(t.dest_flags("dest-"));
         args.push(tools.source_ref(art)?);
         args.push(format!("docker://{}/{}:{arch_tag}", t.host, t.path));
-        tools.run("skopeo", &args)?;
+        tools.run("skopeo", &args).await?;
         tracing::info!(tag = %arch_tag, digest = %art.entry.digest, "arch tag set with skopeo");
     }
     if plan.decision != Decision::Published {
@@ -244,7 +270,7 @@ pub async fn publish(
             t.repo.push_manifest(&desc, &bytes, Some(t.tag)).await?;
             desc.digest
         }
-        Tool::Buildah => buildah_index(tools, t, plan, artifacts)?,
+        Tool::Buildah => buildah_index(tools, t, plan, artifacts).await?,
     };
     archgate_native::store::read_back(t.repo, t.tag, &digest).await?;
     Ok(Some(digest))
@@ -259,18 +285,20 @@ fn list_name() -> String {
     format!("localhost/archgate-list-{}-{nanos}", std::process::id())
 }
 
-fn buildah_index(
+async fn buildah_index(
     tools: &Tools,
     t: &ToolTarget<'_>,
     plan: &TargetPlan,
     artifacts: &BTreeMap<Arch, ResolvedArtifact>,
 ) -> Result<String> {
     let list = list_name();
-    tools.run(
-        "buildah",
-        &["manifest".into(), "create".into(), list.clone()],
-    )?;
-    let result = (|| -> Result<String> {
+    tools
+        .run(
+            "buildah",
+            &["manifest".into(), "create".into(), list.clone()],
+        )
+        .await?;
+    let result = async {
         for entry in &plan.index {
             let built = artifacts.values().find(|a| a.entry.digest == entry.digest);
             let source = match built {
@@ -281,7 +309,7 @@ fn buildah_index(
             args.extend(t.dest_flags(""));
             args.push(list.clone());
             args.push(source);
-            tools.run("buildah", &args)?;
+            tools.run("buildah", &args).await?;
         }
         let digest_file = tools.dir.path().join(format!("digest-{}", t.tag));
         let mut args = vec![
@@ -294,13 +322,17 @@ fn buildah_index(
         args.push(format!("--digestfile={}", digest_file.display()));
         args.push(list.clone());
         args.push(format!("docker://{}/{}:{}", t.host, t.path, t.tag));
-        tools.run("buildah", &args)?;
+        tools.run("buildah", &args).await?;
         let digest =
             std::fs::read_to_string(&digest_file).context("buildah wrote no digest file")?;
-        Ok(digest.trim().to_string())
-    })();
+        anyhow::Ok(digest.trim().to_string())
+    }
+    .await;
     // Cleanup: a list that is not there is fine; any other failure is reported.
-    let cleanup = match tools.run("buildah", &["manifest".into(), "rm".into(), list.clone()]) {
+    let cleanup = match tools
+        .run("buildah", &["manifest".into(), "rm".into(), list.clone()])
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if format!("{e:#}").contains("image not known") => Ok(()),
         Err(e) => Err(e.context(format!("removing the list {list}"))),

@@ -1,0 +1,139 @@
+//! What one run is asked to do ([`RunSpec`]), and what it is handed from
+//! outside ([`Env`]). Both are plain values: validated, free of TOML, read
+//! from no process global. The CLI builds them from `archgate.toml`; the
+//! service builds one per message.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use archgate_core::time::Age;
+use archgate_core::{Arch, Policy, Releases, Repository, TagRule, Template};
+use archgate_native::auth::Credentials;
+use archgate_native::tls::TlsFiles;
+
+/// Where the compose comes from.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    /// A compose root (or its `compose/` directory): a path or an http(s) URL.
+    Pungi {
+        location: String,
+    },
+    Koji {
+        hub: String,
+        topurl: String,
+        task: String,
+    },
+    Dir {
+        location: PathBuf,
+    },
+    Plugin {
+        library: PathBuf,
+        location: Option<String>,
+        settings: serde_json::Value,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Native,
+    Skopeo,
+    Buildah,
+}
+
+/// The gate settings shared by every image.
+#[derive(Debug, Clone, Default)]
+pub struct GateSpec {
+    pub policy: Policy,
+    pub required: Vec<Arch>,
+    pub retired: Vec<Arch>,
+    pub max_carry_age: Option<Age>,
+}
+
+/// How one registry host is reached: resolved already (credentials read,
+/// cert dir found and read).
+#[derive(Debug, Clone)]
+pub struct RegistrySpec {
+    pub tls_verify: bool,
+    pub credentials: Option<Credentials>,
+    /// The cert dir in force, and what it holds.
+    pub cert_dir: Option<PathBuf>,
+    pub tls: TlsFiles,
+    /// The configured auth file (for the tools engines).
+    pub auth_file: Option<PathBuf>,
+    /// The credentials came from environment variables (the tools engines
+    /// then get an auth file written for the run).
+    pub env_credentials: bool,
+}
+
+/// One repository of an image.
+#[derive(Debug, Clone)]
+pub struct RepoSpec {
+    /// As configured: names the targets in reports.
+    pub repository: Repository,
+    /// For `oci:` repositories, the resolved directory.
+    pub layout_dir: Option<PathBuf>,
+}
+
+/// One `[[image]]`.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    pub name: String,
+    /// Where it was configured (`FILE:LINE`), for messages.
+    pub origin: String,
+    pub matcher: BTreeMap<String, String>,
+    pub repositories: Vec<RepoSpec>,
+    pub tags: Vec<TagRule>,
+    pub arch_tag: Template,
+    pub annotations: BTreeMap<String, Template>,
+    pub arches: Option<Vec<Arch>>,
+    pub policy: Option<Policy>,
+}
+
+/// One run: which compose, which images, where, how.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub source: SourceSpec,
+    pub engine: Engine,
+    pub gate: GateSpec,
+    /// `--policy`: overrides every image's policy.
+    pub policy_override: Option<Policy>,
+    pub releases: Releases,
+    /// By `host[:port]`; every registry the images name is here.
+    pub registries: BTreeMap<String, RegistrySpec>,
+    pub images: Vec<ImageSpec>,
+    /// Read and decide, write nothing.
+    pub dry_run: bool,
+}
+
+/// What a [`crate::Runner`] is handed from outside, once.
+#[derive(Clone)]
+pub struct Env {
+    /// Where what checked archives hold is cached between runs.
+    pub cache_dir: Option<PathBuf>,
+    /// Where each run makes its own temp dir (spool, tools' storage).
+    pub temp_root: PathBuf,
+    /// Unix seconds now, for `max-carry-age`.
+    pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("cache_dir", &self.cache_dir)
+            .field("temp_root", &self.temp_root)
+            .finish()
+    }
+}
+
+impl Env {
+    /// The system clock.
+    pub fn system_clock() -> Arc<dyn Fn() -> i64 + Send + Sync> {
+        Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        })
+    }
+}
