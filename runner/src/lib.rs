@@ -648,7 +648,8 @@ async fn read_all_artifacts(
     stores: &RunStores,
     env: &ReadEnv,
 ) -> Vec<ImageInputs> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Twice the cores: a first publish's readers also wait on the registry.
+    let workers = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut jobs = Vec::new();
     for (i, image) in spec.images.iter().enumerate() {
         let push_to = match spec.engine {
@@ -751,9 +752,9 @@ async fn current_of(
     }
 }
 
-/// Publishes one image: its first repository's targets first (its blobs
-/// go up there once), then the other repositories at once (they mount the
-/// blobs from the first).
+/// Publishes one image: its first target alone (the image's blobs and
+/// manifests go up once, to its first repository), then every other target
+/// at once (they find what the first pushed, or mount it).
 async fn publish_image(
     spec: &RunSpec,
     stores: &RunStores,
@@ -763,13 +764,13 @@ async fn publish_image(
     done: &std::sync::atomic::AtomicU64,
     total: u64,
 ) -> Vec<Target> {
-    let mut repos = repos.into_values();
-    let Some(first) = repos.next() else {
+    let mut targets = repos.into_values().flatten();
+    let Some(first) = targets.next() else {
         return Vec::new();
     };
-    let mut out = publish_group(spec, stores, tools, artifacts, first, done, total).await;
-    let rest: Vec<_> = repos
-        .map(|group| publish_group(spec, stores, tools, artifacts, group, done, total))
+    let mut out = publish_group(spec, stores, tools, artifacts, vec![first], done, total).await;
+    let rest: Vec<_> = targets
+        .map(|t| publish_group(spec, stores, tools, artifacts, vec![t], done, total))
         .collect();
     for group in futures_util::future::join_all(rest).await {
         out.extend(group);

@@ -131,6 +131,9 @@ pub struct Registry {
     present: Mutex<std::collections::HashSet<(String, String)>>,
     /// Manifests and configs read, by (repository, digest): immutable.
     documents: Mutex<HashMap<(String, String), Vec<u8>>>,
+    /// One check-then-push at a time per key (a blob, an archive pass), so
+    /// that concurrent targets do not push or mount the same thing twice.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Requests in flight to one registry host at once.
@@ -148,6 +151,7 @@ impl Registry {
             known: Default::default(),
             present: Default::default(),
             documents: Default::default(),
+            flights: Default::default(),
         })
     }
 
@@ -163,7 +167,20 @@ impl Registry {
             known: Default::default(),
             present: Default::default(),
             documents: Default::default(),
+            flights: Default::default(),
         }
+    }
+
+    /// Waits for, and holds, this view's one flight for `key`.
+    pub async fn single_flight(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .flights
+            .lock()
+            .expect("lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     /// The settings it was made with.
@@ -1067,6 +1084,14 @@ impl Store for RegistryRepo {
         format!("{}/{}", self.registry.host, self.path)
     }
 
+    async fn guard(&self, key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        Some(
+            self.registry
+                .single_flight(format!("{}\0{key}", self.path))
+                .await,
+        )
+    }
+
     async fn mount_blob(&self, desc: &Descriptor) -> Result<bool> {
         self.mounted(desc).await
     }
@@ -1137,14 +1162,11 @@ impl Store for RegistryRepo {
         bytes: &[u8],
         tag: Option<&str>,
     ) -> Result<()> {
+        // Under a tag, one PUT: the registry stores it by digest too, and
+        // says which digest it stored (checked).
+        let reference = tag.unwrap_or(&desc.digest);
         self.registry
-            .put_manifest(&self.path, &desc.digest, desc, bytes)
-            .await?;
-        if let Some(tag) = tag {
-            self.registry
-                .put_manifest(&self.path, tag, desc, bytes)
-                .await?;
-        }
-        Ok(())
+            .put_manifest(&self.path, reference, desc, bytes)
+            .await
     }
 }

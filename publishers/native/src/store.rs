@@ -26,6 +26,11 @@ pub trait Store {
     async fn prepare(&self) -> Result<()> {
         Ok(())
     }
+    /// Holds off others checking and pushing the same `key` (a digest, an
+    /// archive) in this store until the guard is dropped.
+    async fn guard(&self, _key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        None
+    }
     /// What a tag points to, or `None`.
     async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>>;
     /// What a tag points to and its bytes (a registry does it in one GET).
@@ -214,6 +219,7 @@ async fn push_from_archive<S: Store>(
     else {
         bail!("internal: not an archive artifact");
     };
+    let _flight = store.guard(&path.display().to_string()).await;
     let mut pass = 1;
     loop {
         let mut needed = BTreeMap::new();
@@ -414,8 +420,44 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
+/// Whether `tag` already points at `desc`.
+async fn tag_points_to<S: Store>(store: &S, tag: &str, desc: Descriptor) -> Result<bool> {
+    Ok(store
+        .resolve_tag(tag)
+        .await?
+        .is_some_and(|d| d.digest == desc.digest))
+}
+
+async fn push_arch_manifest<S: Store>(
+    store: &S,
+    arch_tag: &str,
+    desc: &Descriptor,
+    art: &ResolvedArtifact,
+) -> Result<()> {
+    store
+        .push_manifest(desc, &art.manifest, Some(arch_tag))
+        .await
+        .with_context(|| format!("manifest {} of {}", desc.digest, art.arch))?;
+    tracing::info!(store = %store.name(), tag = %arch_tag, digest = %desc.digest, "arch tag set");
+    Ok(())
+}
+
+/// An index entry must be in the store before the index names it.
+async fn entry_present<S: Store>(store: &S, entry: &Entry) -> Result<()> {
+    if !store.has_manifest(&Descriptor::of_entry(entry)).await? {
+        bail!(
+            "index entry {} ({}) is not in {}",
+            entry.digest,
+            entry.platform,
+            store.name()
+        );
+    }
+    Ok(())
+}
+
 /// Pushes one blob from a file or memory, unless the store has it.
 async fn push_one<S: Store>(store: &S, desc: &Descriptor, source: Source<'_>) -> Result<()> {
+    let _flight = store.guard(&desc.digest).await;
     if store.has_blob(desc).await? {
         return Ok(());
     }
@@ -460,39 +502,45 @@ pub async fn publish<S: Store>(
     store.prepare().await?;
 
     // Which built arches need what: nothing when the arch tag already points
-    // at the manifest; only the tag when the manifest is already there.
-    let mut to_tag = Vec::new();
-    let mut from_files: BTreeMap<&str, (&Descriptor, PathBuf)> = BTreeMap::new();
-    let mut from_memory: BTreeMap<&str, (&Descriptor, &[u8])> = BTreeMap::new();
-    let mut from_archives = Vec::new();
+    // at the manifest. Otherwise every blob of its manifest is checked (what
+    // this run pushed or saw is known without asking) and pushed where
+    // missing: never inferred from the manifest being there. All arches are
+    // asked at once.
+    let mut checks = Vec::new();
     for (arch, arch_tag) in arch_tags {
         let art = artifacts
             .get(arch)
             .ok_or_else(|| anyhow!("internal: no artifact read for built arch {arch}"))?;
-        let desc = Descriptor::of_entry(&art.entry);
-        if store
-            .resolve_tag(arch_tag)
-            .await?
-            .is_some_and(|d| d.digest == desc.digest)
-        {
+        checks.push(tag_points_to(
+            store,
+            arch_tag,
+            Descriptor::of_entry(&art.entry),
+        ));
+    }
+    let tagged = futures_util::future::try_join_all(checks).await?;
+    let mut to_tag = Vec::new();
+    let mut from_files: BTreeMap<&str, (&Descriptor, PathBuf)> = BTreeMap::new();
+    let mut from_memory: BTreeMap<&str, (&Descriptor, &[u8])> = BTreeMap::new();
+    let mut from_archives = Vec::new();
+    for ((arch, arch_tag), already) in arch_tags.iter().zip(tagged) {
+        if already {
             continue;
         }
-        if !store.has_manifest(&desc).await? {
-            from_memory.insert(&art.config.digest, (&art.config, &art.config_json));
-            let mut streamed = Vec::new();
-            for blob in &art.layers {
-                match &art.source {
-                    BlobSource::Layout(layout) => {
-                        from_files.insert(&blob.digest, (blob, layout.blob_path(&blob.digest)?));
-                    }
-                    BlobSource::Archive { .. } => streamed.push(blob),
+        let art = &artifacts[arch];
+        from_memory.insert(&art.config.digest, (&art.config, &art.config_json));
+        let mut streamed = Vec::new();
+        for blob in &art.layers {
+            match &art.source {
+                BlobSource::Layout(layout) => {
+                    from_files.insert(&blob.digest, (blob, layout.blob_path(&blob.digest)?));
                 }
-            }
-            if !streamed.is_empty() {
-                from_archives.push((art, streamed));
+                BlobSource::Archive { .. } => streamed.push(blob),
             }
         }
-        to_tag.push((arch_tag.as_str(), desc, art));
+        if !streamed.is_empty() {
+            from_archives.push((art, streamed));
+        }
+        to_tag.push((arch_tag.as_str(), Descriptor::of_entry(&art.entry), art));
     }
 
     // Blobs from files and memory, several at once.
@@ -525,27 +573,21 @@ pub async fn publish<S: Store>(
         .try_collect::<Vec<()>>()
         .await?;
 
-    // Each arch's manifest, by digest and under its arch tag.
-    for (arch_tag, desc, art) in &to_tag {
-        store
-            .push_manifest(desc, &art.manifest, Some(arch_tag))
-            .await
-            .with_context(|| format!("manifest {} of {}", desc.digest, art.arch))?;
-        tracing::info!(store = %store.name(), tag = %arch_tag, digest = %desc.digest, "arch tag set");
-    }
+    // Each arch's manifest under its arch tag (which stores it by digest
+    // too), all at once.
+    let pushes: Vec<_> = to_tag
+        .iter()
+        .map(|(arch_tag, desc, art)| push_arch_manifest(store, arch_tag, desc, art))
+        .collect();
+    futures_util::future::try_join_all(pushes).await?;
 
-    // Carried entries must be there already.
-    for entry in &plan.index {
-        let desc = Descriptor::of_entry(entry);
-        if !store.has_manifest(&desc).await? {
-            bail!(
-                "index entry {} ({}) is not in {}",
-                entry.digest,
-                entry.platform,
-                store.name()
-            );
-        }
-    }
+    // Carried entries must be there already (what was just pushed is known).
+    let present: Vec<_> = plan
+        .index
+        .iter()
+        .map(|entry| entry_present(store, entry))
+        .collect();
+    futures_util::future::try_join_all(present).await?;
 
     match plan.decision {
         Decision::Published => {
@@ -590,9 +632,11 @@ pub async fn check_not_moved<S: Store>(
 /// Reads the tag back after the write: it must point to `digest`, and the
 /// index must be readable and match it.
 pub async fn read_back<S: Store>(store: &S, tag: &str, digest: &str) -> Result<()> {
-    let back = store
-        .resolve_tag(tag)
-        .await?
+    // One read of the tag: what it points to, and the bytes, hashed.
+    let (back, _) = store
+        .read_tag(tag)
+        .await
+        .context("read-back")?
         .ok_or_else(|| anyhow!("read-back: tag {tag} is missing after the write"))?;
     if back.digest != digest {
         bail!(
@@ -600,7 +644,6 @@ pub async fn read_back<S: Store>(store: &S, tag: &str, digest: &str) -> Result<(
             back.digest
         );
     }
-    store.fetch_manifest(&back).await.context("read-back")?;
     Ok(())
 }
 
@@ -626,6 +669,9 @@ impl Store for AnyStore {
     }
     async fn prepare(&self) -> Result<()> {
         delegate!(self, s => Store::prepare(s).await)
+    }
+    async fn guard(&self, key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        delegate!(self, s => Store::guard(s, key).await)
     }
     async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>> {
         delegate!(self, s => Store::resolve_tag(s, tag).await)

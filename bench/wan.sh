@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The benchmark over a real network's latency: a docker-registry behind a
+# TCP proxy on 127.0.0.1 that delays every chunk both ways (a round trip of
+# RTT_MS, throughput not limited), as a release engineer's host sees quay.io.
+#
+#   bash bench/wan.sh [RTT_MS] [SIZE_MB]          (defaults: 50 5)
+#
+# Measures, with requests counted from the registry's access log:
+#   - archgate cold publish of 12 targets (2 images x 2 repositories x 3 tags)
+#   - archgate warm re-run of those 12, and of 60 targets (10 images x 2
+#     repositories x 3 tags), all unchanged
+#   - the skopeo + buildah way through the same proxy, cold and warm, 12 targets
+# Each image has 4 arches. Needs: docker-registry, skopeo, buildah, xz, GNU
+# time (scripts/test.sh installs the first three).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rtt=${1:-50}
+size=${2:-5}
+arches=(x86_64 aarch64 ppc64le s390x)
+work=${BENCH_DIR:-target/bench}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+run="$work/wan"
+rm -rf "$run"; mkdir -p "$run"
+
+cargo build -q --release -p archgate -p archgate-fixtures --bin archgate --bin make-bench --bin delay-proxy
+archgate=$PWD/target/release/archgate
+for seed in 1 2; do
+  dir="$work/wan-compose-$size-$seed"
+  if [ ! -f "$dir/compose.toml" ]; then
+    echo "generating image $seed: 4 artifacts of about $size MB (once)" >&2
+    MAKE_BENCH_SEED=$seed target/release/make-bench "$dir" "$size" "${arches[@]}"
+  fi
+done
+# One dir compose with two different images.
+compose="$run/compose"
+mkdir -p "$compose"
+cp "$work/wan-compose-$size-1/compose.toml" "$compose/"
+ln -s "$work/wan-compose-$size-1/fedora" "$compose/image-1"
+ln -s "$work/wan-compose-$size-2/fedora" "$compose/image-2"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=(); }
+trap cleanup EXIT
+
+# A fresh, empty registry with an access log, behind the delaying proxy;
+# sets $reg (the registry itself), $host (the proxy) and $log.
+start() {
+  cleanup
+  local d="$run/registry"
+  rm -rf "$d"; mkdir -p "$d"
+  cat > "$d/config.yml" <<YML
+version: 0.1
+log: {level: info}
+storage: {filesystem: {rootdirectory: $d/data}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:0}
+YML
+  log="$d/log"
+  REGISTRY_HTTP_ADDR=127.0.0.1:0 docker-registry serve "$d/config.yml" > "$log" 2>&1 &
+  pids+=($!)
+  reg=
+  for _ in $(seq 100); do
+    reg=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$log" | sed 's/listening on //' || true)
+    [ -n "$reg" ] && break
+    sleep 0.05
+  done
+  [ -n "$reg" ] || { echo "docker-registry did not start" >&2; exit 1; }
+  target/release/delay-proxy "$reg" $((rtt / 2)) > "$d/proxy" &
+  pids+=($!)
+  for _ in $(seq 100); do host=$(cat "$d/proxy"); [ -n "$host" ] && break; sleep 0.05; done
+}
+
+# Requests the registry has answered so far (its access log: one line each).
+requests() { grep -c '"[A-Z]* /v2/' "$log" || true; }
+
+results=()
+# measure NAME TARGETS CMD...: wall seconds, requests, requests per target, peak RSS.
+measure() {
+  local name=$1 targets=$2; shift 2
+  local before; before=$(requests)
+  /usr/bin/time -f '%e %M' -o "$run/time" "$@" > "$run/$name.log" 2>&1 || {
+    echo "$name failed, see $run/$name.log" >&2; tail -20 "$run/$name.log" >&2; exit 1; }
+  local secs kb after n
+  read -r secs kb < "$run/time"
+  after=$(requests)
+  n=$((after - before))
+  results+=("$(printf '%-34s %7.2f s  %5d requests  %5.2f per target  %4d MB' "$name ($targets targets)" "$secs" "$n" "$(echo "$n / $targets" | bc -l)" $((kb / 1024)))")
+  echo "${results[-1]}" >&2
+}
+
+# config FILE IMAGES: IMAGES images over the two builds, 2 repositories, 3 tags each.
+config() {
+  local file=$1 count=$2
+  {
+    printf '[source]\nkind = "dir"\nlocation = "%s"\n\n[registry."%s"]\ntls-verify = false\n\n' "$compose" "$host"
+    for i in $(seq 1 "$count"); do
+      printf '[[image]]\nname = "img%s"\nmatch = { dir = "image-%s" }\n' "$i" $(( (i - 1) % 2 + 1 ))
+      printf 'repositories = ["docker://%s/img%s", "docker://%s/mirror/img%s"]\n' "$host" "$i" "$host" "$i"
+      printf 'tags = ["{release}", "latest", "stable"]\n\n'
+    done
+  } > "$file"
+}
+
+export ARCHGATE_CACHE_DIR="$run/cache"
+start
+config "$run/12.toml" 2
+measure "archgate cold publish" 12 "$archgate" publish -c "$run/12.toml"
+measure "archgate warm re-run" 12 "$archgate" publish -c "$run/12.toml"
+config "$run/60.toml" 10
+"$archgate" publish -c "$run/60.toml" > "$run/60-first.log" 2>&1
+measure "archgate warm re-run" 60 "$archgate" publish -c "$run/60.toml"
+
+# The skopeo + buildah way, through the same proxy, on a fresh registry.
+start
+storage="$run/storage"
+mkdir -p "$storage"
+printf '[storage]\ndriver = "vfs"\ngraphroot = "%s/graph"\nrunroot = "%s/run"\n' "$storage" "$storage" > "$storage/storage.conf"
+export CONTAINERS_STORAGE_CONF="$storage/storage.conf"
+baseline() {
+  set -e
+  local tmp="$run/unpacked"; mkdir -p "$tmp"
+  for img in 1 2; do
+    for a in "${arches[@]}"; do
+      [ -f "$tmp/$img-$a.oci.tar" ] || xz -dc "$compose/image-$img/$a/"*.oci.tar.xz > "$tmp/$img-$a.oci.tar"
+    done
+    for repo in "img$img" "mirror/img$img"; do
+      for a in "${arches[@]}"; do
+        skopeo copy -q --dest-tls-verify=false "oci-archive:$tmp/$img-$a.oci.tar" "docker://$host/$repo:41-$a"
+      done
+      for tag in 41 latest stable; do
+        list="bench-list-$$"
+        buildah manifest rm "$list" > /dev/null 2>&1 || true
+        buildah manifest create "$list" > /dev/null
+        for a in "${arches[@]}"; do
+          buildah manifest add --tls-verify=false "$list" "docker://$host/$repo:41-$a" > /dev/null
+        done
+        buildah manifest push -q --all --tls-verify=false "$list" "docker://$host/$repo:$tag"
+        buildah manifest rm "$list" > /dev/null
+      done
+    done
+  done
+}
+export -f baseline
+export run host compose
+arches_list="${arches[*]}"
+measure "skopeo+buildah cold" 12 bash -c "arches=($arches_list); baseline"
+measure "skopeo+buildah warm" 12 bash -c "arches=($arches_list); baseline"
+
+echo
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); round trip $rtt ms; artifacts: 2 images x 4 arches x $(du -mL "$compose/image-1/x86_64/"*.oci.tar.xz | cut -f1) MB .oci.tar.xz"
+printf '%s\n' "${results[@]}"
