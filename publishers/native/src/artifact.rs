@@ -4,83 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use archgate_core::{Arch, Artifact, Entry, Location, Platform};
 use serde::Serialize;
 
-use crate::archive::{self, Compression, NoSink, Scan};
+use crate::archive::{self, NoSink, Scan};
 use crate::layout::OciLayout;
 use crate::oci::{
     is_index, is_manifest, Config, Descriptor, Index, Manifest, OCI_CONFIG, OCI_LAYER_GZIP,
     OCI_MANIFEST,
 };
-
-/// Where the blobs of a resolved artifact are read from when publishing.
-#[derive(Debug, Clone)]
-pub enum BlobSource {
-    Layout(OciLayout),
-    /// Read again in one streaming pass.
-    Archive {
-        path: PathBuf,
-        compression: Compression,
-        /// docker-archive layer paths and the gzip layers they become.
-        layers: crate::archive::LayerMap,
-    },
-}
-
-/// A built artifact, read and checked: ready to publish.
-#[derive(Debug, Clone)]
-pub struct ResolvedArtifact {
-    pub arch: Arch,
-    pub source: BlobSource,
-    /// The index entry it gets: platform from its config, manifest digest.
-    pub entry: Entry,
-    pub manifest: Vec<u8>,
-    /// The image config's descriptor, and its bytes (pushed from memory).
-    pub config: Descriptor,
-    pub config_json: Vec<u8>,
-    /// The layers, in manifest order.
-    pub layers: Vec<Descriptor>,
-}
-
-impl ResolvedArtifact {
-    /// Every blob the manifest names: the config, then the layers.
-    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
-        std::iter::once(&self.config).chain(&self.layers)
-    }
-}
-
-/// Why an artifact could not be used. The two kinds lead to different ends,
-/// and must never be mixed: only [`ReadFailure::Unusable`] may make an arch
-/// `failed` (which `lose` would then drop from an index).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadFailure {
-    /// The artifact itself cannot be used: missing, unreadable, bad
-    /// checksum, unsafe or broken archive, built for another arch. Its arch
-    /// counts as failed (docs/gate.md).
-    Unusable(String),
-    /// archgate's own fault: a reader that panicked or stopped, I/O on its
-    /// own files (the spool). Every target of the image is an error and
-    /// nothing of it is pushed.
-    Internal(String),
-}
-
-impl ReadFailure {
-    /// A reader task that did not return (it panicked or was cancelled).
-    pub fn stopped(e: impl std::fmt::Display) -> ReadFailure {
-        ReadFailure::Internal(format!("internal error: the artifact reader stopped: {e}"))
-    }
-}
-
-impl std::fmt::Display for ReadFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadFailure::Unusable(m) | ReadFailure::Internal(m) => f.write_str(m),
-        }
-    }
-}
+pub use crate::resolved::{BlobSource, ReadEnv, ReadFailure, ResolvedArtifact};
 
 /// A fault a test can ask a debug build for: `ARCHGATE_TEST_PANIC_READER=ARCH`
 /// makes the reader of that arch panic, as a bug in it would. Release builds
@@ -97,15 +33,6 @@ fn injected_fault(arch: Arch) {
 /// that arch counts as failed (docs/gate.md).
 pub fn resolve(arch: Arch, artifact: &Artifact) -> Result<ResolvedArtifact, ReadFailure> {
     resolve_cached(arch, artifact, None)
-}
-
-/// Where a run keeps what it reads: the archive cache (kept between runs)
-/// and the spool of artifacts fetched over HTTP (the run's own, removed
-/// with it). Handed in by the run; nothing here is process-wide.
-#[derive(Debug, Clone, Default)]
-pub struct ReadEnv {
-    pub cache: Option<PathBuf>,
-    pub spool: Option<PathBuf>,
 }
 
 /// [`resolve`], looking in and filling an archive cache directory.

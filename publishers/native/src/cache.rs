@@ -13,8 +13,8 @@ use archgate_core::{Arch, Artifact, Entry, Location};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{Compression, LayerMap};
-use crate::artifact::{BlobSource, ResolvedArtifact};
 use crate::oci::{Descriptor, PlatformJson};
+use crate::resolved::{BlobSource, ResolvedArtifact};
 
 /// `ARCHGATE_CACHE_DIR`, else `$XDG_CACHE_HOME/archgate`, else `~/.cache/archgate`.
 pub fn default_dir() -> Option<PathBuf> {

@@ -13,10 +13,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 
 use crate::oci::{hex_digest, Descriptor, Index, REF_NAME};
-use crate::store::Store;
+use crate::transport::Store;
 
-/// The largest manifest, index or config archgate reads into memory.
-pub const MAX_DOCUMENT: u64 = 8 << 20;
+pub use crate::oci::MAX_DOCUMENT;
 
 const LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 

@@ -12,8 +12,10 @@ pub mod layout;
 pub mod oci;
 pub mod progress;
 pub mod registry;
+pub mod resolved;
 pub mod store;
 pub mod tls;
+pub mod transport;
 
 pub use artifact::{resolve, resolve_cached, resolve_in, ReadEnv, ReadFailure, ResolvedArtifact};
 pub use layout::OciLayout;

@@ -12,6 +12,9 @@ use archgate_core::{Entry, Platform};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+/// The largest manifest, index or config archgate reads into memory.
+pub const MAX_DOCUMENT: u64 = 8 << 20;
+
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";

@@ -21,9 +21,9 @@ use reqwest::header::{
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use crate::auth::{parse_challenge, Challenge, Credentials, Secret};
-use crate::layout::MAX_DOCUMENT;
+use crate::oci::MAX_DOCUMENT;
 use crate::oci::{sha256_digest, Descriptor};
-use crate::store::Store;
+use crate::transport::Store;
 
 /// Every manifest media type archgate understands; the distribution registry
 /// answers 404 for a type that is not listed.

@@ -13,60 +13,10 @@ use crate::artifact::{BlobSource, ReadFailure, ResolvedArtifact};
 use crate::oci::{
     is_index, is_manifest, render_index, Config, Descriptor, Index, Manifest, OCI_INDEX,
 };
+pub use crate::transport::Store;
 
 /// How many blobs go up at once to one target.
 pub const UPLOAD_CONCURRENCY: usize = 4;
-
-/// A repository: an OCI layout directory or a registry repository.
-#[allow(async_fn_in_trait)]
-pub trait Store {
-    /// `oci:DIR` or `HOST/PATH`, for messages.
-    fn name(&self) -> String;
-    /// Get ready to be written (a layout creates its directory).
-    async fn prepare(&self) -> Result<()> {
-        Ok(())
-    }
-    /// Holds off others checking and pushing the same `key` (a digest, an
-    /// archive) in this store until the guard is dropped.
-    async fn guard(&self, _key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        None
-    }
-    /// What a tag points to, or `None`.
-    async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>>;
-    /// What a tag points to and its bytes (a registry does it in one GET).
-    async fn read_tag(&self, tag: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
-        match self.resolve_tag(tag).await? {
-            Some(desc) => {
-                let bytes = self.fetch_manifest(&desc).await?;
-                Ok(Some((desc, bytes)))
-            }
-            None => Ok(None),
-        }
-    }
-    /// A manifest or index by digest, checked against its descriptor.
-    async fn fetch_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>>;
-    /// A small blob (a config) by digest, checked against its descriptor.
-    async fn fetch_blob(&self, desc: &Descriptor) -> Result<Vec<u8>>;
-    async fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
-    async fn has_manifest(&self, desc: &Descriptor) -> Result<bool>;
-    /// Stores a blob read from a file, checked against its descriptor.
-    async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()>;
-    /// Gets a blob without sending it (a registry mounts it from another
-    /// repository); `false` when that cannot be done.
-    async fn mount_blob(&self, _desc: &Descriptor) -> Result<bool> {
-        Ok(false)
-    }
-    /// Stores a small blob held in memory (a config).
-    async fn push_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()>;
-    /// Stores a blob that arrives as a stream of chunks (from an archive
-    /// pass), checked against its descriptor. Not retried: the stream is gone.
-    async fn push_blob_stream<C>(&self, desc: &Descriptor, chunks: C) -> Result<()>
-    where
-        C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static;
-    /// Stores a manifest or index by digest, and points `tag` at it if given.
-    async fn push_manifest(&self, desc: &Descriptor, bytes: &[u8], tag: Option<&str>)
-        -> Result<()>;
-}
 
 /// What [`read_current`] reads of each entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

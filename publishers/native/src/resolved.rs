@@ -1,0 +1,86 @@
+//! What reading an artifact gives: the resolved artifact (its manifest,
+//! config and layers, and where its blobs are read from when publishing),
+//! why one could not be read, and where a run keeps what it reads. Types
+//! only, below the readers (`crate::artifact`) and the cache.
+
+use std::path::PathBuf;
+
+use archgate_core::{Arch, Entry};
+
+use crate::archive::Compression;
+use crate::layout::OciLayout;
+use crate::oci::Descriptor;
+
+/// Where the blobs of a resolved artifact are read from when publishing.
+#[derive(Debug, Clone)]
+pub enum BlobSource {
+    Layout(OciLayout),
+    /// Read again in one streaming pass.
+    Archive {
+        path: PathBuf,
+        compression: Compression,
+        /// docker-archive layer paths and the gzip layers they become.
+        layers: crate::archive::LayerMap,
+    },
+}
+
+/// A built artifact, read and checked: ready to publish.
+#[derive(Debug, Clone)]
+pub struct ResolvedArtifact {
+    pub arch: Arch,
+    pub source: BlobSource,
+    /// The index entry it gets: platform from its config, manifest digest.
+    pub entry: Entry,
+    pub manifest: Vec<u8>,
+    /// The image config's descriptor, and its bytes (pushed from memory).
+    pub config: Descriptor,
+    pub config_json: Vec<u8>,
+    /// The layers, in manifest order.
+    pub layers: Vec<Descriptor>,
+}
+
+impl ResolvedArtifact {
+    /// Every blob the manifest names: the config, then the layers.
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        std::iter::once(&self.config).chain(&self.layers)
+    }
+}
+
+/// Why an artifact could not be used. The two kinds lead to different ends,
+/// and must never be mixed: only [`ReadFailure::Unusable`] may make an arch
+/// `failed` (which `lose` would then drop from an index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// The artifact itself cannot be used: missing, unreadable, bad
+    /// checksum, unsafe or broken archive, built for another arch. Its arch
+    /// counts as failed (docs/gate.md).
+    Unusable(String),
+    /// archgate's own fault: a reader that panicked or stopped, I/O on its
+    /// own files (the spool). Every target of the image is an error and
+    /// nothing of it is pushed.
+    Internal(String),
+}
+
+impl ReadFailure {
+    /// A reader task that did not return (it panicked or was cancelled).
+    pub fn stopped(e: impl std::fmt::Display) -> ReadFailure {
+        ReadFailure::Internal(format!("internal error: the artifact reader stopped: {e}"))
+    }
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFailure::Unusable(m) | ReadFailure::Internal(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Where a run keeps what it reads: the archive cache (kept between runs)
+/// and the spool of artifacts fetched over HTTP (the run's own, removed
+/// with it). Handed in by the run; nothing here is process-wide.
+#[derive(Debug, Clone, Default)]
+pub struct ReadEnv {
+    pub cache: Option<PathBuf>,
+    pub spool: Option<PathBuf>,
+}
