@@ -33,13 +33,15 @@ ensure_cargo() {
   rustup default stable >/dev/null
 }
 
-# The Python libraries some tests use as real peers (productmd, koji; later
-# fedora-messaging): installed into a venv under target/, so that neither
+# The Python libraries some tests use as real peers (productmd, koji,
+# fedora-messaging and fedora-image-uploader-messages): installed into a venv
+# under target/, so that neither
 # the system's Python nor an externally managed one is touched. Exports
 # ARCHGATE_PYTHON, the venv's interpreter, which the tests run.
 ensure_python_tools() {
   local venv="$PWD/target/python"
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import productmd, koji' 2>/dev/null; then
+  local check='import productmd, koji, fedora_messaging, fedora_image_uploader_messages, pika'
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "$check" 2>/dev/null; then
     if ! command -v python3 >/dev/null 2>&1; then
       apt_install python3 python3-venv
     fi
@@ -49,8 +51,9 @@ ensure_python_tools() {
       rm -rf "$venv"
       python3 -m venv "$venv"
     fi
-    echo "archgate setup: installing productmd and koji into $venv" >&2
-    "$venv/bin/pip" install -q --disable-pip-version-check productmd
+    echo "archgate setup: installing productmd, koji, fedora-messaging into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check productmd \
+      fedora-messaging fedora-image-uploader-messages
     # koji's own dependencies include Kerberos bindings that need headers;
     # what importing it needs is these (requests with its own dependencies).
     "$venv/bin/pip" install -q --disable-pip-version-check requests python-dateutil six defusedxml

@@ -5,9 +5,11 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 # skopeo checks what archgate writes (and with buildah, runs the tools engines);
 # docker-registry, htpasswd (apache2-utils) and openssl (a test PKI) serve the
-# registry tests; man-db renders the generated man pages; python3-venv holds
-# the Python peers (productmd, koji); gcc links the Rust code.
-apt_install skopeo buildah docker-registry apache2-utils openssl man-db python3-venv gcc libc6-dev
+# registry tests; rabbitmq-server gives the service tests a private node (the
+# system service is not used); man-db renders the generated man pages;
+# python3-venv holds the Python peers (productmd, koji, fedora-messaging);
+# gcc links the Rust code.
+apt_install skopeo buildah docker-registry apache2-utils openssl rabbitmq-server man-db python3-venv gcc libc6-dev
 ensure_cargo
 ensure_python_tools
 # The generator checks of fixtures/real must run here, not be skipped.

@@ -60,6 +60,10 @@ fn every_config_key_is_documented() {
             format!("{BASE}\n[registry.\"h\"]\nzzz_unknown = 1\n"),
         ),
         ("[release]", format!("{BASE}\n[release]\nzzz_unknown = 1\n")),
+        (
+            "[consume]",
+            format!("{BASE}\n[consume]\namqp-url = \"amqp://h\"\nzzz_unknown = 1\n"),
+        ),
         ("[[image]]", image),
         (
             "a tag table",

@@ -24,8 +24,74 @@ pub struct Config {
     /// What the release words mean for tags.
     #[serde(default)]
     pub release: ReleaseConfig,
+    /// `archgate consume`: the service.
+    pub consume: Option<ConsumeConfig>,
     #[serde(default)]
     pub image: Vec<ImageConfig>,
+}
+
+/// `[consume]`: the service (docs/service.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConsumeConfig {
+    pub amqp_url: String,
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    #[serde(default = "default_exchange")]
+    pub exchange: String,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default = "default_routing_keys")]
+    pub routing_keys: Vec<String>,
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    #[serde(default = "default_statuses")]
+    pub statuses: Vec<String>,
+    pub publish_topic_prefix: Option<String>,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_retry_delay", deserialize_with = "duration")]
+    pub retry_delay: std::time::Duration,
+    #[serde(default, deserialize_with = "socket_addr")]
+    pub health: Option<std::net::SocketAddr>,
+}
+
+fn default_exchange() -> String {
+    "amq.topic".into()
+}
+fn default_queue() -> String {
+    "archgate-containers".into()
+}
+fn default_routing_keys() -> Vec<String> {
+    vec!["org.fedoraproject.prod.pungi.compose.status.change".into()]
+}
+fn default_prefetch() -> u16 {
+    1
+}
+fn default_statuses() -> Vec<String> {
+    vec!["FINISHED".into(), "FINISHED_INCOMPLETE".into()]
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_retry_delay() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    let age: Age = s.parse().map_err(de::Error::custom)?;
+    Ok(std::time::Duration::from_secs(age.seconds.max(0) as u64))
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "`{s}` is not an address and port, e.g. \"127.0.0.1:9464\""
+        ))
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -427,6 +493,69 @@ pub struct Options {
 }
 
 impl Loaded {
+    /// The service's settings, and the run every message is a copy of (its
+    /// compose is the message's).
+    pub fn consume_spec(
+        &self,
+    ) -> Result<(archgate_service::ConsumeSpec, archgate_runner::RunSpec), ConfigError> {
+        let file = self.path.display();
+        let c = self.config.consume.as_ref().ok_or_else(|| {
+            ConfigError(format!(
+                "{file}: no [consume] table: archgate consume needs one (docs/service.md)"
+            ))
+        })?;
+        if self.config.source.kind != SourceKind::Pungi {
+            return Err(ConfigError(format!(
+                "{file}: archgate consume publishes Pungi composes: [source] kind must be \"pungi\""
+            )));
+        }
+        if !(c.amqp_url.starts_with("amqp://") || c.amqp_url.starts_with("amqps://")) {
+            return Err(ConfigError(format!(
+                "{file}: [consume] amqp-url must start with amqp:// or amqps:// (key `consume.amqp-url`)"
+            )));
+        }
+        if c.max_attempts == 0 || c.prefetch == 0 {
+            return Err(ConfigError(format!(
+                "{file}: [consume] max-attempts and prefetch must be at least 1"
+            )));
+        }
+        let path = |p: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+            match p {
+                Some(p) => {
+                    let path = self.resolve_path(p);
+                    if !path.is_file() {
+                        return Err(ConfigError(format!(
+                            "{file}: [consume] {} does not exist",
+                            path.display()
+                        )));
+                    }
+                    Ok(Some(path))
+                }
+                None => Ok(None),
+            }
+        };
+        let spec = archgate_service::ConsumeSpec {
+            amqp_url: c.amqp_url.clone(),
+            ca_file: path(&c.ca_file)?,
+            client_cert: path(&c.client_cert)?,
+            client_key: path(&c.client_key)?,
+            exchange: c.exchange.clone(),
+            queue: c.queue.clone(),
+            routing_keys: c.routing_keys.clone(),
+            prefetch: c.prefetch,
+            statuses: c.statuses.clone(),
+            publish_topic_prefix: c.publish_topic_prefix.clone(),
+            max_attempts: c.max_attempts,
+            retry_delay: c.retry_delay,
+            health: c.health,
+        };
+        let run = self.run_spec(&Options {
+            compose: Some("(from each message)".into()),
+            ..Options::default()
+        })?;
+        Ok((spec, run))
+    }
+
     /// The run this configuration and these options ask for: every path
     /// resolved, every registry's credentials and cert dir read.
     pub fn run_spec(&self, opts: &Options) -> Result<archgate_runner::RunSpec, ConfigError> {

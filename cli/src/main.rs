@@ -74,6 +74,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Run as a service: publish every compose announced on the message queue ([consume]).
+    Consume {
+        /// The configuration file.
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "FILE",
+            default_value = "archgate.toml"
+        )]
+        config: PathBuf,
+    },
     /// Source plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -147,7 +158,12 @@ fn parse_policy(s: &str) -> Result<Policy, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    // The service logs one line per message: info by default.
+    let verbose = match cli.command {
+        Command::Consume { .. } => cli.verbose.max(1),
+        _ => cli.verbose,
+    };
+    init_logging(verbose, cli.quiet);
     let code = match cli.command {
         Command::Plan(run) => run_and_report(&run, true, None),
         Command::Publish {
@@ -160,6 +176,7 @@ fn main() -> ExitCode {
             compose,
             format,
         } => status(&config, compose, format),
+        Command::Consume { config } => consume(&config),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "archgate", &mut std::io::stdout());
@@ -287,6 +304,41 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
     report.exit_code() as u8
+}
+
+/// `archgate consume`: until SIGTERM or SIGINT, then the current runs
+/// finish and are acknowledged, and the exit code is 0.
+fn consume(config: &Path) -> u8 {
+    let (service, template) = match config::load(config).and_then(|l| l.consume_spec()) {
+        Ok(s) => s,
+        Err(e) => return fail(&config_error(e)),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let runner = std::sync::Arc::new(Runner::new(env()));
+    let result = rt.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!("{name}: stopping");
+            let _ = stop.send(true);
+        });
+        archgate_service::consume(runner, template, service, stopped).await
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("archgate: {e:#}");
+            1
+        }
+    }
 }
 
 fn status(config: &Path, compose: Option<String>, format: Format) -> u8 {

@@ -149,6 +149,7 @@ pub async fn status(runner: &Runner, spec: &RunSpec) -> Result<Status, RunError>
         compose: ComposeSummary {
             id: results.compose.id.clone(),
             status: results.compose.status.clone(),
+            version: None,
         },
         agree: out.iter().all(|i| i.agree),
         images: out,

@@ -19,6 +19,10 @@ pub struct Report {
 pub struct ComposeSummary {
     pub id: String,
     pub status: ComposeStatus,
+    /// The release number (`{version}`), when known; not in the JSON
+    /// report (the service puts it in its result messages).
+    #[serde(skip)]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

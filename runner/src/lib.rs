@@ -901,6 +901,17 @@ fn make_report(spec: &RunSpec, compose: &Compose, targets: Vec<Target>, dry_run:
         compose: ComposeSummary {
             id: compose.id.clone(),
             status: compose.status.clone(),
+            version: archgate_core::Template::parse("{version}")
+                .ok()
+                .and_then(|t| {
+                    t.render_text(&Vars {
+                        compose,
+                        releases: &spec.releases,
+                        tag: None,
+                        arch: None,
+                    })
+                    .ok()
+                }),
         },
         dry_run,
         targets: targets

@@ -505,6 +505,8 @@ pub enum FaultKind {
     /// Forward a mount request without `mount`/`from`, so the registry opens
     /// an upload session and answers 202.
     DeclineMount,
+    /// Wait this long, then forward.
+    Delay(Duration),
     /// First PUT these manifest bytes under this path upstream, then forward.
     PutFirst {
         path: String,
@@ -591,6 +593,7 @@ impl Proxy {
                     Some(FaultKind::DeclineMount) => {
                         path_q = path_q.split('?').next().unwrap().to_string();
                     }
+                    Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
                     Some(FaultKind::PutFirst {
                         path,
                         media_type,
@@ -856,4 +859,153 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 pub fn path_str(p: &Path) -> String {
     p.to_str().unwrap().to_string()
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; taken by the caller soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private RabbitMQ node (Debian's rabbitmq-server, not the system
+/// service) on free loopback ports, in a temp dir; stopped when dropped.
+pub struct Rabbit {
+    pub port: u16,
+    pub node: String,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    child: Child,
+}
+
+impl Rabbit {
+    pub fn start() -> Rabbit {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (port, dist, epmd) = (free_port(), free_port(), free_port());
+        let node = format!("archgate{}x{port}@localhost", std::process::id());
+        std::fs::write(d.join("enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(d.join("rabbitmq.conf"), "loopback_users = none\n").unwrap();
+        std::fs::create_dir_all(d.join("home")).unwrap();
+        let env: Vec<(String, String)> = [
+            ("RABBITMQ_NODENAME", node.clone()),
+            ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".into()),
+            ("RABBITMQ_NODE_PORT", port.to_string()),
+            ("RABBITMQ_DIST_PORT", dist.to_string()),
+            (
+                "RABBITMQ_MNESIA_BASE",
+                d.join("mnesia").display().to_string(),
+            ),
+            ("RABBITMQ_LOG_BASE", d.join("log").display().to_string()),
+            ("RABBITMQ_PID_FILE", d.join("pid").display().to_string()),
+            (
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                d.join("enabled_plugins").display().to_string(),
+            ),
+            (
+                "RABBITMQ_CONFIG_FILE",
+                d.join("rabbitmq.conf").display().to_string(),
+            ),
+            ("ERL_EPMD_PORT", epmd.to_string()),
+            ("HOME", d.join("home").display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::fs::File::create(d.join("server.out")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rabbitmq-server is needed (apt-get install rabbitmq-server)");
+        let rabbit = Rabbit {
+            port,
+            node,
+            dir,
+            env,
+            child,
+        };
+        let pid = rabbit.dir.path().join("pid");
+        let out = rabbit.ctl(&["wait", "--timeout", "60", pid.to_str().unwrap()]);
+        assert!(
+            out.is_some(),
+            "the RabbitMQ node did not start; see {}",
+            rabbit.dir.path().join("server.out").display()
+        );
+        rabbit
+    }
+
+    /// `amqp://` to this node.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// `rabbitmqctl -n NODE ARGS`: its stdout, or `None` when it failed.
+    pub fn ctl(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+            .arg("-n")
+            .arg(&self.node)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// (ready, unacknowledged) messages of a queue; `None` when it does not exist.
+    pub fn queue(&self, name: &str) -> Option<(u64, u64)> {
+        let out = self.ctl(&[
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ])?;
+        out.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[0] == name)
+                .then(|| (f[1].parse().unwrap_or(0), f[2].parse().unwrap_or(0)))
+        })
+    }
+}
+
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["stop"]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let epmd = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "ERL_EPMD_PORT")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let _ = Command::new("epmd")
+            .arg("-kill")
+            .env("ERL_EPMD_PORT", epmd)
+            .output();
+    }
+}
+
+/// Runs the Python peer (`tests/support/amqp_peer.py`, on fedora-messaging
+/// and pika) with `ARCHGATE_PYTHON`: its stdout.
+pub fn amqp_peer(args: &[&str]) -> String {
+    let python = std::env::var("ARCHGATE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/amqp_peer.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 is needed");
+    assert!(
+        out.status.success(),
+        "amqp_peer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

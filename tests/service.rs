@@ -1,0 +1,449 @@
+//! `archgate consume` against a real RabbitMQ (a private node of Debian's
+//! rabbitmq-server) and a real docker-registry. Messages are published with
+//! fedora-messaging's own API, and result messages are read back and
+//! validated by fedora-messaging with the installed
+//! fedora-image-uploader-messages schema (tests/support/amqp_peer.py).
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{
+    amqp_peer, free_port, registry_tag, registry_tags, Auth, Fault, FaultKind, Proxy, Rabbit,
+    Registry,
+};
+
+const TOPIC: &str = "org.fedoraproject.test.pungi.compose.status.change";
+const RESULTS: &str = "org.fedoraproject.test.fedora_image_uploader.published.v1.container";
+
+fn composes(dir: &Path) -> PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real/data/pungi");
+    let to = dir.join("composes");
+    copy_tree(&from, &to);
+    to
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+struct Consumer {
+    child: Child,
+    health: u16,
+    log: PathBuf,
+}
+
+impl Consumer {
+    fn start(dir: &Path, name: &str, config: &str) -> Consumer {
+        let health = free_port();
+        let cfg = dir.join(format!("{name}.toml"));
+        fs::write(
+            &cfg,
+            config.replace("HEALTH", &format!("127.0.0.1:{health}")),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_archgate"))
+            .args(["consume", "-c"])
+            .arg(&cfg)
+            .current_dir(dir)
+            .env("HOME", dir)
+            .env("ARCHGATE_CACHE_DIR", dir.join(format!("cache-{name}")))
+            .env_remove("ARCHGATE_LOG")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let c = Consumer { child, health, log };
+        wait_for(&format!("{name} ready"), 30, || c.get("/ready").0 == 200);
+        c
+    }
+
+    /// (status, body) of GET PATH on the health address.
+    fn get(&self, path: &str) -> (u16, String) {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.health)) else {
+            return (0, String::new());
+        };
+        let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the process to exit: its exit code.
+    fn wait(&mut self, secs: u64) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn config(rabbit: &Rabbit, host: &str, queue: &str, extra: &str) -> String {
+    format!(
+        "[source]\nkind = \"pungi\"\n\n[registry.\"{host}\"]\ntls-verify = false\n\n[[image]]\nname = \"fedora\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [\"docker://{host}/fedora\", \"docker://{host}/mirror/fedora\"]\ntags = [\"{{release}}\", \"latest\"]\n\n[consume]\namqp-url = \"{}\"\nqueue = \"{queue}\"\nrouting-keys = [\"{TOPIC}\"]\npublish-topic-prefix = \"org.fedoraproject.test\"\nmax-attempts = 2\nretry-delay = \"1s\"\nhealth = \"HEALTH\"\n{extra}",
+        rabbit.url()
+    )
+}
+
+/// Publishes a Pungi status change through fedora-messaging.
+fn announce(rabbit: &Rabbit, compose: &Path, id: &str, status: &str) {
+    let body = serde_json::json!({
+        "status": status,
+        "compose_id": id,
+        "location": format!("{}/compose", compose.display()),
+        "compose_type": "nightly",
+    });
+    amqp_peer(&["publish", &rabbit.url(), TOPIC, &body.to_string()]);
+}
+
+fn drain(rabbit: &Rabbit, queue: &str) -> Vec<Value> {
+    serde_json::from_str(&amqp_peer(&["drain", &rabbit.url(), queue])).unwrap()
+}
+
+/// Waits until the queue holds nothing, ready or unacknowledged.
+fn settled(rabbit: &Rabbit, queue: &str, secs: u64) {
+    wait_for(&format!("{queue} to empty"), secs, || {
+        rabbit.queue(queue) == Some((0, 0))
+    });
+}
+
+#[test]
+fn the_service_publishes_refuses_skips_retries_and_sets_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    let registry = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", registry.host()));
+    let host = proxy.host();
+    amqp_peer(&["bind", &rabbit.url(), "results", RESULTS]);
+    let mut consumer = Consumer::start(dir, "one", &config(&rabbit, &host, "q1", ""));
+    assert_eq!(consumer.get("/live").0, 200);
+
+    // A finished compose: published to two repositories, one result message each.
+    announce(
+        &rabbit,
+        &c.join("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    settled(&rabbit, "q1", 60);
+    let results = drain(&rabbit, "results");
+    assert_eq!(results.len(), 2, "{results:#?}\n{}", consumer.log());
+    for (m, registry_name) in results.iter().zip([host.clone(), format!("{host}/mirror")]) {
+        assert!(
+            m.get("invalid").is_none(),
+            "fedora-messaging refuses it: {m:#}"
+        );
+        assert_eq!(m["class"], "ContainerPublishedV1", "{m:#}");
+        assert_eq!(m["routing_key"], RESULTS);
+        assert_eq!(m["delivery_mode"], 2, "persistent");
+        assert!(
+            m["message_id"].as_str().is_some_and(|id| id.len() == 36),
+            "{m:#}"
+        );
+        assert_eq!(
+            m["headers"]["fedora_messaging_schema"],
+            "fedora_image_uploader.published.v1.container"
+        );
+        assert_eq!(m["headers"]["fedora_messaging_severity"], 20);
+        assert!(m["headers"]["sent-at"].as_str().is_some());
+        let b = &m["body"];
+        assert_eq!(b["compose_id"], "Fedora-41-20241101.n.0");
+        assert_eq!(b["release"], 41);
+        assert_eq!(b["repository"], "fedora");
+        assert_eq!(b["registries"], serde_json::json!([registry_name]));
+        assert_eq!(b["tags"], serde_json::json!(["41", "latest"]));
+        assert_eq!(
+            b["architectures"],
+            serde_json::json!(["x86_64", "aarch64", "ppc64le", "s390x"])
+        );
+    }
+    let published = registry_tag(&format!("{}/fedora:41", registry.host()))
+        .unwrap()
+        .1;
+    assert_eq!(
+        registry_tag(&format!("{}/mirror/fedora:latest", registry.host()))
+            .unwrap()
+            .1,
+        published
+    );
+
+    // The seed case: the kiwibuild failed on ppc64le and s390x: refused,
+    // acknowledged, no result message, the registry untouched.
+    announce(
+        &rabbit,
+        &c.join("f41-kiwi-star"),
+        "Fedora-41-20241102.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    settled(&rabbit, "q1", 60);
+    assert!(drain(&rabbit, "results").is_empty());
+    assert_eq!(
+        registry_tag(&format!("{}/fedora:41", registry.host()))
+            .unwrap()
+            .1,
+        published
+    );
+    assert!(
+        consumer.log().contains("outcome=\"refused\"")
+            || consumer.log().contains("outcome=refused"),
+        "{}",
+        consumer.log()
+    );
+
+    // DOOMED: acknowledged and skipped.
+    announce(
+        &rabbit,
+        &c.join("Fedora-Rawhide-20241105.n.0"),
+        "Fedora-Rawhide-20241105.n.0",
+        "DOOMED",
+    );
+    settled(&rabbit, "q1", 30);
+    assert!(drain(&rabbit, "results").is_empty());
+
+    // Not JSON: set aside at once, and the consumer goes on.
+    amqp_peer(&["publish-raw", &rabbit.url(), TOPIC, "this is not json"]);
+    settled(&rabbit, "q1", 30);
+    let failed = drain(&rabbit, "q1.failed");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(
+        failed[0]["headers"]["x-archgate-error"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON"),
+        "{failed:#?}"
+    );
+    announce(
+        &rabbit,
+        &c.join("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    settled(&rabbit, "q1", 60);
+    assert!(
+        drain(&rabbit, "results").is_empty(),
+        "unchanged: no result message"
+    );
+
+    // Health and metrics.
+    let (code, metrics) = consumer.get("/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "archgate_messages_total{outcome=\"published\"} 1",
+        "archgate_messages_total{outcome=\"refused\"} 1",
+        "archgate_messages_total{outcome=\"unchanged\"} 1",
+        "archgate_messages_total{outcome=\"skipped\"} 1",
+        "archgate_messages_total{outcome=\"invalid\"} 1",
+        "archgate_targets_total{decision=\"published\"} 4",
+        "archgate_run_duration_seconds_count 3",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
+    }
+
+    // SIGTERM during a run: the run finishes, is acknowledged, exit 0.
+    proxy.fault(Fault {
+        method: "PUT",
+        path_contains: "/manifests/".into(),
+        skip: 0,
+        times: 100,
+        kind: FaultKind::Delay(Duration::from_millis(400)),
+    });
+    // (Fedora 30: its own tag `30` is published; `latest` is refused, it
+    // would lose three arches.)
+    announce(
+        &rabbit,
+        &c.join("f30-armhfp"),
+        "Fedora-30-20190801.n.0",
+        "FINISHED",
+    );
+    wait_for("the run to start", 30, || {
+        rabbit.queue("q1") == Some((0, 1))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    consumer.signal("-TERM");
+    assert_eq!(consumer.wait(60), Some(0), "{}", consumer.log());
+    assert_eq!(
+        rabbit.queue("q1"),
+        Some((0, 0)),
+        "the current message was acknowledged"
+    );
+    assert!(registry_tags(&format!("{}/fedora", registry.host())).contains(&"30".to_string()));
+    let results = drain(&rabbit, "results");
+    assert_eq!(
+        results.len(),
+        2,
+        "the finished run's results were sent: {results:#?}"
+    );
+    assert_eq!(results[0]["body"]["tags"], serde_json::json!(["30"]));
+
+    // No password of the broker URL in any log line.
+    assert!(
+        !consumer.log().contains("guest:guest"),
+        "{}",
+        consumer.log()
+    );
+}
+
+#[test]
+fn an_unreachable_registry_is_retried_then_set_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    let closed = format!("127.0.0.1:{}", free_port());
+    let consumer = Consumer::start(dir, "dead", &config(&rabbit, &closed, "q2", ""));
+    announce(
+        &rabbit,
+        &c.join("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    wait_for("the message to be set aside", 120, || {
+        rabbit.queue("q2.failed") == Some((1, 0))
+    });
+    settled(&rabbit, "q2", 10);
+    let failed = drain(&rabbit, "q2.failed");
+    let error = failed[0]["headers"]["x-archgate-error"].as_str().unwrap();
+    assert!(
+        error.starts_with("failed 2 times; last error:") && error.contains(&closed),
+        "{error}"
+    );
+    let log = consumer.log();
+    assert!(
+        log.contains("outcome=\"retried\"") || log.contains("outcome=retried"),
+        "{log}"
+    );
+    let (_, metrics) = consumer.get("/metrics");
+    assert!(
+        metrics.contains("archgate_messages_total{outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn killed_consumers_lose_nothing_and_consumers_share_the_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    let registry = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", registry.host()));
+    let host = proxy.host();
+    proxy.fault(Fault {
+        method: "PUT",
+        path_contains: "/manifests/".into(),
+        skip: 0,
+        times: 1000,
+        kind: FaultKind::Delay(Duration::from_millis(300)),
+    });
+
+    // SIGKILL in the middle of a publish: the broker delivers the message
+    // again, to a new consumer, which brings the registry to the right state.
+    let mut first = Consumer::start(dir, "first", &config(&rabbit, &host, "q3", ""));
+    announce(
+        &rabbit,
+        &c.join("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    wait_for("the first run to start", 30, || {
+        rabbit.queue("q3") == Some((0, 1))
+    });
+    wait_for("a manifest PUT", 30, || {
+        proxy.count("PUT", "/manifests/") > 0
+    });
+    first.signal("-KILL");
+    first.wait(10);
+    wait_for("the message to come back", 30, || {
+        rabbit.queue("q3") == Some((1, 0))
+    });
+    let second = Consumer::start(dir, "second", &config(&rabbit, &host, "q3", ""));
+    settled(&rabbit, "q3", 60);
+    let (index, _) = registry_tag(&format!("{}/fedora:41", registry.host())).unwrap();
+    assert_eq!(support::index_platforms(&index).len(), 4);
+    assert!(
+        second.log().contains("Fedora-41-20241101.n.0"),
+        "{}",
+        second.log()
+    );
+    drop(second);
+
+    // Two consumers on one queue share six messages.
+    let a = Consumer::start(dir, "a", &config(&rabbit, &host, "q4", ""));
+    let b = Consumer::start(dir, "b", &config(&rabbit, &host, "q4", ""));
+    for i in 0..6 {
+        let name = format!("copy-{i}");
+        copy_tree(&c.join("f41-checksums"), &c.join(&name));
+        announce(
+            &rabbit,
+            &c.join(&name),
+            "Fedora-41-20241103.n.0",
+            "FINISHED",
+        );
+    }
+    settled(&rabbit, "q4", 120);
+    let handled = |log: &str| log.matches("Fedora-41-20241103.n.0").count();
+    let (na, nb) = (handled(&a.log()), handled(&b.log()));
+    assert!(
+        na >= 1 && nb >= 1,
+        "both consumers took messages: a {na}, b {nb}\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    let outcomes = a.log().matches("outcome=").count() + b.log().matches("outcome=").count();
+    assert_eq!(outcomes, 6, "{}\n{}", a.log(), b.log());
+}

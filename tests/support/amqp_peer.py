@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""The other side of archgate's service in the tests: fedora-messaging itself.
+
+    amqp_peer.py publish URL TOPIC BODY_JSON     publish as fedora-messaging does (api.publish)
+    amqp_peer.py publish-raw URL ROUTING_KEY TEXT  publish raw bytes (an invalid message)
+    amqp_peer.py bind URL QUEUE KEY              declare a durable queue bound to amq.topic on KEY
+    amqp_peer.py drain URL QUEUE                 take every message of QUEUE; print them as JSON,
+                                                 each rebuilt and validated by fedora-messaging
+                                                 (get_message: its schema class and body schema)
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+import pika
+
+
+def params(url):
+    return pika.URLParameters(url)
+
+
+def publish(url, topic, body):
+    # fedora-messaging reads its configuration from a file named by this
+    # variable, before the api is imported.
+    conf = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    conf.write('amqp_url = "%s"\npublish_exchange = "amq.topic"\npassive_declares = false\n'
+               'topic_prefix = ""\n[client_properties]\napp = "archgate tests"\n' % url)
+    conf.close()
+    os.environ["FEDORA_MESSAGING_CONF"] = conf.name
+    from fedora_messaging import api, message
+
+    msg = message.Message(topic=topic, body=json.loads(body))
+    api.publish(msg, exchange="amq.topic")
+    print(msg.id)
+
+
+def publish_raw(url, key, text):
+    conn = pika.BlockingConnection(params(url))
+    ch = conn.channel()
+    ch.basic_publish("amq.topic", key, text.encode(), pika.BasicProperties(delivery_mode=2))
+    conn.close()
+
+
+def bind(url, queue, key):
+    conn = pika.BlockingConnection(params(url))
+    ch = conn.channel()
+    ch.queue_declare(queue, durable=True)
+    ch.queue_bind(queue, "amq.topic", key)
+    conn.close()
+
+
+def drain(url, queue):
+    from fedora_messaging import message
+
+    conn = pika.BlockingConnection(params(url))
+    ch = conn.channel()
+    out = []
+    while True:
+        method, props, body = ch.basic_get(queue, auto_ack=True)
+        if method is None:
+            break
+        entry = {
+            "routing_key": method.routing_key,
+            "headers": {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (props.headers or {}).items()},
+            "delivery_mode": props.delivery_mode,
+            "message_id": props.message_id,
+            "raw": body.decode("utf-8", "replace"),
+        }
+        try:
+            msg = message.get_message(method.routing_key, props, body)
+            msg.validate()
+            entry["class"] = type(msg).__name__
+            entry["body"] = msg.body
+            entry["containers"] = getattr(msg, "containers", None)
+            entry["summary"] = msg.summary
+        except Exception as e:  # reported, and the test fails on it
+            entry["invalid"] = repr(e)
+        out.append(entry)
+    conn.close()
+    print(json.dumps(out))
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"publish": publish, "publish-raw": publish_raw, "bind": bind, "drain": drain}[cmd](*args)
+
+
+if __name__ == "__main__":
+    main()
