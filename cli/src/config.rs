@@ -196,6 +196,13 @@ pub struct RegistryConfig {
     /// Environment variables holding the user name and password.
     pub username_env: Option<String>,
     pub password_env: Option<String>,
+    /// How long one operation on this registry may take, tries included.
+    #[serde(default, deserialize_with = "some_duration")]
+    pub timeout: Option<std::time::Duration>,
+}
+
+fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn yes() -> bool {
@@ -715,6 +722,9 @@ pub fn registry_spec(
         tracing::debug!(host, dir = %dir.display(), cas = tls.cas.len(), client_certificate = tls.identity.is_some(), "cert dir");
     }
     Ok(archgate_runner::RegistrySpec {
+        timeout: configured
+            .and_then(|c| c.timeout)
+            .unwrap_or(std::time::Duration::from_secs(60)),
         tls_verify: configured.is_none_or(|c| c.tls_verify),
         credentials,
         cert_dir,

@@ -79,6 +79,7 @@ impl std::error::Error for RunError {}
 /// What identifies a registry client: the same settings reuse it.
 #[derive(PartialEq)]
 struct ClientKey {
+    timeout: std::time::Duration,
     tls_verify: bool,
     credentials: Option<archgate_native::auth::Credentials>,
     cas: Vec<Vec<u8>>,
@@ -88,6 +89,7 @@ struct ClientKey {
 impl ClientKey {
     fn of(spec: &RegistrySpec) -> ClientKey {
         ClientKey {
+            timeout: spec.timeout,
             tls_verify: spec.tls_verify,
             credentials: spec.credentials.clone(),
             cas: spec.tls.cas.clone(),
@@ -159,7 +161,10 @@ impl Runner {
                         tls_verify: spec.tls_verify,
                         credentials: spec.credentials.clone(),
                         tls: spec.tls.clone(),
-                        retry: Default::default(),
+                        retry: archgate_native::registry::RetryPolicy {
+                            deadline: spec.timeout,
+                            ..Default::default()
+                        },
                     };
                     let client = Arc::new(
                         Registry::new(host, settings)

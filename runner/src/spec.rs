@@ -54,6 +54,8 @@ pub struct GateSpec {
 /// cert dir found and read).
 #[derive(Debug, Clone)]
 pub struct RegistrySpec {
+    /// One operation (its tries included) gives up after this long.
+    pub timeout: std::time::Duration,
     pub tls_verify: bool,
     pub credentials: Option<Credentials>,
     /// The cert dir in force, and what it holds.

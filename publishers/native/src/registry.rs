@@ -47,6 +47,9 @@ pub struct RetryPolicy {
     pub attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// One operation (all its tries, and the waits between them) gives up
+    /// after this long; so does a single try of anything but an upload.
+    pub deadline: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -55,6 +58,7 @@ impl Default for RetryPolicy {
             attempts: 5,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
+            deadline: Duration::from_secs(60),
         }
     }
 }
@@ -67,6 +71,9 @@ enum Failure {
     },
     Fatal(anyhow::Error),
 }
+
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
@@ -134,6 +141,9 @@ pub struct Registry {
     /// One check-then-push at a time per key (a blob, an archive pass), so
     /// that concurrent targets do not push or mount the same thing twice.
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set when the registry did not answer at all: why. The rest of the
+    /// run fails fast instead of waiting for it again.
+    down: Mutex<Option<String>>,
 }
 
 /// Requests in flight to one registry host at once.
@@ -152,6 +162,7 @@ impl Registry {
             present: Default::default(),
             documents: Default::default(),
             flights: Default::default(),
+            down: Default::default(),
         })
     }
 
@@ -168,6 +179,7 @@ impl Registry {
             present: Default::default(),
             documents: Default::default(),
             flights: Default::default(),
+            down: Default::default(),
         }
     }
 
@@ -217,8 +229,8 @@ fn client(
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
             .danger_accept_invalid_certs(!settings.tls_verify)
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300));
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(settings.retry.deadline);
         let mut cas = Vec::new();
         for pem in &settings.tls.cas {
             cas.extend(
@@ -272,30 +284,73 @@ impl Registry {
         who.unwrap_or_else(|| "no credentials".into())
     }
 
-    /// Runs one operation, again on transient failures, with backoff.
+    /// Runs one operation, again on transient failures, with backoff, each
+    /// try within the deadline; the whole within the deadline too.
     async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
+        self.retrying_with(what, true, op).await
+    }
+
+    /// [`Registry::retrying`]; `bounded_tries` false for uploads, whose one
+    /// try may take as long as the blob takes (the deadline still bounds
+    /// the retries).
+    async fn retrying_with<T, F, Fut>(&self, what: &str, bounded_tries: bool, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let policy = self.settings.retry;
+        if let Some(why) = self.down.lock().expect("lock").clone() {
+            return Err(crate::kinded(
+                archgate_core::ErrorKind::Transient,
+                format!(
+                    "{}: {what}: not tried: the registry is unreachable ({why})",
+                    self.host
+                ),
+            ));
+        }
+        let started = std::time::Instant::now();
         let mut attempt = 1;
         loop {
-            match op().await {
+            let result = if bounded_tries {
+                match tokio::time::timeout(policy.deadline, op()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Failure::Transient {
+                        why: format!("no answer within {} s", policy.deadline.as_secs()),
+                        retry_after: None,
+                    }),
+                }
+            } else {
+                op().await
+            };
+            match result {
                 Ok(v) => return Ok(v),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Transient { why, retry_after }) => {
-                    if attempt >= policy.attempts {
+                    let backoff = policy.base_delay.saturating_mul(1 << (attempt - 1).min(16));
+                    let delay = retry_after.unwrap_or(backoff).min(policy.max_delay);
+                    let out_of_time = started.elapsed() + delay > policy.deadline;
+                    if attempt >= policy.attempts || out_of_time {
+                        let secs = started.elapsed().as_secs_f32();
+                        // Unreachable (nothing answered): the other targets
+                        // of this run do not wait for it again.
+                        if why.contains("error sending request") || why.contains("no answer within")
+                        {
+                            *self.down.lock().expect("lock") = Some(format!(
+                                "{why}; gave up after {attempt} tries in {secs:.0} s"
+                            ));
+                        }
                         return Err(crate::kinded(
                             archgate_core::ErrorKind::Transient,
                             format!(
-                                "{}: {what}: {why} (gave up after {attempt} tries)",
+                                "{}: {what}: {why} (gave up after {attempt} tries in {secs:.0} s)",
                                 self.host
                             ),
                         ));
                     }
-                    let backoff = policy.base_delay.saturating_mul(1 << (attempt - 1).min(16));
-                    let delay = retry_after.unwrap_or(backoff).min(policy.max_delay);
                     tracing::warn!(host = %self.host, attempt, delay_ms = delay.as_millis() as u64, "{what}: {why}; retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
@@ -866,7 +921,7 @@ impl Registry {
         body: &(dyn Fn() -> reqwest::Body + Sync),
     ) -> Result<()> {
         let what = format!("upload {} to {repo}", desc.digest);
-        self.retrying(&what, || async {
+        self.retrying_with(&what, false, || async {
             let url = self.start_upload(repo, desc, &what).await?;
             self.finish_upload(repo, &url, desc, &what, body).await
         })

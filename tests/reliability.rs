@@ -1,0 +1,204 @@
+//! Faults archgate must survive without losing an arch or hanging: dead,
+//! stalling and dripping registries give up within the deadline; an index
+//! entry whose arch cannot be read is an error under every policy.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use archgate_fixtures::{write_dir_compose, ArchFixture, Image};
+use support::{archgate, registry_tag, Auth, Fault, FaultKind, Proxy, Registry};
+
+fn compose(dir: &Path, name: &str, content: &str) {
+    write_dir_compose(
+        &dir.join(name),
+        &format!("Test-41-{name}"),
+        "FINISHED",
+        "41",
+        &[
+            (
+                "fedora",
+                "x86_64",
+                ArchFixture::Built(Image::for_arch("x86_64", content)),
+            ),
+            (
+                "fedora",
+                "aarch64",
+                ArchFixture::Built(Image::for_arch("aarch64", content)),
+            ),
+        ],
+    )
+    .unwrap();
+}
+
+fn config(dir: &Path, host: &str, extra: &str, repos: &[&str]) -> String {
+    let repos: Vec<String> = repos
+        .iter()
+        .map(|r| format!("\"docker://{host}/{r}\""))
+        .collect();
+    let text = format!(
+        "[source]\nkind = \"dir\"\n\n[registry.\"{host}\"]\ntls-verify = false\n{extra}\n[[image]]\nname = \"fedora\"\nrepositories = [{}]\ntags = [\"{{release}}\", \"latest\"]\n",
+        repos.join(", ")
+    );
+    let path = dir.join("a.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// A server that accepts and reads, then never answers.
+fn stalling() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s); // kept open, never answered
+        }
+    });
+    addr
+}
+
+/// A server that answers one byte every 500 ms, forever.
+fn dripping() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                let mut s = s;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nConnection: close\r\n\r\n");
+                for _ in 0..10_000 {
+                    if s.write_all(b"x").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn dead_stalling_and_dripping_registries_give_up_in_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    compose(dir, "c1", "one");
+    let closed = format!("127.0.0.1:{}", support::free_port());
+    for (what, host) in [
+        ("dead", closed),
+        ("stalling", stalling()),
+        ("dripping", dripping()),
+    ] {
+        let cfg = config(
+            dir,
+            &host,
+            "timeout = \"4s\"\n",
+            &["fedora", "mirror/fedora", "third/fedora"],
+        );
+        let started = Instant::now();
+        let (code, stdout, stderr) = archgate(
+            dir,
+            &["publish", "-c", &cfg, "--compose", "c1", "--format", "json"],
+        );
+        let took = started.elapsed();
+        assert_eq!(code, 1, "{what}: {stderr}");
+        // 6 targets on one host: the first gives up within the deadline
+        // (plus a connect timeout), the others fail fast.
+        assert!(took < Duration::from_secs(30), "{what}: took {took:?}");
+        let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        for t in r["targets"].as_array().unwrap() {
+            assert_eq!(t["decision"], "error", "{what}: {t}");
+            assert!(
+                t["reasons"].to_string().contains(&host),
+                "{what}: the host is named: {t}"
+            );
+        }
+        assert!(
+            r["targets"].to_string().contains("gave up after")
+                || r["targets"].to_string().contains("not tried"),
+            "{what}: {stdout}"
+        );
+    }
+}
+
+/// An index whose entries list no platform, and whose configs cannot be
+/// read: the arches of the current index cannot be established, so the
+/// target fails, whatever the policy; nothing is dropped or written.
+#[test]
+fn an_unreadable_current_entry_is_an_error_under_every_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    compose(dir, "c1", "one");
+    compose(dir, "c2", "two");
+    let reg = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", reg.host()));
+    let host = proxy.host();
+    let cfg = config(dir, &host, "", &["fedora"]);
+    let (code, _, stderr) = archgate(dir, &["publish", "-c", &cfg, "--compose", "c1"]);
+    assert_eq!(code, 0, "{stderr}");
+    // Rewrite the index under 41 without platforms (the manifests are there).
+    let (index, _) = registry_tag(&format!("{}/fedora:41", reg.host())).unwrap();
+    let mut bare = index.clone();
+    for m in bare["manifests"].as_array_mut().unwrap() {
+        m.as_object_mut().unwrap().remove("platform");
+    }
+    let bytes = serde_json::to_vec(&bare).unwrap();
+    let put = reqwest::blocking::Client::new()
+        .put(format!("http://{}/v2/fedora/manifests/41", reg.host()))
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(bytes)
+        .send()
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let before = registry_tag(&format!("{}/fedora:41", reg.host()))
+        .unwrap()
+        .1;
+    // Every config read fails.
+    proxy.fault(Fault {
+        method: "GET",
+        path_contains: "/blobs/sha256:".into(),
+        skip: 0,
+        times: 1000,
+        kind: FaultKind::Status(404, None),
+    });
+    for policy in ["refuse", "lose", "hybrid"] {
+        let (code, stdout, stderr) = archgate(
+            dir,
+            &[
+                "publish",
+                "-c",
+                &cfg,
+                "--compose",
+                "c2",
+                "--policy",
+                policy,
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(code, 1, "{policy}: {stderr}");
+        let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let t = &r["targets"][0];
+        assert_eq!(t["decision"], "error", "{policy}: {t}");
+        assert!(
+            t["reasons"]
+                .to_string()
+                .contains("lists no platform, and its config cannot be read"),
+            "{policy}: {t}"
+        );
+        assert_eq!(
+            registry_tag(&format!("{}/fedora:41", reg.host()))
+                .unwrap()
+                .1,
+            before,
+            "{policy}: not written"
+        );
+    }
+}
