@@ -202,3 +202,108 @@ fn an_unreadable_current_entry_is_an_error_under_every_policy() {
         );
     }
 }
+
+/// Special files and escapes in a compose: a FIFO, a link to /dev/zero and a
+/// link that leaves the compose are refused without blocking or reading
+/// forever; an artifact longer than images.json says stops at that size.
+#[test]
+fn special_files_and_escapes_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let from =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real/data/pungi/f41-checksums");
+    let cfg = dir.join("p.toml");
+    std::fs::write(
+        &cfg,
+        "[source]\nkind = \"pungi\"\n\n[[image]]\nname = \"fedora\"\nmatch = { subvariant = \"Container_Base\" }\nrepositories = [\"oci:out/fedora\"]\ntags = [\"{release}\"]\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let fresh = |name: &str| {
+        let to = dir.join(name);
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&from)
+            .arg(&to)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        to
+    };
+    let artifact = |root: &Path, arch: &str| {
+        let d = root.join("compose/Container").join(arch).join("images");
+        std::fs::read_dir(&d)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    };
+    let run = |root: &Path| {
+        let started = Instant::now();
+        let out = archgate(
+            dir,
+            &[
+                "plan",
+                "-c",
+                cfg,
+                "--compose",
+                root.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "took {:?}",
+            started.elapsed()
+        );
+        out
+    };
+
+    // A FIFO and /dev/zero in place of artifacts.
+    let c = fresh("special");
+    let x86 = artifact(&c, "x86_64");
+    std::fs::remove_file(&x86).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&x86)
+        .status()
+        .unwrap()
+        .success());
+    let ppc = artifact(&c, "ppc64le");
+    std::fs::remove_file(&ppc).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &ppc).unwrap();
+    let (code, stdout, stderr) = run(&c);
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    assert!(
+        stderr.contains("not a regular file; refused")
+            || stderr.contains("leads outside the compose"),
+        "{stderr}"
+    );
+
+    // A link that leaves the compose, to a real archive elsewhere.
+    let c = fresh("escape");
+    let outside = dir.join("outside.oci.tar.xz");
+    let x86 = artifact(&c, "x86_64");
+    std::fs::copy(&x86, &outside).unwrap();
+    std::fs::remove_file(&x86).unwrap();
+    std::os::unix::fs::symlink(&outside, &x86).unwrap();
+    let (code, _, stderr) = run(&c);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("leads outside the compose"), "{stderr}");
+
+    // An artifact longer than its size in images.json: read only that far.
+    let c = fresh("long");
+    let s390x = artifact(&c, "s390x");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s390x)
+        .unwrap();
+    f.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let (code, stdout, _) = run(&c);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("s390x") && stdout.contains("size mismatch"),
+        "{stdout}"
+    );
+}

@@ -371,9 +371,29 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// The largest configuration file archgate reads.
+const MAX_CONFIG: u64 = 16 << 20;
+
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    use std::io::Read;
+    let cannot = |e: std::io::Error| ConfigError(format!("{}: cannot read: {e}", path.display()));
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(ConfigError(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG + 1).read_to_string(&mut text))
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_CONFIG {
+        return Err(ConfigError(format!(
+            "{}: larger than {MAX_CONFIG} bytes",
+            path.display()
+        )));
+    }
     let config = parse(path, &text)?;
     let loaded = Loaded {
         config,

@@ -73,6 +73,11 @@ pub fn resolve_in(
 
 fn resolve_path(arch: Arch, path: &Path, artifact: &Artifact) -> Result<ResolvedArtifact> {
     let meta = std::fs::metadata(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
+    // Only directories (layouts) and regular files: a FIFO would block the
+    // open forever, a device (/dev/zero) would be read forever.
+    if !meta.is_dir() && !meta.is_file() {
+        bail!("not a regular file or directory; refused");
+    }
     if meta.is_dir() {
         let layout = OciLayout::new(path);
         if !layout.exists() {
@@ -208,6 +213,10 @@ fn resolve_archive(
     artifact: &Artifact,
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact> {
+    let meta = std::fs::metadata(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
+    if !meta.is_file() {
+        bail!("not a regular file; refused");
+    }
     let file = std::fs::File::open(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
     resolve_stream(arch, file, path, artifact, sink)
 }
@@ -223,6 +232,9 @@ fn resolve_stream(
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact> {
     use std::io::BufRead;
+    // Never more than the compose says the file holds (plus one byte, to
+    // tell a longer file from one of the right size).
+    let raw = raw.take(artifact.size.map_or(u64::MAX, |n| n.saturating_add(1)));
     let checksum = artifact.checksum.as_ref();
     let name = path
         .file_name()

@@ -29,6 +29,9 @@ const CANCELED: i64 = 3;
 const ASSIGNED: i64 = 4;
 const FAILED: i64 = 5;
 
+/// The largest hub answer read.
+const MAX_ANSWER: u64 = 64 << 20;
+
 /// Koji build state COMPLETE.
 const BUILD_COMPLETE: i64 = 1;
 
@@ -94,9 +97,15 @@ impl KojiSource {
         if !resp.status().is_success() {
             return Err(SourceError(format!("{what}: HTTP {}", resp.status())));
         }
-        let body = resp
-            .text()
+        // Bounded: a hub's answer is a few MB at most.
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(resp, MAX_ANSWER + 1), &mut body)
             .map_err(|e| SourceError(format!("{what}: cannot read the answer: {e}")))?;
+        if body.len() as u64 > MAX_ANSWER {
+            return Err(SourceError(format!(
+                "{what}: the answer is larger than {MAX_ANSWER} bytes; refused"
+            )));
+        }
         xmlrpc::response(&body)
             .map_err(|e| SourceError(format!("{what}: not an XML-RPC answer: {e}")))
     }

@@ -42,6 +42,12 @@ pub trait Fetch {
     /// The last part of the root's path: the compose id, as Pungi names its
     /// directories. Used when no metadata gives the id.
     fn root_name(&self) -> String;
+    /// Refuses an artifact that is not a regular file inside the compose
+    /// (a link out of it, a FIFO, a device); one that is missing is left to
+    /// the reader, which makes its arch failed.
+    fn check(&self, _rel: &str) -> Result<(), SourceError> {
+        Ok(())
+    }
 }
 
 /// A compose on a local (or mounted) file system.
@@ -61,14 +67,62 @@ impl LocalCompose {
     }
 }
 
+/// The largest metadata file archgate reads (images.json of a big compose
+/// is a few MB).
+pub const MAX_METADATA: u64 = 64 << 20;
+
+impl LocalCompose {
+    /// `rel` under the root, refused when it is not a regular file or when
+    /// (through a symbolic link) it leads outside the compose.
+    fn inside(&self, rel: &str) -> Result<Option<PathBuf>, SourceError> {
+        let path = self.0.join(rel);
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(SourceError(format!("{}: cannot read: {e}", path.display()))),
+        };
+        let root = std::fs::canonicalize(&self.0)
+            .map_err(|e| SourceError(format!("{}: cannot read: {e}", self.0.display())))?;
+        let real = std::fs::canonicalize(&path)
+            .map_err(|e| SourceError(format!("{}: cannot read: {e}", path.display())))?;
+        if !real.starts_with(&root) {
+            return Err(SourceError(format!(
+                "{}: leads outside the compose (to {}); refused",
+                path.display(),
+                real.display()
+            )));
+        }
+        if !meta.is_file() {
+            return Err(SourceError(format!(
+                "{}: not a regular file; refused",
+                path.display()
+            )));
+        }
+        Ok(Some(path))
+    }
+}
+
 impl Fetch for LocalCompose {
     fn fetch(&self, rel: &str) -> Result<Option<Vec<u8>>, SourceError> {
-        let path = self.0.join(rel);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(SourceError(format!("{}: cannot read: {e}", path.display()))),
+        use std::io::Read;
+        let Some(path) = self.inside(rel)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_METADATA + 1).read_to_end(&mut bytes))
+            .map_err(|e| SourceError(format!("{}: cannot read: {e}", path.display())))?;
+        if bytes.len() as u64 > MAX_METADATA {
+            return Err(SourceError(format!(
+                "{}: larger than {MAX_METADATA} bytes; refused",
+                path.display()
+            )));
         }
+        Ok(Some(bytes))
+    }
+
+    fn check(&self, rel: &str) -> Result<(), SourceError> {
+        self.inside(rel).map(|_| ())
     }
 
     fn location(&self, rel: &str) -> Location {
@@ -125,10 +179,19 @@ impl Fetch for HttpCompose {
         })?;
         match resp.status() {
             reqwest::StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => resp
-                .bytes()
-                .map(|b| Some(b.to_vec()))
-                .map_err(|e| SourceError(format!("{url}: cannot read the answer: {e}"))),
+            s if s.is_success() => {
+                use std::io::Read;
+                let mut bytes = Vec::new();
+                resp.take(MAX_METADATA + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| SourceError(format!("{url}: cannot read the answer: {e}")))?;
+                if bytes.len() as u64 > MAX_METADATA {
+                    return Err(SourceError(format!(
+                        "{url}: larger than {MAX_METADATA} bytes; refused"
+                    )));
+                }
+                Ok(Some(bytes))
+            }
             s => Err(SourceError(format!("{url}: HTTP {s}"))),
         }
     }
@@ -572,6 +635,7 @@ impl<F: Fetch> PungiSource<F> {
                 e.path
             ))
         })?;
+        self.fetch.check(&rel)?;
         let checksum = Checksum::strongest(
             e.checksums
                 .iter()
