@@ -307,3 +307,180 @@ fn special_files_and_escapes_are_refused() {
         "{stdout}"
     );
 }
+
+/// Text from a compose reaches the terminal and the report escaped.
+#[test]
+fn untrusted_text_is_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_dir_compose(
+        &dir.join("c1"),
+        "Test-41-c1",
+        "FINISHED",
+        "41",
+        &[
+            (
+                "fedora",
+                "x86_64",
+                ArchFixture::Built(Image::for_arch("x86_64", "x")),
+            ),
+            (
+                "fedora",
+                "aarch64",
+                ArchFixture::Failed("oom\n\u{1b}[2J\u{1b}[31mFAKE: all good"),
+            ),
+        ],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("a.toml"),
+        "[source]\nkind = \"dir\"\n\n[[image]]\nname = \"fedora\"\nrepositories = [\"oci:out/fedora\"]\ntags = [\"{release}\"]\n",
+    )
+    .unwrap();
+    for format in ["text", "json"] {
+        let (code, stdout, stderr) = archgate(
+            dir,
+            &[
+                "plan",
+                "-c",
+                "a.toml",
+                "--compose",
+                "c1",
+                "--format",
+                format,
+            ],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+            "{format}: a raw escape sequence: {stdout:?}"
+        );
+        assert!(
+            stdout.contains("oom\\\\n\\\\u{1b}[2J") || stdout.contains("oom\\n\\u{1b}[2J"),
+            "{format}: {stdout}"
+        );
+    }
+    // A Pungi STATUS with a newline and an escape sequence.
+    let from =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real/data/pungi/f41-checksums");
+    let c = dir.join("status");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&from)
+        .arg(&c)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(c.join("STATUS"), "FINISHED\n\u{1b}[2Jrm -rf /\n").unwrap();
+    std::fs::write(dir.join("p.toml"), "[source]\nkind = \"pungi\"\n\n[[image]]\nname = \"fedora\"\nmatch = { subvariant = \"Container_Base\" }\nrepositories = [\"oci:out/p\"]\ntags = [\"{release}\"]\n").unwrap();
+    let (code, _, stderr) = archgate(
+        dir,
+        &["plan", "-c", "p.toml", "--compose", c.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        !stderr.contains('\u{1b}') && stderr.contains("is not a compose status"),
+        "{stderr:?}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+}
+
+/// SIGTERM and SIGINT stop a publish and leave no temp files; what a
+/// SIGKILLed run left (its temp dir with the HTTP spool, temp files in a
+/// layout) is removed by the next run.
+#[test]
+fn interrupts_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real/data/pungi");
+    let (server, _) = support::serve_dir(data);
+    let reg = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", reg.host()));
+    let host = proxy.host();
+    proxy.fault(Fault {
+        method: "PUT",
+        path_contains: "/".into(),
+        skip: 0,
+        times: 100_000,
+        kind: FaultKind::Delay(Duration::from_millis(300)),
+    });
+    std::fs::write(
+        dir.join("a.toml"),
+        format!("[source]\nkind = \"pungi\"\n\n[registry.\"{host}\"]\ntls-verify = false\n\n[[image]]\nname = \"fedora\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [\"docker://{host}/fedora\", \"oci:out/fedora\"]\ntags = [\"{{release}}\"]\n"),
+    )
+    .unwrap();
+    let temp = dir.join("tmp");
+    std::fs::create_dir_all(&temp).unwrap();
+    let url = format!("http://{}/f41-incomplete/compose", server.addr);
+    let start = |n: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_archgate"))
+            .args(["publish", "-c", "a.toml", "--compose", &url])
+            .current_dir(dir)
+            .env("HOME", dir)
+            .env("TMPDIR", &temp)
+            .env("ARCHGATE_CACHE_DIR", dir.join(format!("cache-{n}")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let runs = |p: &Path| -> Vec<String> {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    for (signal, code) in [("-TERM", 143), ("-INT", 130)] {
+        let mut child = start(signal);
+        let pid = child.id().to_string();
+        let started = Instant::now();
+        while runs(&temp).is_empty() && started.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{signal}: {stderr}");
+        assert!(stderr.contains("stopped by SIG"), "{stderr}");
+        assert!(runs(&temp).is_empty(), "{signal}: left {:?}", runs(&temp));
+    }
+    // SIGKILL: the temp dir stays; the next run removes it.
+    let mut child = start("kill");
+    let started = Instant::now();
+    while runs(&temp).is_empty() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(runs(&temp).len(), 1, "the killed run's temp dir");
+    let mut child = start("after");
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(runs(&temp).is_empty(), "left {:?}", runs(&temp));
+    // A layout temp file of a dead run (pid 4194303 is above Linux's
+    // pid_max default): the next run that writes the layout removes it.
+    let stale = dir.join("out/fedora/.archgate-tmp-4194303-0");
+    std::fs::write(&stale, "torn").unwrap();
+    let (code, _, stderr) = archgate(
+        dir,
+        &[
+            "publish",
+            "-c",
+            "a.toml",
+            "--compose",
+            &format!("http://{}/f41-kiwi-star", server.addr),
+        ],
+    );
+    assert_eq!(
+        code, 3,
+        "refused (two arches failed), arch tags written: {stderr}"
+    );
+    assert!(!stale.exists(), "the dead run's temp file is gone");
+}

@@ -286,9 +286,37 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
         Err(e) => return fail(&e),
     };
     let runner = Runner::new(env());
-    let report = match rt.block_on(runner.run(&spec)) {
-        Ok(report) => report,
-        Err(e) => return fail(&e),
+    // SIGTERM or SIGINT: the run stops where it is (dropping it removes its
+    // temp dir and stops the tools), nothing more is written, and the exit
+    // code says which signal (143, 130).
+    let outcome = rt.block_on(async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut int =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        let signal = async {
+            match (&mut term, &mut int) {
+                (Some(t), Some(i)) => tokio::select! {
+                    _ = t.recv() => ("SIGTERM", 143u8),
+                    _ = i.recv() => ("SIGINT", 130u8),
+                },
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            report = runner.run(&spec) => Ok(report),
+            stopped = signal => Err(stopped),
+        }
+    });
+    let report = match outcome {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => return fail(&e),
+        Err((name, code)) => {
+            // The runtime goes with its blocking tasks before the exit.
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            eprintln!("archgate: stopped by {name}; nothing more was written");
+            return code;
+        }
     };
     if let Some(path) = report_file {
         if let Err(e) = write_report(path, &report) {

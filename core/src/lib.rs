@@ -11,6 +11,7 @@ pub mod report;
 pub mod repository;
 pub mod source;
 pub mod template;
+pub mod text;
 pub mod time;
 
 pub use arch::{Arch, Platform, UnknownArch};

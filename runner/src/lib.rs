@@ -232,8 +232,10 @@ impl Runner {
                 format!("{}: cannot create: {e}", self.env.temp_root.display()),
             )
         })?;
+        // Runs killed before they could clean up left their temp dirs.
+        archgate_native::layout::remove_stale_temp(&self.env.temp_root, "archgate-run-");
         let dir = tempfile::Builder::new()
-            .prefix("archgate-run-")
+            .prefix(&format!("archgate-run-{}-", std::process::id()))
             .tempdir_in(&self.env.temp_root)
             .map_err(|e| {
                 RunError::new(

@@ -202,7 +202,12 @@ impl Store for OciLayout {
     }
 
     async fn prepare(&self) -> Result<()> {
-        self.init()
+        self.init()?;
+        // What a killed run left behind.
+        for dir in [self.root.clone(), self.root.join("blobs/sha256")] {
+            remove_stale_temp(&dir, ".archgate-tmp-");
+        }
+        Ok(())
     }
 
     async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>> {
@@ -301,6 +306,45 @@ fn check_content(path: &Path, desc: &Descriptor, digest: &str, size: u64) -> Res
 /// Copies `source` to `sink`, returning the content's digest and size.
 pub fn hash_stream(mut source: impl Read, mut sink: impl Write) -> Result<(String, u64)> {
     crate::archive::copy_hashing(&mut source, |chunk| sink.write_all(chunk))
+}
+
+/// Whether the process `pid` is alive (on Linux, by /proc).
+pub fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Removes the entries of `dir` named `PREFIX<pid>-...` whose process is
+/// gone: the temp files and dirs of runs that were killed. Those of live
+/// processes (this one, or another archgate) are left alone.
+pub fn remove_stale_temp(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if process_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => tracing::info!(path = %path.display(), "removed what a killed run left"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot remove what a killed run left: {e}")
+            }
+        }
+    }
 }
 
 fn temp_path(dir: &Path) -> PathBuf {

@@ -1095,7 +1095,10 @@ async fn error_text(resp: Response) -> String {
                     .to_string()
                 })
                 .collect();
-            format!("{status}: {}", parts.join("; "))
+            format!(
+                "{status}: {}",
+                archgate_core::text::untrusted(&parts.join("; "))
+            )
         }
         _ => {
             let body: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -1103,7 +1106,7 @@ async fn error_text(resp: Response) -> String {
             if body.is_empty() {
                 status.to_string()
             } else {
-                format!("{status}: {body}")
+                format!("{status}: {}", archgate_core::text::untrusted(&body))
             }
         }
     }

@@ -143,7 +143,7 @@ fn arch_outcome(dir: &Path) -> Result<Outcome, SourceError> {
         let reason = if reason.is_empty() {
             format!("marked failed by {}", failed.display())
         } else {
-            reason.to_string()
+            archgate_core::text::untrusted(reason)
         };
         return Ok(Outcome::Failed { reason });
     }

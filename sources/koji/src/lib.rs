@@ -115,7 +115,9 @@ impl KojiSource {
         self.call(method, params)?.map_err(|f| {
             SourceError(format!(
                 "{} {method}: Koji fault {}: {}",
-                self.hub, f.code, f.message
+                self.hub,
+                f.code,
+                archgate_core::text::untrusted(&f.message)
             ))
         })
     }
@@ -314,7 +316,12 @@ impl Source for KojiSource {
                 FAILED | CANCELED => {
                     any_failed = true;
                     let why = match self.call("getTaskResult", &[Param::Int(id)])? {
-                        Err(fault) => format!(": {}", fault.message.lines().next().unwrap_or("")),
+                        Err(fault) => format!(
+                            ": {}",
+                            archgate_core::text::untrusted(
+                                fault.message.lines().next().unwrap_or("")
+                            )
+                        ),
                         Ok(_) => String::new(),
                     };
                     (

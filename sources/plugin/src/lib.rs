@@ -87,11 +87,13 @@ impl PluginSource {
         self.table.abi_version
     }
 
+    /// An error naming the plugin; what the plugin says is shown escaped.
     fn err(&self, msg: impl std::fmt::Display) -> SourceError {
         SourceError(format!(
-            "plugin {} ({}): {msg}",
+            "plugin {} ({}): {}",
             self.path.display(),
-            self.name
+            archgate_core::text::untrusted(&self.name),
+            archgate_core::text::untrusted(&msg.to_string())
         ))
     }
 
@@ -150,7 +152,7 @@ fn outcome(image: &str, r: &archgate_plugin_sdk::ArchResult) -> Result<Outcome, 
             }))
         }
         (None, Some(reason)) => Ok(Outcome::Failed {
-            reason: reason.clone(),
+            reason: archgate_core::text::untrusted(reason),
         }),
         _ => Err(format!(
             "image {image}, arch {}: give exactly one of `built` and `failed`",

@@ -302,7 +302,11 @@ impl FailedDeliverable {
     }
 
     fn describe(&self) -> String {
-        let part = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".into());
+        let part = |p: &Option<String>| {
+            p.as_deref()
+                .map(archgate_core::text::untrusted)
+                .unwrap_or_else(|| "-".into())
+        };
         format!(
             "{}/{}/{}",
             part(&self.variant),
@@ -696,13 +700,13 @@ fn failed_reason(item: &FailedDeliverable) -> String {
     if item.every_arch() {
         format!(
             "Pungi lists the {} phase as failed on every arch for {} ({DELIVERABLES})",
-            item.phase,
+            archgate_core::text::untrusted(&item.phase),
             item.describe()
         )
     } else {
         format!(
             "Pungi lists the {} deliverable {} as failed ({DELIVERABLES})",
-            item.phase,
+            archgate_core::text::untrusted(&item.phase),
             item.describe()
         )
     }
