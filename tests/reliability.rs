@@ -431,7 +431,7 @@ fn interrupts_leave_nothing_behind() {
             .collect()
     };
     for (signal, code) in [("-TERM", 143), ("-INT", 130)] {
-        let mut child = start(signal);
+        let child = start(signal);
         let pid = child.id().to_string();
         let started = Instant::now();
         while runs(&temp).is_empty() && started.elapsed() < Duration::from_secs(20) {
