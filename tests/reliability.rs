@@ -484,3 +484,60 @@ fn interrupts_leave_nothing_behind() {
     );
     assert!(!stale.exists(), "the dead run's temp file is gone");
 }
+
+/// Two archgate processes writing different tags into one `oci:` layout at
+/// once: the layout's lock keeps both (index.json is read, changed and
+/// written whole).
+#[test]
+fn concurrent_publishers_into_one_layout_keep_every_tag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for round in 0..8 {
+        let name = format!("c{round}");
+        compose(dir, &name, &format!("round {round}"));
+        let cfg = |tag: &str| {
+            let path = dir.join(format!("{tag}.toml"));
+            std::fs::write(
+                &path,
+                format!("[source]\nkind = \"dir\"\n\n[[image]]\nname = \"fedora\"\nrepositories = [\"oci:out/fedora\"]\ntags = [\"{tag}-{{release}}\", \"{tag}\"]\narch-tag = \"{{tag}}-{{arch}}\"\n"),
+            )
+            .unwrap();
+            path
+        };
+        let spawn = |tag: &str| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_archgate"))
+                .args(["publish", "-c"])
+                .arg(cfg(tag))
+                .args(["--compose", &name])
+                .current_dir(dir)
+                .env("HOME", dir)
+                .env("ARCHGATE_CACHE_DIR", dir.join(format!("cache-{tag}")))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn("a"), spawn("b"));
+        for (who, child) in [("a", a), ("b", b)] {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round} {who}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("out/fedora/index.json")).unwrap())
+                .unwrap();
+        let tags: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+            .collect();
+        for tag in ["a", "b", "a-x86_64", "b-aarch64"] {
+            assert!(tags.contains(&tag), "round {round}: {tag} lost: {tags:?}");
+        }
+    }
+}

@@ -102,15 +102,31 @@ impl ClientKey {
 pub struct Runner {
     env: Env,
     clients: Mutex<HashMap<String, (ClientKey, Arc<Registry>)>>,
+    /// One publish per target at a time in this process (the service may
+    /// run several messages at once).
+    targets: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// The registries and layouts of one run.
 pub struct RunStores {
     registries: HashMap<String, Arc<Registry>>,
     specs: BTreeMap<String, RegistrySpec>,
+    targets: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl RunStores {
+    /// Waits for, and holds, this process's one publish of `reference`.
+    async fn target_lock(&self, reference: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .targets
+            .lock()
+            .expect("target locks")
+            .entry(reference.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
     /// The store of a repository.
     pub fn store(&self, repo: &RepoSpec) -> AnyStore {
         match &repo.repository {
@@ -132,6 +148,7 @@ impl Runner {
         Runner {
             env,
             clients: Mutex::new(HashMap::new()),
+            targets: Default::default(),
         }
     }
 
@@ -179,6 +196,7 @@ impl Runner {
         Ok(RunStores {
             registries: views,
             specs: registries.clone(),
+            targets: self.targets.clone(),
         })
     }
 
@@ -846,6 +864,7 @@ async fn publish_target(
     }
     let repo = &spec.images[target.image].repositories[target.repo];
     let store = stores.store(repo);
+    let _one_at_a_time = stores.target_lock(&target.reference).await;
     let t = StoreTarget {
         store: &store,
         tag: &target.tag,

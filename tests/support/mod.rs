@@ -659,6 +659,11 @@ impl Proxy {
         self.log.lock().unwrap().clear();
     }
 
+    /// Drops every fault not used up yet.
+    pub fn clear_faults(&self) {
+        self.faults.lock().unwrap().clear();
+    }
+
     /// (method, path and query, status) of every request seen, in order.
     pub fn requests(&self) -> Vec<(String, String, u16)> {
         self.log.lock().unwrap().clone()

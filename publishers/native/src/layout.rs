@@ -201,6 +201,27 @@ impl Store for OciLayout {
         format!("oci:{}", self.root.display())
     }
 
+    async fn lock(&self) -> Result<Option<Box<dyn std::any::Any + Send>>> {
+        // One writer per layout at a time (index.json is read, changed and
+        // written whole): an advisory lock on .archgate-lock, waited for on
+        // a blocking thread, released when the file is closed.
+        let path = self.root.join(".archgate-lock");
+        let file = tokio::task::spawn_blocking(move || -> Result<File> {
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| anyhow!("{}: cannot open: {e}", path.display()))?;
+            file.lock()
+                .map_err(|e| anyhow!("{}: cannot lock: {e}", path.display()))?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| anyhow!("internal error: the lock waiter stopped: {e}"))??;
+        Ok(Some(Box::new(file)))
+    }
+
     async fn prepare(&self) -> Result<()> {
         self.init()?;
         // What a killed run left behind.

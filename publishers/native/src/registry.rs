@@ -102,7 +102,7 @@ fn from_reqwest(e: reqwest::Error) -> Failure {
         Some(source) => format!("{why}: {source}"),
         None => why,
     };
-    if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
+    if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode() {
         Failure::Transient {
             why,
             retry_after: None,
@@ -1060,17 +1060,30 @@ async fn read_limited(resp: Response, limit: u64) -> Result<Vec<u8>, Failure> {
             resp.url()
         )));
     }
-    let body = resp.bytes().await.map_err(from_reqwest)?;
-    if body.len() as u64 > limit {
-        return Err(Failure::Fatal(anyhow!("answer larger than {limit} bytes")));
+    // Read as it comes, never past the limit: an endless (chunked) answer
+    // stops here. A body cut short is transient: another try reads it again.
+    let url = resp.url().to_string();
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(from_reqwest)? {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > limit {
+            return Err(Failure::Fatal(anyhow!(
+                "{url}: answer larger than {limit} bytes"
+            )));
+        }
     }
-    Ok(body.to_vec())
+    Ok(body)
 }
 
 /// `STATUS CODE: message` from a registry error answer.
 async fn error_text(resp: Response) -> String {
     let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
+    // An error answer is read no further than 64 KiB.
+    let body = match read_limited(resp, 64 << 10).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,

@@ -450,6 +450,7 @@ pub async fn publish<S: Store>(
     }
     let store = target.store;
     store.prepare().await?;
+    let _lock = store.lock().await?;
 
     // Which built arches need what: nothing when the arch tag already points
     // at the manifest. Otherwise every blob of its manifest is checked (what
@@ -549,7 +550,9 @@ pub async fn publish<S: Store>(
                 .push_manifest(&desc, &bytes, Some(tag))
                 .await
                 .with_context(|| format!("index {}", desc.digest))?;
-            read_back(store, tag, &desc.digest).await?;
+            read_back(store, tag, &desc.digest).await.with_context(|| {
+                format!("the index {} was written under {tag}, but", desc.digest)
+            })?;
             tracing::info!(store = %store.name(), tag = %tag, digest = %desc.digest, "index written");
             Ok(Some(desc.digest))
         }
@@ -622,6 +625,9 @@ impl Store for AnyStore {
     }
     async fn guard(&self, key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         delegate!(self, s => Store::guard(s, key).await)
+    }
+    async fn lock(&self) -> Result<Option<Box<dyn std::any::Any + Send>>> {
+        delegate!(self, s => Store::lock(s).await)
     }
     async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>> {
         delegate!(self, s => Store::resolve_tag(s, tag).await)

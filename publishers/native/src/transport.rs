@@ -14,6 +14,11 @@ use crate::oci::Descriptor;
 pub trait Store {
     /// `oci:DIR` or `HOST/PATH`, for messages.
     fn name(&self) -> String;
+    /// Holds off other archgate processes writing this store until the
+    /// guard is dropped (a layout: an advisory lock on a file in it).
+    async fn lock(&self) -> Result<Option<Box<dyn std::any::Any + Send>>> {
+        Ok(None)
+    }
     /// Get ready to be written (a layout creates its directory).
     async fn prepare(&self) -> Result<()> {
         Ok(())
