@@ -123,15 +123,6 @@ fn run(dir: &Path, hub: &str, repo: &str, args: &[&str]) -> (i32, String, String
     support::archgate(dir, args)
 }
 
-fn arch<'a>(target: &'a Value, a: &str) -> &'a Value {
-    target["arches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["arch"] == a)
-        .unwrap_or_else(|| panic!("no {a} in {target}"))
-}
-
 #[test]
 fn a_completed_build_is_read_from_its_images_directory_and_checked() {
     let hub = hub();
@@ -154,9 +145,9 @@ fn a_completed_build_is_read_from_its_images_directory_and_checked() {
         format!("{repo}:41"),
         "{{release}} is the build's version"
     );
-    assert_eq!(arch(t, "x86_64")["action"], "added");
+    assert_eq!(support::arch_of(t, "x86_64")["action"], "added");
     // aarch64's file does not match the md5 of Koji's archive record.
-    assert_eq!(arch(t, "aarch64")["result"], "failed");
+    assert_eq!(support::arch_of(t, "aarch64")["result"], "failed");
     let reasons = t["reasons"].to_string();
     assert!(
         reasons.contains("checksum mismatch: the file's md5 is"),
@@ -196,7 +187,7 @@ fn a_scratch_build_is_read_from_the_task_and_said_to_be_unchecked() {
     let r: Value = serde_json::from_str(&stdout).unwrap();
     let t = &r["targets"][0];
     assert_eq!(t["decision"], "published");
-    assert_eq!(arch(t, "x86_64")["action"], "added");
+    assert_eq!(support::arch_of(t, "x86_64")["action"], "added");
     let reasons = t["reasons"].as_array().unwrap();
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(

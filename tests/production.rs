@@ -8,35 +8,10 @@ mod support;
 use std::fs;
 use std::path::Path;
 
-use archgate_fixtures::{write_dir_compose, ArchFixture, Image};
 use serde_json::Value;
 use support::{archgate_env, registry_tag, registry_tags, skopeo_raw_with, Auth, Pki, Registry};
 
 const ENGINES: [&str; 2] = ["native", "skopeo"];
-
-/// A dir compose with x86_64 and aarch64 built (`content` makes the build).
-fn compose(root: &Path, id: &str, release: &str, content: &str) -> String {
-    write_dir_compose(
-        root,
-        id,
-        "FINISHED",
-        release,
-        &[
-            (
-                "fedora",
-                "x86_64",
-                ArchFixture::Built(Image::for_arch("x86_64", content)),
-            ),
-            (
-                "fedora",
-                "aarch64",
-                ArchFixture::Built(Image::for_arch("aarch64", content)),
-            ),
-        ],
-    )
-    .unwrap();
-    root.to_str().unwrap().to_string()
-}
 
 /// Runs archgate with a HOME, TMPDIR and auth-file environment of the test's own.
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -79,7 +54,7 @@ fn tls_with_a_private_ca_in_the_cert_dir() {
     let registry = Registry::start_with(Auth::None, Some(pki.tls(false)));
     let host = registry.host();
     let certs = pki.cert_dir(&dir.join("certs"), None);
-    let c = compose(&dir.join("c1"), "C-41-1", "41", "tls");
+    let c = support::two_arch_compose(&dir.join("c1"), "C-41-1", "41", "tls");
     for engine in ENGINES {
         let repo = format!("fedora-{engine}");
         let cfg = write(
@@ -148,7 +123,7 @@ fn mutual_tls_needs_the_right_client_pair() {
     let good = pki.cert_dir(&dir.join("good"), Some(&pki.client));
     let none = pki.cert_dir(&dir.join("none"), None);
     let stranger = pki.cert_dir(&dir.join("stranger"), Some(&pki.stranger));
-    let c = compose(&dir.join("c1"), "C-41-1", "41", "mtls");
+    let c = support::two_arch_compose(&dir.join("c1"), "C-41-1", "41", "mtls");
     for engine in ENGINES {
         let repo = format!("fedora-{engine}");
         let with = |name: &str, certs: &Path| {
@@ -207,7 +182,7 @@ fn mutual_tls_needs_the_right_client_pair() {
         &dir.join("home/.config/containers/certs.d").join(&host),
         Some(&pki.client),
     );
-    let c2 = compose(&dir.join("c2"), "C-41-2", "41", "mtls default dir");
+    let c2 = support::two_arch_compose(&dir.join("c2"), "C-41-2", "41", "mtls default dir");
     for engine in ENGINES {
         let cfg = write(
             dir,
@@ -244,7 +219,7 @@ fn credentials_from_the_environment_never_printed() {
         format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"b3RoZXI6b3RoZXItcGFzcw==\"}}}}}}"),
     )
     .unwrap();
-    let c = compose(&dir.join("c1"), "C-41-1", "41", "env creds");
+    let c = support::two_arch_compose(&dir.join("c1"), "C-41-1", "41", "env creds");
     let registry_cfg =
         "tls-verify = false\nusername-env = \"QUAY_USER\"\npassword-env = \"QUAY_PASSWORD\"\n";
     for engine in ENGINES {
@@ -331,7 +306,7 @@ fn tag_rules_follow_the_release_kind() {
         ("Rawhide", vec!["44", "rawhide"]),
     ] {
         let repo = format!("fedora-{}", release.to_lowercase());
-        let c = compose(
+        let c = support::two_arch_compose(
             &dir.join(&repo),
             &format!("Fedora-{release}-20241101.n.0"),
             release,
@@ -388,13 +363,13 @@ fn annotations_are_written_and_a_new_compose_makes_a_new_index() {
             "[source]\nkind = \"dir\"\n\n[registry.\"{host}\"]\ntls-verify = false\n\n[[image]]\nname = \"fedora\"\nrepositories = [\"docker://{host}/fedora\"]\ntags = [\"{{version}}\"]\nannotations = {{ \"org.opencontainers.image.version\" = \"{{version}}\", \"org.fedoraproject.compose-id\" = \"{{compose_id}}\" }}\n"
         ),
     );
-    let c1 = compose(
+    let c1 = support::two_arch_compose(
         &dir.join("c1"),
         "Fedora-41-20241101.n.0",
         "41",
         "same build",
     );
-    let c2 = compose(
+    let c2 = support::two_arch_compose(
         &dir.join("c2"),
         "Fedora-41-20241102.n.0",
         "41",
@@ -483,8 +458,8 @@ fn status_says_whether_the_repositories_agree_and_writes_nothing() {
         "one.toml",
         &format!("{head}{}", image("fedora", &[&h1])),
     );
-    let c1 = compose(&dir.join("c1"), "C-41-1", "41", "first");
-    let c2 = compose(&dir.join("c2"), "C-41-2", "41", "second");
+    let c1 = support::two_arch_compose(&dir.join("c1"), "C-41-1", "41", "first");
+    let c2 = support::two_arch_compose(&dir.join("c2"), "C-41-2", "41", "second");
     let repos = vec![format!("{h1}/fedora"), format!("{h2}/fedora")];
 
     let status = |cfg: &str| {

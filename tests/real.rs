@@ -16,20 +16,8 @@ use support::{
 fn composes() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real/data/pungi");
-    copy_tree(&from, &tmp.path().join("c"));
+    support::copy_tree(&from, &tmp.path().join("c"));
     tmp
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 const FEDORA: [(&str, &str); 2] = [
@@ -71,15 +59,6 @@ fn report_env(dir: &Path, code_ok: &[i32], args: &[&str], env: &[(&str, &str)]) 
         code,
         serde_json::from_str(&redacted).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}")),
     )
-}
-
-fn arch<'a>(target: &'a Value, a: &str) -> &'a Value {
-    target["arches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["arch"] == a)
-        .unwrap_or_else(|| panic!("no {a} in {target}"))
 }
 
 fn reasons(target: &Value) -> String {
@@ -162,7 +141,7 @@ fn deliverables_in_every_shape_pungi_writes() {
     );
     assert_eq!(code, 0);
     let toolbox = &r["targets"][1];
-    assert_eq!(arch(toolbox, "aarch64")["result"], "failed");
+    assert_eq!(support::arch_of(toolbox, "aarch64")["result"], "failed");
     assert!(
         reasons(toolbox).contains("Pungi lists the image-build deliverable Container/aarch64/Container_Toolbox as failed (logs/global/deliverables.json)"),
         "{toolbox}"
@@ -201,8 +180,8 @@ fn deliverables_in_every_shape_pungi_writes() {
     let fedora = &r["targets"][0];
     assert_eq!(fedora["decision"], "refused");
     for a in ["ppc64le", "s390x"] {
-        assert_eq!(arch(fedora, a)["result"], "failed");
-        assert_eq!(arch(fedora, a)["action"], "blocked");
+        assert_eq!(support::arch_of(fedora, a)["result"], "failed");
+        assert_eq!(support::arch_of(fedora, a)["action"], "blocked");
     }
     assert!(
         reasons(fedora).contains("Pungi lists the kiwibuild phase as failed on every arch for Container/*/- (logs/global/deliverables.json)"),
@@ -230,7 +209,7 @@ fn deliverables_in_every_shape_pungi_writes() {
     );
     let fedora = &r["targets"][0];
     assert_eq!(fedora["decision"], "published", "exit {code}: {fedora}");
-    assert_eq!(arch(fedora, "s390x")["action"], "lost");
+    assert_eq!(support::arch_of(fedora, "s390x")["action"], "lost");
     let (index, digest) = registry_tag(&format!("{host}/fedora:41")).unwrap();
     assert_eq!(Some(digest.as_str()), fedora["digest"].as_str());
     assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm64"]);
@@ -307,16 +286,16 @@ fn every_checksum_the_metadata_gives_is_checked() {
     assert_eq!(code, 0);
     let t = &r["targets"][0];
     // aarch64: both md5 and sha512 wrong; the strongest (sha512) is checked.
-    assert_eq!(arch(t, "aarch64")["result"], "failed");
+    assert_eq!(support::arch_of(t, "aarch64")["result"], "failed");
     assert!(
         reasons(t).contains("checksum mismatch: the file's sha512 is"),
         "{t}"
     );
     // x86_64 (md5 + sha512) and ppc64le (sha1 only) are right.
-    assert_eq!(arch(t, "x86_64")["action"], "added");
-    assert_eq!(arch(t, "ppc64le")["action"], "added");
+    assert_eq!(support::arch_of(t, "x86_64")["action"], "added");
+    assert_eq!(support::arch_of(t, "ppc64le")["action"], "added");
     // s390x: no checksum at all; published, and the report says so.
-    assert_eq!(arch(t, "s390x")["action"], "added");
+    assert_eq!(support::arch_of(t, "s390x")["action"], "added");
     assert!(
         reasons(t).contains("s390x: compose/metadata/images.json gives no checksum archgate knows (md5, sha1, sha256, sha512) for Container/s390x/images/"),
         "{t}"
@@ -392,7 +371,10 @@ fn an_armhfp_image_keeps_its_platform() {
             &compose(dir, "f30-armhfp"),
         ],
     );
-    assert_eq!(arch(&r["targets"][0], "armhfp")["platform"], "linux/arm/v7");
+    assert_eq!(
+        support::arch_of(&r["targets"][0], "armhfp")["platform"],
+        "linux/arm/v7"
+    );
     let (index, _) = registry_tag(&format!("{host}/fedora:30")).unwrap();
     assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm/v7"]);
     // A re-run finds the same entries: unchanged.

@@ -12,28 +12,6 @@ use std::time::{Duration, Instant};
 use archgate_fixtures::{write_dir_compose, ArchFixture, Image};
 use support::{archgate, registry_tag, Auth, Fault, FaultKind, Proxy, Registry};
 
-fn compose(dir: &Path, name: &str, content: &str) {
-    write_dir_compose(
-        &dir.join(name),
-        &format!("Test-41-{name}"),
-        "FINISHED",
-        "41",
-        &[
-            (
-                "fedora",
-                "x86_64",
-                ArchFixture::Built(Image::for_arch("x86_64", content)),
-            ),
-            (
-                "fedora",
-                "aarch64",
-                ArchFixture::Built(Image::for_arch("aarch64", content)),
-            ),
-        ],
-    )
-    .unwrap();
-}
-
 fn config(dir: &Path, host: &str, extra: &str, repos: &[&str]) -> String {
     let repos: Vec<String> = repos
         .iter()
@@ -89,7 +67,7 @@ fn dripping() -> String {
 fn dead_stalling_and_dripping_registries_give_up_in_time() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    compose(dir, "c1", "one");
+    support::two_arch_compose(&dir.join("c1"), "Test-41-c1", "41", "one");
     let closed = format!("127.0.0.1:{}", support::free_port());
     for (what, host) in [
         ("dead", closed),
@@ -135,8 +113,8 @@ fn dead_stalling_and_dripping_registries_give_up_in_time() {
 fn an_unreadable_current_entry_is_an_error_under_every_policy() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    compose(dir, "c1", "one");
-    compose(dir, "c2", "two");
+    support::two_arch_compose(&dir.join("c1"), "Test-41-c1", "41", "one");
+    support::two_arch_compose(&dir.join("c2"), "Test-41-c2", "41", "two");
     let reg = Registry::start(Auth::None);
     let proxy = Proxy::start(format!("http://{}", reg.host()));
     let host = proxy.host();
@@ -494,7 +472,12 @@ fn concurrent_publishers_into_one_layout_keep_every_tag() {
     let dir = tmp.path();
     for round in 0..8 {
         let name = format!("c{round}");
-        compose(dir, &name, &format!("round {round}"));
+        support::two_arch_compose(
+            &dir.join(&name),
+            &format!("Test-41-{name}"),
+            "41",
+            &format!("round {round}"),
+        );
         let cfg = |tag: &str| {
             let path = dir.join(format!("{tag}.toml"));
             std::fs::write(

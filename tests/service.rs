@@ -24,20 +24,8 @@ const RESULTS: &str = "org.fedoraproject.test.fedora_image_uploader.published.v1
 fn composes(dir: &Path) -> PathBuf {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real/data/pungi");
     let to = dir.join("composes");
-    copy_tree(&from, &to);
+    support::copy_tree(&from, &to);
     to
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 struct Consumer {
@@ -427,7 +415,7 @@ fn killed_consumers_lose_nothing_and_consumers_share_the_work() {
     let b = Consumer::start(dir, "b", &config(&rabbit, &host, "q4", ""));
     for i in 0..6 {
         let name = format!("copy-{i}");
-        copy_tree(&c.join("f41-checksums"), &c.join(&name));
+        support::copy_tree(&c.join("f41-checksums"), &c.join(&name));
         announce(
             &rabbit,
             &c.join(&name),

@@ -60,14 +60,8 @@ enum Command {
     },
     /// What every repository of every image holds now, and whether they agree.
     Status {
-        /// The configuration file.
-        #[arg(
-            short = 'c',
-            long = "config",
-            value_name = "FILE",
-            default_value = "archgate.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The compose whose tags are looked at, overriding [source] location.
         #[arg(long, value_name = "LOCATION")]
         compose: Option<String>,
@@ -76,14 +70,8 @@ enum Command {
     },
     /// Run as a service: publish every compose announced on the message queue ([consume]).
     Consume {
-        /// The configuration file.
-        #[arg(
-            short = 'c',
-            long = "config",
-            value_name = "FILE",
-            default_value = "archgate.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Source plugins.
     #[command(subcommand)]
@@ -125,8 +113,9 @@ enum PluginCommand {
     },
 }
 
+/// `-c FILE`, shared by the commands that read a configuration.
 #[derive(Args)]
-struct RunArgs {
+struct ConfigArg {
     /// The configuration file.
     #[arg(
         short = 'c',
@@ -135,6 +124,12 @@ struct RunArgs {
         default_value = "archgate.toml"
     )]
     config: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
     /// The compose to read, overriding [source] location: a path, a URL, or a Koji task id.
     #[arg(long, value_name = "LOCATION")]
     compose: Option<String>,
@@ -175,8 +170,8 @@ fn main() -> ExitCode {
             config,
             compose,
             format,
-        } => status(&config, compose, format),
-        Command::Consume { config } => consume(&config),
+        } => status(&config.config, compose, format),
+        Command::Consume { config } => consume(&config.config),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "archgate", &mut std::io::stdout());
@@ -277,7 +272,7 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
         policy: args.policy,
         dry_run,
     };
-    let spec = match config::load(&args.config).and_then(|l| l.run_spec(&opts)) {
+    let spec = match config::load(&args.config.config).and_then(|l| l.run_spec(&opts)) {
         Ok(spec) => spec,
         Err(e) => return fail(&config_error(e)),
     };
@@ -312,8 +307,18 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
         Ok(Ok(report)) => report,
         Ok(Err(e)) => return fail(&e),
         Err((name, code)) => {
-            // The runtime goes with its blocking tasks before the exit.
+            // The runtime goes with its blocking tasks before the exit; a
+            // reader still writing into the spool when the run was dropped
+            // may have kept its temp dir from going: it goes now.
             rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            let own = format!("archgate-run-{}-", std::process::id());
+            if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&own) {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
             eprintln!("archgate: stopped by {name}; nothing more was written");
             return code;
         }

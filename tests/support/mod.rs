@@ -1014,3 +1014,52 @@ pub fn amqp_peer(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Copies a directory tree (fixtures into a test's temp dir).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The report line of `arch` in a target of a JSON report.
+pub fn arch_of<'a>(target: &'a serde_json::Value, arch: &str) -> &'a serde_json::Value {
+    target["arches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["arch"] == arch)
+        .unwrap_or_else(|| panic!("no {arch} in {target}"))
+}
+
+/// A dir compose at `root` with x86_64 and aarch64 of `fedora` built
+/// (`content` makes the build): its path.
+pub fn two_arch_compose(root: &Path, id: &str, release: &str, content: &str) -> String {
+    use archgate_fixtures::{write_dir_compose, ArchFixture, Image};
+    write_dir_compose(
+        root,
+        id,
+        "FINISHED",
+        release,
+        &[
+            (
+                "fedora",
+                "x86_64",
+                ArchFixture::Built(Image::for_arch("x86_64", content)),
+            ),
+            (
+                "fedora",
+                "aarch64",
+                ArchFixture::Built(Image::for_arch("aarch64", content)),
+            ),
+        ],
+    )
+    .unwrap();
+    root.to_str().unwrap().to_string()
+}

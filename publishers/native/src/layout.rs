@@ -128,8 +128,11 @@ impl OciLayout {
         if self.exists() {
             return Ok(());
         }
+        // A directory holding anything but archgate's own lock and temp
+        // files, and no oci-layout, is someone else's.
+        let foreign = |e: &fs::DirEntry| !e.file_name().to_string_lossy().starts_with(".archgate-");
         if self.root.is_dir()
-            && fs::read_dir(&self.root)?.next().is_some()
+            && fs::read_dir(&self.root)?.flatten().any(|e| foreign(&e))
             && !self.root.join("oci-layout").exists()
         {
             bail!(
@@ -205,8 +208,11 @@ impl Store for OciLayout {
         // One writer per layout at a time (index.json is read, changed and
         // written whole): an advisory lock on .archgate-lock, waited for on
         // a blocking thread, released when the file is closed.
+        let root = self.root.clone();
         let path = self.root.join(".archgate-lock");
         let file = tokio::task::spawn_blocking(move || -> Result<File> {
+            fs::create_dir_all(&root)
+                .map_err(|e| anyhow!("{}: cannot create: {e}", root.display()))?;
             let file = fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)

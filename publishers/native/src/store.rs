@@ -449,8 +449,9 @@ pub async fn publish<S: Store>(
         return Ok(target.planned_from.map(str::to_string));
     }
     let store = target.store;
-    store.prepare().await?;
+    // The lock first: the store is made ready (a layout created) under it.
     let _lock = store.lock().await?;
+    store.prepare().await?;
 
     // Which built arches need what: nothing when the arch tag already points
     // at the manifest. Otherwise every blob of its manifest is checked (what
