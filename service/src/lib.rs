@@ -307,7 +307,8 @@ fn attempts_so_far(delivery: &Delivery) -> u32 {
 
 /// What happened to one message, for the log line and the metrics.
 enum Outcome {
-    Done(String),
+    /// published, unchanged or refused; and the counts.
+    Done(&'static str, String),
     Skipped(String),
     Retried(String),
     Failed(String),
@@ -383,7 +384,7 @@ async fn handle(
                 }
             }
             delivery.ack(BasicAckOptions::default()).await?;
-            Outcome::Done(summary(&report))
+            Outcome::Done(outcome_of(&report), summary(&report))
         }
         (Some(error), _) if attempt < spec.max_attempts => {
             // Wait, unless stopping: then hand the message back untouched.
@@ -414,6 +415,19 @@ async fn handle(
     Ok(())
 }
 
+/// What a run came to, in one word: published if any target was, else
+/// refused if any was, else unchanged.
+fn outcome_of(report: &archgate_core::Report) -> &'static str {
+    let any = |d: Decision| report.targets.iter().any(|t| t.decision == d);
+    if any(Decision::Published) {
+        "published"
+    } else if any(Decision::Refused) {
+        "refused"
+    } else {
+        "unchanged"
+    }
+}
+
 /// `published 2, unchanged 4, refused 0` and the like.
 fn summary(report: &archgate_core::Report) -> String {
     let count = |d: Decision| report.targets.iter().filter(|t| t.decision == d).count();
@@ -429,16 +443,7 @@ fn summary(report: &archgate_core::Report) -> String {
 fn log(service: &Service, compose: Option<&str>, outcome: Outcome) {
     let compose = compose.unwrap_or("-");
     match outcome {
-        Outcome::Done(what) => {
-            let word = if what.starts_with("published 0,") {
-                if what.contains("refused 0") {
-                    "unchanged"
-                } else {
-                    "refused"
-                }
-            } else {
-                "published"
-            };
+        Outcome::Done(word, what) => {
             service.metrics.message(word);
             tracing::info!(compose, outcome = word, "{what}");
         }
