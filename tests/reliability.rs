@@ -524,3 +524,159 @@ fn concurrent_publishers_into_one_layout_keep_every_tag() {
         }
     }
 }
+
+/// A read cut short is transient: the read-back of a new index whose first
+/// answer is truncated is tried again, and the target is published.
+#[test]
+fn a_truncated_read_back_is_tried_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    support::two_arch_compose(&dir.join("c1"), "Test-41-c1", "41", "one");
+    let reg = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", reg.host()));
+    let host = proxy.host();
+    let cfg = config(dir, &host, "", &["fedora"]);
+    // The first GET of the tag is the plan's (there is nothing yet); the
+    // second is the read-back after the index PUT: that one is cut short.
+    proxy.fault(Fault {
+        method: "GET",
+        path_contains: "/v2/fedora/manifests/41".into(),
+        skip: 1,
+        times: 1,
+        kind: FaultKind::Truncate,
+    });
+    let (code, stdout, stderr) = archgate(
+        dir,
+        &[
+            "publish",
+            "-c",
+            &cfg,
+            "--compose",
+            "c1",
+            "--format",
+            "json",
+            "-v",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "the truncated answer was tried again: {stderr}"
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let t = &r["targets"][0];
+    assert_eq!(t["decision"], "published");
+    assert_eq!(
+        registry_tag(&format!("{}/fedora:41", reg.host()))
+            .unwrap()
+            .1
+            .as_str(),
+        t["digest"].as_str().unwrap()
+    );
+    let truncated = proxy
+        .requests()
+        .iter()
+        .filter(|(m, p, _)| m == "GET" && p.contains("/v2/fedora/manifests/41"))
+        .count();
+    assert!(
+        truncated >= 3,
+        "plan, cut read-back, read-back again: {:?}",
+        proxy.requests()
+    );
+}
+
+/// Two processes publishing one `oci:` target at once, one adding an arch
+/// the other did not build: never both succeed with the arch lost (the
+/// layout's lock orders them; the second finds the tag moved).
+#[test]
+fn two_publishers_on_one_layout_target_never_both_lose_an_arch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("a.toml"),
+        "[source]\nkind = \"dir\"\n\n[[image]]\nname = \"fedora\"\nrepositories = [\"oci:out/fedora\"]\ntags = [\"{release}\"]\n",
+    )
+    .unwrap();
+    for round in 0..6 {
+        let out = dir.join("out");
+        let _ = std::fs::remove_dir_all(&out);
+        // Round start: the target holds x86_64 only.
+        archgate_fixtures::write_dir_compose(
+            &dir.join(format!("base{round}")),
+            "Test-41-base",
+            "FINISHED",
+            "41",
+            &[(
+                "fedora",
+                "x86_64",
+                ArchFixture::Built(Image::for_arch("x86_64", "base")),
+            )],
+        )
+        .unwrap();
+        let (code, _, e) = archgate(
+            dir,
+            &[
+                "publish",
+                "-c",
+                "a.toml",
+                "--compose",
+                &format!("base{round}"),
+            ],
+        );
+        assert_eq!(code, 0, "{e}");
+        // A adds aarch64; B rebuilds x86_64 only.
+        support::two_arch_compose(
+            &dir.join(format!("a{round}")),
+            "Test-41-a",
+            "41",
+            &format!("a {round}"),
+        );
+        archgate_fixtures::write_dir_compose(
+            &dir.join(format!("b{round}")),
+            "Test-41-b",
+            "FINISHED",
+            "41",
+            &[(
+                "fedora",
+                "x86_64",
+                ArchFixture::Built(Image::for_arch("x86_64", &format!("b {round}"))),
+            )],
+        )
+        .unwrap();
+        let spawn = |c: String| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_archgate"))
+                .args(["publish", "-c", "a.toml", "--compose", &c])
+                .current_dir(dir)
+                .env("HOME", dir)
+                .env("ARCHGATE_CACHE_DIR", dir.join("cache"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(format!("a{round}")), spawn(format!("b{round}")));
+        let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("fedora/index.json")).unwrap()).unwrap();
+        let tag41 = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "41")
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (code, stdout, _) =
+            archgate(dir, &["inspect", "--format", "json", "oci:out/fedora:41"]);
+        assert_eq!(code, 0);
+        let arches = stdout.matches("linux/").count();
+        let both_ok = oa.status.success() && ob.status.success();
+        assert!(
+            !(both_ok && arches < 2),
+            "round {round}: both exited 0 and {tag41} holds {arches} arch(es): {}\n{}",
+            String::from_utf8_lossy(&oa.stderr),
+            String::from_utf8_lossy(&ob.stderr)
+        );
+    }
+}

@@ -231,7 +231,17 @@ fn soak_through_injected_faults() {
                         );
                     }
                 }
-                "error" => errors += 1,
+                "error" => {
+                    errors += 1;
+                    // An error report keeps what was read.
+                    if t["previous_digest"].is_string() || before[&(r, tg)].is_some() {
+                        assert_eq!(
+                            t["previous_digest"].as_str(),
+                            before[&(r, tg)].as_deref(),
+                            "round {round}: previous_digest of an error: {t}"
+                        );
+                    }
+                }
                 other => panic!("round {round}: unexpected decision {other}: {t}"),
             }
         }

@@ -507,6 +507,9 @@ pub enum FaultKind {
     DeclineMount,
     /// Wait this long, then forward.
     Delay(Duration),
+    /// Forward, then answer with the body cut in half (the connection ends
+    /// before the Content-Length it announces).
+    Truncate,
     /// First PUT these manifest bytes under this path upstream, then forward.
     PutFirst {
         path: String,
@@ -578,7 +581,9 @@ impl Proxy {
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
+                let truncate = matches!(action, Some(FaultKind::Truncate));
                 match action {
+                    Some(FaultKind::Truncate) => {}
                     Some(FaultKind::Status(code, retry_after)) => {
                         log.lock().unwrap().push((method, path_q, code));
                         let h: Vec<(&str, &str)> = retry_after
@@ -636,6 +641,11 @@ impl Proxy {
                     }
                 }
                 let bytes = resp.bytes().await.unwrap_or_default();
+                if truncate && bytes.len() > 1 {
+                    let half = bytes.slice(..bytes.len() / 2);
+                    out = out.header("content-length", bytes.len().to_string());
+                    return Ok(out.body(Full::new(half)).unwrap());
+                }
                 Ok(out.body(Full::new(bytes)).unwrap())
             }
         });
