@@ -262,6 +262,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
         })
 }
 
+/// A run's spec from the configuration, the runtime, and a runner; or the
+/// exit code of what went wrong (already reported).
+fn setup(
+    config: &Path,
+    opts: &Options,
+) -> Result<(archgate_runner::RunSpec, tokio::runtime::Runtime, Runner), u8> {
+    let spec = config::load(config)
+        .and_then(|l| l.run_spec(opts))
+        .map_err(|e| fail(&config_error(e)))?;
+    let rt = runtime().map_err(|e| fail(&e))?;
+    Ok((spec, rt, Runner::new(env())))
+}
+
 fn config_error(e: config::ConfigError) -> RunError {
     RunError::new(ErrorKind::Config, e.0)
 }
@@ -272,15 +285,10 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
         policy: args.policy,
         dry_run,
     };
-    let spec = match config::load(&args.config.config).and_then(|l| l.run_spec(&opts)) {
-        Ok(spec) => spec,
-        Err(e) => return fail(&config_error(e)),
+    let (spec, rt, runner) = match setup(&args.config.config, &opts) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(&e),
-    };
-    let runner = Runner::new(env());
     // SIGTERM or SIGINT: the run stops where it is (dropping it removes its
     // temp dir and stops the tools), nothing more is written, and the exit
     // code says which signal (143, 130).
@@ -379,15 +387,10 @@ fn status(config: &Path, compose: Option<String>, format: Format) -> u8 {
         compose,
         ..Options::default()
     };
-    let spec = match config::load(config).and_then(|l| l.run_spec(&opts)) {
-        Ok(spec) => spec,
-        Err(e) => return fail(&config_error(e)),
+    let (spec, rt, runner) = match setup(config, &opts) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(&e),
-    };
-    let runner = Runner::new(env());
     let status = match rt.block_on(status::status(&runner, &spec)) {
         Ok(s) => s,
         Err(e) => return fail(&e),
