@@ -293,17 +293,11 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
     // temp dir and stops the tools), nothing more is written, and the exit
     // code says which signal (143, 130).
     let outcome = rt.block_on(async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let mut int =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        // Without signal handlers (they could not be installed), only the run ends it.
         let signal = async {
-            match (&mut term, &mut int) {
-                (Some(t), Some(i)) => tokio::select! {
-                    _ = t.recv() => ("SIGTERM", 143u8),
-                    _ = i.recv() => ("SIGINT", 130u8),
-                },
-                _ => std::future::pending().await,
+            match stop_signal() {
+                Ok(signal) => signal.await,
+                Err(_) => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -347,6 +341,20 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
     report.exit_code() as u8
 }
 
+/// SIGTERM or SIGINT, once it comes: its name and the exit code it stands
+/// for (143, 130). The handlers are installed at once (in a runtime).
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = (&'static str, u8)>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => ("SIGTERM", 143u8),
+            _ = int.recv() => ("SIGINT", 130u8),
+        }
+    })
+}
+
 /// `archgate consume`: until SIGTERM or SIGINT, then the current runs
 /// finish and are acknowledged, and the exit code is 0.
 fn consume(config: &Path) -> u8 {
@@ -361,13 +369,9 @@ fn consume(config: &Path) -> u8 {
     let runner = std::sync::Arc::new(Runner::new(env()));
     let result = rt.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let signal = stop_signal()?;
         tokio::spawn(async move {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
+            let (name, _) = signal.await;
             tracing::info!("{name}: stopping");
             let _ = stop.send(true);
         });

@@ -10,9 +10,10 @@
 //!
 //! Within a run, every target's current state is read concurrently
 //! (bounded per registry by the client), and targets are published
-//! concurrently, one repository's targets one after another so that they
-//! share what the first pushed; within a target the order of docs/gate.md
-//! holds (blobs, manifests and arch tags, the index last).
+//! concurrently: per image its first target alone (its blobs and manifests
+//! go up once), then its other targets at once, which find them or mount
+//! them; within a target the order of docs/gate.md holds (blobs, manifests
+//! and arch tags, the index last).
 
 pub mod spec;
 
@@ -462,15 +463,10 @@ impl Runner {
         // One repository's targets in order (they share blobs and arch
         // tags); repositories at once.
         let total = targets.len() as u64;
-        // Per image, per repository, the targets in order.
-        let mut groups: BTreeMap<usize, BTreeMap<usize, Vec<Target>>> = BTreeMap::new();
+        // Per image, its targets in order (the first repository's first).
+        let mut groups: BTreeMap<usize, Vec<Target>> = BTreeMap::new();
         for t in targets {
-            groups
-                .entry(t.image)
-                .or_default()
-                .entry(t.repo)
-                .or_default()
-                .push(t);
+            groups.entry(t.image).or_default().push(t);
         }
         let done = std::sync::atomic::AtomicU64::new(0);
         archgate_native::progress::targets(0, total);
@@ -478,13 +474,13 @@ impl Runner {
             (&spec, &stores, tools.as_ref(), &artifacts, &done);
         let jobs: Vec<_> = groups
             .into_values()
-            .map(|repos| {
+            .map(|image_targets| {
                 publish_image(
                     spec_ref,
                     stores_ref,
                     tools_ref,
                     artifacts_ref,
-                    repos,
+                    image_targets,
                     done_ref,
                     total,
                 )
@@ -785,40 +781,37 @@ async fn publish_image(
     stores: &RunStores,
     tools: Option<&archgate_tools::Tools>,
     artifacts: &[Arc<BTreeMap<Arch, ResolvedArtifact>>],
-    repos: BTreeMap<usize, Vec<Target>>,
+    targets: Vec<Target>,
     done: &std::sync::atomic::AtomicU64,
     total: u64,
 ) -> Vec<Target> {
-    let mut targets = repos.into_values().flatten();
+    let mut targets = targets.into_iter();
     let Some(first) = targets.next() else {
         return Vec::new();
     };
-    let mut out = publish_group(spec, stores, tools, artifacts, vec![first], done, total).await;
+    let mut out = vec![publish_counted(spec, stores, tools, artifacts, first, done, total).await];
     let rest: Vec<_> = targets
-        .map(|t| publish_group(spec, stores, tools, artifacts, vec![t], done, total))
+        .map(|t| publish_counted(spec, stores, tools, artifacts, t, done, total))
         .collect();
-    for group in futures_util::future::join_all(rest).await {
-        out.extend(group);
-    }
+    out.extend(futures_util::future::join_all(rest).await);
     out
 }
 
-/// Publishes one repository's targets, one after another.
-async fn publish_group(
+/// Publishes one target and counts it done for the progress display.
+async fn publish_counted(
     spec: &RunSpec,
     stores: &RunStores,
     tools: Option<&archgate_tools::Tools>,
     artifacts: &[Arc<BTreeMap<Arch, ResolvedArtifact>>],
-    mut group: Vec<Target>,
+    mut target: Target,
     done: &std::sync::atomic::AtomicU64,
     total: u64,
-) -> Vec<Target> {
-    for t in &mut group {
-        publish_target(spec, stores, tools, t, &artifacts[t.image]).await;
-        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        archgate_native::progress::targets(n, total);
-    }
-    group
+) -> Target {
+    let image = target.image;
+    publish_target(spec, stores, tools, &mut target, &artifacts[image]).await;
+    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    archgate_native::progress::targets(n, total);
+    target
 }
 
 /// Where an image's archive blobs go while they are read: its first

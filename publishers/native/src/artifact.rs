@@ -73,11 +73,6 @@ pub fn resolve_in(
 
 fn resolve_path(arch: Arch, path: &Path, artifact: &Artifact) -> Result<ResolvedArtifact> {
     let meta = std::fs::metadata(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
-    // Only directories (layouts) and regular files: a FIFO would block the
-    // open forever, a device (/dev/zero) would be read forever.
-    if !meta.is_dir() && !meta.is_file() {
-        bail!("not a regular file or directory; refused");
-    }
     if meta.is_dir() {
         let layout = OciLayout::new(path);
         if !layout.exists() {
@@ -213,6 +208,8 @@ fn resolve_archive(
     artifact: &Artifact,
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact> {
+    // Only regular files (a directory is a layout, read elsewhere): a FIFO
+    // would block the open forever, a device (/dev/zero) be read forever.
     let meta = std::fs::metadata(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
     if !meta.is_file() {
         bail!("not a regular file; refused");

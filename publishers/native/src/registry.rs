@@ -68,6 +68,9 @@ enum Failure {
     Transient {
         why: String,
         retry_after: Option<Duration>,
+        /// Nothing answered (no connection, no answer in time), as opposed
+        /// to an answer that says "later" (5xx, 429).
+        unreachable: bool,
     },
     Fatal(anyhow::Error),
 }
@@ -106,6 +109,7 @@ fn from_reqwest(e: reqwest::Error) -> Failure {
         Failure::Transient {
             why,
             retry_after: None,
+            unreachable: e.is_connect() || e.is_timeout() || e.is_request(),
         }
     } else {
         Failure::Fatal(anyhow!(why))
@@ -193,11 +197,6 @@ impl Registry {
             .or_default()
             .clone();
         lock.lock_owned().await
-    }
-
-    /// The settings it was made with.
-    pub fn settings(&self) -> &RegistrySettings {
-        &self.settings
     }
 
     /// Why a first HTTPS contact failed, when it was TLS: with TLS 1.3 a
@@ -321,6 +320,7 @@ impl Registry {
                     Err(_) => Err(Failure::Transient {
                         why: format!("no answer within {} s", policy.deadline.as_secs()),
                         retry_after: None,
+                        unreachable: true,
                     }),
                 }
             } else {
@@ -329,7 +329,11 @@ impl Registry {
             match result {
                 Ok(v) => return Ok(v),
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient { why, retry_after }) => {
+                Err(Failure::Transient {
+                    why,
+                    retry_after,
+                    unreachable,
+                }) => {
                     let backoff = policy.base_delay.saturating_mul(1 << (attempt - 1).min(16));
                     let delay = retry_after.unwrap_or(backoff).min(policy.max_delay);
                     let out_of_time = started.elapsed() + delay > policy.deadline;
@@ -337,8 +341,7 @@ impl Registry {
                         let secs = started.elapsed().as_secs_f32();
                         // Unreachable (nothing answered): the other targets
                         // of this run do not wait for it again.
-                        if why.contains("error sending request") || why.contains("no answer within")
-                        {
+                        if unreachable {
                             *self.down.lock().expect("lock") = Some(format!(
                                 "{why}; gave up after {attempt} tries in {secs:.0} s"
                             ));
@@ -402,9 +405,14 @@ impl Registry {
                         ""
                     };
                     return Err(match from_reqwest(e) {
-                        Failure::Transient { why, retry_after } => Failure::Transient {
+                        Failure::Transient {
+                            why,
+                            retry_after,
+                            unreachable,
+                        } => Failure::Transient {
                             why: format!("{why}{hint}"),
                             retry_after,
+                            unreachable,
                         },
                         fatal => fatal,
                     });
@@ -1048,6 +1056,7 @@ fn transient_status(resp: &Response) -> Option<Failure> {
         return Some(Failure::Transient {
             why: format!("{} from {}", s, resp.url().path()),
             retry_after,
+            unreachable: false,
         });
     }
     None

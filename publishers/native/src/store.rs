@@ -46,32 +46,27 @@ pub async fn read_current<S: Store>(
         for child in &index.manifests {
             child.check()?;
             let listed = child.platform.as_ref().map(Platform::from);
-            if let (Some(platform), Depth::Index) = (&listed, depth) {
-                entries.push(Entry {
-                    platform: platform.clone(),
-                    digest: child.digest.clone(),
-                    size: child.size,
-                    media_type: child.media_type.clone(),
-                    annotations: child.annotations.clone().unwrap_or_default(),
-                    created: None,
-                });
-                continue;
-            }
-            let (config_platform, created) = match config_of(store, child).await {
-                Ok(config) => (config.platform(), config.created),
-                // Without a platform in the index, the config is the only
-                // place the entry's arch can come from: an entry whose arch
-                // cannot be established is never dropped, the target fails.
-                Err(e) if listed.is_none() => {
-                    bail!(
-                        "entry {} of the index under {tag} lists no platform, and its config cannot be read: {e:#}",
-                        child.digest
-                    )
-                }
-                Err(e) => {
-                    tracing::debug!(digest = %child.digest, "cannot read the config of an index entry: {e:#}");
-                    (None, None)
-                }
+            // The config only where it is needed: for `created`, or for the
+            // arch when the index lists no platform.
+            let needs_config = listed.is_none() || depth == Depth::Configs;
+            let (config_platform, created) = match needs_config {
+                false => (None, None),
+                true => match config_of(store, child).await {
+                    Ok(config) => (config.platform(), config.created),
+                    // Without a platform in the index, the config is the only
+                    // place the entry's arch can come from: an entry whose arch
+                    // cannot be established is never dropped, the target fails.
+                    Err(e) if listed.is_none() => {
+                        bail!(
+                            "entry {} of the index under {tag} lists no platform, and its config cannot be read: {e:#}",
+                            child.digest
+                        )
+                    }
+                    Err(e) => {
+                        tracing::debug!(digest = %child.digest, "cannot read the config of an index entry: {e:#}");
+                        (None, None)
+                    }
+                },
             };
             let platform = listed.or(config_platform).unwrap_or_else(unknown_platform);
             entries.push(Entry {
