@@ -190,90 +190,160 @@ impl fmt::Display for GateError {
 
 impl std::error::Error for GateError {}
 
-/// Decide one target.
+/// Decide one target: the steps of docs/gate.md, in its order.
 pub fn decide(input: &GateInput<'_>) -> Result<TargetPlan, GateError> {
-    let settings = input.settings;
+    let built = ComposeGave::collect(input.results)?;
+    let (held, mut reasons) = TargetHolds::read(input.current);
+    let at_stake = arches_at_stake(&built, &held, input.settings);
+    let rows = Rows {
+        built: &built,
+        held: &held,
+    };
+    if let Some(plan) = hard_refusal(input, &rows, &at_stake) {
+        return Ok(plan);
+    }
+    let outcome = apply_policy(input.settings, input.now, &rows, &at_stake, &mut reasons);
+    Ok(finish(input, &built, outcome, reasons))
+}
 
-    // What this compose gave, per arch.
-    let mut built: BTreeMap<Arch, &Entry> = BTreeMap::new();
-    let mut failed: BTreeMap<Arch, &str> = BTreeMap::new();
-    for (arch, result) in input.results {
-        if built.contains_key(arch) || failed.contains_key(arch) {
-            return Err(GateError::DuplicateResult(*arch));
-        }
-        match result {
-            ArchInput::Built(entry) => {
-                built.insert(*arch, entry);
+/// What the compose gave for the image, per arch (B and its failures):
+/// "Let B be the arches built in this compose".
+struct ComposeGave<'a> {
+    built: BTreeMap<Arch, &'a Entry>,
+    failed: BTreeMap<Arch, &'a str>,
+}
+
+impl<'a> ComposeGave<'a> {
+    /// One result per arch; a second one for an arch is bad input.
+    fn collect(results: &'a [(Arch, ArchInput)]) -> Result<ComposeGave<'a>, GateError> {
+        let mut gave = ComposeGave {
+            built: BTreeMap::new(),
+            failed: BTreeMap::new(),
+        };
+        for (arch, result) in results {
+            if gave.built.contains_key(arch) || gave.failed.contains_key(arch) {
+                return Err(GateError::DuplicateResult(*arch));
             }
-            ArchInput::Failed(reason) => {
-                failed.insert(*arch, reason.as_str());
+            match result {
+                ArchInput::Built(entry) => {
+                    gave.built.insert(*arch, entry);
+                }
+                ArchInput::Failed(reason) => {
+                    gave.failed.insert(*arch, reason.as_str());
+                }
             }
         }
+        Ok(gave)
     }
 
-    // What the target holds, per arch (C). Entries that are no compose arch
-    // are reported and not carried.
-    let mut current: BTreeMap<Arch, &Entry> = BTreeMap::new();
-    let mut reasons = Vec::new();
-    for entry in input
-        .current
-        .map(|c| c.entries.as_slice())
-        .unwrap_or_default()
-    {
-        match Arch::from_platform(&entry.platform) {
-            Some(arch) if !current.contains_key(&arch) => {
-                current.insert(arch, entry);
-            }
-            Some(arch) => reasons.push(format!(
-                "the current index has a second entry for {arch} ({}, {}); it is not kept",
-                entry.platform, entry.digest
-            )),
-            None => reasons.push(format!(
-                "the current index has an entry for {} ({}) that is no compose arch; it is not kept",
-                entry.platform, entry.digest
-            )),
-        }
-    }
-
-    let arches: BTreeSet<Arch> = built
-        .keys()
-        .chain(failed.keys())
-        .chain(current.keys())
-        .chain(&settings.expected)
-        .chain(&settings.required)
-        .copied()
-        .collect();
-
-    let result_of = |arch: &Arch| {
-        if built.contains_key(arch) {
+    fn result_of(&self, arch: &Arch) -> ArchStatus {
+        if self.built.contains_key(arch) {
             ArchStatus::Built
-        } else if failed.contains_key(arch) {
+        } else if self.failed.contains_key(arch) {
             ArchStatus::Failed
         } else {
             ArchStatus::Absent
         }
-    };
-    // "failed in this compose: why" or "has no result in this compose".
-    let what_happened = |arch: &Arch| match failed.get(arch) {
-        Some(reason) => format!("failed in this compose: {reason}"),
-        None => "has no result in this compose".to_string(),
-    };
-    let platform_of = |arch: &Arch| {
-        built
-            .get(arch)
-            .or_else(|| current.get(arch))
-            .map(|e| e.platform.clone())
-            .unwrap_or_else(|| arch.default_platform())
-    };
-    let row = |arch: Arch, action: Action, digest: Option<String>| ArchPlan {
-        arch,
-        platform: platform_of(&arch),
-        result: result_of(&arch),
-        action,
-        digest,
-    };
+    }
 
-    // Hard refusals: nothing at all is pushed for the image.
+    /// "failed in this compose: why" or "has no result in this compose".
+    fn what_happened(&self, arch: &Arch) -> String {
+        match self.failed.get(arch) {
+            Some(reason) => format!("failed in this compose: {reason}"),
+            None => "has no result in this compose".to_string(),
+        }
+    }
+}
+
+/// What the target holds now, per arch (C): "Let C be the arches in the
+/// current index".
+struct TargetHolds<'a> {
+    entries: BTreeMap<Arch, &'a Entry>,
+}
+
+impl<'a> TargetHolds<'a> {
+    /// The current entries by arch, and a sentence for each entry that is
+    /// not kept (a second entry for an arch, a platform that is no compose
+    /// arch).
+    fn read(current: Option<&'a CurrentIndex>) -> (TargetHolds<'a>, Vec<String>) {
+        let mut entries: BTreeMap<Arch, &Entry> = BTreeMap::new();
+        let mut reasons = Vec::new();
+        for entry in current.map(|c| c.entries.as_slice()).unwrap_or_default() {
+            match Arch::from_platform(&entry.platform) {
+                Some(arch) if !entries.contains_key(&arch) => {
+                    entries.insert(arch, entry);
+                }
+                Some(arch) => reasons.push(format!(
+                    "the current index has a second entry for {arch} ({}, {}); it is not kept",
+                    entry.platform, entry.digest
+                )),
+                None => reasons.push(format!(
+                    "the current index has an entry for {} ({}) that is no compose arch; it is not kept",
+                    entry.platform, entry.digest
+                )),
+            }
+        }
+        (TargetHolds { entries }, reasons)
+    }
+}
+
+/// Every arch the decision is about: built, failed, held by the target,
+/// expected or required.
+fn arches_at_stake(
+    built: &ComposeGave<'_>,
+    held: &TargetHolds<'_>,
+    settings: &GateSettings,
+) -> BTreeSet<Arch> {
+    built
+        .built
+        .keys()
+        .chain(built.failed.keys())
+        .chain(held.entries.keys())
+        .chain(&settings.expected)
+        .chain(&settings.required)
+        .copied()
+        .collect()
+}
+
+/// Builds the report rows: an arch's platform and result come from what
+/// was built and what is held.
+struct Rows<'a> {
+    built: &'a ComposeGave<'a>,
+    held: &'a TargetHolds<'a>,
+}
+
+impl Rows<'_> {
+    fn row(&self, arch: Arch, action: Action, digest: Option<String>) -> ArchPlan {
+        let platform = self
+            .built
+            .built
+            .get(&arch)
+            .or_else(|| self.held.entries.get(&arch))
+            .map(|e| e.platform.clone())
+            .unwrap_or_else(|| arch.default_platform());
+        ArchPlan {
+            arch,
+            platform,
+            result: self.built.result_of(&arch),
+            action,
+            digest,
+        }
+    }
+
+    /// The digest an arch has in the current index.
+    fn held_digest(&self, arch: &Arch) -> Option<String> {
+        self.held.entries.get(arch).map(|e| e.digest.clone())
+    }
+}
+
+/// "Hard refusals": refused whatever the policy, nothing at all pushed (arch
+/// tags neither). `None` when none applies.
+fn hard_refusal(
+    input: &GateInput<'_>,
+    rows: &Rows<'_>,
+    at_stake: &BTreeSet<Arch>,
+) -> Option<TargetPlan> {
+    let built = rows.built;
     let mut hard = Vec::new();
     let unfinished = !input.status.is_finished();
     if unfinished {
@@ -283,157 +353,187 @@ pub fn decide(input: &GateInput<'_>) -> Result<TargetPlan, GateError> {
             "the compose is {}, not FINISHED or FINISHED_INCOMPLETE; nothing is published",
             input.status
         ));
-    } else if built.is_empty() {
+    } else if built.built.is_empty() {
         hard.push(
             "nothing was built for this image in this compose; nothing is published".to_string(),
         );
     }
-    let missing_required: Vec<Arch> = settings
+    let missing_required: Vec<Arch> = input
+        .settings
         .required
         .iter()
-        .filter(|a| !unfinished && !built.contains_key(a))
+        .filter(|a| !unfinished && !built.built.contains_key(a))
         .copied()
         .collect();
     for arch in &missing_required {
         hard.push(format!(
             "{arch} is a required arch and {}; nothing is published",
-            what_happened(arch)
+            built.what_happened(arch)
         ));
     }
-    if !hard.is_empty() {
-        let arches = arches
-            .iter()
-            .map(|&arch| {
-                if missing_required.contains(&arch) {
-                    row(
-                        arch,
-                        Action::Blocked,
-                        current.get(&arch).map(|e| e.digest.clone()),
-                    )
-                } else {
-                    row(arch, Action::None, None)
-                }
-            })
-            .collect();
-        return Ok(TargetPlan {
-            decision: Decision::Refused,
-            hard_refusal: true,
-            arches,
-            reasons: hard,
-            index: Vec::new(),
-            arch_tags: Vec::new(),
-            annotations: BTreeMap::new(),
-        });
+    if hard.is_empty() {
+        return None;
     }
+    let arches = at_stake
+        .iter()
+        .map(|&arch| match missing_required.contains(&arch) {
+            true => rows.row(arch, Action::Blocked, rows.held_digest(&arch)),
+            false => rows.row(arch, Action::None, None),
+        })
+        .collect();
+    Some(TargetPlan {
+        decision: Decision::Refused,
+        hard_refusal: true,
+        arches,
+        reasons: hard,
+        index: Vec::new(),
+        arch_tags: Vec::new(),
+        annotations: BTreeMap::new(),
+    })
+}
 
-    // Per arch, in order. X = C - B - retired is what the policy decides on.
-    let mut rows = Vec::new();
-    let mut index = Vec::new();
-    let mut refused = false;
-    for &arch in &arches {
-        let now_built = built.get(&arch);
-        let was = current.get(&arch);
-        let (action, digest) = match (now_built, was) {
-            (Some(new), Some(old)) => {
-                index.push((*new).clone());
-                let action = if new.same_descriptor(old) {
-                    Action::Unchanged
-                } else {
-                    Action::Updated
+/// What the policy made of the arches at stake.
+#[derive(Default)]
+struct PolicyOutcome {
+    rows: Vec<ArchPlan>,
+    /// The entries of the new index, in arch order.
+    index: Vec<Entry>,
+    /// An arch of X stops the index (refuse, or hybrid past max-carry-age).
+    refused: bool,
+}
+
+/// "Policies": per arch, in arch order. X = C - B - retired is what the
+/// policy decides on; built arches are added or updated, retired ones
+/// dropped.
+fn apply_policy(
+    settings: &GateSettings,
+    now: i64,
+    rows: &Rows<'_>,
+    at_stake: &BTreeSet<Arch>,
+    reasons: &mut Vec<String>,
+) -> PolicyOutcome {
+    let built = rows.built;
+    let mut out = PolicyOutcome::default();
+    for &arch in at_stake {
+        let (action, digest) = match (built.built.get(&arch), rows.held.entries.get(&arch)) {
+            (Some(new), old) => {
+                out.index.push((*new).clone());
+                let action = match old {
+                    Some(old) if new.same_descriptor(old) => Action::Unchanged,
+                    Some(_) => Action::Updated,
+                    None => Action::Added,
                 };
                 (action, Some(new.digest.clone()))
-            }
-            (Some(new), None) => {
-                index.push((*new).clone());
-                (Action::Added, Some(new.digest.clone()))
             }
             (None, Some(_)) if settings.retired.contains(&arch) => {
                 reasons.push(format!(
                     "{arch} is retired and {}; it is dropped from the index",
-                    what_happened(&arch)
+                    built.what_happened(&arch)
                 ));
                 (Action::Dropped, None)
             }
-            (None, Some(old)) => {
-                let why = format!(
-                    "{arch} is in the current index but {}",
-                    what_happened(&arch)
-                );
-                match settings.policy {
-                    Policy::Refuse => {
-                        refused = true;
-                        reasons.push(format!("{why}; policy refuse leaves the index as it is"));
-                        (Action::Blocked, Some(old.digest.clone()))
-                    }
-                    Policy::Lose => {
-                        reasons.push(format!("{why}; policy lose drops it from the index"));
-                        (Action::Lost, Some(old.digest.clone()))
-                    }
-                    Policy::Hybrid => match too_old(old, settings.max_carry_age, input.now) {
-                        Some(age_problem) => {
-                            refused = true;
-                            reasons.push(format!("{why}; {age_problem}, so it is not carried and the index is left as it is"));
-                            (Action::Blocked, Some(old.digest.clone()))
-                        }
-                        None => {
-                            index.push((*old).clone());
-                            reasons.push(format!(
-                                "{why}; policy hybrid carries its current entry {}",
-                                old.digest
-                            ));
-                            (Action::Carried, Some(old.digest.clone()))
-                        }
-                    },
-                }
-            }
+            (None, Some(old)) => not_built(settings, now, arch, old, built, &mut out, reasons),
             (None, None) => {
-                let expected = if settings.expected.contains(&arch) {
-                    " and is expected for this image"
-                } else {
-                    ""
+                let expected = match settings.expected.contains(&arch) {
+                    true => " and is expected for this image",
+                    false => "",
                 };
                 reasons.push(format!(
                     "{arch} {}{expected}; it is not in the current index, so nothing is lost",
-                    what_happened(&arch)
+                    built.what_happened(&arch)
                 ));
                 (Action::None, None)
             }
         };
-        rows.push(row(arch, action, digest));
+        out.rows.push(rows.row(arch, action, digest));
     }
+    out
+}
 
-    let arch_tags: Vec<Arch> = built.keys().copied().collect();
-    if refused {
-        return Ok(TargetPlan {
+/// An arch of X (in the current index, not built, not retired): the
+/// policy's table row. Returns its action and digest.
+fn not_built(
+    settings: &GateSettings,
+    now: i64,
+    arch: Arch,
+    old: &Entry,
+    built: &ComposeGave<'_>,
+    out: &mut PolicyOutcome,
+    reasons: &mut Vec<String>,
+) -> (Action, Option<String>) {
+    let why = format!(
+        "{arch} is in the current index but {}",
+        built.what_happened(&arch)
+    );
+    let held = Some(old.digest.clone());
+    match settings.policy {
+        Policy::Refuse => {
+            out.refused = true;
+            reasons.push(format!("{why}; policy refuse leaves the index as it is"));
+            (Action::Blocked, held)
+        }
+        Policy::Lose => {
+            reasons.push(format!("{why}; policy lose drops it from the index"));
+            (Action::Lost, held)
+        }
+        Policy::Hybrid => match too_old(old, settings.max_carry_age, now) {
+            Some(age_problem) => {
+                out.refused = true;
+                reasons.push(format!(
+                    "{why}; {age_problem}, so it is not carried and the index is left as it is"
+                ));
+                (Action::Blocked, held)
+            }
+            None => {
+                out.index.push(old.clone());
+                reasons.push(format!(
+                    "{why}; policy hybrid carries its current entry {}",
+                    old.digest
+                ));
+                (Action::Carried, held)
+            }
+        },
+    }
+}
+
+/// The plan: refused by the policy (arch tags still pushed), unchanged
+/// (the same entries and annotations: nothing to write), or published.
+fn finish(
+    input: &GateInput<'_>,
+    built: &ComposeGave<'_>,
+    outcome: PolicyOutcome,
+    reasons: Vec<String>,
+) -> TargetPlan {
+    let arch_tags: Vec<Arch> = built.built.keys().copied().collect();
+    if outcome.refused {
+        return TargetPlan {
             decision: Decision::Refused,
             hard_refusal: false,
-            arches: rows,
+            arches: outcome.rows,
             reasons,
             index: Vec::new(),
             arch_tags,
             annotations: BTreeMap::new(),
-        });
+        };
     }
-
     // Same entries and same annotations: nothing to write. Same entries
     // with other annotations (a new compose's) make a new index whose
     // entries are all `unchanged`.
-    let unchanged = input
-        .current
-        .is_some_and(|c| same_entries(&c.entries, &index) && &c.annotations == input.annotations);
-    Ok(TargetPlan {
-        decision: if unchanged {
-            Decision::Unchanged
-        } else {
-            Decision::Published
+    let unchanged = input.current.is_some_and(|c| {
+        same_entries(&c.entries, &outcome.index) && &c.annotations == input.annotations
+    });
+    TargetPlan {
+        decision: match unchanged {
+            true => Decision::Unchanged,
+            false => Decision::Published,
         },
         hard_refusal: false,
-        arches: rows,
+        arches: outcome.rows,
         reasons,
-        index,
+        index: outcome.index,
         arch_tags,
         annotations: input.annotations.clone(),
-    })
+    }
 }
 
 /// Why a current entry may not be carried under `max-carry-age`, if it may not.
