@@ -1,0 +1,170 @@
+//! Stage 2: read the artifacts. Every built artifact of every image is read
+//! once, several at a time; on a first publish with the native engine an
+//! archive's blobs go to the image's first registry repository in the same
+//! pass.
+
+use std::collections::{BTreeMap, HashMap};
+
+use archgate_core::{Arch, ArchInput, ComposeResults, Outcome, Repository};
+use archgate_native::{
+    resolve_and_push, resolve_in, AnyStore, ReadEnv, ReadFailure, ResolvedArtifact,
+};
+use futures_util::StreamExt;
+
+use crate::spec::{Engine, ImageSpec, RunSpec};
+use crate::stores::RunStores;
+
+/// What reading an image's artifacts gave.
+#[derive(Default)]
+pub(crate) struct ImageInputs {
+    /// One gate input per arch result.
+    pub(crate) inputs: Vec<(Arch, ArchInput)>,
+    pub(crate) resolved: BTreeMap<Arch, ResolvedArtifact>,
+    /// archgate's own faults while reading: every target of the image is an
+    /// error, never a `failed` arch.
+    pub(crate) internal: Vec<String>,
+    /// Sentences for the report: built arches whose file the compose gave no
+    /// checksum for.
+    pub(crate) notes: Vec<(Arch, String)>,
+}
+
+/// Reads every built artifact of every image once, as many at a time as
+/// there are cores. One that cannot be used turns its arch into `failed`
+/// with the reason; archgate's own failure while reading is kept apart. On
+/// a first publish with the native engine, archive blobs go to the image's
+/// first registry repository in the same pass.
+pub(crate) async fn read_all(
+    spec: &RunSpec,
+    results: &ComposeResults,
+    stores: &RunStores,
+    env: &ReadEnv,
+) -> Vec<ImageInputs> {
+    // Twice the cores: a first publish's readers also wait on the registry.
+    let workers = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut jobs = Vec::new();
+    for (i, image) in spec.images.iter().enumerate() {
+        let push_to = match spec.engine {
+            Engine::Native => early_push_store(spec, stores, results, image),
+            _ => None,
+        };
+        let list = results
+            .images
+            .get(&image.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (k, r) in list.iter().enumerate() {
+            if let Outcome::Built(artifact) = &r.outcome {
+                jobs.push((i, k, r.arch, artifact.clone(), push_to.clone()));
+            }
+        }
+    }
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .map(|(i, k, arch, artifact, push_to)| {
+            read_one((i, k), arch, artifact, push_to, env.clone())
+        })
+        .collect();
+    let mut read: HashMap<(usize, usize), Result<ResolvedArtifact, ReadFailure>> =
+        futures_util::stream::iter(jobs)
+            .buffer_unordered(workers)
+            .collect()
+            .await;
+    spec.images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            let list = results.images.get(&image.name).map(Vec::as_slice);
+            image_inputs(i, &image.name, list.unwrap_or_default(), &mut read)
+        })
+        .collect()
+}
+
+/// What reading gave for image number `i`: one gate input per result, the
+/// resolved artifacts, archgate's own faults apart, and the notes.
+fn image_inputs(
+    i: usize,
+    name: &str,
+    list: &[archgate_core::ArchResult],
+    read: &mut HashMap<(usize, usize), Result<ResolvedArtifact, ReadFailure>>,
+) -> ImageInputs {
+    let mut inputs = ImageInputs::default();
+    for (k, result) in list.iter().enumerate() {
+        let arch = result.arch;
+        let input = match (&result.outcome, read.remove(&(i, k))) {
+            (Outcome::Failed { reason }, _) => ArchInput::Failed(reason.clone()),
+            (Outcome::Built(artifact), Some(Ok(art))) => {
+                tracing::info!(image = %name, %arch, digest = %art.entry.digest, "artifact read");
+                if let Some(why) = &artifact.unverified {
+                    inputs.notes.push((arch, format!("{arch}: {why}; the file was not checked against a checksum (its blobs were checked against their digests)")));
+                }
+                let entry = art.entry.clone();
+                inputs.resolved.insert(arch, art);
+                ArchInput::Built(entry)
+            }
+            (Outcome::Built(_), Some(Err(ReadFailure::Unusable(reason)))) => {
+                tracing::warn!(image = %name, %arch, "artifact unusable: {reason}");
+                ArchInput::Failed(reason)
+            }
+            (Outcome::Built(_), Some(Err(ReadFailure::Internal(e)))) => {
+                tracing::error!(image = %name, %arch, "{e}");
+                inputs.internal.push(format!("{arch}: {e}"));
+                continue;
+            }
+            (Outcome::Built(_), None) => {
+                inputs
+                    .internal
+                    .push(format!("{arch}: internal error: the artifact was not read"));
+                continue;
+            }
+        };
+        inputs.inputs.push((arch, input));
+    }
+    inputs
+}
+
+/// Reads one artifact (pushing its blobs to `push_to` on the way).
+async fn read_one(
+    key: (usize, usize),
+    arch: Arch,
+    artifact: archgate_core::Artifact,
+    push_to: Option<AnyStore>,
+    env: ReadEnv,
+) -> ((usize, usize), Result<ResolvedArtifact, ReadFailure>) {
+    let got = match push_to {
+        Some(store) => resolve_and_push(&store, arch, artifact, env).await,
+        None => tokio::task::spawn_blocking(move || resolve_in(arch, &artifact, &env))
+            .await
+            .unwrap_or_else(|e| Err(ReadFailure::stopped(e))),
+    };
+    (key, got)
+}
+
+/// Where an image's archive blobs go while they are read: its first
+/// registry repository, unless nothing may be pushed for it (a dry run, or
+/// a hard refusal that the source's results already show).
+fn early_push_store(
+    spec: &RunSpec,
+    stores: &RunStores,
+    results: &ComposeResults,
+    image: &ImageSpec,
+) -> Option<AnyStore> {
+    if spec.dry_run || !results.compose.status.is_finished() {
+        return None;
+    }
+    let built: Vec<Arch> = results
+        .images
+        .get(&image.name)?
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Built(_)))
+        .map(|r| r.arch)
+        .collect();
+    if built.is_empty() || spec.gate.required.iter().any(|a| !built.contains(a)) {
+        return None;
+    }
+    // Registries only: a layout is written only once publishing checks it.
+    let repo = image
+        .repositories
+        .iter()
+        .find(|r| matches!(r.repository, Repository::Registry { .. }))?;
+    Some(stores.store(repo))
+}

@@ -1,0 +1,46 @@
+//! Stage 3: read the current states. Every target's current index, read at
+//! once (bounded per registry by its client): one GET per tag, configs
+//! only where the gate needs them.
+
+use archgate_core::{CurrentIndex, Policy};
+use archgate_native::{read_current, AnyStore, Depth};
+use futures_util::StreamExt;
+
+use crate::spec::RunSpec;
+use crate::stores::RunStores;
+use crate::targets::Target;
+
+/// What each target holds now, in target order.
+pub(crate) async fn read_all(
+    spec: &RunSpec,
+    stores: &RunStores,
+    targets: &[Target],
+) -> Vec<Result<Option<CurrentIndex>, anyhow::Error>> {
+    // (Futures made before they are streamed: a closure in the stream
+    // would keep this future from being `Send`.)
+    let mut reads = Vec::new();
+    for t in targets {
+        let store = stores.store(&spec.images[t.image].repositories[t.repo]);
+        let depth = match (t.policy, spec.gate.max_carry_age) {
+            (Policy::Hybrid, Some(_)) => Depth::Configs,
+            _ => Depth::Index,
+        };
+        reads.push(current_of(store, t.named.then(|| t.tag.clone()), depth));
+    }
+    futures_util::stream::iter(reads)
+        .buffered(64)
+        .collect()
+        .await
+}
+
+/// The current index under `tag`; none for an unnamed target.
+async fn current_of(
+    store: AnyStore,
+    tag: Option<String>,
+    depth: Depth,
+) -> Result<Option<CurrentIndex>, anyhow::Error> {
+    match tag {
+        Some(tag) => read_current(&store, &tag, depth).await,
+        None => Ok(None),
+    }
+}

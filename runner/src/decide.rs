@@ -1,0 +1,133 @@
+//! Stage 4: decide. The gate (`archgate_core::decide`, pure) once per
+//! target, over what reading the artifacts gave and what the target holds;
+//! then the arch tags to push and the digest the target will hold.
+
+use archgate_core::template::Vars;
+use archgate_core::{
+    decide, Compose, CurrentIndex, Decision, ErrorKind, GateInput, GateSettings, TargetPlan,
+};
+use archgate_native::oci::{render_index, sha256_digest};
+
+use crate::artifacts::ImageInputs;
+use crate::spec::RunSpec;
+use crate::targets::{image_error, Target};
+use crate::RunError;
+
+/// Decides every target. A target whose current state could not be read,
+/// or whose image met archgate's own fault while reading, is an error and
+/// is not decided.
+pub(crate) fn decide_all(
+    spec: &RunSpec,
+    compose: &Compose,
+    reads: &[ImageInputs],
+    targets: &mut [Target],
+    currents: Vec<Result<Option<CurrentIndex>, anyhow::Error>>,
+    now: i64,
+) -> Result<(), RunError> {
+    for (target, current) in targets.iter_mut().zip(currents) {
+        let read = &reads[target.image];
+        match current {
+            Ok(c) => target.current = c,
+            Err(e) => {
+                let msg = format!(
+                    "cannot read the current index of {}: {e:#}",
+                    target.reference
+                );
+                tracing::error!("{msg}");
+                target.fail(
+                    msg,
+                    archgate_native::error_kind(&e).unwrap_or(ErrorKind::Transient),
+                );
+                continue;
+            }
+        }
+        if !read.internal.is_empty() {
+            // archgate's own fault: nothing of this target is decided or pushed.
+            for e in &read.internal {
+                tracing::error!(target = %target.reference, "{e}");
+                target.fail(e.clone(), ErrorKind::Internal);
+            }
+            continue;
+        }
+        if let Some(plan) = gate(spec, compose, read, target, now) {
+            settle(spec, compose, target, plan)?;
+        }
+    }
+    Ok(())
+}
+
+/// The gate for one target, with the notes of its built arches added.
+fn gate(
+    spec: &RunSpec,
+    compose: &Compose,
+    read: &ImageInputs,
+    target: &mut Target,
+    now: i64,
+) -> Option<TargetPlan> {
+    let image = &spec.images[target.image];
+    let settings = GateSettings {
+        policy: target.policy,
+        required: spec.gate.required.clone(),
+        retired: spec.gate.retired.clone(),
+        expected: image.arches.clone().unwrap_or_default(),
+        max_carry_age: spec.gate.max_carry_age,
+    };
+    let input = GateInput {
+        status: &compose.status,
+        results: &read.inputs,
+        current: target.current.as_ref(),
+        settings: &settings,
+        annotations: &target.annotations,
+        now,
+    };
+    let mut plan = match decide(&input) {
+        Ok(plan) => plan,
+        Err(e) => {
+            tracing::error!(target = %target.reference, "{e}");
+            target.fail(e.to_string(), ErrorKind::InvalidInput);
+            return None;
+        }
+    };
+    // Built arches that are pushed but could not be checked against
+    // the compose: the report says so.
+    plan.reasons.extend(
+        read.notes
+            .iter()
+            .filter(|(arch, _)| plan.arch_tags.contains(arch))
+            .map(|(_, note)| note.clone()),
+    );
+    Some(plan)
+}
+
+/// Records a target's plan: its arch tags (rendered), its decision, and the
+/// index digest it will hold.
+fn settle(
+    spec: &RunSpec,
+    compose: &Compose,
+    target: &mut Target,
+    plan: TargetPlan,
+) -> Result<(), RunError> {
+    let image = &spec.images[target.image];
+    for &arch in &plan.arch_tags {
+        let vars = Vars {
+            compose,
+            releases: &spec.releases,
+            tag: Some(&target.tag),
+            arch: Some(arch),
+        };
+        let tag = image
+            .arch_tag
+            .render(&vars)
+            .map_err(|e| image_error(image, e))?;
+        target.arch_tags.push((arch, tag));
+    }
+    target.decision = plan.decision;
+    target.digest = match plan.decision {
+        Decision::Published => Some(sha256_digest(&render_index(&plan.index, &plan.annotations))),
+        Decision::Unchanged => target.current.as_ref().map(|c| c.digest.clone()),
+        Decision::Refused | Decision::Error => None,
+    };
+    tracing::info!(target = %target.reference, decision = plan.decision.as_str(), "planned");
+    target.plan = Some(plan);
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Where a run reads and writes: a view of one registry client per host
+//! (clients, with their connections and tokens, live as long as the
+//! [`crate::Runner`]), and the layouts. Also this process's one publish per
+//! target at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use archgate_core::Repository;
+use archgate_native::registry::{Registry, RegistryRepo, RegistrySettings, RetryPolicy};
+use archgate_native::{AnyStore, OciLayout};
+
+use crate::spec::{RegistrySpec, RepoSpec};
+use crate::RunError;
+
+/// What identifies a registry client: the same settings reuse it.
+#[derive(PartialEq)]
+struct ClientKey {
+    timeout: std::time::Duration,
+    tls_verify: bool,
+    credentials: Option<archgate_native::auth::Credentials>,
+    cas: Vec<Vec<u8>>,
+    identity: Option<Vec<u8>>,
+}
+
+impl ClientKey {
+    fn of(spec: &RegistrySpec) -> ClientKey {
+        ClientKey {
+            timeout: spec.timeout,
+            tls_verify: spec.tls_verify,
+            credentials: spec.credentials.clone(),
+            cas: spec.tls.cas.clone(),
+            identity: spec.tls.identity.clone(),
+        }
+    }
+}
+
+/// Locks by target reference: one publish per target at a time in this
+/// process (the service may run several messages at once).
+pub(crate) type TargetLocks = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// The registry clients of a runner, by host.
+#[derive(Default)]
+pub(crate) struct Clients {
+    by_host: Mutex<HashMap<String, (ClientKey, Arc<Registry>)>>,
+}
+
+impl Clients {
+    /// A fresh view of a client for every registry `registries` names,
+    /// reusing the client (connections, tokens) of earlier runs where the
+    /// settings are the same.
+    pub(crate) fn views(
+        &self,
+        registries: &BTreeMap<String, RegistrySpec>,
+        targets: &TargetLocks,
+    ) -> Result<RunStores, RunError> {
+        let mut clients = self.by_host.lock().expect("clients");
+        let mut views = HashMap::new();
+        for (host, spec) in registries {
+            let key = ClientKey::of(spec);
+            let reuse = clients
+                .get(host)
+                .filter(|(k, _)| *k == key)
+                .map(|(_, r)| r.clone());
+            let client = match reuse {
+                Some(c) => c,
+                None => {
+                    let client = Arc::new(new_client(host, spec)?);
+                    clients.insert(host.clone(), (key, client.clone()));
+                    client
+                }
+            };
+            views.insert(host.clone(), Arc::new(client.view()));
+        }
+        Ok(RunStores {
+            registries: views,
+            specs: registries.clone(),
+            targets: targets.clone(),
+        })
+    }
+}
+
+fn new_client(host: &str, spec: &RegistrySpec) -> Result<Registry, RunError> {
+    let settings = RegistrySettings {
+        tls_verify: spec.tls_verify,
+        credentials: spec.credentials.clone(),
+        tls: spec.tls.clone(),
+        retry: RetryPolicy {
+            deadline: spec.timeout,
+            ..Default::default()
+        },
+    };
+    Registry::new(host, settings).map_err(|e| RunError::config(format!("{e:#}")))
+}
+
+/// The registries and layouts of one run.
+pub struct RunStores {
+    registries: HashMap<String, Arc<Registry>>,
+    pub(crate) specs: BTreeMap<String, RegistrySpec>,
+    targets: TargetLocks,
+}
+
+impl RunStores {
+    /// Waits for, and holds, this process's one publish of `reference`.
+    pub(crate) async fn target_lock(&self, reference: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .targets
+            .lock()
+            .expect("target locks")
+            .entry(reference.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// The store of a repository.
+    pub fn store(&self, repo: &RepoSpec) -> AnyStore {
+        match &repo.repository {
+            Repository::Layout { dir } => AnyStore::Layout(OciLayout::new(
+                repo.layout_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(dir)),
+            )),
+            Repository::Registry { host, path } => AnyStore::Registry(RegistryRepo {
+                registry: self.registries[host].clone(),
+                path: path.clone(),
+            }),
+        }
+    }
+}
