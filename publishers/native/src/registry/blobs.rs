@@ -1,0 +1,243 @@
+//! Blobs: existence checks, small blobs read whole (configs), uploads
+//! (one POST and one PUT, retried together; a stream sent once) and
+//! cross-repository mounts (a 202 answer means declined).
+
+use anyhow::{anyhow, bail, Result};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+
+use super::retry::{error_text, read_limited, Failure};
+use super::{absolute, header, pull, push, Registry};
+use crate::oci::{sha256_digest, Descriptor, MAX_DOCUMENT};
+
+impl Registry {
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        if self.is_present(repo, digest) {
+            return Ok(true);
+        }
+        let scopes = [pull(repo)];
+        let what = format!("HEAD blob {repo}@{digest}");
+        let found = self
+            .retrying(&what, || async {
+                let resp = self
+                    .send(&scopes, &|base| {
+                        self.http.head(format!("{base}/v2/{repo}/blobs/{digest}"))
+                    })
+                    .await?;
+                match resp.status() {
+                    StatusCode::NOT_FOUND => Ok(false),
+                    s if s.is_success() => Ok(true),
+                    _ => Err(Failure::Fatal(anyhow!(
+                        "{}/{what}: {}",
+                        self.host,
+                        error_text(resp).await
+                    ))),
+                }
+            })
+            .await?;
+        if found {
+            self.remember(digest, repo);
+        }
+        Ok(found)
+    }
+
+    /// A small blob (a config), checked (once per view).
+    pub async fn get_blob(&self, repo: &str, desc: &Descriptor) -> Result<Vec<u8>> {
+        if let Some(body) = self.kept(repo, &desc.digest) {
+            return Ok(body);
+        }
+        if desc.size > MAX_DOCUMENT {
+            bail!(
+                "{}/{repo}: blob {} is too large to read whole ({} bytes)",
+                self.host,
+                desc.digest,
+                desc.size
+            );
+        }
+        let scopes = [pull(repo)];
+        let what = format!("GET blob {repo}@{}", desc.digest);
+        let body = self
+            .retrying(&what, || async {
+                let resp = self
+                    .send(&scopes, &|base| {
+                        self.http
+                            .get(format!("{base}/v2/{repo}/blobs/{}", desc.digest))
+                    })
+                    .await?;
+                if !resp.status().is_success() {
+                    return Err(Failure::Fatal(anyhow!(
+                        "{}/{what}: {}",
+                        self.host,
+                        error_text(resp).await
+                    )));
+                }
+                read_limited(resp, MAX_DOCUMENT).await
+            })
+            .await?;
+        let digest = sha256_digest(&body);
+        if digest != desc.digest {
+            bail!(
+                "{}/{repo}: blob {} has content {digest}",
+                self.host,
+                desc.digest
+            );
+        }
+        self.keep(repo, &desc.digest, &body);
+        Ok(body)
+    }
+
+    /// Mounts a blob from another repository; `false` when the registry
+    /// declines (202: it opened an upload session instead, which is cancelled).
+    pub async fn mount(&self, repo: &str, from: &str, digest: &str) -> Result<bool> {
+        let scopes = [push(repo), pull(from)];
+        let what = format!("mount {digest} from {from} into {repo}");
+        let location = self
+            .retrying(&what, || async {
+                let resp = self
+                    .send(&scopes, &|base| {
+                        self.http
+                            .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                            .query(&[("mount", digest), ("from", from)])
+                            .header(CONTENT_LENGTH, "0")
+                    })
+                    .await?;
+                match resp.status() {
+                    StatusCode::CREATED => Ok(None),
+                    StatusCode::ACCEPTED => Ok(Some(header(resp.headers(), LOCATION.as_str()))),
+                    _ => Err(Failure::Fatal(anyhow!(
+                        "{}/{what}: {}",
+                        self.host,
+                        error_text(resp).await
+                    ))),
+                }
+            })
+            .await?;
+        match location {
+            None => {
+                self.remember(digest, repo);
+                Ok(true)
+            }
+            Some(location) => {
+                tracing::debug!(host = %self.host, repo, digest, "mount declined (202); uploading instead");
+                if let Some(location) = location {
+                    let base = self
+                        .base()
+                        .await
+                        .map_err(|_| anyhow!("{}: not reachable", self.host))?;
+                    let url = absolute(&base, &location);
+                    let _ = self
+                        .send(&[push(repo)], &|_| self.http.request(Method::DELETE, &url))
+                        .await;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Opens an upload session; returns the URL to PUT the blob to.
+    pub(super) async fn start_upload(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        what: &str,
+    ) -> Result<String, Failure> {
+        let resp = self
+            .send(&[push(repo)], &|base| {
+                self.http
+                    .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                    .header(CONTENT_LENGTH, "0")
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(Failure::Fatal(anyhow!(
+                "{}/{what}: {}",
+                self.host,
+                error_text(resp).await
+            )));
+        }
+        let location = header(resp.headers(), LOCATION.as_str()).ok_or_else(|| {
+            Failure::Fatal(anyhow!(
+                "{}/{what}: no Location for the upload session",
+                self.host
+            ))
+        })?;
+        let url = absolute(&self.base().await?, &location);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Ok(format!("{url}{sep}digest={}", desc.digest))
+    }
+
+    /// PUTs the content of a session; 201 or a failure.
+    pub(super) async fn finish_upload(
+        &self,
+        repo: &str,
+        url: &str,
+        desc: &Descriptor,
+        what: &str,
+        body: &(dyn Fn() -> reqwest::Body + Sync),
+    ) -> Result<(), Failure> {
+        let resp = self
+            .send(&[push(repo)], &|_| {
+                self.http
+                    .put(url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, desc.size)
+                    .body(body())
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(Failure::Fatal(anyhow!(
+                "{}/{what}: {}",
+                self.host,
+                error_text(resp).await
+            )));
+        }
+        Ok(())
+    }
+
+    /// Uploads a blob whose content can be produced again for each try (a
+    /// file, bytes): one POST for the session, one PUT with the whole
+    /// content, both retried together on transient failures.
+    pub async fn upload(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        body: &(dyn Fn() -> reqwest::Body + Sync),
+    ) -> Result<()> {
+        let what = format!("upload {} to {repo}", desc.digest);
+        self.retrying_with(&what, false, || async {
+            let url = self.start_upload(repo, desc, &what).await?;
+            self.finish_upload(repo, &url, desc, &what, body).await
+        })
+        .await?;
+        self.remember(&desc.digest, repo);
+        Ok(())
+    }
+
+    /// Uploads a blob arriving as a stream (from an archive pass). The
+    /// session is retried; the stream can be sent only once.
+    pub async fn upload_stream<C>(&self, repo: &str, desc: &Descriptor, chunks: C) -> Result<()>
+    where
+        C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
+        let what = format!("upload {} to {repo}", desc.digest);
+        let url = self
+            .retrying(&what, || self.start_upload(repo, desc, &what))
+            .await?;
+        let body = std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(chunks)));
+        // A second send (after a 401) has no body left, and the registry refuses it.
+        let take = || {
+            body.lock()
+                .expect("lock")
+                .take()
+                .unwrap_or_else(|| reqwest::Body::from(Vec::new()))
+        };
+        self.finish_upload(repo, &url, desc, &what, &take)
+            .await
+            .map_err(|f| match f {
+                Failure::Fatal(e) => e,
+                Failure::Transient { why, .. } => anyhow!("{}/{what}: {why}", self.host),
+            })?;
+        self.remember(&desc.digest, repo);
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! A registry client for what archgate needs of the distribution API:
+//! manifests by tag and digest (every media type in `Accept`), blob checks,
+//! streamed uploads, cross-repository mounts, with the token and basic auth
+//! flows, and retries.
+//!
+//! Written on reqwest rather than on oci-client: archgate needs the
+//! response headers (`Retry-After`, `Docker-Content-Digest`), a 202 answer to
+//! a mount, a fresh token on a 401 in the middle of a publish, and a retry
+//! policy around whole operations; oci-client hides or refuses each of these.
+//!
+//! In parts: [`session`] (the HTTP client, first contact, authentication,
+//! tokens, TLS problems), [`retry`] (errors and the retry policy),
+//! [`manifests`], [`blobs`] (uploads and mounts), [`known`] (what one view
+//! knows) and [`repo`] (a repository as a `Store`).
+
+mod blobs;
+mod known;
+mod manifests;
+mod repo;
+mod retry;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
+
+use crate::auth::{Challenge, Credentials, Secret};
+
+pub use repo::RegistryRepo;
+pub use retry::RetryPolicy;
+
+/// How a registry is reached.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Verify TLS certificates; when false, plain HTTP is also tried.
+    pub tls_verify: bool,
+    pub credentials: Option<Credentials>,
+    /// CAs and a client certificate, from the registry's cert dir.
+    pub tls: crate::tls::TlsFiles,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Default)]
+struct State {
+    /// `https://HOST` or `http://HOST`, once known.
+    base: Option<String>,
+    challenge: Option<Challenge>,
+    /// Bearer tokens by scope.
+    tokens: HashMap<String, Secret>,
+}
+
+/// One registry host. The HTTP client (its connections) and the tokens are
+/// shared by every [`Registry::view`]; what is known to exist where, and the
+/// documents already read, belong to one view (one run), since a registry
+/// may change between runs.
+pub struct Registry {
+    host: String,
+    http: reqwest::Client,
+    settings: Arc<RegistrySettings>,
+    state: Arc<tokio::sync::Mutex<State>>,
+    /// At most this many requests in flight to the host, across views.
+    limit: Arc<tokio::sync::Semaphore>,
+    /// Where a blob is known to be, for cross-repository mounts.
+    known: Mutex<HashMap<String, String>>,
+    /// (repository, digest) of blobs and manifests known to exist there.
+    present: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Manifests and configs read, by (repository, digest): immutable.
+    documents: Mutex<HashMap<(String, String), Vec<u8>>>,
+    /// One check-then-push at a time per key (a blob, an archive pass), so
+    /// that concurrent targets do not push or mount the same thing twice.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set when the registry did not answer at all: why. The rest of the
+    /// run fails fast instead of waiting for it again.
+    down: Mutex<Option<String>>,
+}
+
+/// Requests in flight to one registry host at once.
+pub const REQUESTS_PER_REGISTRY: usize = 16;
+
+impl Registry {
+    pub fn new(host: &str, settings: RegistrySettings) -> Result<Registry> {
+        let http = session::client(host, &settings, None)?;
+        Ok(Registry {
+            host: host.to_string(),
+            http,
+            settings: Arc::new(settings),
+            state: Default::default(),
+            limit: Arc::new(tokio::sync::Semaphore::new(REQUESTS_PER_REGISTRY)),
+            known: Default::default(),
+            present: Default::default(),
+            documents: Default::default(),
+            flights: Default::default(),
+            down: Default::default(),
+        })
+    }
+
+    /// A view for one run: the same connections, tokens and request bound,
+    /// nothing known yet about what is where.
+    pub fn view(&self) -> Registry {
+        Registry {
+            host: self.host.clone(),
+            http: self.http.clone(),
+            settings: self.settings.clone(),
+            state: self.state.clone(),
+            limit: self.limit.clone(),
+            known: Default::default(),
+            present: Default::default(),
+            documents: Default::default(),
+            flights: Default::default(),
+            down: Default::default(),
+        }
+    }
+
+    /// Waits for, and holds, this view's one flight for `key`.
+    pub async fn single_flight(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .flights
+            .lock()
+            .expect("lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+fn pull(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+fn push(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    header(headers, CONTENT_TYPE.as_str())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else {
+        format!("{base}{location}")
+    }
+}

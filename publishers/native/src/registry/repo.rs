@@ -1,0 +1,127 @@
+//! One repository on a registry, as a [`Store`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+
+use super::Registry;
+use crate::oci::Descriptor;
+use crate::transport::Store;
+
+/// One repository on a registry, as a [`Store`].
+#[derive(Clone)]
+pub struct RegistryRepo {
+    pub registry: Arc<Registry>,
+    pub path: String,
+}
+
+impl RegistryRepo {
+    /// Mounts the blob from another repository of this registry that has it;
+    /// `false` when none is known or the registry declines.
+    async fn mounted(&self, desc: &Descriptor) -> Result<bool> {
+        let Some(other) = self.registry.known_elsewhere(&desc.digest, &self.path) else {
+            return Ok(false);
+        };
+        let mounted = self
+            .registry
+            .mount(&self.path, &other, &desc.digest)
+            .await?;
+        if mounted {
+            tracing::info!(host = %self.registry.host, repo = %self.path, from = %other, digest = %desc.digest, "blob mounted");
+        }
+        Ok(mounted)
+    }
+}
+
+impl Store for RegistryRepo {
+    fn name(&self) -> String {
+        format!("{}/{}", self.registry.host, self.path)
+    }
+
+    async fn guard(&self, key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        Some(
+            self.registry
+                .single_flight(format!("{}\0{key}", self.path))
+                .await,
+        )
+    }
+
+    async fn mount_blob(&self, desc: &Descriptor) -> Result<bool> {
+        self.mounted(desc).await
+    }
+
+    async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>> {
+        self.registry.head_manifest(&self.path, tag).await
+    }
+
+    async fn read_tag(&self, tag: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
+        self.registry.get_tag(&self.path, tag).await
+    }
+
+    async fn fetch_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.registry.get_manifest(&self.path, desc).await
+    }
+
+    async fn fetch_blob(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.registry.get_blob(&self.path, desc).await
+    }
+
+    async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        self.registry.blob_exists(&self.path, &desc.digest).await
+    }
+
+    async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+        self.registry.manifest_exists(&self.path, desc).await
+    }
+
+    async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()> {
+        if self.mounted(desc).await? {
+            return Ok(());
+        }
+        std::fs::metadata(from).map_err(|e| anyhow!("{}: cannot read: {e}", from.display()))?;
+        let body = || match std::fs::File::open(from) {
+            Ok(file) => reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                tokio::fs::File::from_std(file),
+                256 * 1024,
+            )),
+            // Gone since it was checked: an empty body, which the registry refuses.
+            Err(_) => reqwest::Body::from(Vec::new()),
+        };
+        self.registry.upload(&self.path, desc, &body).await
+    }
+
+    async fn push_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+        if self.mounted(desc).await? {
+            return Ok(());
+        }
+        let bytes = bytes::Bytes::copy_from_slice(bytes);
+        self.registry
+            .upload(&self.path, desc, &|| reqwest::Body::from(bytes.clone()))
+            .await
+    }
+
+    async fn push_blob_stream<C>(&self, desc: &Descriptor, chunks: C) -> Result<()>
+    where
+        C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
+        if self.mounted(desc).await? {
+            return Ok(());
+        }
+        self.registry.upload_stream(&self.path, desc, chunks).await
+    }
+
+    async fn push_manifest(
+        &self,
+        desc: &Descriptor,
+        bytes: &[u8],
+        tag: Option<&str>,
+    ) -> Result<()> {
+        // Under a tag, one PUT: the registry stores it by digest too, and
+        // says which digest it stored (checked).
+        let reference = tag.unwrap_or(&desc.digest);
+        self.registry
+            .put_manifest(&self.path, reference, desc, bytes)
+            .await
+    }
+}

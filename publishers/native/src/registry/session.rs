@@ -1,0 +1,310 @@
+//! Sessions and authentication: the HTTP client (CAs, client certificate,
+//! timeouts), the first contact that finds the scheme and how the registry
+//! authenticates, basic credentials and bearer tokens (fetched per scope,
+//! refreshed once on a 401), and TLS problems explained.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+
+use super::retry::{chain_text, error_text, from_reqwest, transient_status, Failure};
+use super::{Registry, RegistrySettings};
+use crate::auth::{parse_challenge, Challenge, Credentials, Secret};
+
+/// How long a connection may take to open.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP client for a registry: its CAs, client certificate and checks.
+pub(super) fn client(
+    host: &str,
+    settings: &RegistrySettings,
+    max_tls: Option<reqwest::tls::Version>,
+) -> Result<reqwest::Client> {
+    {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(!settings.tls_verify)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(settings.retry.deadline);
+        let mut cas = Vec::new();
+        for pem in &settings.tls.cas {
+            cas.extend(
+                reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| anyhow!("{host}: a CA of the cert dir: {e}"))?,
+            );
+        }
+        if !cas.is_empty() && settings.tls_verify {
+            builder = builder.tls_certs_merge(cas);
+        }
+        if let Some(pem) = &settings.tls.identity {
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| anyhow!("{host}: the client certificate of the cert dir: {e}"))?;
+            builder = builder.identity(identity);
+        }
+        if let Some(v) = max_tls {
+            builder = builder.tls_version_max(v);
+        }
+        builder
+            .build()
+            .map_err(|e| anyhow!("{host}: cannot set up an HTTP client: {e}"))
+    }
+}
+
+impl Registry {
+    /// Why a first HTTPS contact failed, when it was TLS: with TLS 1.3 a
+    /// registry's refusal of the client certificate comes after the client
+    /// thinks the handshake is done, and the request often fails without
+    /// the alert. A TLS 1.2 handshake ends with the alert itself, so one
+    /// such probe (made only after a failure) tells what happened.
+    pub(super) async fn diagnose_tls(&self, url: &str) -> Option<String> {
+        let probe = client(
+            &self.host,
+            &self.settings,
+            Some(reqwest::tls::Version::TLS_1_2),
+        )
+        .ok()?;
+        match probe.get(url).send().await {
+            Ok(_) => None,
+            Err(e) => self.tls_problem(&e),
+        }
+    }
+
+    /// A failed request: a TLS problem is fatal (another try would fail the
+    /// same way) and says what failed and what to do; the rest as
+    /// [`from_reqwest`] says.
+    pub(super) fn failure(&self, e: reqwest::Error) -> Failure {
+        match self.tls_problem(&e) {
+            Some(why) => Failure::Fatal(crate::kinded(archgate_core::ErrorKind::Auth, why)),
+            None => from_reqwest(e),
+        }
+    }
+
+    /// The message for a TLS problem behind `e`, naming the host.
+    pub(super) fn tls_problem(&self, e: &reqwest::Error) -> Option<String> {
+        let text = chain_text(e);
+        let tls = &self.settings.tls;
+        let why = crate::tls::explain(&text, tls.dir.as_deref(), tls.identity.is_some())?;
+        Some(format!("{}: {why} ({text})", self.host))
+    }
+
+    /// Who archgate is on this registry, for messages: never the secret.
+    pub(super) fn who(&self) -> String {
+        let who = self.settings.credentials.as_ref().map(Credentials::who);
+        who.unwrap_or_else(|| "no credentials".into())
+    }
+
+    /// The scheme and host, found by a first `GET /v2/`; also learns how the
+    /// registry wants to be authenticated.
+    pub(super) async fn base(&self) -> Result<String, Failure> {
+        let mut state = self.state.lock().await;
+        if let Some(base) = &state.base {
+            return Ok(base.clone());
+        }
+        let https = format!("https://{}", self.host);
+        let (base, resp) = match self.http.get(format!("{https}/v2/")).send().await {
+            Ok(resp) => (https, resp),
+            Err(e) => {
+                if let Some(why) = self.tls_problem(&e) {
+                    return Err(Failure::Fatal(crate::kinded(
+                        archgate_core::ErrorKind::Auth,
+                        why,
+                    )));
+                }
+                let connecting = e.is_connect() || e.is_request();
+                if connecting {
+                    if let Some(why) = self.diagnose_tls(&format!("{https}/v2/")).await {
+                        return Err(Failure::Fatal(crate::kinded(
+                            archgate_core::ErrorKind::Auth,
+                            why,
+                        )));
+                    }
+                }
+                if connecting && !self.settings.tls_verify {
+                    let http = format!("http://{}", self.host);
+                    tracing::debug!(host = %self.host, "no HTTPS ({e}); trying plain HTTP because tls-verify is off");
+                    let resp = self
+                        .http
+                        .get(format!("{http}/v2/"))
+                        .send()
+                        .await
+                        .map_err(|e| self.failure(e))?;
+                    (http, resp)
+                } else {
+                    let hint = if connecting {
+                        "; if it speaks plain HTTP or has a self-signed certificate, set tls-verify = false for it"
+                    } else {
+                        ""
+                    };
+                    return Err(match from_reqwest(e) {
+                        Failure::Transient {
+                            why,
+                            retry_after,
+                            unreachable,
+                        } => Failure::Transient {
+                            why: format!("{why}{hint}"),
+                            retry_after,
+                            unreachable,
+                        },
+                        fatal => fatal,
+                    });
+                }
+            }
+        };
+        if let Some(f) = transient_status(&resp) {
+            return Err(f);
+        }
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            state.challenge = challenge_of(resp.headers());
+        }
+        state.base = Some(base.clone());
+        Ok(base)
+    }
+
+    /// Sends a request with authentication, fetching or refreshing a token
+    /// once on a 401. 408, 429 and 5xx come back as transient failures.
+    pub(super) async fn send(
+        &self,
+        scopes: &[String],
+        make: &(dyn Fn(&str) -> RequestBuilder + Sync),
+    ) -> Result<Response, Failure> {
+        let base = self.base().await?;
+        let key = scopes.join(" ");
+        let mut refreshed = false;
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|e| Failure::Fatal(anyhow!(e)))?;
+        loop {
+            let req = self.authorize(make(&base), scopes, &key).await?;
+            let resp = req.send().await.map_err(|e| self.failure(e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                let mut state = self.state.lock().await;
+                if let Some(c) = challenge_of(resp.headers()) {
+                    state.challenge = Some(c);
+                }
+                state.tokens.remove(&key);
+                drop(state);
+                if !refreshed {
+                    tracing::debug!(host = %self.host, "401: authenticating again");
+                    refreshed = true;
+                    continue;
+                }
+                let who = self.who();
+                return Err(Failure::Fatal(crate::kinded(
+                    archgate_core::ErrorKind::Auth,
+                    format!(
+                        "{}: authentication failed ({who}): {}",
+                        self.host,
+                        error_text(resp).await
+                    ),
+                )));
+            }
+            if let Some(f) = transient_status(&resp) {
+                return Err(f);
+            }
+            return Ok(resp);
+        }
+    }
+
+    pub(super) async fn authorize(
+        &self,
+        req: RequestBuilder,
+        scopes: &[String],
+        key: &str,
+    ) -> Result<RequestBuilder, Failure> {
+        let challenge = self.state.lock().await.challenge.clone();
+        match challenge {
+            None => Ok(req),
+            Some(Challenge::Basic) => Ok(match &self.settings.credentials {
+                Some(Credentials::Basic { username, password }) => {
+                    req.basic_auth(username, Some(password.expose()))
+                }
+                _ => req,
+            }),
+            Some(Challenge::Bearer { realm, service }) => {
+                if let Some(token) = self.state.lock().await.tokens.get(key) {
+                    return Ok(req.bearer_auth(token.expose()));
+                }
+                let token = self.fetch_token(&realm, service.as_deref(), scopes).await?;
+                let req = req.bearer_auth(token.expose());
+                self.state
+                    .lock()
+                    .await
+                    .tokens
+                    .insert(key.to_string(), token);
+                Ok(req)
+            }
+        }
+    }
+
+    pub(super) async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<Secret, Failure> {
+        let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        let req = match &self.settings.credentials {
+            Some(Credentials::IdentityToken(t)) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", t.expose()),
+                    ("client_id", "archgate"),
+                ];
+                form.extend(query.iter().copied());
+                self.http.post(realm).form(&form)
+            }
+            Some(Credentials::Basic { username, password }) => self
+                .http
+                .get(realm)
+                .query(&query)
+                .basic_auth(username, Some(password.expose())),
+            None => self.http.get(realm).query(&query),
+        };
+        let resp = req.send().await.map_err(from_reqwest)?;
+        if let Some(f) = transient_status(&resp) {
+            return Err(f);
+        }
+        if !resp.status().is_success() {
+            let who = self.who();
+            return Err(Failure::Fatal(anyhow!(
+                "{}: the token server refused {who}: {}",
+                self.host,
+                error_text(resp).await
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body: TokenResponse = resp
+            .json()
+            .await
+            .map_err(|e| Failure::Fatal(anyhow!("{}: token server answer: {e}", self.host)))?;
+        body.token
+            .or(body.access_token)
+            .filter(|t| !t.is_empty())
+            .map(Secret::new)
+            .ok_or_else(|| {
+                Failure::Fatal(anyhow!(
+                    "{}: the token server answered without a token",
+                    self.host
+                ))
+            })
+    }
+}
+
+pub(super) fn challenge_of(headers: &HeaderMap) -> Option<Challenge> {
+    headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(parse_challenge)
+}
