@@ -9,7 +9,7 @@ use archgate_native::{read_current, Depth};
 use archgate_runner::{RepoSpec, Runner};
 use serde_json::json;
 
-use crate::config::Loaded;
+use archgate_config::Loaded;
 
 /// `loaded` gives `[registry]` settings (TLS, auth file) when a configuration is at hand.
 pub fn inspect(reference: &str, as_json: bool, loaded: Option<&Loaded>) -> u8 {
@@ -26,7 +26,7 @@ pub fn inspect(reference: &str, as_json: bool, loaded: Option<&Loaded>) -> u8 {
     };
     let mut registries = BTreeMap::new();
     if let Repository::Registry { host, .. } = &parsed.repository {
-        match crate::config::registry_spec(loaded, host) {
+        match archgate_config::registry_spec(loaded, host) {
             Ok(spec) => {
                 registries.insert(host.clone(), spec);
             }

@@ -1,6 +1,5 @@
 //! `archgate`: plan and publish multi-arch indexes from a compose.
 
-mod config;
 mod inspect;
 mod progress;
 mod status;
@@ -12,7 +11,8 @@ use std::process::ExitCode;
 use archgate_core::{ErrorKind, Policy, Report};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::config::Options;
+use archgate_config as config;
+use archgate_config::Options;
 use archgate_runner::{Env, RunError, Runner};
 
 /// The version and the commit it was built from.

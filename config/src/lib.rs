@@ -1,5 +1,15 @@
-//! `archgate.toml` (docs/configuration.md). Everything is checked while it is read,
-//! so every error names the file, the line and the key.
+//! `archgate.toml` (docs/configuration.md): the configuration model, its
+//! parsing and validation, and what it gives: the [`archgate_runner::RunSpec`]
+//! of a run and the [`archgate_service::ConsumeSpec`] of the service.
+//! Everything is checked while it is read, so every error names the file,
+//! the line and the key. The CLI parses flags and calls [`load`]; a program
+//! that embeds the runner or the service loads the same file the same way:
+//!
+//! ```no_run
+//! let loaded = archgate_config::load(std::path::Path::new("archgate.toml"))?;
+//! let spec = loaded.run_spec(&archgate_config::Options::default())?;
+//! # Ok::<(), archgate_config::ConfigError>(())
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
