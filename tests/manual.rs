@@ -100,7 +100,7 @@ fn the_schema_rejects_a_broken_report() {
         "dry_run": true,
         "targets": [{
             "image": "fedora", "reference": "oci:out:41", "policy": "refuse",
-            "decision": "published", "previous_digest": null,
+            "decision": "published", "stale": false, "previous_digest": null,
             "digest": format!("sha256:{}", "a".repeat(64)),
             "arches": [{"arch": "x86_64", "platform": "linux/amd64", "result": "built", "action": "added", "digest": format!("sha256:{}", "b".repeat(64))}],
             "arch_tags": ["oci:out:41-x86_64"], "reasons": []
@@ -123,6 +123,11 @@ fn the_schema_rejects_a_broken_report() {
             "an unknown action",
             "/targets/0/arches/0/action",
             serde_json::json!("kept"),
+        ),
+        (
+            "a stale target that is not refused",
+            "/targets/0/stale",
+            serde_json::json!(true),
         ),
         (
             "an unknown arch",

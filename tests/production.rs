@@ -392,7 +392,14 @@ fn annotations_are_written_and_a_new_compose_makes_a_new_index() {
     );
     assert_eq!(
         index["annotations"],
-        serde_json::json!({"org.fedoraproject.compose-id": "Fedora-41-20241101.n.0", "org.opencontainers.image.version": "41"})
+        serde_json::json!({
+            "org.fedoraproject.compose-id": "Fedora-41-20241101.n.0",
+            "org.opencontainers.image.version": "41",
+            // Every index names its compose (docs/gate.md, compose order).
+            "dev.archgate.compose": "Fedora-41-20241101.n.0",
+            "dev.archgate.compose.order": "date=20241101 type=nightly respin=0",
+            "org.opencontainers.image.created": "2024-11-01T00:00:00Z",
+        })
     );
     // The same compose again: nothing to write.
     let again = publish(&c1);

@@ -139,6 +139,10 @@ struct RunArgs {
     /// How to print the report on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Publish even where a target holds a newer compose: an intended
+    /// rollback (without it, a tag never goes back to an older compose).
+    #[arg(long)]
+    allow_older: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -284,6 +288,7 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
         compose: args.compose.clone(),
         policy: args.policy,
         dry_run,
+        allow_older: args.allow_older,
     };
     let (spec, rt, runner) = match setup(&args.config.config, &opts) {
         Ok(s) => s,

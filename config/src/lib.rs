@@ -311,6 +311,11 @@ fn annotations<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Templ
             if k.is_empty() {
                 return Err(de::Error::custom("an annotation key may not be empty"));
             }
+            if archgate_core::ComposeStamp::is_stamp_key(&k) {
+                return Err(de::Error::custom(format!(
+                    "annotation `{k}` is written by archgate on every index (it names the compose the index came from); leave it out"
+                )));
+            }
             let t = Template::parse_text(&v).map_err(de::Error::custom)?;
             if t.uses("arch") {
                 return Err(de::Error::custom(format!(
@@ -502,12 +507,6 @@ fn check(loaded: &Loaded) -> Result<(), ConfigError> {
                 ));
             }
         }
-        if config.publisher.engine == EngineKind::Buildah && !image.annotations.is_empty() {
-            return Err(loaded.error_at(
-                image.name.span().start,
-                format!("image `{name}`: the buildah engine cannot annotate an index (buildah has no way to set index annotations); use the native or skopeo engine, or drop `annotations`"),
-            ));
-        }
         if !image.arch_tag.as_str().contains("{arch}") {
             return Err(loaded.error_at(
                 image.name.span().start,
@@ -527,6 +526,8 @@ pub struct Options {
     pub compose: Option<String>,
     pub policy: Option<Policy>,
     pub dry_run: bool,
+    /// `--allow-older`: roll a tag back to an older compose on purpose.
+    pub allow_older: bool,
 }
 
 impl Loaded {
@@ -655,6 +656,7 @@ impl Loaded {
             registries,
             images,
             dry_run: opts.dry_run,
+            allow_older: opts.allow_older,
         })
     }
 

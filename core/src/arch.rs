@@ -152,6 +152,61 @@ impl Serialize for Platform {
     }
 }
 
+/// What one line of a decision is about: a compose arch, or an entry of
+/// the current index whose platform is no compose arch (another tool's
+/// `linux/loong64`, `linux/amd64` variant `v2`, `windows/amd64`). Compose
+/// arches come first, in arch order; foreign platforms after them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Slot {
+    Arch(Arch),
+    /// A platform with no compose arch, and its name (`linux/loong64`).
+    Foreign(Platform, String),
+}
+
+impl Slot {
+    /// The slot of a platform.
+    pub fn of(platform: &Platform) -> Slot {
+        match Arch::from_platform(platform) {
+            Some(arch) => Slot::Arch(arch),
+            None => Slot::Foreign(platform.clone(), platform.to_string()),
+        }
+    }
+
+    /// The arch name (`x86_64`), or the foreign platform (`linux/loong64`).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Slot::Arch(a) => a.as_str(),
+            Slot::Foreign(_, name) => name,
+        }
+    }
+
+    /// The compose arch, if it is one.
+    pub fn arch(&self) -> Option<Arch> {
+        match self {
+            Slot::Arch(a) => Some(*a),
+            Slot::Foreign(..) => None,
+        }
+    }
+}
+
+impl From<Arch> for Slot {
+    fn from(a: Arch) -> Slot {
+        Slot::Arch(a)
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for Slot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::arch::{Arch, Platform};
+use crate::arch::{Arch, Platform, Slot};
 use crate::model::{ArchInput, ComposeStatus, CurrentIndex, Entry};
+use crate::order::ComposeStamp;
 use crate::time::{parse_rfc3339, Age};
 
 /// What the gate does when an arch of the current index was not built.
@@ -67,6 +68,9 @@ pub struct GateSettings {
     pub expected: Vec<Arch>,
     /// Hybrid only: the oldest current entry that may be carried.
     pub max_carry_age: Option<Age>,
+    /// `publish --allow-older`: the compose order is not enforced (an
+    /// intended rollback).
+    pub allow_older: bool,
 }
 
 /// Everything the gate looks at for one target.
@@ -77,8 +81,12 @@ pub struct GateInput<'a> {
     pub results: &'a [(Arch, ArchInput)],
     pub current: Option<&'a CurrentIndex>,
     pub settings: &'a GateSettings,
-    /// The annotations the new index carries (rendered for this target).
+    /// The annotations the new index carries (rendered for this target,
+    /// the compose stamp included).
     pub annotations: &'a BTreeMap<String, String>,
+    /// The compose this index would come from, for the compose order;
+    /// `None` orders nothing.
+    pub compose: Option<&'a ComposeStamp>,
     /// Unix seconds, for `max-carry-age`.
     pub now: i64,
 }
@@ -145,7 +153,8 @@ impl Action {
 /// One arch of a target plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchPlan {
-    pub arch: Arch,
+    /// A compose arch, or a platform of the current index that is none.
+    pub arch: Slot,
     pub platform: Platform,
     pub result: ArchStatus,
     pub action: Action,
@@ -161,6 +170,8 @@ pub struct TargetPlan {
     pub decision: Decision,
     /// A refusal that pushes nothing at all for the image, arch tags included.
     pub hard_refusal: bool,
+    /// Refused because the target holds a newer compose (a hard refusal).
+    pub stale: bool,
     pub arches: Vec<ArchPlan>,
     pub reasons: Vec<String>,
     /// The entries of the index to write, in arch order. Empty when refused.
@@ -202,7 +213,8 @@ pub fn decide(input: &GateInput<'_>) -> Result<TargetPlan, GateError> {
     if let Some(plan) = hard_refusal(input, &rows, &at_stake) {
         return Ok(plan);
     }
-    let outcome = apply_policy(input.settings, input.now, &rows, &at_stake, &mut reasons);
+    let mut outcome = apply_policy(input.settings, input.now, &rows, &at_stake, &mut reasons);
+    follow_attestations(&held, &mut outcome, &mut reasons);
     Ok(finish(input, &built, outcome, reasons))
 }
 
@@ -236,73 +248,92 @@ impl<'a> ComposeGave<'a> {
         Ok(gave)
     }
 
-    fn result_of(&self, arch: &Arch) -> ArchStatus {
-        if self.built.contains_key(arch) {
-            ArchStatus::Built
-        } else if self.failed.contains_key(arch) {
-            ArchStatus::Failed
-        } else {
-            ArchStatus::Absent
+    fn built(&self, slot: &Slot) -> Option<&'a Entry> {
+        slot.arch().and_then(|a| self.built.get(&a).copied())
+    }
+
+    fn result_of(&self, slot: &Slot) -> ArchStatus {
+        match slot.arch() {
+            Some(a) if self.built.contains_key(&a) => ArchStatus::Built,
+            Some(a) if self.failed.contains_key(&a) => ArchStatus::Failed,
+            _ => ArchStatus::Absent,
         }
     }
 
-    /// "failed in this compose: why" or "has no result in this compose".
-    fn what_happened(&self, arch: &Arch) -> String {
-        match self.failed.get(arch) {
+    /// "failed in this compose: why", "has no result in this compose", or
+    /// for a foreign platform why no compose can build it.
+    fn what_happened(&self, slot: &Slot) -> String {
+        let Some(arch) = slot.arch() else {
+            return "is no compose arch, so no compose builds it".to_string();
+        };
+        match self.failed.get(&arch) {
             Some(reason) => format!("failed in this compose: {reason}"),
             None => "has no result in this compose".to_string(),
         }
     }
 }
 
-/// What the target holds now, per arch (C): "Let C be the arches in the
-/// current index".
+/// What the target holds now (C): its entries by arch or foreign platform,
+/// its attestation manifests, and the compose it names.
 struct TargetHolds<'a> {
-    entries: BTreeMap<Arch, &'a Entry>,
+    entries: BTreeMap<Slot, &'a Entry>,
+    /// Entries `unknown/unknown` that are attestations of another entry.
+    attestations: Vec<&'a Entry>,
+    stamp: Option<ComposeStamp>,
 }
 
+/// The annotation that marks an attestation manifest, and its value.
+const REFERENCE_TYPE: (&str, &str) = ("vnd.docker.reference.type", "attestation-manifest");
+/// The annotation of an attestation manifest that names the entry it is about.
+const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+
 impl<'a> TargetHolds<'a> {
-    /// The current entries by arch, and a sentence for each entry that is
-    /// not kept (a second entry for an arch, a platform that is no compose
-    /// arch).
+    /// The current entries by slot, and a sentence for each entry that is
+    /// not kept (a second entry for one platform).
     fn read(current: Option<&'a CurrentIndex>) -> (TargetHolds<'a>, Vec<String>) {
-        let mut entries: BTreeMap<Arch, &Entry> = BTreeMap::new();
+        let mut held = TargetHolds {
+            entries: BTreeMap::new(),
+            attestations: Vec::new(),
+            stamp: current.and_then(|c| ComposeStamp::read(&c.annotations)),
+        };
         let mut reasons = Vec::new();
         for entry in current.map(|c| c.entries.as_slice()).unwrap_or_default() {
-            match Arch::from_platform(&entry.platform) {
-                Some(arch) if !entries.contains_key(&arch) => {
-                    entries.insert(arch, entry);
+            let (kind, value) = REFERENCE_TYPE;
+            if entry.annotations.get(kind).map(String::as_str) == Some(value) {
+                held.attestations.push(entry);
+                continue;
+            }
+            match held.entries.entry(Slot::of(&entry.platform)) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(entry);
                 }
-                Some(arch) => reasons.push(format!(
-                    "the current index has a second entry for {arch} ({}, {}); it is not kept",
-                    entry.platform, entry.digest
-                )),
-                None => reasons.push(format!(
-                    "the current index has an entry for {} ({}) that is no compose arch; it is not kept",
-                    entry.platform, entry.digest
+                std::collections::btree_map::Entry::Occupied(o) => reasons.push(format!(
+                    "the current index has a second entry for {} ({}, {}); it is not kept",
+                    o.key(),
+                    entry.platform,
+                    entry.digest
                 )),
             }
         }
-        (TargetHolds { entries }, reasons)
+        (held, reasons)
     }
 }
 
-/// Every arch the decision is about: built, failed, held by the target,
-/// expected or required.
+/// Every arch the decision is about: built, failed, held by the target
+/// (foreign platforms included), expected or required.
 fn arches_at_stake(
     built: &ComposeGave<'_>,
     held: &TargetHolds<'_>,
     settings: &GateSettings,
-) -> BTreeSet<Arch> {
-    built
+) -> BTreeSet<Slot> {
+    let arches = built
         .built
         .keys()
         .chain(built.failed.keys())
-        .chain(held.entries.keys())
         .chain(&settings.expected)
         .chain(&settings.required)
-        .copied()
-        .collect()
+        .map(|&a| Slot::Arch(a));
+    arches.chain(held.entries.keys().cloned()).collect()
 }
 
 /// Builds the report rows: an arch's platform and result come from what
@@ -313,26 +344,26 @@ struct Rows<'a> {
 }
 
 impl Rows<'_> {
-    fn row(&self, arch: Arch, action: Action, digest: Option<String>) -> ArchPlan {
-        let platform = self
-            .built
-            .built
-            .get(&arch)
-            .or_else(|| self.held.entries.get(&arch))
-            .map(|e| e.platform.clone())
-            .unwrap_or_else(|| arch.default_platform());
+    fn row(&self, slot: &Slot, action: Action, digest: Option<String>) -> ArchPlan {
+        let platform = match self.built.built(slot).or_else(|| self.held.entries.get(slot).copied()) {
+            Some(e) => e.platform.clone(),
+            None => match slot {
+                Slot::Arch(a) => a.default_platform(),
+                Slot::Foreign(p, _) => p.clone(),
+            },
+        };
         ArchPlan {
-            arch,
+            arch: slot.clone(),
             platform,
-            result: self.built.result_of(&arch),
+            result: self.built.result_of(slot),
             action,
             digest,
         }
     }
 
-    /// The digest an arch has in the current index.
-    fn held_digest(&self, arch: &Arch) -> Option<String> {
-        self.held.entries.get(arch).map(|e| e.digest.clone())
+    /// The digest a slot has in the current index.
+    fn held_digest(&self, slot: &Slot) -> Option<String> {
+        self.held.entries.get(slot).map(|e| e.digest.clone())
     }
 }
 
@@ -341,7 +372,7 @@ impl Rows<'_> {
 fn hard_refusal(
     input: &GateInput<'_>,
     rows: &Rows<'_>,
-    at_stake: &BTreeSet<Arch>,
+    at_stake: &BTreeSet<Slot>,
 ) -> Option<TargetPlan> {
     let built = rows.built;
     let mut hard = Vec::new();
@@ -353,22 +384,24 @@ fn hard_refusal(
             "the compose is {}, not FINISHED or FINISHED_INCOMPLETE; nothing is published",
             input.status
         ));
-    } else if built.built.is_empty() {
+    }
+    let stale = !unfinished && stale(input, rows.held, &mut hard);
+    if !unfinished && built.built.is_empty() {
         hard.push(
             "nothing was built for this image in this compose; nothing is published".to_string(),
         );
     }
-    let missing_required: Vec<Arch> = input
+    let missing_required: Vec<Slot> = input
         .settings
         .required
         .iter()
         .filter(|a| !unfinished && !built.built.contains_key(a))
-        .copied()
+        .map(|&a| Slot::Arch(a))
         .collect();
-    for arch in &missing_required {
+    for slot in &missing_required {
         hard.push(format!(
-            "{arch} is a required arch and {}; nothing is published",
-            built.what_happened(arch)
+            "{slot} is a required arch and {}; nothing is published",
+            built.what_happened(slot)
         ));
     }
     if hard.is_empty() {
@@ -376,20 +409,38 @@ fn hard_refusal(
     }
     let arches = at_stake
         .iter()
-        .map(|&arch| match missing_required.contains(&arch) {
-            true => rows.row(arch, Action::Blocked, rows.held_digest(&arch)),
-            false => rows.row(arch, Action::None, None),
+        .map(|slot| match missing_required.contains(slot) {
+            true => rows.row(slot, Action::Blocked, rows.held_digest(slot)),
+            false => rows.row(slot, Action::None, None),
         })
         .collect();
     Some(TargetPlan {
         decision: Decision::Refused,
         hard_refusal: true,
+        stale,
         arches,
         reasons: hard,
         index: Vec::new(),
         arch_tags: Vec::new(),
         annotations: BTreeMap::new(),
     })
+}
+
+/// "Compose order": whether the target holds a compose newer than this one
+/// (a hard refusal, unless `--allow-older`); the sentence goes to `hard`.
+fn stale(input: &GateInput<'_>, held: &TargetHolds<'_>, hard: &mut Vec<String>) -> bool {
+    let (Some(mine), Some(theirs)) = (input.compose, held.stamp.as_ref()) else {
+        return false;
+    };
+    if input.settings.allow_older || !theirs.is_newer_than(mine) {
+        return false;
+    }
+    hard.push(format!(
+        "stale: the target holds compose {}, which is newer than this compose {}; a tag never goes back to an older compose (publish --allow-older rolls back on purpose); nothing is published",
+        crate::text::untrusted(&theirs.id),
+        mine.id
+    ));
+    true
 }
 
 /// What the policy made of the arches at stake.
@@ -403,21 +454,22 @@ struct PolicyOutcome {
 }
 
 /// "Policies": per arch, in arch order. X = C - B - retired is what the
-/// policy decides on; built arches are added or updated, retired ones
-/// dropped.
+/// policy decides on (foreign platforms of C included); built arches are
+/// added or updated, retired ones dropped.
 fn apply_policy(
     settings: &GateSettings,
     now: i64,
     rows: &Rows<'_>,
-    at_stake: &BTreeSet<Arch>,
+    at_stake: &BTreeSet<Slot>,
     reasons: &mut Vec<String>,
 ) -> PolicyOutcome {
     let built = rows.built;
     let mut out = PolicyOutcome::default();
-    for &arch in at_stake {
-        let (action, digest) = match (built.built.get(&arch), rows.held.entries.get(&arch)) {
+    for slot in at_stake {
+        let retired = slot.arch().is_some_and(|a| settings.retired.contains(&a));
+        let (action, digest) = match (built.built(slot), rows.held.entries.get(slot)) {
             (Some(new), old) => {
-                out.index.push((*new).clone());
+                out.index.push(new.clone());
                 let action = match old {
                     Some(old) if new.same_descriptor(old) => Action::Unchanged,
                     Some(_) => Action::Updated,
@@ -425,27 +477,27 @@ fn apply_policy(
                 };
                 (action, Some(new.digest.clone()))
             }
-            (None, Some(_)) if settings.retired.contains(&arch) => {
+            (None, Some(_)) if retired => {
                 reasons.push(format!(
-                    "{arch} is retired and {}; it is dropped from the index",
-                    built.what_happened(&arch)
+                    "{slot} is retired and {}; it is dropped from the index",
+                    built.what_happened(slot)
                 ));
                 (Action::Dropped, None)
             }
-            (None, Some(old)) => not_built(settings, now, arch, old, built, &mut out, reasons),
+            (None, Some(old)) => not_built(settings, now, slot, old, built, &mut out, reasons),
             (None, None) => {
-                let expected = match settings.expected.contains(&arch) {
+                let expected = match slot.arch().is_some_and(|a| settings.expected.contains(&a)) {
                     true => " and is expected for this image",
                     false => "",
                 };
                 reasons.push(format!(
-                    "{arch} {}{expected}; it is not in the current index, so nothing is lost",
-                    built.what_happened(&arch)
+                    "{slot} {}{expected}; it is not in the current index, so nothing is lost",
+                    built.what_happened(slot)
                 ));
                 (Action::None, None)
             }
         };
-        out.rows.push(rows.row(arch, action, digest));
+        out.rows.push(rows.row(slot, action, digest));
     }
     out
 }
@@ -455,15 +507,15 @@ fn apply_policy(
 fn not_built(
     settings: &GateSettings,
     now: i64,
-    arch: Arch,
+    slot: &Slot,
     old: &Entry,
     built: &ComposeGave<'_>,
     out: &mut PolicyOutcome,
     reasons: &mut Vec<String>,
 ) -> (Action, Option<String>) {
     let why = format!(
-        "{arch} is in the current index but {}",
-        built.what_happened(&arch)
+        "{slot} is in the current index but {}",
+        built.what_happened(slot)
     );
     let held = Some(old.digest.clone());
     match settings.policy {
@@ -496,6 +548,32 @@ fn not_built(
     }
 }
 
+/// Attestation manifests follow the entry they are about: kept while that
+/// entry stays in the new index unchanged or carried, dropped with it
+/// otherwise; never a reason to refuse.
+fn follow_attestations(
+    held: &TargetHolds<'_>,
+    outcome: &mut PolicyOutcome,
+    reasons: &mut Vec<String>,
+) {
+    if outcome.refused {
+        return;
+    }
+    for att in &held.attestations {
+        let about = att.annotations.get(REFERENCE_DIGEST);
+        let kept = about.is_some_and(|d| outcome.index.iter().any(|e| &e.digest == d));
+        if kept {
+            outcome.index.push((*att).clone());
+        } else {
+            reasons.push(format!(
+                "the attestation manifest {} of {} goes with the entry it is about, which leaves the index",
+                att.digest,
+                about.map(|d| crate::text::untrusted(d)).unwrap_or_else(|| "no entry".into())
+            ));
+        }
+    }
+}
+
 /// The plan: refused by the policy (arch tags still pushed), unchanged
 /// (the same entries and annotations: nothing to write), or published.
 fn finish(
@@ -509,6 +587,7 @@ fn finish(
         return TargetPlan {
             decision: Decision::Refused,
             hard_refusal: false,
+            stale: false,
             arches: outcome.rows,
             reasons,
             index: Vec::new(),
@@ -518,9 +597,11 @@ fn finish(
     }
     // Same entries and same annotations: nothing to write. Same entries
     // with other annotations (a new compose's) make a new index whose
-    // entries are all `unchanged`.
+    // entries are all `unchanged`. The compose stamp alone is no
+    // difference: a new compose that built the very same is `unchanged`.
     let unchanged = input.current.is_some_and(|c| {
-        same_entries(&c.entries, &outcome.index) && &c.annotations == input.annotations
+        same_entries(&c.entries, &outcome.index)
+            && without_stamp(&c.annotations) == without_stamp(input.annotations)
     });
     TargetPlan {
         decision: match unchanged {
@@ -528,12 +609,21 @@ fn finish(
             false => Decision::Published,
         },
         hard_refusal: false,
+        stale: false,
         arches: outcome.rows,
         reasons,
         index: outcome.index,
         arch_tags,
         annotations: input.annotations.clone(),
     }
+}
+
+/// Annotations but those that name a compose.
+fn without_stamp(annotations: &BTreeMap<String, String>) -> BTreeMap<&String, &String> {
+    annotations
+        .iter()
+        .filter(|(k, _)| !ComposeStamp::is_stamp_key(k))
+        .collect()
 }
 
 /// Why a current entry may not be carried under `max-carry-age`, if it may not.

@@ -7,6 +7,7 @@
 pub mod arch;
 pub mod gate;
 pub mod model;
+pub mod order;
 pub mod report;
 pub mod repository;
 pub mod source;
@@ -23,6 +24,7 @@ pub use model::{
     ArchInput, ArchResult, Artifact, Checksum, ChecksumAlgo, Compose, ComposeResults,
     ComposeStatus, CurrentIndex, Entry, ErrorKind, KindedError, Location, Outcome,
 };
+pub use order::{ComposeOrder, ComposeStamp, ComposeType};
 pub use report::{ArchReport, ComposeSummary, Report, TargetReport};
 pub use repository::{Reference, Repository};
 pub use source::{ImageQuery, Source, SourceError};

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::arch::{Arch, Platform};
+use crate::order::{ComposeOrder, ComposeType};
 
 /// The state a compose ended in (Pungi's `STATUS`, or what a source maps to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,44 +71,81 @@ impl<'de> Deserialize<'de> for ComposeStatus {
     }
 }
 
-/// One compose: what the templates and the report need to know about it.
+/// One compose: what the templates, the report and the compose order need
+/// to know about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Compose {
     pub id: String,
     pub status: ComposeStatus,
     /// Release version, lower case (`41`, `rawhide`), for `{release}`.
     pub release: Option<String>,
-    /// `YYYYMMDD`, for `{date}`.
+    /// `YYYYMMDD`, for `{date}` and the compose order.
     pub date: Option<String>,
-    /// For `{respin}`.
+    /// For `{respin}` and the compose order.
     pub respin: Option<u32>,
+    /// productmd's compose type (nightly, production, ...), for the order.
+    #[serde(skip)]
+    pub kind: Option<ComposeType>,
+    /// A Koji task id: the order of Koji composes.
+    #[serde(skip)]
+    pub task: Option<u64>,
+    /// When the compose was made (RFC 3339), where the source knows it more
+    /// precisely than its date.
+    #[serde(skip)]
+    pub created_at: Option<String>,
 }
 
 impl Compose {
-    /// A compose known only by its id. Date and respin are taken from a
-    /// productmd-style id (`Fedora-41-20241101.n.0`) where it has that shape.
+    /// A compose known only by its id. Date, type and respin are taken from
+    /// a productmd-style id (`Fedora-41-20241101.n.0`), the task from
+    /// `koji-task-ID`, where the id has that shape.
     pub fn from_id(id: &str, status: ComposeStatus) -> Compose {
-        let (date, respin) = parse_compose_id(id).unzip();
-        Compose {
+        let mut compose = Compose {
             id: id.to_string(),
             status,
             release: None,
-            date,
-            respin,
+            date: None,
+            respin: None,
+            kind: None,
+            task: None,
+            created_at: None,
+        };
+        match ComposeOrder::from_id(id) {
+            Some(ComposeOrder::Dated { date, kind, respin }) => {
+                compose.date = Some(date);
+                compose.kind = kind;
+                compose.respin = respin;
+            }
+            Some(ComposeOrder::Task(task)) => compose.task = Some(task),
+            None => {}
         }
+        compose
     }
-}
 
-/// `Name-Version-YYYYMMDD[.t].R` gives (date, respin).
-fn parse_compose_id(id: &str) -> Option<(String, u32)> {
-    let last = id.rsplit('-').next()?;
-    let mut parts = last.split('.');
-    let date = parts.next()?;
-    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    /// Its place among composes (docs/gate.md, "Compose order"): a Koji
+    /// task's id, else its date, type and respin; `None` without a date.
+    pub fn order(&self) -> Option<ComposeOrder> {
+        if let Some(task) = self.task {
+            return Some(ComposeOrder::Task(task));
+        }
+        let date = self.date.as_ref()?;
+        let dated = date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit());
+        dated.then(|| ComposeOrder::Dated {
+            date: date.clone(),
+            kind: self.kind,
+            respin: self.respin,
+        })
     }
-    let respin = parts.next_back()?.parse().ok()?;
-    Some((date.to_string(), respin))
+
+    /// When it was made, RFC 3339: what the source said, else midnight UTC
+    /// of its date.
+    pub fn created(&self) -> Option<String> {
+        if let Some(at) = &self.created_at {
+            return Some(at.clone());
+        }
+        let d = self.date.as_ref().filter(|d| d.len() == 8)?;
+        Some(format!("{}-{}-{}T00:00:00Z", &d[..4], &d[4..6], &d[6..8]))
+    }
 }
 
 /// Where an artifact can be read from.

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::arch::{Arch, Platform};
+use crate::arch::{Platform, Slot};
 use crate::gate::{Action, ArchPlan, ArchStatus, Decision, Policy};
 use crate::model::ComposeStatus;
 
@@ -31,6 +31,8 @@ pub struct TargetReport {
     pub reference: String,
     pub policy: Policy,
     pub decision: Decision,
+    /// Refused because the target holds a newer compose (docs/gate.md).
+    pub stale: bool,
     pub previous_digest: Option<String>,
     pub digest: Option<String>,
     pub arches: Vec<ArchReport>,
@@ -44,7 +46,8 @@ pub struct TargetReport {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ArchReport {
-    pub arch: Arch,
+    /// The compose arch, or a platform of the current index that is none.
+    pub arch: Slot,
     pub platform: Platform,
     pub result: ArchStatus,
     pub action: Action,
@@ -54,7 +57,7 @@ pub struct ArchReport {
 impl From<&ArchPlan> for ArchReport {
     fn from(p: &ArchPlan) -> Self {
         ArchReport {
-            arch: p.arch,
+            arch: p.arch.clone(),
             platform: p.platform.clone(),
             result: p.result,
             action: p.action,

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use archgate_core::time::parse_rfc3339;
 use archgate_core::{
-    decide, Arch, ArchInput, ComposeStatus, CurrentIndex, Entry, GateInput, GateSettings, Platform,
-    Policy,
+    decide, Arch, ArchInput, Compose, ComposeStamp, ComposeStatus, CurrentIndex, Entry, GateInput,
+    GateSettings, Platform, Policy,
 };
 
 const NOW: &str = "2024-11-01T00:00:00Z";
@@ -66,6 +66,8 @@ struct Scenario {
     current: Option<CurrentIndex>,
     settings: GateSettings,
     annotations: BTreeMap<String, String>,
+    /// The compose stamp of this compose (the gate orders by it).
+    compose: Option<ComposeStamp>,
 }
 
 fn scenario(
@@ -80,6 +82,7 @@ fn scenario(
         current,
         settings: GateSettings::default(),
         annotations: BTreeMap::new(),
+        compose: None,
     }
 }
 
@@ -107,6 +110,62 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// This compose is `mine`; the current index names `held` (when given)
+    /// as archgate writes it.
+    fn composes(mut self, mine: &str, held: Option<&str>) -> Self {
+        let stamp = |id: &str| ComposeStamp::of(&Compose::from_id(id, ComposeStatus::Finished));
+        let mine = stamp(mine);
+        self.annotations.extend(mine.annotations());
+        self.compose = Some(mine);
+        if let (Some(c), Some(held)) = (&mut self.current, held) {
+            c.annotations.extend(stamp(held).annotations());
+        }
+        self
+    }
+
+    fn allow_older(mut self) -> Self {
+        self.settings.allow_older = true;
+        self
+    }
+}
+
+/// An entry of the current index on a platform that is no compose arch.
+fn foreign(os: &str, arch: &str, variant: Option<&str>) -> Entry {
+    Entry {
+        platform: Platform {
+            os: os.into(),
+            architecture: arch.into(),
+            variant: variant.map(str::to_string),
+        },
+        digest: format!("sha256:{os}-{arch}-{}", variant.unwrap_or("none")),
+        ..entry_for("x86_64", 1, None)
+    }
+}
+
+/// An attestation manifest (as BuildKit writes them) about `about`.
+fn attestation(about: &Entry) -> Entry {
+    Entry {
+        platform: Platform {
+            os: "unknown".into(),
+            architecture: "unknown".into(),
+            variant: None,
+        },
+        digest: format!("sha256:attestation-of-{}", &about.digest[7..]),
+        annotations: BTreeMap::from([
+            (
+                "vnd.docker.reference.type".to_string(),
+                "attestation-manifest".to_string(),
+            ),
+            (
+                "vnd.docker.reference.digest".to_string(),
+                about.digest.clone(),
+            ),
+        ]),
+        ..entry_for("x86_64", 1, None)
+    }
+}
+
 /// Runs the gate and writes down everything it decided.
 fn render(s: &Scenario) -> String {
     let mut out = String::new();
@@ -128,6 +187,7 @@ fn render(s: &Scenario) -> String {
         current: s.current.as_ref(),
         settings: &s.settings,
         annotations: &s.annotations,
+        compose: s.compose.as_ref(),
         now: parse_rfc3339(NOW).unwrap(),
     };
     let plan = match decide(&input) {
@@ -137,10 +197,10 @@ fn render(s: &Scenario) -> String {
             return out;
         }
     };
-    let hard = if plan.hard_refusal {
-        " (hard: nothing pushed)"
-    } else {
-        ""
+    let hard = match (plan.hard_refusal, plan.stale) {
+        (true, true) => " (hard, stale: nothing pushed)",
+        (true, false) => " (hard: nothing pushed)",
+        _ => "",
     };
     let _ = writeln!(out, "decision: {}{hard}", plan.decision.as_str());
     for a in &plan.arches {
@@ -413,8 +473,101 @@ fn scenarios() -> Vec<Scenario> {
         "hybrid_max_carry_age_unreadable",
         Some("last tuesday"),
     ));
-
+    list.extend(compose_order_scenarios());
+    list.extend(foreign_entry_scenarios());
     list
+}
+
+/// Compose order (docs/gate.md): a tag never goes back to an older compose.
+fn compose_order_scenarios() -> Vec<Scenario> {
+    let both_v1 = || index(vec![was("x86_64", 1, None), was("aarch64", 1, None)]);
+    let both_v2 = || vec![built("x86_64", 2), built("aarch64", 2)];
+    vec![
+        scenario("order_newer_compose_held_is_stale", both_v2(), both_v1())
+            .composes("Fedora-41-20241101.n.0", Some("Fedora-41-20241102.n.0")),
+        // Whatever the policy, and even where the compose built more.
+        scenario(
+            "order_stale_under_lose_with_a_new_arch",
+            vec![built("x86_64", 2), built("aarch64", 2), built("s390x", 1)],
+            both_v1(),
+        )
+        .policy(Policy::Lose)
+        .composes("Fedora-41-20241101.n.0", Some("Fedora-41-20241101.n.1")),
+        scenario("order_allow_older_rolls_back", both_v2(), both_v1())
+            .composes("Fedora-41-20241101.n.0", Some("Fedora-41-20241102.n.0"))
+            .allow_older(),
+        scenario("order_older_compose_held_publishes", both_v2(), both_v1())
+            .composes("Fedora-41-20241102.n.0", Some("Fedora-41-20241101.n.0")),
+        // The same compose again (a retry, a re-run) is not older.
+        scenario(
+            "order_same_compose_again_is_unchanged",
+            vec![built("x86_64", 1), built("aarch64", 1)],
+            both_v1(),
+        )
+        .composes("Fedora-41-20241102.n.0", Some("Fedora-41-20241102.n.0")),
+        // Another tool's index names no compose: not ordered.
+        scenario("order_index_without_stamp_is_not_ordered", both_v2(), both_v1())
+            .composes("Fedora-41-20241101.n.0", None),
+        // A newer compose that built the very same: the stamp alone is no
+        // difference, nothing is written.
+        scenario(
+            "order_new_compose_same_entries_unchanged",
+            vec![built("x86_64", 1), built("aarch64", 1)],
+            both_v1(),
+        )
+        .composes("Fedora-41-20241103.n.0", Some("Fedora-41-20241102.n.0")),
+        // An unfinished compose: its status is the one reason.
+        scenario("order_unfinished_and_older", both_v2(), both_v1())
+            .status("DOOMED")
+            .composes("Fedora-41-20241101.n.0", Some("Fedora-41-20241102.n.0")),
+    ]
+}
+
+/// Entries whose platform is no compose arch count as arches of X; an
+/// attestation manifest follows the entry it is about.
+fn foreign_entry_scenarios() -> Vec<Scenario> {
+    let with_foreign = || {
+        index(vec![
+            was("x86_64", 1, None),
+            was("aarch64", 1, None),
+            foreign("linux", "loong64", None),
+            foreign("linux", "amd64", Some("v2")),
+            foreign("windows", "amd64", None),
+        ])
+    };
+    let both_v2 = || vec![built("x86_64", 2), built("aarch64", 2)];
+    let x1 = was("x86_64", 1, None);
+    let a1 = was("aarch64", 1, None);
+    let attested = || {
+        index(vec![
+            x1.clone(),
+            a1.clone(),
+            attestation(&x1),
+            attestation(&a1),
+        ])
+    };
+    vec![
+        scenario("foreign_platforms_refuse", both_v2(), with_foreign()),
+        scenario("foreign_platforms_lose", both_v2(), with_foreign()).policy(Policy::Lose),
+        scenario("foreign_platforms_hybrid", both_v2(), with_foreign()).policy(Policy::Hybrid),
+        // aarch64 carried with its attestation; x86_64's goes with its old build.
+        scenario("attestations_follow_hybrid", origin_v2(), attested()).policy(Policy::Hybrid),
+        scenario("attestations_follow_lose", origin_v2(), attested()).policy(Policy::Lose),
+        // Never a reason to refuse: both updated, both attestations go.
+        scenario("attestations_never_refuse", both_v2(), attested()),
+        scenario(
+            "attestations_kept_with_unchanged_entries",
+            vec![built("x86_64", 1), built("aarch64", 1)],
+            attested(),
+        ),
+    ]
+}
+
+fn origin_v2() -> Vec<(&'static str, Result<ArchInput, ()>)> {
+    vec![
+        built("x86_64", 2),
+        failed("aarch64", "createImage task 1234 FAILED"),
+    ]
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! archive's blobs go to the image's first registry repository in the same
 //! pass.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use archgate_core::{Arch, ArchInput, ComposeResults, Outcome, Repository};
 use archgate_native::{
@@ -32,19 +32,23 @@ pub(crate) struct ImageInputs {
 /// there are cores. One that cannot be used turns its arch into `failed`
 /// with the reason; archgate's own failure while reading is kept apart. On
 /// a first publish with the native engine, archive blobs go to the image's
-/// first registry repository in the same pass.
+/// first registry repository in the same pass, except for the images
+/// `no_early_push` names (a target of theirs holds a newer compose).
 pub(crate) async fn read_all(
     spec: &RunSpec,
     results: &ComposeResults,
     stores: &RunStores,
     env: &ReadEnv,
+    no_early_push: &BTreeSet<usize>,
 ) -> Vec<ImageInputs> {
     // Twice the cores: a first publish's readers also wait on the registry.
     let workers = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut jobs = Vec::new();
     for (i, image) in spec.images.iter().enumerate() {
         let push_to = match spec.engine {
-            Engine::Native => early_push_store(spec, stores, results, image),
+            Engine::Native if !no_early_push.contains(&i) => {
+                early_push_store(spec, stores, results, image)
+            }
             _ => None,
         };
         let list = results

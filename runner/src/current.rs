@@ -6,9 +6,43 @@ use archgate_core::{CurrentIndex, Policy};
 use archgate_native::{read_current, AnyStore, Depth};
 use futures_util::StreamExt;
 
+use crate::lease::Leases;
 use crate::spec::RunSpec;
 use crate::stores::RunStores;
 use crate::targets::Target;
+use crate::RunError;
+
+/// Holds every target a run will read and may write, before its current
+/// index is read: this process's lock on it, then the lease (see
+/// [`crate::lease`]), one target after another in the order of their
+/// names, so that runs sharing targets never wait on each other in a
+/// circle. Targets whose tag could not be named are not held (nothing is
+/// read or written there).
+pub(crate) async fn hold_all(
+    spec: &RunSpec,
+    stores: &RunStores,
+    targets: &mut [Target],
+    leases: &dyn Leases,
+) -> Result<(), RunError> {
+    let mut order: Vec<(String, usize)> = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.named)
+        .map(|(i, t)| {
+            let store = stores.store(&spec.images[t.image].repositories[t.repo]);
+            (crate::stores::store_tag(&store, &t.tag), i)
+        })
+        .collect();
+    order.sort();
+    for (name, i) in order {
+        let local = stores.target_lock(&name).await;
+        tracing::debug!(target = %name, "waiting for the lease");
+        let lease = leases.acquire(&name).await?;
+        tracing::debug!(target = %name, "lease held");
+        targets[i].hold = Some((local, lease));
+    }
+    Ok(())
+}
 
 /// What each target holds now, in target order.
 pub(crate) async fn read_all(

@@ -4,7 +4,8 @@
 
 use archgate_core::template::Vars;
 use archgate_core::{
-    decide, Compose, CurrentIndex, Decision, ErrorKind, GateInput, GateSettings, TargetPlan,
+    decide, Compose, ComposeStamp, CurrentIndex, Decision, ErrorKind, GateInput, GateSettings,
+    TargetPlan,
 };
 use archgate_native::oci::{render_index, sha256_digest};
 
@@ -24,6 +25,7 @@ pub(crate) fn decide_all(
     currents: Vec<Result<Option<CurrentIndex>, anyhow::Error>>,
     now: i64,
 ) -> Result<(), RunError> {
+    let stamp = ComposeStamp::of(compose);
     for (target, current) in targets.iter_mut().zip(currents) {
         let read = &reads[target.image];
         match current {
@@ -49,7 +51,7 @@ pub(crate) fn decide_all(
             }
             continue;
         }
-        if let Some(plan) = gate(spec, compose, read, target, now) {
+        if let Some(plan) = gate(spec, (compose, &stamp), read, target, now) {
             settle(spec, compose, target, plan)?;
         }
     }
@@ -59,7 +61,7 @@ pub(crate) fn decide_all(
 /// The gate for one target, with the notes of its built arches added.
 fn gate(
     spec: &RunSpec,
-    compose: &Compose,
+    (compose, stamp): (&Compose, &ComposeStamp),
     read: &ImageInputs,
     target: &mut Target,
     now: i64,
@@ -71,6 +73,7 @@ fn gate(
         retired: spec.gate.retired.clone(),
         expected: image.arches.clone().unwrap_or_default(),
         max_carry_age: spec.gate.max_carry_age,
+        allow_older: spec.allow_older,
     };
     let input = GateInput {
         status: &compose.status,
@@ -78,6 +81,7 @@ fn gate(
         current: target.current.as_ref(),
         settings: &settings,
         annotations: &target.annotations,
+        compose: Some(stamp),
         now,
     };
     let mut plan = match decide(&input) {

@@ -18,19 +18,21 @@ mod artifacts;
 mod compose;
 mod current;
 mod decide;
+pub mod lease;
 mod publish;
 mod report;
 pub mod spec;
 mod stores;
 mod targets;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use archgate_core::{Arch, Compose, ComposeResults, ErrorKind, Report};
+use archgate_core::{Arch, Compose, ComposeResults, ComposeStamp, ErrorKind, Report};
 use archgate_native::{ReadEnv, ResolvedArtifact};
 
+pub use lease::{Leases, NoLeases};
 pub use spec::{Engine, Env, GateSpec, ImageSpec, RegistrySpec, RepoSpec, RunSpec, SourceSpec};
 pub use stores::RunStores;
 pub use targets::image_tags;
@@ -120,6 +122,15 @@ impl Runner {
     /// blobs of a first publish's archives (invisible until a manifest
     /// names them), and those only when the plan is to be published.
     pub async fn plan(&self, spec: &RunSpec) -> Result<Plan, RunError> {
+        self.plan_with(spec, &NoLeases).await
+    }
+
+    /// [`Runner::plan`], holding each target with a lease of `leases` as
+    /// well as this process's lock, from reading its current index until
+    /// its read-back (unless the spec is a dry run). A plan holds its
+    /// targets until it is published or dropped: plan and publish one run
+    /// before planning another on the same targets.
+    pub async fn plan_with(&self, spec: &RunSpec, leases: &dyn Leases) -> Result<Plan, RunError> {
         check_engine(spec)?;
         let results = self.compose(spec).await?;
         tracing::info!(compose = %results.compose.id, status = %results.compose.status, "compose read");
@@ -130,9 +141,13 @@ impl Runner {
             spool: Some(dir.path().join("spool")),
         };
         let now = (self.env.clock)();
-        let reads = artifacts::read_all(spec, &results, &stores, &read_env).await;
         let mut targets = targets::name_all(spec, &results.compose)?;
+        if !spec.dry_run {
+            current::hold_all(spec, &stores, &mut targets, leases).await?;
+        }
         let currents = current::read_all(spec, &stores, &targets).await;
+        let stale = stale_images(spec, &results.compose, &targets, &currents);
+        let reads = artifacts::read_all(spec, &results, &stores, &read_env, &stale).await;
         decide::decide_all(spec, &results.compose, &reads, &mut targets, currents, now)?;
         Ok(Plan {
             spec: Arc::new(spec.clone()),
@@ -166,12 +181,43 @@ impl Runner {
 
     /// Plans, then publishes unless the spec is a dry run.
     pub async fn run(&self, spec: &RunSpec) -> Result<Report, RunError> {
-        let plan = self.plan(spec).await?;
+        self.run_with(spec, &NoLeases).await
+    }
+
+    /// [`Runner::run`], holding targets with `leases` (see
+    /// [`Runner::plan_with`]).
+    pub async fn run_with(&self, spec: &RunSpec, leases: &dyn Leases) -> Result<Report, RunError> {
+        let plan = self.plan_with(spec, leases).await?;
         if spec.dry_run {
             return Ok(plan.into_report());
         }
         Ok(self.publish(plan).await)
     }
+}
+
+/// The images some target of which holds a newer compose than this one
+/// (unless `--allow-older`): their blobs are not pushed while they are
+/// read, since nothing of theirs will be published there.
+fn stale_images(
+    spec: &RunSpec,
+    compose: &Compose,
+    targets: &[targets::Target],
+    currents: &[Result<Option<archgate_core::CurrentIndex>, anyhow::Error>],
+) -> BTreeSet<usize> {
+    if spec.allow_older {
+        return BTreeSet::new();
+    }
+    let mine = ComposeStamp::of(compose);
+    targets
+        .iter()
+        .zip(currents)
+        .filter(|(_, c)| {
+            let held = c.as_ref().ok().and_then(Option::as_ref);
+            held.and_then(|c| ComposeStamp::read(&c.annotations))
+                .is_some_and(|theirs| theirs.is_newer_than(&mine))
+        })
+        .map(|(t, _)| t.image)
+        .collect()
 }
 
 /// The tools a tools engine runs must be installed (a usage error if not).
@@ -232,6 +278,7 @@ mod tests {
         fn send<T: Send>(_: T) {}
         send(runner.run(spec));
         send(runner.plan(spec));
+        send(runner.run_with(spec, &NoLeases));
         send(runner.publish(plan));
     }
 }

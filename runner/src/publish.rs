@@ -14,7 +14,7 @@ use archgate_native::{publish, AnyStore, ResolvedArtifact, Target as StoreTarget
 use futures_util::StreamExt;
 
 use crate::spec::{Engine, RegistrySpec, RunSpec};
-use crate::stores::RunStores;
+use crate::stores::{store_tag, RunStores};
 use crate::targets::Target;
 
 /// The tools of the run's engine, with their storage in `dir`; for a tool
@@ -112,6 +112,8 @@ async fn publish_counted(
 ) -> Target {
     let image = target.image;
     publish_target(spec, stores, tools, &mut target, &artifacts[image]).await;
+    // Read back (or failed): another writer may have the target now.
+    target.hold = None;
     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
     archgate_native::progress::targets(n, total);
     target
@@ -130,7 +132,12 @@ async fn publish_target(
     }
     let repo = &spec.images[target.image].repositories[target.repo];
     let store = stores.store(repo);
-    let _one_at_a_time = stores.target_lock(&target.reference).await;
+    // Held since its current index was read (see `crate::lease`); taken
+    // here only by a caller that planned a dry run and publishes it anyway.
+    let _one_at_a_time = match target.hold {
+        Some(_) => None,
+        None => Some(stores.target_lock(&store_tag(&store, &target.tag)).await),
+    };
     let t = StoreTarget {
         store: &store,
         tag: &target.tag,

@@ -53,6 +53,7 @@ fn target_report(spec: &RunSpec, t: Target) -> TargetReport {
         reference: t.reference,
         policy: t.policy,
         decision: if failed { Decision::Error } else { t.decision },
+        stale: !failed && t.plan.as_ref().is_some_and(|p| p.stale),
         previous_digest: t.current.map(|c| c.digest),
         digest: if failed { None } else { t.digest },
         arches,

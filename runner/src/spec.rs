@@ -106,6 +106,9 @@ pub struct RunSpec {
     pub images: Vec<ImageSpec>,
     /// Read and decide, write nothing.
     pub dry_run: bool,
+    /// `--allow-older`: publish even where a target holds a newer compose
+    /// (an intended rollback).
+    pub allow_older: bool,
 }
 
 /// What a [`crate::Runner`] is handed from outside, once.

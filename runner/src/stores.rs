@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use archgate_core::Repository;
 use archgate_native::registry::{Registry, RegistryRepo, RegistrySettings, RetryPolicy};
-use archgate_native::{AnyStore, OciLayout};
+use archgate_native::{AnyStore, OciLayout, Store};
 
 use crate::spec::{RegistrySpec, RepoSpec};
 use crate::RunError;
@@ -128,4 +128,10 @@ impl RunStores {
             }),
         }
     }
+}
+
+/// What names a target across processes: its store (a registry repository
+/// `HOST/PATH`, or `oci:` and the layout's directory) and its tag.
+pub(crate) fn store_tag(store: &AnyStore, tag: &str) -> String {
+    format!("{}:{tag}", store.name())
 }

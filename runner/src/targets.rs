@@ -4,8 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use archgate_core::template::Vars;
-use archgate_core::{Arch, Compose, CurrentIndex, Decision, ErrorKind, Policy, TargetPlan};
+use archgate_core::{
+    Arch, Compose, ComposeStamp, CurrentIndex, Decision, ErrorKind, Policy, TargetPlan,
+};
 
+use crate::lease::Held;
 use crate::spec::{ImageSpec, RunSpec};
 use crate::RunError;
 
@@ -29,6 +32,10 @@ pub(crate) struct Target {
     pub(crate) digest: Option<String>,
     pub(crate) errors: Vec<String>,
     pub(crate) error_kind: Option<ErrorKind>,
+    /// This process's lock on the target and the lease on it, held from
+    /// reading its current index until its read-back (docs/gate.md, "One
+    /// writer per target"); none in a dry run.
+    pub(crate) hold: Option<(tokio::sync::OwnedMutexGuard<()>, Held)>,
 }
 
 impl Target {
@@ -39,8 +46,11 @@ impl Target {
 }
 
 /// Every target of the run, in report order: per image, per repository,
-/// per tag. A reference named twice is a configuration error.
+/// per tag. A reference named twice is a configuration error. Every index
+/// archgate writes names the compose it came from (its stamp annotations,
+/// beside the image's own).
 pub(crate) fn name_all(spec: &RunSpec, compose: &Compose) -> Result<Vec<Target>, RunError> {
+    let stamp = ComposeStamp::of(compose).annotations();
     let mut targets = Vec::new();
     for (i, image) in spec.images.iter().enumerate() {
         let tags = image_tags(image, compose, &spec.releases)?;
@@ -48,7 +58,11 @@ pub(crate) fn name_all(spec: &RunSpec, compose: &Compose) -> Result<Vec<Target>,
         for (r, repo) in image.repositories.iter().enumerate() {
             for (tag, named) in &tags {
                 let annotations = match named {
-                    true => index_annotations(image, compose, &spec.releases, tag)?,
+                    true => {
+                        let mut a = index_annotations(image, compose, &spec.releases, tag)?;
+                        a.extend(stamp.clone());
+                        a
+                    }
                     false => BTreeMap::new(),
                 };
                 let reference = repo.repository.tagged(tag);
@@ -74,6 +88,7 @@ pub(crate) fn name_all(spec: &RunSpec, compose: &Compose) -> Result<Vec<Target>,
                     digest: None,
                     errors: Vec::new(),
                     error_kind: None,
+                    hold: None,
                 });
             }
         }

@@ -80,6 +80,7 @@ fn spec(location: String, out: &Path) -> RunSpec {
             policy: None,
         }],
         dry_run: false,
+        allow_older: false,
     }
 }
 

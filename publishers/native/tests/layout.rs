@@ -92,6 +92,7 @@ fn a_moved_tag_is_not_overwritten() {
         current: None,
         settings: &settings,
         annotations: &Default::default(),
+        compose: None,
         now: 0,
     })
     .unwrap();

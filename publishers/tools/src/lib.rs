@@ -7,7 +7,13 @@
 //! - buildah: arch tags with `skopeo copy`; then a throwaway list, unique to
 //!   the run, `buildah manifest add` per entry (built arches from their
 //!   artifacts, carried ones by digest from the registry), `buildah manifest
-//!   push --all` to the target, and `buildah manifest rm` of the list.
+//!   push` of the list alone into an OCI layout in the run's temp dir, and
+//!   `buildah manifest rm` of the list. buildah 1.28 cannot annotate an
+//!   index: archgate sets the index annotations on buildah's list (entries
+//!   checked against the plan) and writes it with its own client.
+//!
+//! With both, archgate's client writes the index under its tag, right after
+//! the moved-tag check, and reads it back.
 //!
 //! Both run with their own storage (vfs) in a temp dir, and are given the
 //! registry's `tls-verify`, its cert dir (`--cert-dir`) and its credentials:
@@ -261,17 +267,14 @@ pub async fn publish(
         });
     }
     archgate_native::store::check_not_moved(t.repo, t.tag, t.planned_from).await?;
-    let digest = match tools.tool {
-        Tool::Skopeo => {
-            // The index archgate plans, written as the native engine writes it.
-            let bytes = archgate_native::oci::render_index(&plan.index, &plan.annotations);
-            let desc =
-                archgate_native::oci::Descriptor::new(archgate_native::oci::OCI_INDEX, &bytes);
-            t.repo.push_manifest(&desc, &bytes, Some(t.tag)).await?;
-            desc.digest
-        }
+    let bytes = match tools.tool {
+        // The index archgate plans, written as the native engine writes it.
+        Tool::Skopeo => archgate_native::oci::render_index(&plan.index, &plan.annotations),
         Tool::Buildah => buildah_index(tools, t, plan, artifacts).await?,
     };
+    let desc = archgate_native::oci::Descriptor::new(archgate_native::oci::OCI_INDEX, &bytes);
+    t.repo.push_manifest(&desc, &bytes, Some(t.tag)).await?;
+    let digest = desc.digest;
     archgate_native::store::read_back(t.repo, t.tag, &digest).await?;
     Ok(Some(digest))
 }
@@ -285,12 +288,19 @@ fn list_name() -> String {
     format!("localhost/archgate-list-{}-{nanos}", std::process::id())
 }
 
+/// The index of a target, as buildah makes it: a throwaway list, `buildah
+/// manifest add` per entry (built arches from their artifacts, carried ones
+/// by digest from the registry), written (the list alone) into an OCI
+/// layout in the tools' temp dir, then `buildah manifest rm`. buildah 1.28
+/// cannot annotate an index, so archgate adds the index annotations (the
+/// compose stamp and the image's own) to buildah's list. Returns the bytes
+/// to write; their entries are checked against the plan's.
 async fn buildah_index(
     tools: &Tools,
     t: &ToolTarget<'_>,
     plan: &TargetPlan,
     artifacts: &BTreeMap<Arch, ResolvedArtifact>,
-) -> Result<String> {
+) -> Result<Vec<u8>> {
     let list = list_name();
     tools
         .run(
@@ -298,6 +308,7 @@ async fn buildah_index(
             &["manifest".into(), "create".into(), list.clone()],
         )
         .await?;
+    let layout = tools.dir.path().join(format!("list-{}", list_id(&list)));
     let result = async {
         for entry in &plan.index {
             let built = artifacts.values().find(|a| a.entry.digest == entry.digest);
@@ -311,21 +322,15 @@ async fn buildah_index(
             args.push(source);
             tools.run("buildah", &args).await?;
         }
-        let digest_file = tools.dir.path().join(format!("digest-{}", t.tag));
-        let mut args = vec![
+        let args = [
             "manifest".to_string(),
             "push".to_string(),
-            "--all".to_string(),
             "--quiet".to_string(),
+            list.clone(),
+            format!("oci:{}", layout.display()),
         ];
-        args.extend(t.dest_flags(""));
-        args.push(format!("--digestfile={}", digest_file.display()));
-        args.push(list.clone());
-        args.push(format!("docker://{}/{}:{}", t.host, t.path, t.tag));
         tools.run("buildah", &args).await?;
-        let digest =
-            std::fs::read_to_string(&digest_file).context("buildah wrote no digest file")?;
-        anyhow::Ok(digest.trim().to_string())
+        read_list(&layout)
     }
     .await;
     // Cleanup: a list that is not there is fine; any other failure is reported.
@@ -337,7 +342,56 @@ async fn buildah_index(
         Err(e) if format!("{e:#}").contains("image not known") => Ok(()),
         Err(e) => Err(e.context(format!("removing the list {list}"))),
     };
-    let digest = result?;
+    let made = result?;
     cleanup?;
-    Ok(digest)
+    annotated(made, plan)
+}
+
+/// The part of a list name that is unique to it.
+fn list_id(list: &str) -> &str {
+    list.rsplit('/').next().unwrap_or(list)
+}
+
+/// The one index buildah wrote into the layout at `dir`.
+fn read_list(dir: &Path) -> Result<Vec<u8>> {
+    let layout = archgate_native::OciLayout::new(dir.to_path_buf());
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("index.json")).context("buildah wrote no index.json")?,
+    )?;
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .ok_or_else(|| anyhow!("buildah's layout names no index"))?;
+    let path = layout.blob_path(digest)?;
+    std::fs::read(&path).with_context(|| format!("{}: buildah's index", path.display()))
+}
+
+/// buildah's list with the plan's index annotations set; its entries must
+/// be the plan's (same digests), or nothing is written.
+fn annotated(made: Vec<u8>, plan: &TargetPlan) -> Result<Vec<u8>> {
+    let mut list: serde_json::Value =
+        serde_json::from_slice(&made).context("buildah's index is not JSON")?;
+    let digests = |v: &serde_json::Value| -> Vec<String> {
+        let mut d: Vec<String> = v["manifests"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|e| e["digest"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        d.sort();
+        d
+    };
+    let mut planned: Vec<String> = plan.index.iter().map(|e| e.digest.clone()).collect();
+    planned.sort();
+    if digests(&list) != planned {
+        bail!(
+            "buildah's index lists {:?}, the plan {planned:?}; not written",
+            digests(&list)
+        );
+    }
+    if !plan.annotations.is_empty() {
+        list["annotations"] = serde_json::to_value(&plan.annotations)?;
+    }
+    Ok(serde_json::to_vec(&list)?)
 }

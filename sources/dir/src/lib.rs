@@ -123,18 +123,34 @@ impl DirSource {
             let arch: Arch = name
                 .parse()
                 .map_err(|e| SourceError(format!("{}: {e}", path.display())))?;
-            results.push(ArchResult {
-                arch,
-                outcome: arch_outcome(&path)?,
-            });
+            let outcome = match leads_outside(&self.location, &path) {
+                Some(reason) => Outcome::Failed { reason },
+                None => arch_outcome(&self.location, &path)?,
+            };
+            results.push(ArchResult { arch, outcome });
         }
         results.sort_by_key(|r| r.arch);
         Ok(results)
     }
 }
 
-/// What one `<dir>/<arch>/` holds.
-fn arch_outcome(dir: &Path) -> Result<Outcome, SourceError> {
+/// Why `path` may not be read as part of the compose at `root`: it leads
+/// (through a symbolic link) outside it. `None` when it is inside.
+fn leads_outside(root: &Path, path: &Path) -> Option<String> {
+    let root = fs::canonicalize(root).ok()?;
+    let real = fs::canonicalize(path).ok()?;
+    (!real.starts_with(&root)).then(|| {
+        format!(
+            "{}: leads outside the compose (to {}); refused",
+            path.display(),
+            real.display()
+        )
+    })
+}
+
+/// What one `<dir>/<arch>/` holds. An artifact that is not safe to read (a
+/// link out of the compose, a FIFO or a device) makes the arch failed.
+fn arch_outcome(root: &Path, dir: &Path) -> Result<Outcome, SourceError> {
     let failed = dir.join("FAILED");
     if failed.exists() {
         let text = fs::read_to_string(&failed)
@@ -158,7 +174,16 @@ fn arch_outcome(dir: &Path) -> Result<Outcome, SourceError> {
         .map(|e| e.path())
         .collect();
     Ok(match files.as_slice() {
-        [one] if one.is_file() => built(one.clone()),
+        [one] => match leads_outside(root, one) {
+            Some(reason) => Outcome::Failed { reason },
+            None if one.is_file() => built(one.clone()),
+            None => Outcome::Failed {
+                reason: format!(
+                    "{}: not a regular file or an OCI layout (a FIFO, a device, a socket, or a directory that is no layout); refused",
+                    one.display()
+                ),
+            },
+        },
         [] => Outcome::Failed {
             reason: format!("{} holds no artifact", dir.display()),
         },

@@ -235,6 +235,15 @@ fn is_container_file(name: &str) -> bool {
         && !name.ends_with(".log")
 }
 
+/// Koji's `2024-11-01 10:00:00.000000+00:00` (its hub's time, UTC in
+/// Fedora's) as RFC 3339: `2024-11-01T10:00:00Z`.
+fn koji_time(text: &str) -> Option<String> {
+    let (date, time) = text.split_once(' ')?;
+    let time = time.get(..8)?;
+    let ok = date.len() == 10 && date.as_bytes()[4] == b'-' && time.as_bytes()[2] == b':';
+    ok.then(|| format!("{date}T{time}Z"))
+}
+
 impl Source for KojiSource {
     fn load(&self, images: &[ImageQuery]) -> Result<ComposeResults, SourceError> {
         let parent = self.value("getTaskInfo", &[Param::Int(self.task), Param::Bool(true)])?;
@@ -376,6 +385,11 @@ impl Source for KojiSource {
         };
         let mut compose = Compose::from_id(&format!("koji-task-{}", self.task), status);
         compose.release = release;
+        // Ordered by the task id (from the id); dated by the task's creation.
+        if let Some(created) = parent.get("create_time").and_then(Value::as_str) {
+            compose.created_at = koji_time(created);
+            compose.date = compose.created_at.as_ref().map(|t| t[..10].replace('-', ""));
+        }
 
         let mut out = BTreeMap::new();
         for query in images {

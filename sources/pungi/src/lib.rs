@@ -92,9 +92,15 @@ impl LocalCompose {
                 real.display()
             )));
         }
+        if meta.is_dir() {
+            return Err(SourceError(format!(
+                "{}: a directory where an archive file should be (Pungi composes hold archives; an OCI layout directory is read by the dir source only); refused",
+                path.display()
+            )));
+        }
         if !meta.is_file() {
             return Err(SourceError(format!(
-                "{}: not a regular file; refused",
+                "{}: not a regular file (a FIFO, a device or a socket); refused",
                 path.display()
             )));
         }
@@ -259,6 +265,9 @@ struct ComposePart {
     id: String,
     date: Option<String>,
     respin: Option<u32>,
+    /// productmd's compose type: production, nightly, test, ci, development.
+    #[serde(rename = "type")]
+    kind: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -419,6 +428,10 @@ impl<F: Fetch> PungiSource<F> {
         }
         if info.compose.respin.is_some() {
             compose.respin = info.compose.respin;
+        }
+        // The compose order is productmd's: date, type, respin.
+        if let Some(kind) = info.compose.kind.as_deref() {
+            compose.kind = archgate_core::ComposeType::parse(kind);
         }
         let variants = info
             .variants
@@ -587,14 +600,8 @@ impl<F: Fetch> Source for PungiSource<F> {
                             e.path
                         )));
                     }
-                    let artifact = self.artifact(e)?;
-                    results.insert(
-                        arch,
-                        ArchResult {
-                            arch,
-                            outcome: Outcome::Built(artifact),
-                        },
-                    );
+                    let outcome = self.outcome(e)?;
+                    results.insert(arch, ArchResult { arch, outcome });
                 }
             }
             if variants.is_empty() {
@@ -630,16 +637,13 @@ impl<F: Fetch> PungiSource<F> {
         })
     }
 
-    /// The artifact of an images.json entry, with the strongest checksum it gives.
-    fn artifact(&self, e: &ImageEntry) -> Result<Artifact, SourceError> {
-        let rel = inside_compose(&e.path).ok_or_else(|| {
-            SourceError(format!(
-                "{}: entry path `{}` leaves the compose; refused",
-                self.fetch.describe(IMAGES),
-                e.path
-            ))
-        })?;
-        self.fetch.check(&rel)?;
+    /// What an images.json entry gives: its artifact, with the strongest
+    /// checksum it records; or, for a file that is not safe to read (a link
+    /// leading out of the compose, a FIFO or device, a directory where an
+    /// archive file should be), its arch failed with the reason
+    /// (docs/sources.md). Metadata that makes no sense (a path that leaves
+    /// the compose, a checksum that cannot be read) is an error.
+    fn outcome(&self, e: &ImageEntry) -> Result<Outcome, SourceError> {
         let checksum = Checksum::strongest(
             e.checksums
                 .iter()
@@ -652,18 +656,31 @@ impl<F: Fetch> PungiSource<F> {
                 e.path
             ))
         })?;
+        let rel = inside_compose(&e.path).ok_or_else(|| {
+            SourceError(format!(
+                "{}: entry path `{}` leaves the compose; refused",
+                self.fetch.describe(IMAGES),
+                e.path
+            ))
+        })?;
+        if let Err(unsafe_file) = self.fetch.check(&rel) {
+            tracing::warn!(path = %e.path, "{unsafe_file}");
+            return Ok(Outcome::Failed {
+                reason: unsafe_file.0,
+            });
+        }
         let unverified = checksum.is_none().then(|| {
             format!(
                 "{} gives no checksum archgate knows (md5, sha1, sha256, sha512) for {}",
                 IMAGES, e.path
             )
         });
-        Ok(Artifact {
+        Ok(Outcome::Built(Artifact {
             location: self.fetch.location(&rel),
             checksum,
             size: e.size,
             unverified,
-        })
+        }))
     }
 }
 

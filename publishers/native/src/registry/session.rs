@@ -9,7 +9,8 @@ use anyhow::{anyhow, Result};
 use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
-use super::retry::{chain_text, error_text, from_reqwest, transient_status, Failure};
+use super::retry::{chain_text, error_text, from_reqwest, read_limited, transient_status, Failure};
+use crate::oci::MAX_DOCUMENT;
 use super::{Registry, RegistrySettings};
 use crate::auth::{parse_challenge, Challenge, Credentials, Secret};
 
@@ -284,10 +285,18 @@ impl Registry {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body: TokenResponse = resp
-            .json()
-            .await
-            .map_err(|e| Failure::Fatal(anyhow!("{}: token server answer: {e}", self.host)))?;
+        // Bounded like every registry answer: an endless or huge body stops
+        // at the limit, an error naming the token endpoint.
+        let bytes = read_limited(resp, MAX_DOCUMENT).await.map_err(|f| match f {
+            Failure::Fatal(e) => Failure::Fatal(anyhow!("{}: the token server's answer: {e:#}", self.host)),
+            transient => transient,
+        })?;
+        let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            Failure::Fatal(anyhow!(
+                "{}: the token server's answer ({realm}) is not a token: {e}",
+                self.host
+            ))
+        })?;
         body.token
             .or(body.access_token)
             .filter(|t| !t.is_empty())
