@@ -744,3 +744,177 @@ fn inspect_shows_digest_and_entries() {
     assert_eq!(w.run(&["inspect", "oci:out/fedora:42"]).code, 1);
     assert_eq!(w.run(&["inspect", "not a reference"]).code, 2);
 }
+
+/// Compose order (docs/gate.md): once a tag holds a compose, an older one
+/// is refused there as `stale` (nothing written, arch tags neither), in
+/// `plan` as in `publish`; `--allow-older` rolls back on purpose.
+#[test]
+fn an_older_compose_never_moves_a_tag_back() {
+    let w = Work::new("");
+    let compose = |name: &str, id: &str, arches: &[(&str, &str)]| {
+        let arches: Vec<(&str, &str, ArchFixture<'_>)> = arches
+            .iter()
+            .map(|(a, c)| ("fedora", *a, built(a, c)))
+            .collect();
+        write_dir_compose(&w.dir.join(name), id, "FINISHED", "41", &arches).unwrap();
+    };
+    compose(
+        "new",
+        "Test-41-20241102.n.0",
+        &[("x86_64", "x2"), ("aarch64", "a2"), ("s390x", "s2")],
+    );
+    compose(
+        "old",
+        "Test-41-20241101.n.0",
+        &[("x86_64", "x1"), ("aarch64", "a1")],
+    );
+    let newer = w.run(&["publish", "--compose", "new"]);
+    assert_eq!(newer.code, 0, "{}", newer.stderr);
+    let before = w.tags();
+    let index: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci:{}:41", w.out().display()),
+    ]))
+    .unwrap();
+    assert_eq!(
+        index["annotations"]["dev.archgate.compose"],
+        "Test-41-20241102.n.0"
+    );
+
+    for cmd in ["plan", "publish"] {
+        let r = w.run(&[cmd, "--compose", "old", "--format", "json"]);
+        assert_eq!(r.code, 3, "{cmd}: {}", r.stderr);
+        for t in json(&r)["targets"].as_array().unwrap() {
+            assert_eq!(t["decision"], "refused", "{cmd}: {t}");
+            assert_eq!(t["stale"], true, "{cmd}: {t}");
+            assert_eq!(t["arch_tags"], serde_json::json!([]), "{t}");
+            let why = t["reasons"].to_string();
+            assert!(
+                why.contains("stale")
+                    && why.contains("Test-41-20241102.n.0")
+                    && why.contains("Test-41-20241101.n.0"),
+                "{why}"
+            );
+        }
+        assert_eq!(
+            w.tags(),
+            before,
+            "{cmd}: nothing written, arch tags neither"
+        );
+    }
+
+    // An intended rollback (dropping s390x on purpose).
+    let back = w.run(&[
+        "publish",
+        "--compose",
+        "old",
+        "--allow-older",
+        "--policy",
+        "lose",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    let t = &json(&back)["targets"][0];
+    assert_eq!(
+        (&t["decision"], &t["stale"]),
+        (&"published".into(), &false.into())
+    );
+    let index: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci:{}:41", w.out().display()),
+    ]))
+    .unwrap();
+    assert_eq!(
+        index["annotations"]["dev.archgate.compose"],
+        "Test-41-20241101.n.0"
+    );
+    // And forward again: the newer compose is newer than what the tag holds.
+    let again = w.run(&["publish", "--compose", "new", "--policy", "lose"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(w.tags(), before, "the same index as the first time");
+}
+
+/// Another tool's entry on a platform that is no compose arch (here
+/// linux/loong64, added to the index by hand) is an arch of X: refused by
+/// `refuse`, reported `lost` by `lose`, carried by `hybrid`.
+#[test]
+fn an_entry_of_no_compose_arch_is_never_dropped_silently() {
+    let (w, _, second) = published_then(
+        &[
+            ("x86_64", built("x86_64", "x1")),
+            ("aarch64", built("aarch64", "a1")),
+        ],
+        "FINISHED",
+        &[],
+    );
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    // Add a loong64 entry to the index under 41 (its manifest is x86_64's:
+    // the index's platform is what the gate reads).
+    let layout = w.out();
+    let blob = |d: &str| layout.join("blobs/sha256").join(&d[7..]);
+    let tag41 = w.tag("41").unwrap();
+    let mut index: Value = serde_json::from_slice(&fs::read(blob(&tag41)).unwrap()).unwrap();
+    let mut loong = index["manifests"][0].clone();
+    loong["platform"] = serde_json::json!({"os": "linux", "architecture": "loong64"});
+    index["manifests"].as_array_mut().unwrap().push(loong);
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let digest = support::sha256(&bytes);
+    fs::write(blob(&digest), &bytes).unwrap();
+    let text = String::from_utf8(w.index_json()).unwrap();
+    let mut top: Value = serde_json::from_str(&text.replace(&tag41, &digest)).unwrap();
+    for m in top["manifests"].as_array_mut().unwrap() {
+        if m["digest"] == digest {
+            m["size"] = bytes.len().into();
+        }
+    }
+    fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    w.compose(
+        "c3",
+        "FINISHED",
+        &[
+            ("x86_64", built("x86_64", "x3")),
+            ("aarch64", built("aarch64", "a3")),
+        ],
+    );
+    let row = |r: &Value| {
+        r["targets"][0]["arches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["arch"] == "linux/loong64")
+            .cloned()
+            .unwrap_or_else(|| panic!("no loong64 row: {r}"))
+    };
+    let refused = w.run(&["publish", "--compose", "c3", "--format", "json"]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    let r = json(&refused);
+    assert_eq!(row(&r)["action"], "blocked");
+    assert!(r["targets"][0]["reasons"]
+        .to_string()
+        .contains("linux/loong64 is in the current index"));
+    for (policy, action) in [("hybrid", "carried"), ("lose", "lost")] {
+        let r = w.run(&[
+            "plan",
+            "--compose",
+            "c3",
+            "--policy",
+            policy,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(r.code, 0, "{policy}: {}", r.stderr);
+        let r = json(&r);
+        assert_eq!(row(&r)["action"], action, "{policy}");
+        assert_eq!(row(&r)["platform"], "linux/loong64");
+    }
+    let kept = w.run(&["publish", "--compose", "c3", "--policy", "hybrid"]);
+    assert_eq!(kept.code, 0, "{}", kept.stderr);
+    let platforms: Vec<String> = w.skopeo_entries("41").into_iter().map(|(p, _)| p).collect();
+    assert!(
+        platforms.contains(&"linux/loong64".to_string()),
+        "{platforms:?}"
+    );
+}

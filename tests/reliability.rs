@@ -106,6 +106,67 @@ fn dead_stalling_and_dripping_registries_give_up_in_time() {
     }
 }
 
+/// A token endpoint that answers without end: 64 KiB chunks, as fast as
+/// they are read.
+fn endless_token_server() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                let mut s = s;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+                let chunk = format!("10000\r\n{}\r\n", "a".repeat(0x10000));
+                while s.write_all(chunk.as_bytes()).is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// A token server's endless answer is a clear error naming the token
+/// server, read no further than the bound (RELIABILITY.md), not a process
+/// that grows until it is killed.
+#[test]
+fn an_endless_token_answer_is_a_bounded_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    support::two_arch_compose(&dir.join("c1"), "Test-41-c1", "41", "one");
+    let realm = format!("http://{}/token", endless_token_server());
+    // A registry that asks for a bearer token from that realm.
+    let registry = support::Server::start(move |_req| {
+        let challenge = format!("Bearer realm=\"{realm}\",service=\"test\"");
+        async move {
+            Ok(support::respond(
+                401,
+                &[("www-authenticate", &challenge)],
+                "",
+            ))
+        }
+    });
+    let host = registry.addr.to_string();
+    let cfg = config(dir, &host, "", &["fedora"]);
+    let started = Instant::now();
+    let (code, stdout, stderr) = archgate(
+        dir,
+        &["publish", "-c", &cfg, "--compose", "c1", "--format", "json"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for t in r["targets"].as_array().unwrap() {
+        assert_eq!(t["decision"], "error", "{t}");
+        let why = t["reasons"].to_string();
+        assert!(
+            why.contains("the token server's answer") && why.contains("larger than 8388608 bytes"),
+            "{why}"
+        );
+    }
+}
+
 /// An index whose entries list no platform, and whose configs cannot be
 /// read: the arches of the current index cannot be established, so the
 /// target fails, whatever the policy; nothing is dropped or written.
@@ -286,7 +347,11 @@ fn special_files_and_escapes_are_refused() {
     std::fs::write(x86.join("oci-layout"), "{\"imageLayoutVersion\":\"1.0.0\"}").unwrap();
     let (code, stdout, stderr) = run(&c);
     assert_eq!(code, 0, "{stderr}");
-    failed_with(&stdout, "x86_64", "a directory where an archive file should be");
+    failed_with(
+        &stdout,
+        "x86_64",
+        "a directory where an archive file should be",
+    );
 
     // An artifact longer than its size in images.json: read only that far.
     let c = fresh("long");
@@ -393,13 +458,6 @@ fn interrupts_leave_nothing_behind() {
     let reg = Registry::start(Auth::None);
     let proxy = Proxy::start(format!("http://{}", reg.host()));
     let host = proxy.host();
-    proxy.fault(Fault {
-        method: "PUT",
-        path_contains: "/".into(),
-        skip: 0,
-        times: 100_000,
-        kind: FaultKind::Delay(Duration::from_millis(300)),
-    });
     std::fs::write(
         dir.join("a.toml"),
         format!("[source]\nkind = \"pungi\"\n\n[registry.\"{host}\"]\ntls-verify = false\n\n[[image]]\nname = \"fedora\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [\"docker://{host}/fedora\", \"oci:out/fedora\"]\ntags = [\"{{release}}\"]\n"),
@@ -426,14 +484,14 @@ fn interrupts_leave_nothing_behind() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect()
     };
+    // Each run is stopped while the proxy holds one of its PUTs: the run is
+    // in the middle of publishing, and stays there until it is signalled.
     for (signal, code) in [("-TERM", 143), ("-INT", 130)] {
+        let gate = proxy.hold("PUT", "/");
         let child = start(signal);
         let pid = child.id().to_string();
-        let started = Instant::now();
-        while runs(&temp).is_empty() && started.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(500));
+        gate.wait_held(1, 60);
+        assert_eq!(runs(&temp).len(), 1, "the run's temp dir, while it runs");
         std::process::Command::new("kill")
             .args([signal, &pid])
             .status()
@@ -441,18 +499,19 @@ fn interrupts_leave_nothing_behind() {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{signal}: {stderr}");
-        assert!(stderr.contains("stopped by SIG"), "{stderr}");
+        assert!(stderr.contains("stopped by SIG"), "{signal}: {stderr}");
         assert!(runs(&temp).is_empty(), "{signal}: left {:?}", runs(&temp));
+        gate.release();
+        proxy.clear_faults();
     }
     // SIGKILL: the temp dir stays; the next run removes it.
+    let gate = proxy.hold("PUT", "/");
     let mut child = start("kill");
-    let started = Instant::now();
-    while runs(&temp).is_empty() && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    gate.wait_held(1, 60);
     child.kill().unwrap();
     child.wait().unwrap();
+    gate.release();
+    proxy.clear_faults();
     assert_eq!(runs(&temp).len(), 1, "the killed run's temp dir");
     let mut child = start("after");
     let status = child.wait().unwrap();

@@ -13,10 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{
-    amqp_peer, free_port, registry_tag, registry_tags, Auth, Fault, FaultKind, Proxy, Rabbit,
-    Registry,
-};
+use support::{amqp_peer, free_port, registry_tag, registry_tags, Auth, Proxy, Rabbit, Registry};
 
 const TOPIC: &str = "org.fedoraproject.test.pungi.compose.status.change";
 const RESULTS: &str = "org.fedoraproject.test.fedora_image_uploader.published.v1.container";
@@ -119,11 +116,20 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn config(rabbit: &Rabbit, host: &str, queue: &str, extra: &str) -> String {
+/// A consumer's configuration; `composes` is the one allowed location.
+fn config(rabbit: &Rabbit, host: &str, queue: &str, composes: &Path, extra: &str) -> String {
     format!(
-        "[source]\nkind = \"pungi\"\n\n[registry.\"{host}\"]\ntls-verify = false\n\n[[image]]\nname = \"fedora\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [\"docker://{host}/fedora\", \"docker://{host}/mirror/fedora\"]\ntags = [\"{{release}}\", \"latest\"]\n\n[consume]\namqp-url = \"{}\"\nqueue = \"{queue}\"\nrouting-keys = [\"{TOPIC}\"]\npublish-topic-prefix = \"org.fedoraproject.test\"\nmax-attempts = 2\nretry-delay = \"1s\"\nhealth = \"HEALTH\"\n{extra}",
-        rabbit.url()
+        "[source]\nkind = \"pungi\"\n\n[registry.\"{host}\"]\ntls-verify = false\n\n[[image]]\nname = \"fedora\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [\"docker://{host}/fedora\", \"docker://{host}/mirror/fedora\"]\ntags = [\"{{release}}\", \"latest\"]\n\n[consume]\namqp-url = \"{}\"\nqueue = \"{queue}\"\nrouting-keys = [\"{TOPIC}\"]\npublish-topic-prefix = \"org.fedoraproject.test\"\nmax-attempts = 2\nretry-delay = \"1s\"\nhealth = \"HEALTH\"\nallowed-locations = [\"{}\"]\n{extra}",
+        rabbit.url(),
+        composes.display()
     )
+}
+
+/// The value of a metric line `NAME VALUE` in Prometheus text; 0 if absent.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Publishes a Pungi status change through fedora-messaging.
@@ -158,7 +164,7 @@ fn the_service_publishes_refuses_skips_retries_and_sets_aside() {
     let proxy = Proxy::start(format!("http://{}", registry.host()));
     let host = proxy.host();
     amqp_peer(&["bind", &rabbit.url(), "results", RESULTS]);
-    let mut consumer = Consumer::start(dir, "one", &config(&rabbit, &host, "q1", ""));
+    let mut consumer = Consumer::start(dir, "one", &config(&rabbit, &host, "q1", &c, ""));
     assert_eq!(consumer.get("/live").0, 200);
 
     // A finished compose: published to two repositories, one result message each.
@@ -282,14 +288,10 @@ fn the_service_publishes_refuses_skips_retries_and_sets_aside() {
         assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
     }
 
-    // SIGTERM during a run: the run finishes, is acknowledged, exit 0.
-    proxy.fault(Fault {
-        method: "PUT",
-        path_contains: "/manifests/".into(),
-        skip: 0,
-        times: 100,
-        kind: FaultKind::Delay(Duration::from_millis(400)),
-    });
+    // SIGTERM during a run: the run finishes, is acknowledged, exit 0. The
+    // run's first manifest PUT is held by the proxy until the consumer has
+    // said it is stopping: both states last until the test moves on.
+    let gate = proxy.hold("PUT", "/manifests/");
     // (Fedora 30: its own tag `30` is published; `latest` is refused, it
     // would lose three arches.)
     announce(
@@ -298,11 +300,12 @@ fn the_service_publishes_refuses_skips_retries_and_sets_aside() {
         "Fedora-30-20190801.n.0",
         "FINISHED",
     );
-    wait_for("the run to start", 30, || {
-        rabbit.queue("q1") == Some((0, 1))
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    gate.wait_held(1, 60);
     consumer.signal("-TERM");
+    wait_for("the consumer to say it is stopping", 30, || {
+        consumer.log().contains("stopping: no new messages")
+    });
+    gate.release();
     assert_eq!(consumer.wait(60), Some(0), "{}", consumer.log());
     assert_eq!(
         rabbit.queue("q1"),
@@ -333,7 +336,7 @@ fn an_unreachable_registry_is_retried_then_set_aside() {
     let c = composes(dir);
     let rabbit = Rabbit::start();
     let closed = format!("127.0.0.1:{}", free_port());
-    let consumer = Consumer::start(dir, "dead", &config(&rabbit, &closed, "q2", ""));
+    let consumer = Consumer::start(dir, "dead", &config(&rabbit, &closed, "q2", &c, ""));
     announce(
         &rabbit,
         &c.join("f41-incomplete"),
@@ -371,35 +374,26 @@ fn killed_consumers_lose_nothing_and_consumers_share_the_work() {
     let registry = Registry::start(Auth::None);
     let proxy = Proxy::start(format!("http://{}", registry.host()));
     let host = proxy.host();
-    proxy.fault(Fault {
-        method: "PUT",
-        path_contains: "/manifests/".into(),
-        skip: 0,
-        times: 1000,
-        kind: FaultKind::Delay(Duration::from_millis(300)),
-    });
-
-    // SIGKILL in the middle of a publish: the broker delivers the message
-    // again, to a new consumer, which brings the registry to the right state.
-    let mut first = Consumer::start(dir, "first", &config(&rabbit, &host, "q3", ""));
+    // SIGKILL in the middle of a publish (a manifest PUT held by the proxy):
+    // the broker delivers the message again, to a new consumer, which brings
+    // the registry to the right state.
+    let gate = proxy.hold("PUT", "/manifests/");
+    let mut first = Consumer::start(dir, "first", &config(&rabbit, &host, "q3", &c, ""));
     announce(
         &rabbit,
         &c.join("f41-incomplete"),
         "Fedora-41-20241101.n.0",
         "FINISHED_INCOMPLETE",
     );
-    wait_for("the first run to start", 30, || {
-        rabbit.queue("q3") == Some((0, 1))
-    });
-    wait_for("a manifest PUT", 30, || {
-        proxy.count("PUT", "/manifests/") > 0
-    });
+    gate.wait_held(1, 60);
     first.signal("-KILL");
     first.wait(10);
+    // With no consumer, the message stays ready until the next one starts.
     wait_for("the message to come back", 30, || {
         rabbit.queue("q3") == Some((1, 0))
     });
-    let second = Consumer::start(dir, "second", &config(&rabbit, &host, "q3", ""));
+    gate.release();
+    let second = Consumer::start(dir, "second", &config(&rabbit, &host, "q3", &c, ""));
     settled(&rabbit, "q3", 60);
     let (index, _) = registry_tag(&format!("{}/fedora:41", registry.host())).unwrap();
     assert_eq!(support::index_platforms(&index).len(), 4);
@@ -411,8 +405,8 @@ fn killed_consumers_lose_nothing_and_consumers_share_the_work() {
     drop(second);
 
     // Two consumers on one queue share six messages.
-    let a = Consumer::start(dir, "a", &config(&rabbit, &host, "q4", ""));
-    let b = Consumer::start(dir, "b", &config(&rabbit, &host, "q4", ""));
+    let a = Consumer::start(dir, "a", &config(&rabbit, &host, "q4", &c, ""));
+    let b = Consumer::start(dir, "b", &config(&rabbit, &host, "q4", &c, ""));
     for i in 0..6 {
         let name = format!("copy-{i}");
         support::copy_tree(&c.join("f41-checksums"), &c.join(&name));
@@ -434,4 +428,131 @@ fn killed_consumers_lose_nothing_and_consumers_share_the_work() {
     );
     let outcomes = a.log().matches("outcome=").count() + b.log().matches("outcome=").count();
     assert_eq!(outcomes, 6, "{}\n{}", a.log(), b.log());
+}
+
+/// Two composes of one tag in flight at once, on two consumers: the lease
+/// makes them one after another, and the tag ends with the newer compose's
+/// index, never with an arch lost. The first run's index PUT is held by the
+/// proxy while the second consumer says it waits for the lease: both states
+/// last until the test releases them.
+#[test]
+fn two_composes_of_one_tag_end_with_the_newer_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    amqp_peer(&["bind", &rabbit.url(), "results", RESULTS]);
+    let older = (
+        c.join("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    // aarch64 fails its checksum in the newer compose: hybrid carries it.
+    let newer = (
+        c.join("f41-checksums"),
+        "Fedora-41-20241103.n.0",
+        "FINISHED",
+    );
+    for (case, first, second) in [("a", &older, &newer), ("b", &newer, &older)] {
+        let registry = Registry::start(Auth::None);
+        let proxy = Proxy::start(format!("http://{}", registry.host()));
+        let host = proxy.host();
+        let queue = format!("q-{case}");
+        let cfg = config(
+            &rabbit,
+            &host,
+            &queue,
+            &c,
+            "\n[gate]\npolicy = \"hybrid\"\n",
+        );
+        let gate = proxy.hold("PUT", "/v2/fedora/manifests/41\0");
+        let one = Consumer::start(dir, &format!("{case}1"), &cfg);
+        announce(&rabbit, &first.0, first.1, first.2);
+        gate.wait_held(1, 60);
+        // The first consumer is busy (prefetch 1): the second takes the message.
+        let two = Consumer::start(dir, &format!("{case}2"), &cfg);
+        announce(&rabbit, &second.0, second.1, second.2);
+        wait_for("the second consumer to wait for the lease", 60, || {
+            two.log().contains("waiting for the lease on")
+        });
+        assert_eq!(gate.held(), 1, "nothing else reached the tag meanwhile");
+        gate.release();
+        settled(&rabbit, &queue, 120);
+
+        let (index, _) = registry_tag(&format!("{}/fedora:41", registry.host())).unwrap();
+        assert_eq!(
+            index["annotations"]["dev.archgate.compose"],
+            newer.1,
+            "{case}: the newer compose's index\n{}\n{}",
+            one.log(),
+            two.log()
+        );
+        let results = drain(&rabbit, "results");
+        let (_, metrics) = two.get("/metrics");
+        assert!(
+            metric(&metrics, "archgate_lease_waits_total") >= 1,
+            "{metrics}"
+        );
+        if case == "a" {
+            // Older first, then the newer over it: aarch64 carried, none lost.
+            let mut platforms = support::index_platforms(&index);
+            platforms.sort();
+            assert_eq!(
+                platforms,
+                ["linux/amd64", "linux/arm64", "linux/ppc64le", "linux/s390x"]
+            );
+            let ids: Vec<&Value> = results.iter().map(|m| &m["body"]["compose_id"]).collect();
+            assert_eq!(ids.len(), 4, "{results:#?}");
+            assert_eq!(ids.iter().filter(|i| **i == newer.1).count(), 2);
+        } else {
+            // Newer first: the older one is stale, acknowledged, no result
+            // message, counted; the tag keeps the newer compose.
+            assert!(
+                metrics.contains("archgate_messages_total{outcome=\"stale\"} 1"),
+                "{metrics}\n{}",
+                two.log()
+            );
+            assert_eq!(results.len(), 2, "{results:#?}");
+            assert!(results.iter().all(|m| m["body"]["compose_id"] == newer.1));
+        }
+    }
+}
+
+/// A message whose location is not under `allowed-locations` is set aside
+/// at once, and nothing is read from it.
+#[test]
+fn a_location_outside_the_allowed_ones_is_set_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    let registry = Registry::start(Auth::None);
+    let host = registry.host();
+    let allowed = c.join("f41-checksums");
+    let consumer = Consumer::start(dir, "guard", &config(&rabbit, &host, "q7", &allowed, ""));
+    // A sibling whose name starts like the allowed one, and a `..` escape.
+    let sibling = c.join("f41-checksums-other");
+    support::copy_tree(&c.join("f41-incomplete"), &sibling);
+    announce(&rabbit, &sibling, "Fedora-41-20241101.n.0", "FINISHED");
+    announce(
+        &rabbit,
+        &allowed.join("../f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED",
+    );
+    wait_for("both messages to be set aside", 60, || {
+        rabbit.queue("q7.failed") == Some((2, 0))
+    });
+    settled(&rabbit, "q7", 10);
+    let failed = drain(&rabbit, "q7.failed");
+    for m in &failed {
+        let why = m["headers"]["x-archgate-error"].as_str().unwrap();
+        assert!(why.contains("refused"), "{why}");
+    }
+    assert!(registry_tags(&format!("{host}/fedora")).is_empty());
+    let (_, metrics) = consumer.get("/metrics");
+    assert!(
+        metrics.contains("archgate_messages_total{outcome=\"invalid\"} 2"),
+        "{metrics}"
+    );
 }

@@ -65,6 +65,12 @@ pub struct ConsumeConfig {
     pub retry_delay: std::time::Duration,
     #[serde(default, deserialize_with = "socket_addr")]
     pub health: Option<std::net::SocketAddr>,
+    /// URL or absolute path prefixes a message's compose location must
+    /// start with (required: a message names what archgate reads).
+    pub allowed_locations: Vec<String>,
+    /// How long a run waits for a target another consumer is publishing.
+    #[serde(default = "default_lease_wait", deserialize_with = "duration")]
+    pub lease_wait: std::time::Duration,
 }
 
 fn default_exchange() -> String {
@@ -84,6 +90,9 @@ fn default_statuses() -> Vec<String> {
 }
 fn default_max_attempts() -> u32 {
     5
+}
+fn default_lease_wait() -> std::time::Duration {
+    std::time::Duration::from_secs(600)
 }
 fn default_retry_delay() -> std::time::Duration {
     std::time::Duration::from_secs(30)
@@ -552,6 +561,18 @@ impl Loaded {
                 "{file}: [consume] amqp-url must start with amqp:// or amqps:// (key `consume.amqp-url`)"
             )));
         }
+        if c.allowed_locations.is_empty() {
+            return Err(ConfigError(format!(
+                "{file}: [consume] allowed-locations is empty: name the URL or path prefixes of the composes archgate may read (key `consume.allowed-locations`)"
+            )));
+        }
+        if let Some(bad) = c.allowed_locations.iter().find(|l| {
+            !(l.starts_with("https://") || l.starts_with("http://") || l.starts_with('/'))
+        }) {
+            return Err(ConfigError(format!(
+                "{file}: [consume] allowed-locations: `{bad}` is neither an http(s) URL nor an absolute path (key `consume.allowed-locations`)"
+            )));
+        }
         if c.max_attempts == 0 || c.prefetch == 0 {
             return Err(ConfigError(format!(
                 "{file}: [consume] max-attempts and prefetch must be at least 1"
@@ -586,6 +607,8 @@ impl Loaded {
             max_attempts: c.max_attempts,
             retry_delay: c.retry_delay,
             health: c.health,
+            lease_wait: c.lease_wait,
+            allowed_locations: c.allowed_locations.clone(),
         };
         let run = self.run_spec(&Options {
             compose: Some("(from each message)".into()),

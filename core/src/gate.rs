@@ -345,7 +345,11 @@ struct Rows<'a> {
 
 impl Rows<'_> {
     fn row(&self, slot: &Slot, action: Action, digest: Option<String>) -> ArchPlan {
-        let platform = match self.built.built(slot).or_else(|| self.held.entries.get(slot).copied()) {
+        let platform = match self
+            .built
+            .built(slot)
+            .or_else(|| self.held.entries.get(slot).copied())
+        {
             Some(e) => e.platform.clone(),
             None => match slot {
                 Slot::Arch(a) => a.default_platform(),

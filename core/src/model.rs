@@ -368,6 +368,9 @@ pub enum ErrorKind {
     Auth,
     /// The tag moved between planning and writing (another publisher).
     MovedTag,
+    /// Another publisher held a target longer than archgate waits for it:
+    /// nothing was read or written; worth another try later, and no failure.
+    Busy,
     /// archgate's own fault.
     Internal,
 }
@@ -380,6 +383,7 @@ impl ErrorKind {
             ErrorKind::Transient => "transient",
             ErrorKind::Auth => "auth",
             ErrorKind::MovedTag => "moved-tag",
+            ErrorKind::Busy => "busy",
             ErrorKind::Internal => "internal",
         }
     }

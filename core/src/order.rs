@@ -288,12 +288,19 @@ mod tests {
             order("koji-task-140000").compare(&order("koji-task-130000")),
             Some(Ordering::Greater)
         );
-        assert_eq!(order("koji-task-1").compare(&order("F-41-20241101.0")), None);
+        assert_eq!(
+            order("koji-task-1").compare(&order("F-41-20241101.0")),
+            None
+        );
     }
 
     #[test]
     fn orders_and_stamps_read_back() {
-        for id in ["Fedora-41-20241101.n.0", "Fedora-41-20241020.0", "koji-task-7"] {
+        for id in [
+            "Fedora-41-20241101.n.0",
+            "Fedora-41-20241020.0",
+            "koji-task-7",
+        ] {
             let o = order(id);
             assert_eq!(ComposeOrder::parse(&o.to_string()), Some(o));
         }
@@ -306,16 +313,25 @@ mod tests {
             }),
             created: Some("2024-11-02T00:00:00Z".into()),
         };
-        assert_eq!(ComposeStamp::read(&stamp.annotations()), Some(stamp.clone()));
+        assert_eq!(
+            ComposeStamp::read(&stamp.annotations()),
+            Some(stamp.clone())
+        );
         // Another tool's index: no stamp, not ordered.
         assert_eq!(ComposeStamp::read(&BTreeMap::new()), None);
         // Only the id and the date: ordered by the date.
         let mut only = BTreeMap::new();
         only.insert(COMPOSE_ANNOTATION.to_string(), "Other-c3".to_string());
-        only.insert(CREATED_ANNOTATION.to_string(), "2024-11-03T10:00:00Z".to_string());
+        only.insert(
+            CREATED_ANNOTATION.to_string(),
+            "2024-11-03T10:00:00Z".to_string(),
+        );
         let read = ComposeStamp::read(&only).unwrap();
         assert!(read.is_newer_than(&stamp));
         assert!(!stamp.is_newer_than(&read));
-        assert!(!stamp.is_newer_than(&stamp), "the same compose is not older");
+        assert!(
+            !stamp.is_newer_than(&stamp),
+            "the same compose is not older"
+        );
     }
 }

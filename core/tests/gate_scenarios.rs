@@ -506,8 +506,12 @@ fn compose_order_scenarios() -> Vec<Scenario> {
         )
         .composes("Fedora-41-20241102.n.0", Some("Fedora-41-20241102.n.0")),
         // Another tool's index names no compose: not ordered.
-        scenario("order_index_without_stamp_is_not_ordered", both_v2(), both_v1())
-            .composes("Fedora-41-20241101.n.0", None),
+        scenario(
+            "order_index_without_stamp_is_not_ordered",
+            both_v2(),
+            both_v1(),
+        )
+        .composes("Fedora-41-20241101.n.0", None),
         // A newer compose that built the very same: the stamp alone is no
         // difference, nothing is written.
         scenario(

@@ -18,6 +18,7 @@ pub struct Metrics {
     registry: Registry,
     messages: Family<Labels, Counter>,
     targets: Family<Labels, Counter>,
+    lease_waits: Counter,
     runs: Histogram,
     /// Connected to the broker and consuming.
     pub ready: AtomicBool,
@@ -29,7 +30,7 @@ impl Metrics {
         let messages = Family::<Labels, Counter>::default();
         registry.register(
             "messages",
-            "Messages handled, by outcome (published, unchanged, refused, skipped, retried, failed, invalid)",
+            "Messages handled, by outcome (published, unchanged, refused, stale, skipped, retried, busy, failed, invalid)",
             messages.clone(),
         );
         let targets = Family::<Labels, Counter>::default();
@@ -38,12 +39,19 @@ impl Metrics {
             "Targets of finished runs, by decision",
             targets.clone(),
         );
+        let lease_waits = Counter::default();
+        registry.register(
+            "lease_waits",
+            "Times a run waited for a target's lease that another consumer held",
+            lease_waits.clone(),
+        );
         let runs = Histogram::new(exponential_buckets(0.25, 2.0, 14));
         registry.register("run_duration_seconds", "How long a run took", runs.clone());
         Arc::new(Metrics {
             registry,
             messages,
             targets,
+            lease_waits,
             runs,
             ready: AtomicBool::new(false),
         })
@@ -59,6 +67,11 @@ impl Metrics {
         self.targets
             .get_or_create(&vec![("decision".into(), decision.into())])
             .inc();
+    }
+
+    /// A run found a target's lease held by another consumer.
+    pub fn lease_wait(&self) {
+        self.lease_waits.inc();
     }
 
     pub fn run_took(&self, seconds: f64) {

@@ -20,7 +20,10 @@
 //!   current runs finish and be acknowledged, and returns.
 
 pub mod health;
+mod lease;
 pub mod messages;
+
+pub use lease::lease_queue;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,8 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use archgate_core::Decision;
-use archgate_runner::{RunSpec, Runner, SourceSpec};
+use archgate_core::{Decision, ErrorKind};
+use archgate_runner::{Leases, RunError, RunSpec, Runner, SourceSpec};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -42,6 +45,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::health::Metrics;
+use crate::lease::BrokerLeases;
 
 /// The `[consume]` table, checked.
 #[derive(Debug, Clone)]
@@ -60,6 +64,12 @@ pub struct ConsumeSpec {
     pub max_attempts: u32,
     pub retry_delay: Duration,
     pub health: Option<SocketAddr>,
+    /// How long a run waits for a target's lease that another consumer
+    /// holds before its message goes back to the queue (not a failure).
+    pub lease_wait: Duration,
+    /// URL or path prefixes a message's location must start with; a
+    /// message elsewhere is set aside at once.
+    pub allowed_locations: Vec<String>,
 }
 
 /// The header that counts attempts on a copy sent back for a retry.
@@ -166,14 +176,23 @@ async fn session(
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let spec = &service.spec;
-    let conn = Connection::connect_with_config(
-        &spec.amqp_url,
-        ConnectionProperties::default(),
-        tls,
-        async_rs::Runtime::tokio_current(),
-    )
-    .await
-    .map_err(|e| anyhow!("cannot connect to {}: {e}", redact_url(&spec.amqp_url)))?;
+    let conn = Arc::new(
+        Connection::connect_with_config(
+            &spec.amqp_url,
+            ConnectionProperties::default(),
+            tls,
+            async_rs::Runtime::tokio_current(),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot connect to {}: {e}", redact_url(&spec.amqp_url)))?,
+    );
+    // Leases live on this connection: if it dies, the broker frees them,
+    // and the runs holding them are stopped (the task set is dropped).
+    let leases = Arc::new(BrokerLeases {
+        conn: conn.clone(),
+        wait: spec.lease_wait,
+        metrics: service.metrics.clone(),
+    });
     let channel = conn.create_channel().await?;
     channel
         .basic_qos(spec.prefetch, BasicQosOptions::default())
@@ -240,8 +259,9 @@ async fn session(
                     let service = service.clone();
                     let publisher = publisher.clone();
                     let shutdown = shutdown.clone();
+                    let leases = leases.clone();
                     running.spawn(async move {
-                        if let Err(e) = handle(&service, &publisher, delivery, shutdown).await {
+                        if let Err(e) = handle(&service, &publisher, &*leases, delivery, shutdown).await {
                             tracing::error!("handling a message: {e:#}");
                         }
                     });
@@ -311,6 +331,9 @@ enum Outcome {
     Done(&'static str, String),
     Skipped(String),
     Retried(String),
+    /// A target's lease was held by another consumer too long: sent back,
+    /// not counted as an attempt.
+    Busy(String),
     Failed(String),
     Invalid(String),
 }
@@ -318,12 +341,16 @@ enum Outcome {
 async fn handle(
     service: &Service,
     publisher: &Channel,
+    leases: &dyn Leases,
     delivery: Delivery,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let spec = &service.spec;
-    let attempt = attempts_so_far(&delivery) + 1;
-    let message = match messages::parse(&delivery.data) {
+    let parsed = messages::parse(&delivery.data).and_then(|m| {
+        messages::allowed(&m.root, &spec.allowed_locations)?;
+        Ok(m)
+    });
+    let message = match parsed {
         Ok(m) => m,
         Err(messages::Invalid(why)) => {
             set_aside(publisher, spec, &delivery, &why).await?;
@@ -347,80 +374,134 @@ async fn handle(
         location: message.root.clone(),
     };
     let started = Instant::now();
-    let result = service.runner.run(&run).await;
+    let result = service.runner.run_with(&run, leases).await;
     service.metrics.run_took(started.elapsed().as_secs_f64());
-    let error = match &result {
-        Ok(report) => {
-            for t in &report.targets {
-                service.metrics.target(t.decision.as_str());
-            }
-            let errors: Vec<String> = report
-                .targets
-                .iter()
-                .filter(|t| t.decision == Decision::Error)
-                .map(|t| format!("{}: {}", t.reference, t.reasons.join("; ")))
-                .collect();
-            (!errors.is_empty()).then(|| errors.join(" | "))
-        }
-        Err(e) => Some(format!("{} error: {e}", e.kind.as_str())),
-    };
-    let outcome = match (error, result) {
-        (None, Ok(report)) => {
-            if let Some(prefix) = &spec.publish_topic_prefix {
-                let release = report
-                    .compose
-                    .version
-                    .as_deref()
-                    .and_then(|v| v.parse().ok());
-                let bodies = match release {
-                    Some(release) => messages::published(&report, release),
-                    None => {
-                        tracing::warn!(compose = %message.compose_id, "the release is not a number: no result messages");
-                        Vec::new()
-                    }
-                };
-                for body in bodies {
-                    publish_result(publisher, spec, prefix, &body).await?;
-                }
-            }
+    let outcome = match RunEnd::of(service, result) {
+        RunEnd::Done(report) => {
+            send_results(publisher, spec, &message.compose_id, &report).await?;
             delivery.ack(BasicAckOptions::default()).await?;
             Outcome::Done(outcome_of(&report), summary(&report))
         }
-        (Some(error), _) if attempt < spec.max_attempts => {
-            // Wait, unless stopping: then hand the message back untouched.
-            tokio::select! {
-                _ = tokio::time::sleep(spec.retry_delay) => {}
-                _ = shutdown.changed() => {
-                    delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
-                    log(service, Some(&message.compose_id), Outcome::Retried(format!("attempt {attempt} stopped by the shutdown: {error}")));
-            return Ok(());
-                }
+        RunEnd::Busy(why) => match later(spec, publisher, &delivery, None, shutdown).await? {
+            true => Outcome::Busy(why),
+            false => Outcome::Retried(format!("stopped by the shutdown while busy: {why}")),
+        },
+        RunEnd::Failed(error) => {
+            let attempt = attempts_so_far(&delivery) + 1;
+            if attempt >= spec.max_attempts {
+                let why = format!("failed {attempt} times; last error: {error}");
+                set_aside(publisher, spec, &delivery, &why).await?;
+                delivery.ack(BasicAckOptions::default()).await?;
+                Outcome::Failed(why)
+            } else if later(spec, publisher, &delivery, Some(attempt), shutdown).await? {
+                Outcome::Retried(format!(
+                    "attempt {attempt} of {}: {error}",
+                    spec.max_attempts
+                ))
+            } else {
+                Outcome::Retried(format!(
+                    "attempt {attempt} stopped by the shutdown: {error}"
+                ))
             }
-            send_back(publisher, spec, &delivery, attempt).await?;
-            delivery.ack(BasicAckOptions::default()).await?;
-            Outcome::Retried(format!(
-                "attempt {attempt} of {}: {error}",
-                spec.max_attempts
-            ))
         }
-        (Some(error), _) => {
-            let why = format!("failed {attempt} times; last error: {error}");
-            set_aside(publisher, spec, &delivery, &why).await?;
-            delivery.ack(BasicAckOptions::default()).await?;
-            Outcome::Failed(why)
-        }
-        (None, Err(_)) => unreachable!("an Err always has an error"),
     };
     log(service, Some(&message.compose_id), outcome);
     Ok(())
 }
 
+/// How a run ended, for the message: a report to acknowledge, a target
+/// another consumer held too long (not a failure), or an error to retry.
+enum RunEnd {
+    Done(archgate_core::Report),
+    Busy(String),
+    Failed(String),
+}
+
+impl RunEnd {
+    fn of(service: &Service, result: Result<archgate_core::Report, RunError>) -> RunEnd {
+        let report = match result {
+            Ok(report) => report,
+            Err(e) if e.kind == ErrorKind::Busy => return RunEnd::Busy(e.message),
+            Err(e) => return RunEnd::Failed(format!("{} error: {e}", e.kind.as_str())),
+        };
+        for t in &report.targets {
+            service.metrics.target(t.decision.as_str());
+        }
+        let errors: Vec<String> = report
+            .targets
+            .iter()
+            .filter(|t| t.decision == Decision::Error)
+            .map(|t| format!("{}: {}", t.reference, t.reasons.join("; ")))
+            .collect();
+        match errors.is_empty() {
+            true => RunEnd::Done(report),
+            false => RunEnd::Failed(errors.join(" | ")),
+        }
+    }
+}
+
+/// Result messages for what a finished run published (none for a stale,
+/// refused or unchanged target).
+async fn send_results(
+    publisher: &Channel,
+    spec: &ConsumeSpec,
+    compose_id: &str,
+    report: &archgate_core::Report,
+) -> Result<()> {
+    let Some(prefix) = &spec.publish_topic_prefix else {
+        return Ok(());
+    };
+    let release = report
+        .compose
+        .version
+        .as_deref()
+        .and_then(|v| v.parse().ok());
+    let Some(release) = release else {
+        tracing::warn!(
+            compose = compose_id,
+            "the release is not a number: no result messages"
+        );
+        return Ok(());
+    };
+    for body in messages::published(report, release) {
+        publish_result(publisher, spec, prefix, &body).await?;
+    }
+    Ok(())
+}
+
+/// After `retry-delay`, a copy of the message goes back to the queue
+/// (counting `attempt`, or keeping its count when `None`) and the original
+/// is acknowledged. `false` when the shutdown came first: the message was
+/// handed back to the broker untouched.
+async fn later(
+    spec: &ConsumeSpec,
+    publisher: &Channel,
+    delivery: &Delivery,
+    attempt: Option<u32>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<bool> {
+    tokio::select! {
+        _ = tokio::time::sleep(spec.retry_delay) => {}
+        _ = shutdown.changed() => {
+            delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+            return Ok(false);
+        }
+    }
+    let count = attempt.unwrap_or_else(|| attempts_so_far(delivery));
+    send_back(publisher, spec, delivery, count).await?;
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(true)
+}
+
 /// What a run came to, in one word: published if any target was, else
-/// refused if any was, else unchanged.
+/// stale if any target holds a newer compose (a late retry, an old compose
+/// again), else refused if any was, else unchanged.
 fn outcome_of(report: &archgate_core::Report) -> &'static str {
     let any = |d: Decision| report.targets.iter().any(|t| t.decision == d);
     if any(Decision::Published) {
         "published"
+    } else if report.targets.iter().any(|t| t.stale) {
+        "stale"
     } else if any(Decision::Refused) {
         "refused"
     } else {
@@ -454,6 +535,10 @@ fn log(service: &Service, compose: Option<&str>, outcome: Outcome) {
         Outcome::Retried(why) => {
             service.metrics.message("retried");
             tracing::warn!(compose, outcome = "retried", "{why}");
+        }
+        Outcome::Busy(why) => {
+            service.metrics.message("busy");
+            tracing::warn!(compose, outcome = "busy", "{why}");
         }
         Outcome::Failed(why) => {
             service.metrics.message("failed");

@@ -516,6 +516,39 @@ pub enum FaultKind {
         media_type: String,
         bytes: Vec<u8>,
     },
+    /// Hold the request until the gate is released, then forward it.
+    Hold(Arc<HoldGate>),
+}
+
+/// Requests held by the proxy until the test releases them: a state that
+/// lasts until the test ends it, so a test can wait for it without racing.
+pub struct HoldGate {
+    held: AtomicUsize,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl HoldGate {
+    /// Waits until at least `n` requests are held (they stay held).
+    pub fn wait_held(&self, n: usize, secs: u64) {
+        let start = std::time::Instant::now();
+        while self.held.load(Ordering::SeqCst) < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "timed out waiting for {n} held request(s)"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How many requests have been held so far.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets every held request, and every later one, through.
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
 }
 
 #[derive(Clone)]
@@ -562,8 +595,11 @@ impl Proxy {
                 let mut action = None;
                 {
                     let mut faults = faults.lock().unwrap();
+                    // A NUL marks the end of the path: `/manifests/41\0`
+                    // matches that path only, not `/manifests/41-x86_64`.
+                    let ended = format!("{path_q}\0");
                     for f in faults.iter_mut() {
-                        if f.method == method && path_q.contains(&f.path_contains) {
+                        if f.method == method && ended.contains(&f.path_contains) {
                             if f.skip > 0 {
                                 f.skip -= 1;
                             } else if f.times > 0 {
@@ -599,6 +635,11 @@ impl Proxy {
                         path_q = path_q.split('?').next().unwrap().to_string();
                     }
                     Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
+                    Some(FaultKind::Hold(gate)) => {
+                        let mut open = gate.open.subscribe();
+                        gate.held.fetch_add(1, Ordering::SeqCst);
+                        let _ = open.wait_for(|o| *o).await;
+                    }
                     Some(FaultKind::PutFirst {
                         path,
                         media_type,
@@ -663,6 +704,23 @@ impl Proxy {
 
     pub fn fault(&self, f: Fault) {
         self.faults.lock().unwrap().push_back(f);
+    }
+
+    /// Holds every `method` request whose path contains `path` (end it with
+    /// `\0` to match the end of the path) until the gate is released.
+    pub fn hold(&self, method: &'static str, path: &str) -> Arc<HoldGate> {
+        let gate = Arc::new(HoldGate {
+            held: AtomicUsize::new(0),
+            open: tokio::sync::watch::channel(false).0,
+        });
+        self.fault(Fault {
+            method,
+            path_contains: path.into(),
+            skip: 0,
+            times: usize::MAX,
+            kind: FaultKind::Hold(gate.clone()),
+        });
+        gate
     }
 
     pub fn clear_log(&self) {

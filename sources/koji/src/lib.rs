@@ -388,7 +388,10 @@ impl Source for KojiSource {
         // Ordered by the task id (from the id); dated by the task's creation.
         if let Some(created) = parent.get("create_time").and_then(Value::as_str) {
             compose.created_at = koji_time(created);
-            compose.date = compose.created_at.as_ref().map(|t| t[..10].replace('-', ""));
+            compose.date = compose
+                .created_at
+                .as_ref()
+                .map(|t| t[..10].replace('-', ""));
         }
 
         let mut out = BTreeMap::new();

@@ -10,9 +10,9 @@ use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::retry::{chain_text, error_text, from_reqwest, read_limited, transient_status, Failure};
-use crate::oci::MAX_DOCUMENT;
 use super::{Registry, RegistrySettings};
 use crate::auth::{parse_challenge, Challenge, Credentials, Secret};
+use crate::oci::MAX_DOCUMENT;
 
 /// How long a connection may take to open.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -287,10 +287,14 @@ impl Registry {
         }
         // Bounded like every registry answer: an endless or huge body stops
         // at the limit, an error naming the token endpoint.
-        let bytes = read_limited(resp, MAX_DOCUMENT).await.map_err(|f| match f {
-            Failure::Fatal(e) => Failure::Fatal(anyhow!("{}: the token server's answer: {e:#}", self.host)),
-            transient => transient,
-        })?;
+        let bytes = read_limited(resp, MAX_DOCUMENT)
+            .await
+            .map_err(|f| match f {
+                Failure::Fatal(e) => {
+                    Failure::Fatal(anyhow!("{}: the token server's answer: {e:#}", self.host))
+                }
+                transient => transient,
+            })?;
         let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
             Failure::Fatal(anyhow!(
                 "{}: the token server's answer ({realm}) is not a token: {e}",
