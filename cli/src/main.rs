@@ -289,6 +289,7 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
         policy: args.policy,
         dry_run,
         allow_older: args.allow_older,
+        verify_only: false,
     };
     let (spec, rt, runner) = match setup(&args.config.config, &opts) {
         Ok(s) => s,
@@ -394,6 +395,7 @@ fn consume(config: &Path) -> u8 {
 fn status(config: &Path, compose: Option<String>, format: Format) -> u8 {
     let opts = Options {
         compose,
+        verify_only: true,
         ..Options::default()
     };
     let (spec, rt, runner) = match setup(config, &opts) {

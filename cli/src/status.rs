@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use archgate_core::{Arch, ComposeSummary, Repository};
+use archgate_native::signatures::{verify, Verdict};
 use archgate_native::{read_current, AnyStore, Depth};
 use archgate_runner::{image_tags, RunError, RunSpec, Runner};
 use futures_util::StreamExt;
@@ -23,6 +24,10 @@ pub struct Holding {
     pub arches: Vec<String>,
     /// Why it could not be read; null when it was.
     pub error: Option<String>,
+    /// With `[sign] public-key`, for an index in a registry: `signed` (a
+    /// valid signature by that key), `unsigned` (no signature), or
+    /// `not-by-key` (signatures, none valid by that key); null otherwise.
+    pub signature: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,19 +49,22 @@ pub struct ImageStatus {
 pub struct Status {
     pub compose: ComposeSummary,
     pub agree: bool,
+    /// With `[sign] public-key`: every index in a registry is signed by it.
+    pub signed: bool,
     pub images: Vec<ImageStatus>,
 }
 
 impl Status {
     /// `1` when something could not be read, else `4` when an image's
-    /// repositories disagree, else `0`.
+    /// repositories disagree or an index is not signed by `[sign]
+    /// public-key`, else `0`.
     pub fn exit_code(&self) -> u8 {
         let errors = self.images.iter().any(|i| {
             i.tags
                 .iter()
                 .any(|t| t.repositories.iter().any(|r| r.error.is_some()))
         });
-        match (errors, self.agree) {
+        match (errors, self.agree && self.signed) {
             (true, _) => 1,
             (false, false) => 4,
             (false, true) => 0,
@@ -82,6 +90,11 @@ impl Status {
                         (Some(e), _) => format!("error: {e}"),
                         (None, None) => "missing".to_string(),
                         (None, Some(d)) => format!("{d}  {}", r.arches.join(" ")),
+                    };
+                    let what = match r.signature {
+                        Some("signed") | None => what,
+                        Some("unsigned") => format!("{what}  UNSIGNED"),
+                        Some(_) => format!("{what}  NOT SIGNED BY THE KEY"),
                     };
                     let _ = writeln!(out, "    {:<width$}  {what}", r.reference);
                 }
@@ -113,6 +126,7 @@ pub async fn status(runner: &Runner, spec: &RunSpec) -> Result<Status, RunError>
                     repo.repository.to_string(),
                     registry,
                     repo.repository.tagged(&tag),
+                    spec.sign.public.clone(),
                 ));
             }
             tag_list.push(tag);
@@ -152,6 +166,13 @@ pub async fn status(runner: &Runner, spec: &RunSpec) -> Result<Status, RunError>
             version: None,
         },
         agree: out.iter().all(|i| i.agree),
+        signed: out.iter().all(|i| {
+            i.tags.iter().all(|t| {
+                t.repositories
+                    .iter()
+                    .all(|r| matches!(r.signature, None | Some("signed")))
+            })
+        }),
         images: out,
     })
 }
@@ -163,6 +184,7 @@ async fn holding(
     repository: String,
     registry: Option<String>,
     reference: String,
+    key: Option<archgate_sign::VerifyingKey>,
 ) -> Holding {
     let (digest, arches, error) = match read_current(&store, &tag, Depth::Index).await {
         Ok(Some(c)) => {
@@ -179,6 +201,15 @@ async fn holding(
         Ok(None) => (None, Vec::new(), None),
         Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
     };
+    let (signature, error) = match (&store, &digest, key) {
+        (AnyStore::Registry(repo), Some(d), Some(key)) => match verify(repo, d, &key).await {
+            Ok(Verdict::Signed) => (Some("signed"), error),
+            Ok(Verdict::Unsigned) => (Some("unsigned"), error),
+            Ok(Verdict::NotByKey) => (Some("not-by-key"), error),
+            Err(e) => (None, Some(format!("reading the signatures of {d}: {e:#}"))),
+        },
+        _ => (None, error),
+    };
     Holding {
         repository,
         registry,
@@ -186,5 +217,6 @@ async fn holding(
         digest,
         arches,
         error,
+        signature,
     }
 }

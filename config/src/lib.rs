@@ -36,8 +36,24 @@ pub struct Config {
     pub release: ReleaseConfig,
     /// `archgate consume`: the service.
     pub consume: Option<ConsumeConfig>,
+    /// Signing what is published (sigstore).
+    pub sign: Option<SignConfig>,
     #[serde(default)]
     pub image: Vec<ImageConfig>,
+}
+
+/// `[sign]`: sigstore signatures of what is published (docs/configuration.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SignConfig {
+    /// An encrypted sigstore/cosign private key (PEM).
+    pub sigstore_private_key: Option<String>,
+    /// A file holding the key's passphrase (one line).
+    pub passphrase_file: Option<String>,
+    /// An environment variable holding the key's passphrase.
+    pub passphrase_env: Option<String>,
+    /// The public key `status` verifies with (PEM).
+    pub public_key: Option<String>,
 }
 
 /// `[consume]`: the service (docs/service.md).
@@ -245,6 +261,8 @@ pub struct ImageConfig {
     pub annotations: BTreeMap<String, Template>,
     pub arches: Option<Vec<Arch>>,
     pub policy: Option<Policy>,
+    /// `false`: what is published for this image is not signed.
+    pub sign: Option<bool>,
 }
 
 fn default_arch_tag() -> Template {
@@ -537,6 +555,9 @@ pub struct Options {
     pub dry_run: bool,
     /// `--allow-older`: roll a tag back to an older compose on purpose.
     pub allow_older: bool,
+    /// Read `[sign] public-key` only, not the private key (`status`
+    /// verifies, it never signs).
+    pub verify_only: bool,
 }
 
 impl Loaded {
@@ -659,6 +680,7 @@ impl Loaded {
                 annotations: i.annotations.clone(),
                 arches: i.arches.clone(),
                 policy: i.policy,
+                sign: i.sign.unwrap_or(true),
             })
             .collect();
         Ok(RunSpec {
@@ -680,6 +702,7 @@ impl Loaded {
             images,
             dry_run: opts.dry_run,
             allow_older: opts.allow_older,
+            sign: self.sign_spec(opts.verify_only)?,
         })
     }
 
@@ -729,6 +752,71 @@ impl Loaded {
                     .map_err(|e| ConfigError(format!("{file}: [source] settings: {e}")))?,
             },
         })
+    }
+
+    /// `[sign] public-key`, read; `None` without one.
+    pub fn public_key(&self) -> Result<Option<archgate_sign::VerifyingKey>, ConfigError> {
+        self.sign_spec(true).map(|s| s.public)
+    }
+
+    /// `[sign]`, the keys read: the private key decrypted (unless
+    /// `verify_only`), the public key parsed. A key that cannot be read or
+    /// decrypted is an error naming its file; the passphrase is never shown.
+    fn sign_spec(&self, verify_only: bool) -> Result<archgate_runner::SignSpec, ConfigError> {
+        let Some(c) = &self.config.sign else {
+            return Ok(Default::default());
+        };
+        let file = self.path.display();
+        let err = |key: &str, e: archgate_sign::KeyError| {
+            ConfigError(format!("{file}: [sign] {key}: {e} (key `sign.{key}`)"))
+        };
+        let public = match &c.public_key {
+            Some(p) => Some(
+                archgate_sign::VerifyingKey::read(&self.resolve_path(p))
+                    .map_err(|e| err("public-key", e))?,
+            ),
+            None => None,
+        };
+        let key = match (&c.sigstore_private_key, verify_only) {
+            (Some(k), false) => {
+                let passphrase = self.passphrase(c)?;
+                let key = archgate_sign::SigningKey::read(&self.resolve_path(k), &passphrase)
+                    .map_err(|e| err("sigstore-private-key", e))?;
+                Some(std::sync::Arc::new(key))
+            }
+            _ => None,
+        };
+        Ok(archgate_runner::SignSpec { key, public })
+    }
+
+    /// The passphrase of `[sign]`'s key: from `passphrase-file` (its first
+    /// line) or `passphrase-env`; empty without either.
+    fn passphrase(&self, c: &SignConfig) -> Result<archgate_sign::Passphrase, ConfigError> {
+        let file = self.path.display();
+        match (&c.passphrase_file, &c.passphrase_env) {
+            (Some(_), Some(_)) => Err(ConfigError(format!(
+                "{file}: [sign] passphrase-file and passphrase-env: set one, not both"
+            ))),
+            (Some(p), None) => {
+                let path = self.resolve_path(p);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError(format!(
+                        "{file}: [sign] passphrase-file {}: cannot read: {e} (key `sign.passphrase-file`)",
+                        path.display()
+                    ))
+                })?;
+                let line = text.lines().next().unwrap_or("");
+                Ok(archgate_sign::Passphrase::new(line))
+            }
+            (None, Some(var)) => std::env::var(var)
+                .map(archgate_sign::Passphrase::new)
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "{file}: [sign] passphrase-env: the environment variable {var} is not set (key `sign.passphrase-env`)"
+                    ))
+                }),
+            (None, None) => Ok(archgate_sign::Passphrase::default()),
+        }
     }
 
     /// How `host` is reached: `[registry."HOST"]` with the credentials

@@ -38,6 +38,9 @@ pub struct TargetReport {
     pub arches: Vec<ArchReport>,
     pub arch_tags: Vec<String>,
     pub reasons: Vec<String>,
+    /// The digests whose signature this publish put in place (arch
+    /// manifests and the index written to a registry target, with `[sign]`).
+    pub signed: Vec<String>,
     /// For a target in error: what kind of error (not in the JSON report;
     /// the service decides by it).
     #[serde(skip)]

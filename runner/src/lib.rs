@@ -33,7 +33,9 @@ use archgate_core::{Arch, Compose, ComposeResults, ComposeStamp, ErrorKind, Repo
 use archgate_native::{ReadEnv, ResolvedArtifact};
 
 pub use lease::{Leases, NoLeases};
-pub use spec::{Engine, Env, GateSpec, ImageSpec, RegistrySpec, RepoSpec, RunSpec, SourceSpec};
+pub use spec::{
+    Engine, Env, GateSpec, ImageSpec, RegistrySpec, RepoSpec, RunSpec, SignSpec, SourceSpec,
+};
 pub use stores::RunStores;
 pub use targets::image_tags;
 

@@ -138,10 +138,16 @@ async fn publish_target(
         Some(_) => None,
         None => Some(stores.target_lock(&store_tag(&store, &target.tag)).await),
     };
+    let image = &spec.images[target.image];
+    let sign = match &repo.repository {
+        Repository::Registry { .. } if image.sign => spec.sign.key.as_deref(),
+        _ => None,
+    };
     let t = StoreTarget {
         store: &store,
         tag: &target.tag,
         planned_from: target.current.as_ref().map(|c| c.digest.as_str()),
+        sign,
     };
     let result = match (tools, &store, &repo.repository) {
         (Some(tools), AnyStore::Registry(registry_repo), Repository::Registry { host, path }) => {
@@ -151,15 +157,16 @@ async fn publish_target(
                 repo: registry_repo,
                 access: stores.specs.get(host),
             };
-            with_tools(tools, &place, target, artifacts).await
+            with_tools(tools, &place, target, artifacts, sign).await
         }
         _ => publish(&t, plan, artifacts, &target.arch_tags).await,
     };
     match result {
-        Ok(digest) => {
+        Ok(done) => {
             if plan.decision == Decision::Published {
-                target.digest = digest;
+                target.digest = done.digest;
             }
+            target.signed = done.signed;
         }
         Err(e) => {
             tracing::error!(target = %target.reference, "publishing failed: {e:#}");
@@ -188,9 +195,10 @@ async fn with_tools(
     place: &ToolPlace<'_>,
     target: &Target,
     artifacts: &BTreeMap<Arch, ResolvedArtifact>,
-) -> anyhow::Result<Option<String>> {
+    sign: Option<&archgate_sign::SigningKey>,
+) -> anyhow::Result<archgate_native::Published> {
     let Some(plan) = &target.plan else {
-        return Ok(None);
+        return Ok(Default::default());
     };
     let access = place.access;
     let auth_file = match access {
@@ -210,6 +218,7 @@ async fn with_tools(
         tls_verify: access.is_none_or(|a| a.tls_verify),
         auth_file: auth_file.as_deref(),
         cert_dir: access.and_then(|a| a.cert_dir.as_deref()),
+        sign,
     };
     archgate_tools::publish(tools, &tt, plan, artifacts, &target.arch_tags).await
 }

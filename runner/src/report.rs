@@ -66,6 +66,7 @@ fn target_report(spec: &RunSpec, t: Target) -> TargetReport {
                 .collect()
         },
         reasons,
+        signed: t.signed,
         error_kind: t.error_kind,
     }
 }

@@ -90,6 +90,17 @@ pub struct ImageSpec {
     pub annotations: BTreeMap<String, Template>,
     pub arches: Option<Vec<Arch>>,
     pub policy: Option<Policy>,
+    /// Sign what is written to its registry repositories (with `[sign]`).
+    pub sign: bool,
+}
+
+/// `[sign]`: the keys, read and checked.
+#[derive(Debug, Clone, Default)]
+pub struct SignSpec {
+    /// Signs every manifest and index written to a registry target.
+    pub key: Option<Arc<archgate_sign::SigningKey>>,
+    /// `status` verifies indexes with it.
+    pub public: Option<archgate_sign::VerifyingKey>,
 }
 
 /// One run: which compose, which images, where, how.
@@ -109,6 +120,8 @@ pub struct RunSpec {
     /// `--allow-older`: publish even where a target holds a newer compose
     /// (an intended rollback).
     pub allow_older: bool,
+    /// `[sign]`.
+    pub sign: SignSpec,
 }
 
 /// What a [`crate::Runner`] is handed from outside, once.

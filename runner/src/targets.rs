@@ -30,6 +30,8 @@ pub(crate) struct Target {
     pub(crate) arch_tags: Vec<(Arch, String)>,
     pub(crate) decision: Decision,
     pub(crate) digest: Option<String>,
+    /// Digests this target's publish signed.
+    pub(crate) signed: Vec<String>,
     pub(crate) errors: Vec<String>,
     pub(crate) error_kind: Option<ErrorKind>,
     /// This process's lock on the target and the lease on it, held from
@@ -86,6 +88,7 @@ pub(crate) fn name_all(spec: &RunSpec, compose: &Compose) -> Result<Vec<Target>,
                     arch_tags: Vec::new(),
                     decision: Decision::Error,
                     digest: None,
+                    signed: Vec::new(),
                     errors: Vec::new(),
                     error_kind: None,
                     hold: None,

@@ -78,9 +78,11 @@ fn spec(location: String, out: &Path) -> RunSpec {
             annotations: BTreeMap::new(),
             arches: None,
             policy: None,
+            sign: true,
         }],
         dry_run: false,
         allow_older: false,
+        sign: Default::default(),
     }
 }
 

@@ -562,11 +562,29 @@ pub struct Fault {
     pub kind: FaultKind,
 }
 
+/// What the proxy saw of a tag PUT while watching signatures: the path,
+/// the digest of the manifest put, and whether its signature
+/// (`sha256-HEX.sig`) was in the registry at that moment.
+pub type TagPut = (String, String, bool);
+
 /// A recording, fault-injecting proxy in front of a registry.
 pub struct Proxy {
     pub server: Server,
     pub log: Arc<Mutex<Vec<(String, String, u16)>>>,
     pub faults: Arc<Mutex<VecDeque<Fault>>>,
+    /// When set, every manifest PUT under a tag (not a digest, not a
+    /// signature tag) is checked against the registry first.
+    pub tag_puts: Arc<Mutex<Option<Vec<TagPut>>>>,
+}
+
+/// The manifest PUT under a tag (not a digest, not a `.sig` tag) that a
+/// request is: its repository and tag.
+fn tag_put(method: &str, path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/v2/")?;
+    let (repo, reference) = rest.rsplit_once("/manifests/")?;
+    let plain =
+        method == "PUT" && !reference.starts_with("sha256:") && !reference.ends_with(".sig");
+    plain.then(|| (repo.to_string(), reference.to_string()))
 }
 
 impl Proxy {
@@ -575,14 +593,16 @@ impl Proxy {
         let faults: Arc<Mutex<VecDeque<Fault>>> = Arc::new(Mutex::new(VecDeque::new()));
         let client = reqwest::Client::new();
         let me: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
-        let (l2, f2, me2) = (log.clone(), faults.clone(), me.clone());
+        let tag_puts: Arc<Mutex<Option<Vec<TagPut>>>> = Default::default();
+        let (l2, f2, me2, w2) = (log.clone(), faults.clone(), me.clone(), tag_puts.clone());
         let server = Server::start(move |req: Request<Incoming>| {
-            let (log, faults, client, upstream, me) = (
+            let (log, faults, client, upstream, me, watch) = (
                 l2.clone(),
                 f2.clone(),
                 client.clone(),
                 upstream.clone(),
                 me2.clone(),
+                w2.clone(),
             );
             async move {
                 let method = req.method().to_string();
@@ -617,6 +637,23 @@ impl Proxy {
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
+                let watching = watch.lock().unwrap().is_some();
+                if let (true, Some((repo, _))) = (watching, tag_put(&method, &path_q)) {
+                    let digest = sha256(&body);
+                    let sig = format!(
+                        "{upstream}/v2/{repo}/manifests/{}.sig",
+                        digest.replacen(':', "-", 1)
+                    );
+                    let there = client
+                        .head(sig)
+                        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if let Some(seen) = watch.lock().unwrap().as_mut() {
+                        seen.push((path_q.clone(), digest, there));
+                    }
+                }
                 let truncate = matches!(action, Some(FaultKind::Truncate));
                 match action {
                     Some(FaultKind::Truncate) => {}
@@ -695,7 +732,19 @@ impl Proxy {
             server,
             log,
             faults,
+            tag_puts,
         }
+    }
+
+    /// From now on, checks at every tag PUT whether the signature of the
+    /// manifest put is already in the registry (see [`Proxy::tag_puts`]).
+    pub fn watch_signatures(&self) {
+        *self.tag_puts.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// Every tag PUT seen while watching: (path, digest, signed then).
+    pub fn tag_puts(&self) -> Vec<TagPut> {
+        self.tag_puts.lock().unwrap().clone().unwrap_or_default()
     }
 
     pub fn host(&self) -> String {

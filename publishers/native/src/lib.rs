@@ -13,13 +13,16 @@ pub mod oci;
 pub mod progress;
 pub mod registry;
 pub mod resolved;
+pub mod signatures;
 pub mod store;
 pub mod tls;
 pub mod transport;
 
 pub use artifact::{resolve, resolve_cached, resolve_in, ReadEnv, ReadFailure, ResolvedArtifact};
 pub use layout::OciLayout;
-pub use store::{publish, read_current, resolve_and_push, AnyStore, Depth, Store, Target};
+pub use store::{
+    publish, read_current, resolve_and_push, AnyStore, Depth, Published, Store, Target,
+};
 
 /// An error of the given kind, as an `anyhow` error.
 pub fn kinded(kind: archgate_core::ErrorKind, message: impl Into<String>) -> anyhow::Error {

@@ -422,112 +422,62 @@ pub struct Target<'a, S> {
     pub store: &'a S,
     pub tag: &'a str,
     pub planned_from: Option<&'a str>,
+    /// The key that signs what is written (registry targets only: a layout
+    /// signs nothing).
+    pub sign: Option<&'a archgate_sign::SigningKey>,
 }
 
-/// Carries a plan out: blobs, then each built arch's manifest under its arch
-/// tag, then (when publishing) the index, after checking that the tag has
-/// not moved since it was planned, and reading it back after. Returns the
-/// index digest the tag holds afterwards.
+/// What publishing a target did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    /// The index digest the tag holds afterwards (none when refused).
+    pub digest: Option<String>,
+    /// The digests that carry archgate's signature because of this target
+    /// (arch manifests and the index written), in the order signed.
+    pub signed: Vec<String>,
+}
+
+/// Carries a plan out (docs/gate.md, "Publishing order and guarantees"):
+/// blobs; the signatures of every manifest and index to be written (before
+/// any tag points at them); each built arch's manifest under its arch tag;
+/// then (when publishing) the index, after checking that the tag has not
+/// moved since it was planned, and reading it back after.
 pub async fn publish<S: Store>(
     target: &Target<'_, S>,
     plan: &TargetPlan,
     artifacts: &BTreeMap<Arch, ResolvedArtifact>,
     arch_tags: &[(Arch, String)],
-) -> Result<Option<String>> {
+) -> Result<Published> {
     if plan.hard_refusal {
-        return Ok(None);
+        return Ok(Published::default());
     }
     // Unchanged: the tag holds these very entries, and the arch tags were
     // written before that index was (blobs, manifests and arch tags first,
     // the index last), so there is nothing to write and nothing to ask.
     if plan.decision == Decision::Unchanged {
-        return Ok(target.planned_from.map(str::to_string));
+        return Ok(Published {
+            digest: target.planned_from.map(str::to_string),
+            signed: Vec::new(),
+        });
     }
     let store = target.store;
     // The lock first: the store is made ready (a layout created) under it.
     let _lock = store.lock().await?;
     store.prepare().await?;
-
-    // Which built arches need what: nothing when the arch tag already points
-    // at the manifest. Otherwise every blob of its manifest is checked (what
-    // this run pushed or saw is known without asking) and pushed where
-    // missing: never inferred from the manifest being there. All arches are
-    // asked at once.
-    let mut checks = Vec::new();
-    for (arch, arch_tag) in arch_tags {
-        let art = artifacts
-            .get(arch)
-            .ok_or_else(|| anyhow!("internal: no artifact read for built arch {arch}"))?;
-        checks.push(tag_points_to(
-            store,
-            arch_tag,
-            Descriptor::of_entry(&art.entry),
-        ));
-    }
-    let tagged = futures_util::future::try_join_all(checks).await?;
-    let mut to_tag = Vec::new();
-    let mut from_files: BTreeMap<&str, (&Descriptor, PathBuf)> = BTreeMap::new();
-    let mut from_memory: BTreeMap<&str, (&Descriptor, &[u8])> = BTreeMap::new();
-    let mut from_archives = Vec::new();
-    for ((arch, arch_tag), already) in arch_tags.iter().zip(tagged) {
-        if already {
-            continue;
-        }
-        let art = &artifacts[arch];
-        from_memory.insert(&art.config.digest, (&art.config, &art.config_json));
-        let mut streamed = Vec::new();
-        for blob in &art.layers {
-            match &art.source {
-                BlobSource::Layout(layout) => {
-                    from_files.insert(&blob.digest, (blob, layout.blob_path(&blob.digest)?));
-                }
-                BlobSource::Archive { .. } => streamed.push(blob),
-            }
-        }
-        if !streamed.is_empty() {
-            from_archives.push((art, streamed));
-        }
-        to_tag.push((arch_tag.as_str(), Descriptor::of_entry(&art.entry), art));
-    }
-
-    // Blobs from files and memory, several at once.
-    // (The futures are made before they are streamed: a closure in the
-    // stream would keep this future from being `Send`.)
-    let mut uploads = Vec::new();
-    for (desc, source) in from_memory
-        .into_values()
-        .map(|(desc, bytes)| (desc, Source::Memory(bytes)))
-        .chain(
-            from_files
-                .into_values()
-                .map(|(desc, path)| (desc, Source::File(path))),
-        )
-    {
-        uploads.push(push_one(store, desc, source));
-    }
-    futures_util::stream::iter(uploads)
-        .buffer_unordered(UPLOAD_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-
-    // Blobs from archives: one streaming pass per artifact, two artifacts at once.
-    let passes: Vec<_> = from_archives
-        .into_iter()
-        .map(|(art, blobs)| push_from_archive(store, art, blobs))
-        .collect();
-    futures_util::stream::iter(passes)
-        .buffer_unordered(2)
-        .try_collect::<Vec<()>>()
-        .await?;
-
-    // Each arch's manifest under its arch tag (which stores it by digest
-    // too), all at once.
-    let pushes: Vec<_> = to_tag
+    let work = ArchWork::gather(store, artifacts, arch_tags).await?;
+    work.push_blobs(store).await?;
+    let index = (plan.decision == Decision::Published).then(|| {
+        let bytes = render_index(&plan.index, &plan.annotations);
+        (Descriptor::new(OCI_INDEX, &bytes), bytes)
+    });
+    let mut digests: Vec<&str> = work
+        .to_tag
         .iter()
-        .map(|(arch_tag, desc, art)| push_arch_manifest(store, arch_tag, desc, art))
+        .map(|(_, d, _)| d.digest.as_str())
         .collect();
-    futures_util::future::try_join_all(pushes).await?;
-
+    digests.extend(index.iter().map(|(d, _)| d.digest.as_str()));
+    let signed = sign_all(store, target.sign, &digests).await?;
+    work.push_manifests(store).await?;
     // Carried entries must be there already (what was just pushed is known).
     let present: Vec<_> = plan
         .index
@@ -535,26 +485,157 @@ pub async fn publish<S: Store>(
         .map(|entry| entry_present(store, entry))
         .collect();
     futures_util::future::try_join_all(present).await?;
+    let digest = match index {
+        Some((desc, bytes)) => Some(write_index(target, &desc, &bytes).await?),
+        None => None,
+    };
+    Ok(Published { digest, signed })
+}
 
-    match plan.decision {
-        Decision::Published => {
-            let bytes = render_index(&plan.index, &plan.annotations);
-            let desc = Descriptor::new(OCI_INDEX, &bytes);
-            let tag = target.tag;
-            check_not_moved(store, tag, target.planned_from).await?;
-            store
-                .push_manifest(&desc, &bytes, Some(tag))
-                .await
-                .with_context(|| format!("index {}", desc.digest))?;
-            read_back(store, tag, &desc.digest).await.with_context(|| {
-                format!("the index {} was written under {tag}, but", desc.digest)
-            })?;
-            tracing::info!(store = %store.name(), tag = %tag, digest = %desc.digest, "index written");
-            Ok(Some(desc.digest))
+/// What a target's built arches need: the arch manifests to put under their
+/// arch tags, and the blobs of those (by file, from memory, from archives).
+struct ArchWork<'a> {
+    to_tag: Vec<(&'a str, Descriptor, &'a ResolvedArtifact)>,
+    from_files: BTreeMap<&'a str, (&'a Descriptor, PathBuf)>,
+    from_memory: BTreeMap<&'a str, (&'a Descriptor, &'a [u8])>,
+    from_archives: Vec<(&'a ResolvedArtifact, Vec<&'a Descriptor>)>,
+}
+
+impl<'a> ArchWork<'a> {
+    /// Nothing for an arch whose tag already points at its manifest.
+    /// Otherwise every blob of its manifest is checked (what this run pushed
+    /// or saw is known without asking) and pushed where missing: never
+    /// inferred from the manifest being there. All arches are asked at once.
+    async fn gather<S: Store>(
+        store: &S,
+        artifacts: &'a BTreeMap<Arch, ResolvedArtifact>,
+        arch_tags: &'a [(Arch, String)],
+    ) -> Result<ArchWork<'a>> {
+        let mut checks = Vec::new();
+        for (arch, arch_tag) in arch_tags {
+            let art = artifacts
+                .get(arch)
+                .ok_or_else(|| anyhow!("internal: no artifact read for built arch {arch}"))?;
+            checks.push(tag_points_to(
+                store,
+                arch_tag,
+                Descriptor::of_entry(&art.entry),
+            ));
         }
-        Decision::Unchanged => Ok(target.planned_from.map(str::to_string)),
-        Decision::Refused | Decision::Error => Ok(None),
+        let tagged = futures_util::future::try_join_all(checks).await?;
+        let mut work = ArchWork {
+            to_tag: Vec::new(),
+            from_files: BTreeMap::new(),
+            from_memory: BTreeMap::new(),
+            from_archives: Vec::new(),
+        };
+        for ((arch, arch_tag), already) in arch_tags.iter().zip(tagged) {
+            if !already {
+                work.add(arch_tag, &artifacts[arch])?;
+            }
+        }
+        Ok(work)
     }
+
+    fn add(&mut self, arch_tag: &'a str, art: &'a ResolvedArtifact) -> Result<()> {
+        self.from_memory
+            .insert(&art.config.digest, (&art.config, &art.config_json));
+        let mut streamed = Vec::new();
+        for blob in &art.layers {
+            match &art.source {
+                BlobSource::Layout(layout) => {
+                    self.from_files
+                        .insert(&blob.digest, (blob, layout.blob_path(&blob.digest)?));
+                }
+                BlobSource::Archive { .. } => streamed.push(blob),
+            }
+        }
+        if !streamed.is_empty() {
+            self.from_archives.push((art, streamed));
+        }
+        self.to_tag
+            .push((arch_tag, Descriptor::of_entry(&art.entry), art));
+        Ok(())
+    }
+
+    /// Blobs from files and memory, several at once; then from archives,
+    /// one streaming pass per artifact, two artifacts at once.
+    async fn push_blobs<S: Store>(&self, store: &S) -> Result<()> {
+        // (The futures are made before they are streamed: a closure in the
+        // stream would keep this future from being `Send`.)
+        let mut uploads = Vec::new();
+        for (desc, bytes) in self.from_memory.values() {
+            uploads.push(push_one(store, desc, Source::Memory(bytes)));
+        }
+        for (desc, path) in self.from_files.values() {
+            uploads.push(push_one(store, desc, Source::File(path.clone())));
+        }
+        futures_util::stream::iter(uploads)
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let passes: Vec<_> = self
+            .from_archives
+            .iter()
+            .map(|(art, blobs)| push_from_archive(store, art, blobs.clone()))
+            .collect();
+        futures_util::stream::iter(passes)
+            .buffer_unordered(2)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Each arch's manifest under its arch tag (which stores it by digest
+    /// too), all at once.
+    async fn push_manifests<S: Store>(&self, store: &S) -> Result<()> {
+        let pushes: Vec<_> = self
+            .to_tag
+            .iter()
+            .map(|(arch_tag, desc, art)| push_arch_manifest(store, arch_tag, desc, art))
+            .collect();
+        futures_util::future::try_join_all(pushes).await?;
+        Ok(())
+    }
+}
+
+/// Signs every digest at once with `key` (when the store signs); the
+/// digests signed.
+pub async fn sign_all<S: Store>(
+    store: &S,
+    key: Option<&archgate_sign::SigningKey>,
+    digests: &[&str],
+) -> Result<Vec<String>> {
+    let Some(key) = key else {
+        return Ok(Vec::new());
+    };
+    let signing: Vec<_> = digests.iter().map(|d| store.sign(key, d)).collect();
+    let done = futures_util::future::try_join_all(signing).await?;
+    Ok(digests
+        .iter()
+        .zip(done)
+        .filter(|(_, signed)| *signed)
+        .map(|(d, _)| d.to_string())
+        .collect())
+}
+
+/// The index under its tag, right after the moved-tag check; then read back.
+async fn write_index<S: Store>(
+    target: &Target<'_, S>,
+    desc: &Descriptor,
+    bytes: &[u8],
+) -> Result<String> {
+    let (store, tag) = (target.store, target.tag);
+    check_not_moved(store, tag, target.planned_from).await?;
+    store
+        .push_manifest(desc, bytes, Some(tag))
+        .await
+        .with_context(|| format!("index {}", desc.digest))?;
+    read_back(store, tag, &desc.digest)
+        .await
+        .with_context(|| format!("the index {} was written under {tag}, but", desc.digest))?;
+    tracing::info!(store = %store.name(), tag = %tag, digest = %desc.digest, "index written");
+    Ok(desc.digest.clone())
 }
 
 /// Fails when the tag no longer points where it did when the target was
@@ -665,5 +746,8 @@ impl Store for AnyStore {
         tag: Option<&str>,
     ) -> Result<()> {
         delegate!(self, s => Store::push_manifest(s, desc, bytes, tag).await)
+    }
+    async fn sign(&self, key: &archgate_sign::SigningKey, digest: &str) -> Result<bool> {
+        delegate!(self, s => Store::sign(s, key, digest).await)
     }
 }

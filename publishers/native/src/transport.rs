@@ -63,4 +63,10 @@ pub trait Store {
     /// Stores a manifest or index by digest, and points `tag` at it if given.
     async fn push_manifest(&self, desc: &Descriptor, bytes: &[u8], tag: Option<&str>)
         -> Result<()>;
+    /// Puts `key`'s signature of `digest` in the store (sigstore's form),
+    /// unless it is there; `false` for a store that holds no signatures (an
+    /// OCI layout).
+    async fn sign(&self, _key: &archgate_sign::SigningKey, _digest: &str) -> Result<bool> {
+        Ok(false)
+    }
 }

@@ -114,6 +114,7 @@ fn a_moved_tag_is_not_overwritten() {
         store: &target,
         tag: "41",
         planned_from: None,
+        sign: None,
     };
     let err = rt
         .block_on(publish(&t, &plan, &artifacts, &arch_tags))
@@ -134,10 +135,12 @@ fn a_moved_tag_is_not_overwritten() {
         store: &target,
         tag: "41",
         planned_from: Some(&other),
+        sign: None,
     };
     let digest = rt
         .block_on(publish(&t, &plan, &artifacts, &arch_tags))
         .unwrap()
+        .digest
         .unwrap();
     assert_eq!(target.find_tag("41").unwrap().unwrap().digest, digest);
     assert!(no_temp_files(target.root()));

@@ -32,7 +32,8 @@ use archgate_core::{Arch, Decision, TargetPlan};
 use archgate_native::archive::Compression;
 use archgate_native::artifact::BlobSource;
 use archgate_native::registry::RegistryRepo;
-use archgate_native::{ResolvedArtifact, Store};
+use archgate_native::store::sign_all;
+use archgate_native::{Published, ResolvedArtifact, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
@@ -206,6 +207,9 @@ pub struct ToolTarget<'a> {
     pub auth_file: Option<&'a Path>,
     /// containers-certs.d(5) directory: CAs and a client certificate.
     pub cert_dir: Option<&'a Path>,
+    /// The key that signs what is written (Debian's tools cannot sign:
+    /// archgate signs each digest before a tool or archgate tags it).
+    pub sign: Option<&'a archgate_sign::SigningKey>,
 }
 
 impl ToolTarget<'_> {
@@ -221,23 +225,28 @@ impl ToolTarget<'_> {
     }
 }
 
-/// Carries a plan out on a registry target with the tools. Returns the
-/// digest of the index the tag holds afterwards.
+/// Carries a plan out on a registry target with the tools: each arch's
+/// signature, then its `skopeo copy` to its arch tag; then the index's
+/// signature, the moved-tag check, the index under its tag (archgate's
+/// client), and the read-back.
 pub async fn publish(
     tools: &Tools,
     t: &ToolTarget<'_>,
     plan: &TargetPlan,
     artifacts: &BTreeMap<Arch, ResolvedArtifact>,
     arch_tags: &[(Arch, String)],
-) -> Result<Option<String>> {
+) -> Result<Published> {
     if plan.hard_refusal {
-        return Ok(None);
+        return Ok(Published::default());
     }
     // Unchanged: nothing to write (see archgate_native::publish).
     if plan.decision == Decision::Unchanged {
-        return Ok(t.planned_from.map(str::to_string));
+        return Ok(Published {
+            digest: t.planned_from.map(str::to_string),
+            signed: Vec::new(),
+        });
     }
-    // Arch tags: skopeo copy, digests preserved.
+    let mut signed = Vec::new();
     for (arch, arch_tag) in arch_tags {
         let art = artifacts
             .get(arch)
@@ -249,34 +258,49 @@ pub async fn publish(
         {
             continue;
         }
-        let mut args = vec![
-            "copy".to_string(),
-            "--quiet".to_string(),
-            "--preserve-digests".to_string(),
-        ];
-        args.extend(t.dest_flags("dest-"));
-        args.push(tools.source_ref(art)?);
-        args.push(format!("docker://{}/{}:{arch_tag}", t.host, t.path));
-        tools.run("skopeo", &args).await?;
-        tracing::info!(tag = %arch_tag, digest = %art.entry.digest, "arch tag set with skopeo");
+        signed.extend(sign_all(t.repo, t.sign, &[&art.entry.digest]).await?);
+        copy_arch(tools, t, art, arch_tag).await?;
     }
     if plan.decision != Decision::Published {
-        return Ok(match plan.decision {
-            Decision::Unchanged => t.planned_from.map(str::to_string),
-            _ => None,
+        return Ok(Published {
+            digest: None,
+            signed,
         });
     }
-    archgate_native::store::check_not_moved(t.repo, t.tag, t.planned_from).await?;
     let bytes = match tools.tool {
         // The index archgate plans, written as the native engine writes it.
         Tool::Skopeo => archgate_native::oci::render_index(&plan.index, &plan.annotations),
         Tool::Buildah => buildah_index(tools, t, plan, artifacts).await?,
     };
     let desc = archgate_native::oci::Descriptor::new(archgate_native::oci::OCI_INDEX, &bytes);
+    signed.extend(sign_all(t.repo, t.sign, &[&desc.digest]).await?);
+    archgate_native::store::check_not_moved(t.repo, t.tag, t.planned_from).await?;
     t.repo.push_manifest(&desc, &bytes, Some(t.tag)).await?;
-    let digest = desc.digest;
-    archgate_native::store::read_back(t.repo, t.tag, &digest).await?;
-    Ok(Some(digest))
+    archgate_native::store::read_back(t.repo, t.tag, &desc.digest).await?;
+    Ok(Published {
+        digest: Some(desc.digest),
+        signed,
+    })
+}
+
+/// `skopeo copy` of one arch to its arch tag, digests preserved.
+async fn copy_arch(
+    tools: &Tools,
+    t: &ToolTarget<'_>,
+    art: &ResolvedArtifact,
+    arch_tag: &str,
+) -> Result<()> {
+    let mut args = vec![
+        "copy".to_string(),
+        "--quiet".to_string(),
+        "--preserve-digests".to_string(),
+    ];
+    args.extend(t.dest_flags("dest-"));
+    args.push(tools.source_ref(art)?);
+    args.push(format!("docker://{}/{}:{arch_tag}", t.host, t.path));
+    tools.run("skopeo", &args).await?;
+    tracing::info!(tag = %arch_tag, digest = %art.entry.digest, "arch tag set with skopeo");
+    Ok(())
 }
 
 /// A list name no other run uses, never the target's.

@@ -213,6 +213,51 @@ impl Registry {
         Ok(())
     }
 
+    /// Uploads a small blob in one request (a single `POST` with the
+    /// digest and the content, as the distribution API allows); when the
+    /// registry answers with an upload session instead (202), the content
+    /// goes to it with one `PUT`. Retried as a whole on transient failures.
+    pub async fn upload_whole(&self, repo: &str, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+        let what = format!("upload {} to {repo}", desc.digest);
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        self.retrying(&what, || async {
+            let resp = self
+                .send(&[push(repo)], &|base| {
+                    self.http
+                        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                        .query(&[("digest", desc.digest.as_str())])
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, desc.size)
+                        .body(body.clone())
+                })
+                .await?;
+            match resp.status() {
+                StatusCode::CREATED => Ok(()),
+                StatusCode::ACCEPTED => {
+                    let location = header(resp.headers(), LOCATION.as_str()).ok_or_else(|| {
+                        Failure::Fatal(anyhow!(
+                            "{}/{what}: no Location for the upload session",
+                            self.host
+                        ))
+                    })?;
+                    let url = absolute(&self.base().await?, &location);
+                    let sep = if url.contains('?') { '&' } else { '?' };
+                    let url = format!("{url}{sep}digest={}", desc.digest);
+                    let again = || reqwest::Body::from(body.clone());
+                    self.finish_upload(repo, &url, desc, &what, &again).await
+                }
+                _ => Err(Failure::Fatal(anyhow!(
+                    "{}/{what}: {}",
+                    self.host,
+                    error_text(resp).await
+                ))),
+            }
+        })
+        .await?;
+        self.remember(&desc.digest, repo);
+        Ok(())
+    }
+
     /// Uploads a blob arriving as a stream (from an archive pass). The
     /// session is retried; the stream can be sent only once.
     pub async fn upload_stream<C>(&self, repo: &str, desc: &Descriptor, chunks: C) -> Result<()>

@@ -52,4 +52,19 @@ impl Registry {
             .filter(|r| r.as_str() != repo)
             .cloned()
     }
+
+    /// Whether this view knows `digest` in `repo` carries archgate's signature.
+    pub(crate) fn is_signed(&self, repo: &str, digest: &str) -> bool {
+        self.signed
+            .lock()
+            .expect("lock")
+            .contains(&(repo.to_string(), digest.to_string()))
+    }
+
+    pub(crate) fn mark_signed(&self, repo: &str, digest: &str) {
+        self.signed
+            .lock()
+            .expect("lock")
+            .insert((repo.to_string(), digest.to_string()));
+    }
 }

@@ -74,6 +74,8 @@ pub struct Registry {
     /// Set when the registry did not answer at all: why. The rest of the
     /// run fails fast instead of waiting for it again.
     down: Mutex<Option<String>>,
+    /// (repository, digest) this view knows to carry archgate's signature.
+    signed: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// Requests in flight to one registry host at once.
@@ -93,6 +95,7 @@ impl Registry {
             documents: Default::default(),
             flights: Default::default(),
             down: Default::default(),
+            signed: Default::default(),
         })
     }
 
@@ -110,6 +113,7 @@ impl Registry {
             documents: Default::default(),
             flights: Default::default(),
             down: Default::default(),
+            signed: Default::default(),
         }
     }
 

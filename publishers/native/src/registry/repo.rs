@@ -124,4 +124,9 @@ impl Store for RegistryRepo {
             .put_manifest(&self.path, reference, desc, bytes)
             .await
     }
+
+    async fn sign(&self, key: &archgate_sign::SigningKey, digest: &str) -> Result<bool> {
+        crate::signatures::attach(self, key, digest).await?;
+        Ok(true)
+    }
 }
