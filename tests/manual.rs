@@ -60,6 +60,7 @@ fn every_config_key_is_documented() {
             format!("{BASE}\n[registry.\"h\"]\nzzz_unknown = 1\n"),
         ),
         ("[release]", format!("{BASE}\n[release]\nzzz_unknown = 1\n")),
+        ("[sign]", format!("{BASE}\n[sign]\nzzz_unknown = 1\n")),
         (
             "[consume]",
             format!("{BASE}\n[consume]\namqp-url = \"amqp://h\"\nzzz_unknown = 1\n"),
@@ -103,7 +104,7 @@ fn the_schema_rejects_a_broken_report() {
             "decision": "published", "stale": false, "previous_digest": null,
             "digest": format!("sha256:{}", "a".repeat(64)),
             "arches": [{"arch": "x86_64", "platform": "linux/amd64", "result": "built", "action": "added", "digest": format!("sha256:{}", "b".repeat(64))}],
-            "arch_tags": ["oci:out:41-x86_64"], "reasons": []
+            "arch_tags": ["oci:out:41-x86_64"], "reasons": [], "signed": []
         }]
     });
     support::check_report(&good);
