@@ -98,6 +98,28 @@ echo "  registry CPU during the archgate cold publish: $(reg_cpu) s" >&2
 results+=("  registry CPU (archgate cold):  $(reg_cpu) s")
 measure "archgate warm (unchanged)" "$archgate" publish -c "$work/run/archgate.toml"
 
+# The same cold publish, signed ([sign] with the benchmark key of
+# fixtures/keys), on a fresh registry; the cache of the run above is kept,
+# as a re-publish elsewhere would have it.
+start_registry
+keys="$PWD/fixtures/keys"
+cat > "$work/run/signed.toml" <<TOML
+[source]
+kind = "dir"
+location = "$compose"
+[registry."$reg"]
+tls-verify = false
+[sign]
+sigstore-private-key = "$keys/bench.key"
+passphrase-file = "$keys/bench.pass"
+[[image]]
+name = "fedora"
+repositories = ["docker://$reg/fedora", "docker://$reg/mirror/fedora"]
+tags = ["{release}", "latest"]
+TOML
+rm -rf "$ARCHGATE_CACHE_DIR"
+measure "archgate cold, signed" "$archgate" publish -c "$work/run/signed.toml"
+
 # The skopeo + buildah way, on a fresh registry.
 start_registry
 storage="$work/run/storage"

@@ -110,6 +110,17 @@ config "$run/60.toml" 10
 "$archgate" publish -c "$run/60.toml" > "$run/60-first.log" 2>&1
 measure "archgate warm re-run" 60 "$archgate" publish -c "$run/60.toml"
 
+# Signed ([sign] with the benchmark key of fixtures/keys): a cold publish
+# of the 12 targets on a fresh registry (every arch manifest and index
+# signed before its tag), and its warm re-run.
+start
+keys="$PWD/fixtures/keys"
+config "$run/signed.toml" 2
+printf '[sign]\nsigstore-private-key = "%s/bench.key"\npassphrase-file = "%s/bench.pass"\n' "$keys" "$keys" >> "$run/signed.toml"
+rm -rf "$ARCHGATE_CACHE_DIR"
+measure "archgate cold publish, signed" 12 "$archgate" publish -c "$run/signed.toml"
+measure "archgate warm re-run, signed" 12 "$archgate" publish -c "$run/signed.toml"
+
 # The skopeo + buildah way, through the same proxy, on a fresh registry.
 start
 storage="$run/storage"
