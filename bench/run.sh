@@ -99,8 +99,7 @@ results+=("  registry CPU (archgate cold):  $(reg_cpu) s")
 measure "archgate warm (unchanged)" "$archgate" publish -c "$work/run/archgate.toml"
 
 # The same cold publish, signed ([sign] with the benchmark key of
-# fixtures/keys), on a fresh registry; the cache of the run above is kept,
-# as a re-publish elsewhere would have it.
+# fixtures/keys), on a fresh registry, with a cold cache.
 start_registry
 keys="$PWD/fixtures/keys"
 cat > "$work/run/signed.toml" <<TOML
