@@ -36,8 +36,9 @@ done
 compose="$run/compose"
 mkdir -p "$compose"
 cp "$work/wan-compose-$size-1/compose.toml" "$compose/"
-ln -s "$work/wan-compose-$size-1/fedora" "$compose/image-1"
-ln -s "$work/wan-compose-$size-2/fedora" "$compose/image-2"
+# (Hard-linked copies: a symbolic link out of a compose is refused.)
+cp -al "$work/wan-compose-$size-1/fedora" "$compose/image-1"
+cp -al "$work/wan-compose-$size-2/fedora" "$compose/image-2"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=(); }

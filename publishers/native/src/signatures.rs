@@ -3,17 +3,17 @@
 //! manifest whose layers are simple-signing payloads, each with its base64
 //! signature in a layer annotation.
 //!
-//! [`attach`] puts archgate's signature of a digest in place before any tag
-//! points at it: another signer's signatures are kept (ours is added beside
-//! them, in a new manifest under the same tag), and ours is never written
-//! twice. [`read`] lists what a digest carries and [`verify`] says whether a
+//! [`prepare`] and [`finish`] (together [`attach`]) put archgate's
+//! signature of a digest in place before any tag points at it: another
+//! signer's signatures are kept (ours is added beside them, in a new
+//! manifest under the same tag), and ours is never written twice. [`read`] lists what a digest carries and [`verify`] says whether a
 //! key signed it (for `status` and `inspect`). Nothing here removes a
 //! signature or any other manifest.
 
 use anyhow::{anyhow, Context, Result};
 use archgate_sign::{
-    claim, config_for, digest_of, payload, signature_tag, SigningKey, VerifyingKey,
-    SIGNATURE_ANNOTATION, SIMPLE_SIGNING,
+    claim, config_for, payload, signature_tag, SigningKey, VerifyingKey, SIGNATURE_ANNOTATION,
+    SIMPLE_SIGNING,
 };
 use serde_json::{json, Value};
 
@@ -27,22 +27,41 @@ pub fn identity(repo: &RegistryRepo) -> String {
 }
 
 /// Puts archgate's signature of `digest` in `repo`, unless it is there
-/// already. One round of requests at once (the signature tag, our payload,
-/// the config of a manifest of our layer alone), then the manifest under
-/// the signature tag; a concurrent caller for the same digest waits and
-/// finds it done.
+/// already: [`prepare`], then [`finish`].
 pub async fn attach(repo: &RegistryRepo, key: &SigningKey, digest: &str) -> Result<()> {
+    let prepared = prepare(repo, key, digest).await?;
+    finish(repo, prepared).await
+}
+
+/// A signature ready to be put in place: everything it needs is in the
+/// registry but the manifest under its tag (which makes it visible).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    digest: String,
+    /// The manifest to put under the signature tag; none when ours is
+    /// there already.
+    manifest: Option<(Descriptor, Vec<u8>)>,
+}
+
+/// Everything a signature of `digest` needs but its manifest, in one round
+/// of requests at once: what the signature tag holds now (another
+/// signer's signatures are kept), our payload, and the config of a manifest
+/// of our layer alone (one more upload when others' layers are there). It
+/// can run while other work goes on: nothing is visible until [`finish`].
+pub async fn prepare(repo: &RegistryRepo, key: &SigningKey, digest: &str) -> Result<Prepared> {
     let registry = &repo.registry;
-    let _one = repo.guard(&format!("sign {digest}")).await;
+    let done = |manifest| Prepared {
+        digest: digest.to_string(),
+        manifest,
+    };
     if registry.is_signed(&repo.path, digest) {
-        return Ok(());
+        return Ok(done(None));
     }
-    let tag = signature_tag(digest);
     let body = payload(&identity(repo), digest);
-    let signature = key.sign(&body);
     let layer = Descriptor::new(SIMPLE_SIGNING, &body);
     let alone = config_for(std::slice::from_ref(&layer.digest));
     let alone_desc = Descriptor::new(OCI_CONFIG, &alone);
+    let tag = signature_tag(digest);
     let (current, pushed, config) = tokio::join!(
         repo.read_tag(&tag),
         registry.upload_whole(&repo.path, &layer, &body),
@@ -54,19 +73,18 @@ pub async fn attach(repo: &RegistryRepo, key: &SigningKey, digest: &str) -> Resu
         Some((_, bytes)) => layers_of(bytes),
         None => Vec::new(),
     };
-    let ours = key.verifying_key();
     if layers
         .iter()
-        .any(|l| is_ours(l, &layer.digest, &body, &ours))
+        .any(|l| is_ours(l, &layer.digest, &body, &key.verifying_key()))
     {
         registry.mark_signed(&repo.path, digest);
-        return Ok(());
+        return Ok(done(None));
     }
     layers.push(json!({
         "mediaType": SIMPLE_SIGNING,
         "digest": layer.digest,
         "size": layer.size,
-        "annotations": {SIGNATURE_ANNOTATION: signature},
+        "annotations": {SIGNATURE_ANNOTATION: key.sign(&body)},
     }));
     let config_desc = match layers.len() {
         1 => {
@@ -91,12 +109,28 @@ pub async fn attach(repo: &RegistryRepo, key: &SigningKey, digest: &str) -> Resu
         "layers": layers,
     });
     let bytes = serde_json::to_vec(&manifest)?;
-    let desc = Descriptor::new(OCI_MANIFEST, &bytes);
-    repo.push_manifest(&desc, &bytes, Some(&tag))
-        .await
-        .with_context(|| format!("the signature manifest of {digest}"))?;
-    registry.mark_signed(&repo.path, digest);
-    tracing::info!(store = %repo.name(), %digest, signers = layers.len(), "signed");
+    Ok(done(Some((Descriptor::new(OCI_MANIFEST, &bytes), bytes))))
+}
+
+impl Prepared {
+    /// The digest it signs.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// Puts a prepared signature's manifest under its tag (one request): from
+/// then on the digest is signed. Two callers that prepared the same digest
+/// at once write the same manifest.
+pub async fn finish(repo: &RegistryRepo, prepared: Prepared) -> Result<()> {
+    let digest = &prepared.digest;
+    if let Some((desc, bytes)) = &prepared.manifest {
+        repo.push_manifest(desc, bytes, Some(&signature_tag(digest)))
+            .await
+            .with_context(|| format!("the signature manifest of {digest}"))?;
+        tracing::info!(store = %repo.name(), %digest, "signed");
+    }
+    repo.registry.mark_signed(&repo.path, digest);
     Ok(())
 }
 
@@ -190,10 +224,4 @@ pub async fn verify(repo: &RegistryRepo, digest: &str, key: &VerifyingKey) -> Re
     } else {
         Verdict::NotByKey
     })
-}
-
-/// The payload digest archgate's signature of `digest` in `repo` has (its
-/// layer digest).
-pub fn payload_digest(repo: &RegistryRepo, digest: &str) -> String {
-    digest_of(&payload(&identity(repo), digest))
 }

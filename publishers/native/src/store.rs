@@ -465,7 +465,6 @@ pub async fn publish<S: Store>(
     let _lock = store.lock().await?;
     store.prepare().await?;
     let work = ArchWork::gather(store, artifacts, arch_tags).await?;
-    work.push_blobs(store).await?;
     let index = (plan.decision == Decision::Published).then(|| {
         let bytes = render_index(&plan.index, &plan.annotations);
         (Descriptor::new(OCI_INDEX, &bytes), bytes)
@@ -476,7 +475,14 @@ pub async fn publish<S: Store>(
         .map(|(_, d, _)| d.digest.as_str())
         .collect();
     digests.extend(index.iter().map(|(d, _)| d.digest.as_str()));
-    let signed = sign_all(store, target.sign, &digests).await?;
+    // The signatures are made ready while the blobs go up (they need only
+    // the digests); each is then one manifest PUT, before any tag.
+    let (blobs, prepared) = tokio::join!(
+        work.push_blobs(store),
+        prepare_signatures(store, target.sign, &digests)
+    );
+    blobs?;
+    let signed = finish_signatures(store, prepared?).await?;
     work.push_manifests(store).await?;
     // Carried entries must be there already (what was just pushed is known).
     let present: Vec<_> = plan
@@ -599,24 +605,74 @@ impl<'a> ArchWork<'a> {
     }
 }
 
-/// Signs every digest at once with `key` (when the store signs); the
-/// digests signed.
+/// Signatures being made for one target: each digest's guard (one
+/// signature of a digest in the making at a time in this run) and what is
+/// prepared.
+pub struct Signing {
+    _guards: Vec<tokio::sync::OwnedMutexGuard<()>>,
+    prepared: Vec<crate::signatures::Prepared>,
+}
+
+/// Gets every digest's signature ready with `key` (when the store signs),
+/// nothing visible yet. The digests' guards are taken one after another in
+/// digest order (so that targets sharing digests never wait on each other
+/// in a circle) and held until [`finish_signatures`]: a second target of
+/// the same digests then finds them signed and asks nothing.
+pub async fn prepare_signatures<S: Store>(
+    store: &S,
+    key: Option<&archgate_sign::SigningKey>,
+    digests: &[&str],
+) -> Result<Signing> {
+    let mut signing = Signing {
+        _guards: Vec::new(),
+        prepared: Vec::new(),
+    };
+    let Some(key) = key else {
+        return Ok(signing);
+    };
+    let mut sorted: Vec<&str> = digests.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    for d in &sorted {
+        signing
+            ._guards
+            .extend(store.guard(&format!("sign {d}")).await);
+    }
+    let preparing: Vec<_> = sorted
+        .iter()
+        .map(|d| store.prepare_signature(key, d))
+        .collect();
+    let prepared = futures_util::future::try_join_all(preparing).await?;
+    signing.prepared = prepared.into_iter().flatten().collect();
+    Ok(signing)
+}
+
+/// Puts prepared signatures in place, all at once (one request each, none
+/// for what was signed already): the digests signed.
+pub async fn finish_signatures<S: Store>(store: &S, signing: Signing) -> Result<Vec<String>> {
+    let digests: Vec<String> = signing
+        .prepared
+        .iter()
+        .map(|p| p.digest().to_string())
+        .collect();
+    let finishing: Vec<_> = signing
+        .prepared
+        .into_iter()
+        .map(|p| store.finish_signature(p))
+        .collect();
+    futures_util::future::try_join_all(finishing).await?;
+    Ok(digests)
+}
+
+/// Signs every digest at once with `key` (when the store signs): prepared,
+/// then put in place. The digests signed.
 pub async fn sign_all<S: Store>(
     store: &S,
     key: Option<&archgate_sign::SigningKey>,
     digests: &[&str],
 ) -> Result<Vec<String>> {
-    let Some(key) = key else {
-        return Ok(Vec::new());
-    };
-    let signing: Vec<_> = digests.iter().map(|d| store.sign(key, d)).collect();
-    let done = futures_util::future::try_join_all(signing).await?;
-    Ok(digests
-        .iter()
-        .zip(done)
-        .filter(|(_, signed)| *signed)
-        .map(|(d, _)| d.to_string())
-        .collect())
+    let prepared = prepare_signatures(store, key, digests).await?;
+    finish_signatures(store, prepared).await
 }
 
 /// The index under its tag, right after the moved-tag check; then read back.
@@ -747,7 +803,14 @@ impl Store for AnyStore {
     ) -> Result<()> {
         delegate!(self, s => Store::push_manifest(s, desc, bytes, tag).await)
     }
-    async fn sign(&self, key: &archgate_sign::SigningKey, digest: &str) -> Result<bool> {
-        delegate!(self, s => Store::sign(s, key, digest).await)
+    async fn prepare_signature(
+        &self,
+        key: &archgate_sign::SigningKey,
+        digest: &str,
+    ) -> Result<Option<crate::signatures::Prepared>> {
+        delegate!(self, s => Store::prepare_signature(s, key, digest).await)
+    }
+    async fn finish_signature(&self, prepared: crate::signatures::Prepared) -> Result<()> {
+        delegate!(self, s => Store::finish_signature(s, prepared).await)
     }
 }

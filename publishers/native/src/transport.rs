@@ -63,10 +63,18 @@ pub trait Store {
     /// Stores a manifest or index by digest, and points `tag` at it if given.
     async fn push_manifest(&self, desc: &Descriptor, bytes: &[u8], tag: Option<&str>)
         -> Result<()>;
-    /// Puts `key`'s signature of `digest` in the store (sigstore's form),
-    /// unless it is there; `false` for a store that holds no signatures (an
-    /// OCI layout).
-    async fn sign(&self, _key: &archgate_sign::SigningKey, _digest: &str) -> Result<bool> {
-        Ok(false)
+    /// Gets `key`'s signature of `digest` ready in the store (sigstore's
+    /// form) without making it visible; `None` for a store that holds no
+    /// signatures (an OCI layout).
+    async fn prepare_signature(
+        &self,
+        _key: &archgate_sign::SigningKey,
+        _digest: &str,
+    ) -> Result<Option<crate::signatures::Prepared>> {
+        Ok(None)
+    }
+    /// Puts a prepared signature in place: from then on the digest is signed.
+    async fn finish_signature(&self, _prepared: crate::signatures::Prepared) -> Result<()> {
+        Ok(())
     }
 }

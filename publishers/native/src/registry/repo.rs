@@ -125,8 +125,17 @@ impl Store for RegistryRepo {
             .await
     }
 
-    async fn sign(&self, key: &archgate_sign::SigningKey, digest: &str) -> Result<bool> {
-        crate::signatures::attach(self, key, digest).await?;
-        Ok(true)
+    async fn prepare_signature(
+        &self,
+        key: &archgate_sign::SigningKey,
+        digest: &str,
+    ) -> Result<Option<crate::signatures::Prepared>> {
+        crate::signatures::prepare(self, key, digest)
+            .await
+            .map(Some)
+    }
+
+    async fn finish_signature(&self, prepared: crate::signatures::Prepared) -> Result<()> {
+        crate::signatures::finish(self, prepared).await
     }
 }
