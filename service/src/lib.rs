@@ -186,6 +186,23 @@ async fn session(
         .await
         .map_err(|e| anyhow!("cannot connect to {}: {e}", redact_url(&spec.amqp_url)))?,
     );
+    let channel = conn.create_channel().await?;
+    declare(&channel, spec).await?;
+    let publisher = conn.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let tag = format!("archgate-{}", std::process::id());
+    let consumer = channel
+        .basic_consume(
+            spec.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    service.metrics.set_ready(true);
+    tracing::info!(queue = %spec.queue, prefetch = spec.prefetch, "consuming");
     // Leases live on this connection: if it dies, the broker frees them,
     // and the runs holding them are stopped (the task set is dropped).
     let leases = Arc::new(BrokerLeases {
@@ -193,21 +210,47 @@ async fn session(
         wait: spec.lease_wait,
         metrics: service.metrics.clone(),
     });
-    let channel = conn.create_channel().await?;
+    let mut running = tokio::task::JoinSet::new();
+    let taking = Taking {
+        service,
+        publisher: &publisher,
+        leases: &leases,
+        running: &mut running,
+    };
+    let stopped = take_messages(taking, consumer, shutdown).await;
+    service.metrics.set_ready(false);
+    stopped?;
+    // Stop taking messages; let the current runs finish and be acknowledged.
+    tracing::info!(
+        running = running.len(),
+        "stopping: no new messages; finishing the current ones"
+    );
+    let _ = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await;
+    while let Some(done) = running.join_next().await {
+        if let Err(e) = done {
+            tracing::error!("a message's task stopped: {e}");
+        }
+    }
+    let _ = conn.close(200, "archgate consume stopping".into()).await;
+    Ok(())
+}
+
+/// The topology: prefetch, the exchange (unless `amq.`), the durable queue
+/// bound to the routing keys, and `QUEUE.failed`.
+async fn declare(channel: &Channel, spec: &ConsumeSpec) -> Result<()> {
     channel
         .basic_qos(spec.prefetch, BasicQosOptions::default())
         .await?;
     if !spec.exchange.starts_with("amq.") {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let (name, kind) = (spec.exchange.as_str().into(), ExchangeKind::Topic);
         channel
-            .exchange_declare(
-                spec.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+            .exchange_declare(name, kind, durable, FieldTable::default())
             .await?;
     }
     let durable = QueueDeclareOptions {
@@ -228,52 +271,49 @@ async fn session(
             )
             .await?;
     }
+    let failed = failed_queue(spec);
     channel
-        .queue_declare(
-            failed_queue(spec).as_str().into(),
-            durable,
-            FieldTable::default(),
-        )
+        .queue_declare(failed.as_str().into(), durable, FieldTable::default())
         .await?;
-    let publisher = conn.create_channel().await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let tag = format!("archgate-{}", std::process::id());
-    let mut consumer = channel
-        .basic_consume(
-            spec.queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    service.metrics.set_ready(true);
-    tracing::info!(queue = %spec.queue, prefetch = spec.prefetch, "consuming");
-    let mut running = tokio::task::JoinSet::new();
-    let stopping = loop {
+    Ok(())
+}
+
+/// What taking messages needs.
+struct Taking<'a> {
+    service: &'a Arc<Service>,
+    publisher: &'a Channel,
+    leases: &'a Arc<BrokerLeases>,
+    running: &'a mut tokio::task::JoinSet<()>,
+}
+
+/// Hands every delivery to a task of its own, until the shutdown (`Ok`) or
+/// a broken consumer (`Err`).
+async fn take_messages(
+    taking: Taking<'_>,
+    mut consumer: lapin::Consumer,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let Taking {
+        service,
+        publisher,
+        leases,
+        running,
+    } = taking;
+    loop {
         tokio::select! {
-            _ = shutdown.changed() => break true,
+            _ = shutdown.changed() => return Ok(()),
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
-                    let service = service.clone();
-                    let publisher = publisher.clone();
-                    let shutdown = shutdown.clone();
-                    let leases = leases.clone();
+                    let (service, publisher) = (service.clone(), publisher.clone());
+                    let (shutdown, leases) = (shutdown.clone(), leases.clone());
                     running.spawn(async move {
                         if let Err(e) = handle(&service, &publisher, &*leases, delivery, shutdown).await {
                             tracing::error!("handling a message: {e:#}");
                         }
                     });
                 }
-                Some(Err(e)) => {
-                    service.metrics.set_ready(false);
-                    return Err(e.into());
-                }
-                None => {
-                    service.metrics.set_ready(false);
-                    bail!("the broker cancelled the consumer");
-                }
+                Some(Err(e)) => return Err(e.into()),
+                None => bail!("the broker cancelled the consumer"),
             },
             Some(done) = running.join_next(), if !running.is_empty() => {
                 if let Err(e) = done {
@@ -281,25 +321,7 @@ async fn session(
                 }
             }
         }
-    };
-    // Stop taking messages; let the current runs finish and be acknowledged.
-    service.metrics.set_ready(false);
-    if stopping {
-        tracing::info!(
-            running = running.len(),
-            "stopping: no new messages; finishing the current ones"
-        );
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
     }
-    while let Some(done) = running.join_next().await {
-        if let Err(e) = done {
-            tracing::error!("a message's task stopped: {e}");
-        }
-    }
-    let _ = conn.close(200, "archgate consume stopping".into()).await;
-    Ok(())
 }
 
 fn failed_queue(spec: &ConsumeSpec) -> String {

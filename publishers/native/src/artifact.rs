@@ -480,13 +480,16 @@ struct DescOut<'a> {
     size: u64,
 }
 
-/// A docker-archive as an OCI image: its config as is, its layers as gzip
-/// layers, and a manifest written for them.
-fn read_docker_image(arch: Arch, scan: &Scan) -> Result<(Image, crate::archive::LayerMap)> {
-    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&scan.files["manifest.json"])
-        .map_err(|e| anyhow!("manifest.json in the archive is not valid: {e}"))?;
+/// The image of a docker-archive's manifest.json that is `arch`'s (the one
+/// there is, or among several the one whose config says `arch`): its entry,
+/// its config's bytes, and the config.
+fn docker_image_for<'a>(
+    arch: Arch,
+    scan: &'a Scan,
+    entries: &'a [DockerManifestEntry],
+) -> Result<(&'a DockerManifestEntry, &'a Vec<u8>, Config)> {
     let mut found = Vec::new();
-    for e in &entries {
+    for e in entries {
         let bytes = scan.files.get(&e.config).ok_or_else(|| {
             anyhow!(
                 "config {} named in manifest.json is not in the archive",
@@ -500,11 +503,19 @@ fn read_docker_image(arch: Arch, scan: &Scan) -> Result<(Image, crate::archive::
     if found.len() > 1 {
         found.retain(|(_, _, c)| c.platform().and_then(|p| Arch::from_platform(&p)) == Some(arch));
     }
-    let (entry, config_bytes, config) = match found.len() {
-        1 => found.remove(0),
+    match found.len() {
+        1 => Ok(found.remove(0)),
         0 => bail!("manifest.json names no image for {arch}"),
         n => bail!("manifest.json names {n} images for {arch}; expected one"),
-    };
+    }
+}
+
+/// A docker-archive as an OCI image: its config as is, its layers as gzip
+/// layers, and a manifest written for them.
+fn read_docker_image(arch: Arch, scan: &Scan) -> Result<(Image, crate::archive::LayerMap)> {
+    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&scan.files["manifest.json"])
+        .map_err(|e| anyhow!("manifest.json in the archive is not valid: {e}"))?;
+    let (entry, config_bytes, config) = docker_image_for(arch, scan, &entries)?;
     let platform = check_platform(arch, &config)?;
     let diff_ids = config
         .rootfs

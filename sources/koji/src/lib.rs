@@ -151,7 +151,7 @@ impl KojiSource {
         task: i64,
         nvr: Option<&str>,
         file: &str,
-        builds: &mut BTreeMap<String, Option<(Value, Vec<Value>)>>,
+        builds: &mut Builds,
     ) -> Result<Artifact, SourceError> {
         let scratch = |why: String| Artifact {
             location: Location::Url(self.task_file(task, file)),
@@ -253,29 +253,68 @@ impl Source for KojiSource {
                 self.hub, self.task
             )));
         }
+        let tree = self.walk(&parent)?;
+        let compose = self.compose(&parent, &tree);
+        let mut out = BTreeMap::new();
+        for query in images {
+            out.insert(query.name.clone(), image_results(query, &tree.results)?);
+        }
+        Ok(ComposeResults {
+            compose,
+            images: out,
+        })
+    }
+}
+
+/// Build records already read, by NVR: the build and its archives.
+type Builds = BTreeMap<String, Option<(Value, Vec<Value>)>>;
+
+/// Whether a Koji task state means it has not ended.
+fn running(state: i64) -> bool {
+    matches!(state, FREE | OPEN | ASSIGNED)
+}
+
+/// What the parent task's children say.
+struct TaskTree {
+    /// Per arch, its result and the image name the task built (if built).
+    results: BTreeMap<Arch, (ArchResult, Option<String>)>,
+    release: Option<String>,
+    any_failed: bool,
+    any_running: bool,
+}
+
+/// What one child task gives: a result (and the name it built), or nothing
+/// yet (it runs).
+enum ChildOutcome {
+    Done(Outcome, Option<String>),
+    Running,
+}
+
+impl KojiSource {
+    /// The image children of the parent task: per arch, built (CLOSED) or
+    /// failed (FAILED, CANCELED); running ones make the compose STARTED.
+    fn walk(&self, parent: &Value) -> Result<TaskTree, SourceError> {
         let parent_state = parent.get("state").and_then(Value::as_int).unwrap_or(-1);
         let children = self.value(
             "getTaskChildren",
             &[Param::Int(self.task), Param::Bool(false)],
         )?;
-        let children = children.as_array().unwrap_or_default();
-        let running = |s: i64| matches!(s, FREE | OPEN | ASSIGNED);
-
-        let mut results: BTreeMap<Arch, (ArchResult, Option<String>)> = BTreeMap::new();
         // An `image` task's request is [name, version, target, arches, ...].
-        let mut release = match (
+        let release = match (
             parent.get("method").and_then(Value::as_str),
             parent.get("request").and_then(Value::as_array),
         ) {
             (Some("image"), Some(req)) => req.get(1).and_then(Value::as_str).map(str::to_lowercase),
             _ => None,
         };
+        let mut tree = TaskTree {
+            results: BTreeMap::new(),
+            release,
+            any_failed: false,
+            any_running: running(parent_state),
+        };
         let mut builds = BTreeMap::new();
-        let mut any_failed = false;
-        let mut any_running = running(parent_state);
-        for child in children {
-            let id = child.get("id").and_then(Value::as_int).unwrap_or(0);
-            let state = child.get("state").and_then(Value::as_int).unwrap_or(-1);
+        for child in children.as_array().unwrap_or_default() {
             let method = child.get("method").and_then(Value::as_str).unwrap_or("");
             if !matches!(
                 method,
@@ -283,108 +322,134 @@ impl Source for KojiSource {
             ) {
                 continue;
             }
-            let arch_name = child
-                .get("arch")
-                .and_then(Value::as_str)
-                .or_else(|| child.get("label").and_then(Value::as_str))
-                .unwrap_or("");
-            let arch: Arch = arch_name
-                .parse()
-                .map_err(|e| SourceError(format!("{}: task {id}: {e}", self.hub)))?;
-            let outcome = match state {
-                CLOSED => {
-                    let result = self.value("getTaskResult", &[Param::Int(id)])?;
-                    if let Some(v) = result.get("version").and_then(Value::as_str) {
-                        release.get_or_insert_with(|| v.to_lowercase());
-                    }
-                    let name = result
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    let files: Vec<&str> = result
-                        .get("files")
-                        .and_then(Value::as_array)
-                        .unwrap_or_default()
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect();
-                    let file = files.iter().find(|f| is_container_file(f)).ok_or_else(|| {
-                        SourceError(format!("{}: task {id} ({arch}) lists no container archive among its files {files:?}", self.hub))
-                    })?;
-                    let nvr = match (
-                        name.as_deref(),
-                        result.get("version").and_then(Value::as_str),
-                        result.get("release").and_then(Value::as_str),
-                    ) {
-                        (Some(n), Some(v), Some(r)) => Some(format!("{n}-{v}-{r}")),
-                        _ => None,
-                    };
-                    let artifact = self.built_artifact(id, nvr.as_deref(), file, &mut builds)?;
-                    (Outcome::Built(artifact), name)
-                }
-                FAILED | CANCELED => {
-                    any_failed = true;
-                    let why = match self.call("getTaskResult", &[Param::Int(id)])? {
-                        Err(fault) => format!(
-                            ": {}",
-                            archgate_core::text::untrusted(
-                                fault.message.lines().next().unwrap_or("")
-                            )
-                        ),
-                        Ok(_) => String::new(),
-                    };
-                    (
-                        Outcome::Failed {
-                            reason: format!(
-                                "Koji task {id} ({method}, {arch}) is {}{why}",
-                                state_name(state)
-                            ),
-                        },
-                        None,
-                    )
-                }
-                s if running(s) => {
-                    any_running = true;
-                    continue;
-                }
-                s => {
-                    return Err(SourceError(format!(
-                        "{}: task {id} has an unknown state {s}",
-                        self.hub
-                    )))
-                }
-            };
-            if results
-                .insert(
-                    arch,
-                    (
-                        ArchResult {
-                            arch,
-                            outcome: outcome.0,
-                        },
-                        outcome.1,
-                    ),
-                )
-                .is_some()
-            {
+            let id = child.get("id").and_then(Value::as_int).unwrap_or(0);
+            let arch = self.child_arch(id, child)?;
+            let (outcome, name) =
+                match self.child(id, arch, method, child, &mut tree, &mut builds)? {
+                    ChildOutcome::Done(outcome, name) => (outcome, name),
+                    ChildOutcome::Running => continue,
+                };
+            let result = ArchResult { arch, outcome };
+            if tree.results.insert(arch, (result, name)).is_some() {
                 return Err(SourceError(format!(
                     "{}: task {} has more than one child for {arch}",
                     self.hub, self.task
                 )));
             }
         }
+        Ok(tree)
+    }
 
-        let status = if any_running {
+    /// A child's arch: its `arch`, else its `label`.
+    fn child_arch(&self, id: i64, child: &Value) -> Result<Arch, SourceError> {
+        child
+            .get("arch")
+            .and_then(Value::as_str)
+            .or_else(|| child.get("label").and_then(Value::as_str))
+            .unwrap_or("")
+            .parse()
+            .map_err(|e| SourceError(format!("{}: task {id}: {e}", self.hub)))
+    }
+
+    /// One child task's outcome, by its state.
+    fn child(
+        &self,
+        id: i64,
+        arch: Arch,
+        method: &str,
+        child: &Value,
+        tree: &mut TaskTree,
+        builds: &mut Builds,
+    ) -> Result<ChildOutcome, SourceError> {
+        let state = child.get("state").and_then(Value::as_int).unwrap_or(-1);
+        match state {
+            CLOSED => {
+                let result = self.value("getTaskResult", &[Param::Int(id)])?;
+                if let Some(v) = result.get("version").and_then(Value::as_str) {
+                    tree.release.get_or_insert_with(|| v.to_lowercase());
+                }
+                let (artifact, name) = self.closed_child(id, arch, &result, builds)?;
+                Ok(ChildOutcome::Done(Outcome::Built(artifact), name))
+            }
+            FAILED | CANCELED => {
+                tree.any_failed = true;
+                let why = match self.call("getTaskResult", &[Param::Int(id)])? {
+                    Err(fault) => format!(
+                        ": {}",
+                        archgate_core::text::untrusted(fault.message.lines().next().unwrap_or(""))
+                    ),
+                    Ok(_) => String::new(),
+                };
+                let reason = format!(
+                    "Koji task {id} ({method}, {arch}) is {}{why}",
+                    state_name(state)
+                );
+                Ok(ChildOutcome::Done(Outcome::Failed { reason }, None))
+            }
+            s if running(s) => {
+                tree.any_running = true;
+                Ok(ChildOutcome::Running)
+            }
+            s => Err(SourceError(format!(
+                "{}: task {id} has an unknown state {s}",
+                self.hub
+            ))),
+        }
+    }
+
+    /// A closed child's artifact (its container archive among its files)
+    /// and the name of what it built.
+    fn closed_child(
+        &self,
+        id: i64,
+        arch: Arch,
+        result: &Value,
+        builds: &mut Builds,
+    ) -> Result<(Artifact, Option<String>), SourceError> {
+        let name = result
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let files: Vec<&str> = result
+            .get("files")
+            .and_then(Value::as_array)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let file = files.iter().find(|f| is_container_file(f)).ok_or_else(|| {
+            SourceError(format!(
+                "{}: task {id} ({arch}) lists no container archive among its files {files:?}",
+                self.hub
+            ))
+        })?;
+        let nvr = match (
+            name.as_deref(),
+            result.get("version").and_then(Value::as_str),
+            result.get("release").and_then(Value::as_str),
+        ) {
+            (Some(n), Some(v), Some(r)) => Some(format!("{n}-{v}-{r}")),
+            _ => None,
+        };
+        let artifact = self.built_artifact(id, nvr.as_deref(), file, builds)?;
+        Ok((artifact, name))
+    }
+
+    /// The compose the task tree stands for: its status, release, and the
+    /// task's id and creation time (the compose order).
+    fn compose(&self, parent: &Value, tree: &TaskTree) -> Compose {
+        let parent_state = parent.get("state").and_then(Value::as_int).unwrap_or(-1);
+        let status = if tree.any_running {
             ComposeStatus::Started
         } else if parent_state == CANCELED {
             ComposeStatus::Terminated
-        } else if any_failed || parent_state == FAILED {
+        } else if tree.any_failed || parent_state == FAILED {
             ComposeStatus::FinishedIncomplete
         } else {
             ComposeStatus::Finished
         };
         let mut compose = Compose::from_id(&format!("koji-task-{}", self.task), status);
-        compose.release = release;
+        compose.release = tree.release.clone();
         // Ordered by the task id (from the id); dated by the task's creation.
         if let Some(created) = parent.get("create_time").and_then(Value::as_str) {
             compose.created_at = koji_time(created);
@@ -393,34 +458,34 @@ impl Source for KojiSource {
                 .as_ref()
                 .map(|t| t[..10].replace('-', ""));
         }
-
-        let mut out = BTreeMap::new();
-        for query in images {
-            let mut wanted = None;
-            for (k, v) in &query.matcher {
-                match k.as_str() {
-                    "name" => wanted = Some(v.as_str()),
-                    other => {
-                        return Err(SourceError(format!(
-                        "image {}: the koji source has no match key `{other}` (it knows `name`)",
-                        query.name
-                    )))
-                    }
-                }
-            }
-            let list = results
-                .values()
-                .filter(|(_, name)| match (wanted, name) {
-                    (Some(w), Some(n)) => w == n,
-                    _ => true,
-                })
-                .map(|(r, _)| r.clone())
-                .collect();
-            out.insert(query.name.clone(), list);
-        }
-        Ok(ComposeResults {
-            compose,
-            images: out,
-        })
+        compose
     }
+}
+
+/// An image's results: the tasks that built its `name` (all of them
+/// without a `match`), and the failed ones.
+fn image_results(
+    query: &ImageQuery,
+    results: &BTreeMap<Arch, (ArchResult, Option<String>)>,
+) -> Result<Vec<ArchResult>, SourceError> {
+    let mut wanted = None;
+    for (k, v) in &query.matcher {
+        match k.as_str() {
+            "name" => wanted = Some(v.as_str()),
+            other => {
+                return Err(SourceError(format!(
+                    "image {}: the koji source has no match key `{other}` (it knows `name`)",
+                    query.name
+                )))
+            }
+        }
+    }
+    Ok(results
+        .values()
+        .filter(|(_, name)| match (wanted, name) {
+            (Some(w), Some(n)) => w == n,
+            _ => true,
+        })
+        .map(|(r, _)| r.clone())
+        .collect())
 }

@@ -566,8 +566,6 @@ impl<F: Fetch> Source for PungiSource<F> {
             }
             None => Vec::new(),
         };
-        // Variants that hold any container image: where an image with no
-        // entry of its own (every arch failed) would have been.
         let container_variants: BTreeSet<&str> = payload
             .images
             .iter()
@@ -579,50 +577,80 @@ impl<F: Fetch> Source for PungiSource<F> {
             })
             .map(|(v, _)| v.as_str())
             .collect();
+        let found = Found {
+            payload: &payload,
+            failed: &failed,
+            variant_arches: &variant_arches,
+            container_variants: &container_variants,
+        };
         let mut out = BTreeMap::new();
         for (query, matcher) in images.iter().zip(&matchers) {
-            let mut results: BTreeMap<Arch, ArchResult> = BTreeMap::new();
-            let mut variants = BTreeSet::new();
-            for (variant, arches) in &payload.images {
-                for e in arches
-                    .values()
-                    .flatten()
-                    .filter(|e| is_container(&e.kind, &e.format) && matcher.entry(variant, e))
-                {
-                    variants.insert(variant.as_str());
-                    let arch = self.entry_arch(e)?;
-                    if let Some(other) = results.get(&arch) {
-                        return Err(SourceError(format!(
-                            "{}: image {} matches more than one {arch} entry ({} and {}); narrow its `match`",
-                            self.fetch.describe(IMAGES),
-                            query.name,
-                            describe_outcome(&other.outcome),
-                            e.path
-                        )));
-                    }
-                    let outcome = self.outcome(e)?;
-                    results.insert(arch, ArchResult { arch, outcome });
-                }
-            }
-            if variants.is_empty() {
-                variants = container_variants.clone();
-            }
-            for item in failed.iter().filter(|i| matcher.failed(i, &variants)) {
-                for arch in item_arches(item, &variants, &variant_arches) {
-                    results.entry(arch).or_insert_with(|| ArchResult {
-                        arch,
-                        outcome: Outcome::Failed {
-                            reason: failed_reason(item),
-                        },
-                    });
-                }
-            }
-            out.insert(query.name.clone(), results.into_values().collect());
+            out.insert(query.name.clone(), self.image(query, matcher, &found)?);
         }
         Ok(ComposeResults {
             compose,
             images: out,
         })
+    }
+}
+
+/// What the compose's metadata holds, for finding each image in it.
+struct Found<'a> {
+    payload: &'a ImagesPayload,
+    failed: &'a [FailedDeliverable],
+    variant_arches: &'a BTreeMap<String, Vec<String>>,
+    /// Variants that hold any container image: where an image with no
+    /// entry of its own (every arch failed) would have been.
+    container_variants: &'a BTreeSet<&'a str>,
+}
+
+impl<F: Fetch> PungiSource<F> {
+    /// One image's results: its images.json entries (one per arch), then
+    /// the failed deliverables that are about it, for arches it has no
+    /// entry for.
+    fn image(
+        &self,
+        query: &ImageQuery,
+        matcher: &Matcher<'_>,
+        found: &Found<'_>,
+    ) -> Result<Vec<ArchResult>, SourceError> {
+        let mut results: BTreeMap<Arch, ArchResult> = BTreeMap::new();
+        let mut variants = BTreeSet::new();
+        for (variant, arches) in &found.payload.images {
+            for e in arches
+                .values()
+                .flatten()
+                .filter(|e| is_container(&e.kind, &e.format) && matcher.entry(variant, e))
+            {
+                variants.insert(variant.as_str());
+                let arch = self.entry_arch(e)?;
+                if let Some(other) = results.get(&arch) {
+                    return Err(SourceError(format!(
+                        "{}: image {} matches more than one {arch} entry ({} and {}); narrow its `match`",
+                        self.fetch.describe(IMAGES),
+                        query.name,
+                        describe_outcome(&other.outcome),
+                        e.path
+                    )));
+                }
+                let outcome = self.outcome(e)?;
+                results.insert(arch, ArchResult { arch, outcome });
+            }
+        }
+        if variants.is_empty() {
+            variants = found.container_variants.clone();
+        }
+        for item in found.failed.iter().filter(|i| matcher.failed(i, &variants)) {
+            for arch in item_arches(item, &variants, found.variant_arches) {
+                results.entry(arch).or_insert_with(|| ArchResult {
+                    arch,
+                    outcome: Outcome::Failed {
+                        reason: failed_reason(item),
+                    },
+                });
+            }
+        }
+        Ok(results.into_values().collect())
     }
 }
 
