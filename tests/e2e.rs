@@ -208,7 +208,7 @@ fn demo_publishes_then_refuses() {
     let digest = report["targets"][0]["digest"].as_str().unwrap();
     let raw = skopeo(&["inspect", "--raw", &format!("oci:{}:41", out.display())]);
     assert_eq!(
-        archgate_native::oci::sha256_digest(raw.as_bytes()),
+        archgate_native::sha256_digest(raw.as_bytes()),
         digest,
         "skopeo reads the index archgate reported"
     );

@@ -246,7 +246,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 /// What the runner is handed from this process's environment, once.
 fn env() -> Env {
     Env {
-        cache_dir: archgate_native::cache::default_dir(),
+        cache_dir: archgate_native::default_cache_dir(),
         temp_root: std::env::temp_dir(),
         clock: Env::system_clock(),
     }
@@ -441,7 +441,7 @@ fn manpages(dir: &Path) -> std::io::Result<()> {
 fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
     let mut bytes = serde_json::to_vec_pretty(report)?;
     bytes.push(b'\n');
-    archgate_native::layout::write_atomic(path, &bytes)
+    archgate_native::write_atomic(path, &bytes)
 }
 
 fn fail(e: &RunError) -> u8 {

@@ -10,19 +10,20 @@
 //! let spec = loaded.run_spec(&archgate_config::Options::default())?;
 //! # Ok::<(), archgate_config::ConfigError>(())
 //! ```
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use archgate_core::time::Age;
+use archgate_core::Age;
 use archgate_core::{Arch, Policy, Releases, Repository, TagRule, Template, When};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     pub source: SourceConfig,
     #[serde(default)]
     pub gate: GateConfig,
@@ -45,7 +46,7 @@ pub struct Config {
 /// `[sign]`: sigstore signatures of what is published (docs/configuration.md).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SignConfig {
+pub(crate) struct SignConfig {
     /// An encrypted sigstore/cosign private key (PEM).
     pub sigstore_private_key: Option<String>,
     /// A file holding the key's passphrase (one line).
@@ -59,7 +60,7 @@ pub struct SignConfig {
 /// `[consume]`: the service (docs/service.md).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ConsumeConfig {
+pub(crate) struct ConsumeConfig {
     pub amqp_url: String,
     pub ca_file: Option<String>,
     pub client_cert: Option<String>,
@@ -131,7 +132,7 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::Socke
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReleaseConfig {
+pub(crate) struct ReleaseConfig {
     /// The newest stable release: the one the `latest` rule applies to.
     #[serde(default, deserialize_with = "release_number")]
     pub latest: Option<String>,
@@ -171,7 +172,7 @@ fn release_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SourceKind {
+pub(crate) enum SourceKind {
     Pungi,
     Koji,
     Dir,
@@ -180,7 +181,7 @@ pub enum SourceKind {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SourceConfig {
+pub(crate) struct SourceConfig {
     pub kind: SourceKind,
     pub location: Option<String>,
     /// koji: the hub's XML-RPC URL and the top URL of its files.
@@ -193,7 +194,7 @@ pub struct SourceConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct GateConfig {
+pub(crate) struct GateConfig {
     #[serde(default)]
     pub policy: Policy,
     #[serde(default)]
@@ -206,7 +207,7 @@ pub struct GateConfig {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum EngineKind {
+pub(crate) enum EngineKind {
     #[default]
     Native,
     Buildah,
@@ -215,14 +216,14 @@ pub enum EngineKind {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PublisherConfig {
+pub(crate) struct PublisherConfig {
     #[serde(default)]
     pub engine: EngineKind,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RegistryConfig {
+pub(crate) struct RegistryConfig {
     #[serde(default = "yes")]
     pub tls_verify: bool,
     pub auth_file: Option<String>,
@@ -246,7 +247,7 @@ fn yes() -> bool {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ImageConfig {
+pub(crate) struct ImageConfig {
     pub name: toml::Spanned<String>,
     #[serde(default, rename = "match")]
     pub matcher: BTreeMap<String, String>,
@@ -381,7 +382,8 @@ impl std::error::Error for ConfigError {}
 /// A loaded configuration and where it came from.
 #[derive(Debug)]
 pub struct Loaded {
-    pub config: Config,
+    pub(crate) config: Config,
+    /// The file it was read from.
     pub path: PathBuf,
     text: String,
 }
@@ -416,6 +418,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// The largest configuration file archgate reads.
 const MAX_CONFIG: u64 = 16 << 20;
 
+/// Reads, parses and checks the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     use std::io::Read;
     let cannot = |e: std::io::Error| ConfigError(format!("{}: cannot read: {e}", path.display()));
@@ -550,8 +553,11 @@ fn check(loaded: &Loaded) -> Result<(), ConfigError> {
 /// What the command line adds to the configuration.
 #[derive(Debug, Default, Clone)]
 pub struct Options {
+    /// `--compose`: overrides `[source] location`.
     pub compose: Option<String>,
+    /// `--policy`: overrides every image's policy.
     pub policy: Option<Policy>,
+    /// `plan`, `publish --dry-run`: write nothing.
     pub dry_run: bool,
     /// `--allow-older`: roll a tag back to an older compose on purpose.
     pub allow_older: bool,
@@ -844,21 +850,21 @@ pub fn registry_spec(
         ConfigError(format!("{place}[registry.\"{host}\"]: {e:#}"))
     };
     let auth_file = configured.and_then(|c| c.auth_file.as_deref()).map(resolve);
-    let env_credentials =
-        match configured.and_then(|c| c.username_env.as_deref().zip(c.password_env.as_deref())) {
-            Some((user, pass)) => Some(archgate_native::auth::from_env(user, pass).map_err(error)?),
-            None => None,
-        };
+    let env_credentials = match configured
+        .and_then(|c| c.username_env.as_deref().zip(c.password_env.as_deref()))
+    {
+        Some((user, pass)) => Some(archgate_native::env_credentials(user, pass).map_err(error)?),
+        None => None,
+    };
     let from_env = env_credentials.is_some();
     let credentials = match env_credentials {
         Some(c) => Some(c),
-        None => archgate_native::auth::lookup(host, auth_file.as_deref()).map_err(error)?,
+        None => archgate_native::lookup_credentials(host, auth_file.as_deref()).map_err(error)?,
     };
     let configured_dir = configured.and_then(|c| c.cert_dir.as_deref()).map(resolve);
-    let cert_dir =
-        archgate_native::tls::cert_dir(host, configured_dir.as_deref()).map_err(error)?;
+    let cert_dir = archgate_native::cert_dir(host, configured_dir.as_deref()).map_err(error)?;
     let tls = match &cert_dir {
-        Some(dir) => archgate_native::tls::load(dir).map_err(error)?,
+        Some(dir) => archgate_native::load_cert_dir(dir).map_err(error)?,
         None => Default::default(),
     };
     if let Some(dir) = &cert_dir {

@@ -11,12 +11,19 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// order of the entries of every index it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Arch {
+    /// `x86_64`: linux/amd64.
     X86_64,
+    /// `aarch64`: linux/arm64.
     Aarch64,
+    /// `ppc64le`: linux/ppc64le.
     Ppc64le,
+    /// `s390x`: linux/s390x.
     S390x,
+    /// `armhfp`: linux/arm/v7.
     Armhfp,
+    /// `i686`: linux/386.
     I686,
+    /// `riscv64`: linux/riscv64.
     Riscv64,
 }
 
@@ -32,6 +39,7 @@ impl Arch {
         Arch::Riscv64,
     ];
 
+    /// The compose arch name (`x86_64`).
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",
@@ -131,8 +139,11 @@ impl<'de> Deserialize<'de> for Arch {
 /// A registry platform: `os/architecture[/variant]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Platform {
+    /// `linux`, `windows`, ...
     pub os: String,
+    /// The OCI architecture: `amd64`, `arm64`, `arm`, ...
     pub architecture: String,
+    /// `v7`, `v8`, `v2`, ... where the platform has one.
     pub variant: Option<String>,
 }
 
@@ -158,6 +169,7 @@ impl Serialize for Platform {
 /// arches come first, in arch order; foreign platforms after them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Slot {
+    /// A compose arch.
     Arch(Arch),
     /// A platform with no compose arch, and its name (`linux/loong64`).
     Foreign(Platform, String),

@@ -19,13 +19,17 @@ use crate::time::{parse_rfc3339, Age};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
+    /// The index is not touched; the arches of X are named and `blocked`.
     #[default]
     Refuse,
+    /// The new index holds only the built arches; the arches of X are `lost`.
     Lose,
+    /// The new index carries the current entries of X, unchanged.
     Hybrid,
 }
 
 impl Policy {
+    /// `refuse`, `lose` or `hybrid`.
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::Refuse => "refuse",
@@ -59,6 +63,7 @@ impl std::str::FromStr for Policy {
 /// The gate settings in force for one image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GateSettings {
+    /// What happens when an arch of X is not built.
     pub policy: Policy,
     /// Must be built in this compose, or the image is refused outright.
     pub required: Vec<Arch>,
@@ -76,10 +81,13 @@ pub struct GateSettings {
 /// Everything the gate looks at for one target.
 #[derive(Debug, Clone)]
 pub struct GateInput<'a> {
+    /// The compose's status (unfinished composes are refused).
     pub status: &'a ComposeStatus,
     /// One result per arch. Two results for one arch are an error.
     pub results: &'a [(Arch, ArchInput)],
+    /// What the target holds now; `None` when the tag does not exist.
     pub current: Option<&'a CurrentIndex>,
+    /// The image's gate settings.
     pub settings: &'a GateSettings,
     /// The annotations the new index carries (rendered for this target,
     /// the compose stamp included).
@@ -91,16 +99,22 @@ pub struct GateInput<'a> {
     pub now: i64,
 }
 
+/// What the gate (and then publishing) made of a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
+    /// A new index is (or in a plan, would be) written.
     Published,
+    /// The target already holds this index: nothing is written.
     Unchanged,
+    /// Refused by the gate (by the policy, or a hard refusal).
     Refused,
+    /// Reading or publishing failed (set by the runner, never by the gate).
     Error,
 }
 
 impl Decision {
+    /// The word the report uses.
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Published => "published",
@@ -115,7 +129,9 @@ impl Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ArchStatus {
+    /// Built in this compose.
     Built,
+    /// Failed in this compose (the source said so, or its artifact is unusable).
     Failed,
     /// No result at all for that arch.
     Absent,
@@ -125,17 +141,26 @@ pub enum ArchStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// New in the index (built now, not in the current index).
     Added,
+    /// Built again, with another manifest than the current entry's.
     Updated,
+    /// Built again, the very same entry.
     Unchanged,
+    /// Not built; its current entry kept (hybrid).
     Carried,
+    /// A retired arch no longer built: left out on purpose.
     Dropped,
+    /// Not built; left out of the new index by policy lose.
     Lost,
+    /// Not built; it made the gate refuse.
     Blocked,
+    /// Nothing happens to it (not in the current index, or a hard refusal).
     None,
 }
 
 impl Action {
+    /// The word the report uses.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Added => "added",
@@ -155,8 +180,11 @@ impl Action {
 pub struct ArchPlan {
     /// A compose arch, or a platform of the current index that is none.
     pub arch: Slot,
+    /// Its platform (from its config, or the current entry, or the default).
     pub platform: Platform,
+    /// What this compose gave for it.
     pub result: ArchStatus,
+    /// What happens to it in the new index.
     pub action: Action,
     /// The manifest digest in the new index; for blocked, lost and carried
     /// arches the one in the current index.
@@ -172,7 +200,9 @@ pub struct TargetPlan {
     pub hard_refusal: bool,
     /// Refused because the target holds a newer compose (a hard refusal).
     pub stale: bool,
+    /// One line per arch at stake, in arch order.
     pub arches: Vec<ArchPlan>,
+    /// The reason sentences, one per cause.
     pub reasons: Vec<String>,
     /// The entries of the index to write, in arch order. Empty when refused.
     pub index: Vec<Entry>,
@@ -185,6 +215,7 @@ pub struct TargetPlan {
 /// Bad input to the gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GateError {
+    /// The compose reports two results for one arch.
     DuplicateResult(Arch),
 }
 

@@ -12,16 +12,22 @@ use crate::order::{ComposeOrder, ComposeType};
 /// The state a compose ended in (Pungi's `STATUS`, or what a source maps to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComposeStatus {
+    /// Pungi's `STARTED`: still running.
     Started,
+    /// `FINISHED`: every deliverable built.
     Finished,
+    /// `FINISHED_INCOMPLETE`: finished, some deliverable failed.
     FinishedIncomplete,
+    /// `DOOMED`: the compose crashed.
     Doomed,
+    /// `TERMINATED`: the compose was killed.
     Terminated,
     /// Any other word a source reports; never counts as finished.
     Other(String),
 }
 
 impl ComposeStatus {
+    /// A status word (`FINISHED`, ...); any other word is kept as `Other`.
     pub fn parse(s: &str) -> ComposeStatus {
         match s.trim() {
             "STARTED" => ComposeStatus::Started,
@@ -33,6 +39,7 @@ impl ComposeStatus {
         }
     }
 
+    /// The status word.
     pub fn as_str(&self) -> &str {
         match self {
             ComposeStatus::Started => "STARTED",
@@ -75,7 +82,9 @@ impl<'de> Deserialize<'de> for ComposeStatus {
 /// to know about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Compose {
+    /// The compose id (`Fedora-41-20241101.n.0`, `koji-task-120000`).
     pub id: String,
+    /// The state it ended in.
     pub status: ComposeStatus,
     /// Release version, lower case (`41`, `rawhide`), for `{release}`.
     pub release: Option<String>,
@@ -151,7 +160,9 @@ impl Compose {
 /// Where an artifact can be read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
+    /// A file or directory.
     Path(PathBuf),
+    /// An `http(s)://` URL.
     Url(String),
 }
 
@@ -168,9 +179,13 @@ impl fmt::Display for Location {
 /// first (the order [`Checksum::strongest`] picks by).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ChecksumAlgo {
+    /// MD5 (the weakest).
     Md5,
+    /// SHA-1.
     Sha1,
+    /// SHA-256.
     Sha256,
+    /// SHA-512 (the strongest).
     Sha512,
 }
 
@@ -185,6 +200,7 @@ impl ChecksumAlgo {
         }
     }
 
+    /// An algorithm by its name (`md5`, `sha1`, `sha256`, `sha512`; any case).
     pub fn parse(name: &str) -> Option<ChecksumAlgo> {
         match name.trim().to_ascii_lowercase().as_str() {
             "md5" => Some(ChecksumAlgo::Md5),
@@ -215,6 +231,7 @@ impl fmt::Display for ChecksumAlgo {
 /// The checksum a compose recorded for an artifact file: algorithm and hex.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Checksum {
+    /// The algorithm.
     pub algo: ChecksumAlgo,
     /// Lower-case hex, without an `algo:` prefix.
     pub hex: String,
@@ -264,9 +281,11 @@ impl fmt::Display for Checksum {
 /// oci-archive or a docker-archive, possibly compressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
+    /// Where it is.
     pub location: Location,
     /// The strongest checksum the compose recorded for the artifact file.
     pub checksum: Option<Checksum>,
+    /// Its size in bytes, when the compose records it.
     pub size: Option<u64>,
     /// Set by a source whose metadata should give a checksum but does not
     /// for this file: why the file cannot be checked against the compose.
@@ -290,19 +309,28 @@ impl Artifact {
 /// What a source reports for one (image, arch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// Built, with the artifact.
     Built(Artifact),
-    Failed { reason: String },
+    /// Failed, with the reason.
+    Failed {
+        /// Why, in a sentence.
+        reason: String,
+    },
 }
 
+/// One (image, arch) result of a compose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchResult {
+    /// The arch.
     pub arch: Arch,
+    /// Built or failed.
     pub outcome: Outcome,
 }
 
 /// What a source found in a compose for the configured images.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComposeResults {
+    /// The compose.
     pub compose: Compose,
     /// Per image name, one result per arch the source knows of.
     pub images: BTreeMap<String, Vec<ArchResult>>,
@@ -311,10 +339,15 @@ pub struct ComposeResults {
 /// An entry of an index: one arch's manifest, as a descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The platform the index lists (or the config gives).
     pub platform: Platform,
+    /// The manifest digest.
     pub digest: String,
+    /// The manifest size in bytes.
     pub size: u64,
+    /// The manifest media type.
     pub media_type: String,
+    /// The descriptor's annotations.
     pub annotations: BTreeMap<String, String>,
     /// The image config's `created`, RFC 3339, when known. Not part of the
     /// descriptor: used only for `max-carry-age`.
@@ -338,7 +371,9 @@ impl Entry {
 pub struct CurrentIndex {
     /// Digest of the index (or of the single manifest) the tag points to.
     pub digest: String,
+    /// Its media type (an index, or a single manifest).
     pub media_type: String,
+    /// Its entries.
     pub entries: Vec<Entry>,
     /// The index's own annotations (none for a single manifest).
     pub annotations: BTreeMap<String, String>,
@@ -348,7 +383,9 @@ pub struct CurrentIndex {
 /// or failed with a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArchInput {
+    /// Built: the entry its manifest makes.
     Built(Entry),
+    /// Failed: why.
     Failed(String),
 }
 
@@ -376,6 +413,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The word logs and metrics use (`transient`, `moved-tag`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Config => "config",
@@ -393,7 +431,9 @@ impl ErrorKind {
 /// publishers, so that whoever reports it can tell the kinds apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindedError {
+    /// What kind of error.
     pub kind: ErrorKind,
+    /// What went wrong, for people.
     pub message: String,
 }
 

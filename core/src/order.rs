@@ -23,10 +23,15 @@ pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 /// productmd's compose types, least first (its `COMPOSE_TYPES`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ComposeType {
+    /// `test` (`.t`).
     Test,
+    /// `ci`.
     Ci,
+    /// `nightly` (`.n`).
     Nightly,
+    /// `production` (no suffix).
     Production,
+    /// `development` (`.d`).
     Development,
 }
 
@@ -61,8 +66,11 @@ pub enum ComposeOrder {
     /// productmd's order: the date (`YYYYMMDD`), then the type, then the
     /// respin. A part that is not known is not compared.
     Dated {
+        /// `YYYYMMDD`.
         date: String,
+        /// The compose type, when known.
         kind: Option<ComposeType>,
+        /// The respin, when known.
         respin: Option<u32>,
     },
     /// A Koji task: its id.
@@ -179,6 +187,7 @@ impl fmt::Display for ComposeOrder {
 pub struct ComposeStamp {
     /// The compose id.
     pub id: String,
+    /// Its place in the order, when known.
     pub order: Option<ComposeOrder>,
     /// RFC 3339.
     pub created: Option<String>,

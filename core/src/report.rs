@@ -8,16 +8,23 @@ use crate::arch::{Platform, Slot};
 use crate::gate::{Action, ArchPlan, ArchStatus, Decision, Policy};
 use crate::model::ComposeStatus;
 
+/// The report of a run (docs/report.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// The compose.
     pub compose: ComposeSummary,
+    /// Nothing was written (`plan`, `publish --dry-run`).
     pub dry_run: bool,
+    /// One per target, in configuration order.
     pub targets: Vec<TargetReport>,
 }
 
+/// The compose, as the report names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ComposeSummary {
+    /// The compose id.
     pub id: String,
+    /// Its status.
     pub status: ComposeStatus,
     /// The release number (`{version}`), when known; not in the JSON
     /// report (the service puts it in its result messages).
@@ -25,18 +32,28 @@ pub struct ComposeSummary {
     pub version: Option<String>,
 }
 
+/// One target of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetReport {
+    /// The `[[image]] name`.
     pub image: String,
+    /// `HOST/PATH:TAG` or `oci:DIR:TAG`.
     pub reference: String,
+    /// The policy applied.
     pub policy: Policy,
+    /// What became of it.
     pub decision: Decision,
     /// Refused because the target holds a newer compose (docs/gate.md).
     pub stale: bool,
+    /// What the target held when it was read.
     pub previous_digest: Option<String>,
+    /// What it holds afterwards (or would, in a plan); none when refused or in error.
     pub digest: Option<String>,
+    /// One line per arch at stake.
     pub arches: Vec<ArchReport>,
+    /// The arch tags pushed (or that would be).
     pub arch_tags: Vec<String>,
+    /// The reason sentences.
     pub reasons: Vec<String>,
     /// The digests whose signature this publish put in place (arch
     /// manifests and the index written to a registry target, with `[sign]`).
@@ -47,13 +64,18 @@ pub struct TargetReport {
     pub error_kind: Option<crate::model::ErrorKind>,
 }
 
+/// One arch of a target in the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ArchReport {
     /// The compose arch, or a platform of the current index that is none.
     pub arch: Slot,
+    /// Its platform.
     pub platform: Platform,
+    /// What this compose gave for it.
     pub result: ArchStatus,
+    /// What happened to it.
     pub action: Action,
+    /// Its manifest digest in the new index, or for `blocked` and `lost` in the current one.
     pub digest: Option<String>,
 }
 

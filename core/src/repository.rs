@@ -18,20 +18,32 @@ const OTHER_TRANSPORTS: [&str; 6] = [
 pub enum Repository {
     /// An OCI image layout directory; tags are `org.opencontainers.image.ref.name`
     /// annotations of its `index.json`.
-    Layout { dir: String },
+    Layout {
+        /// The directory, as configured.
+        dir: String,
+    },
     /// A repository on a registry.
-    Registry { host: String, path: String },
+    Registry {
+        /// `HOST[:PORT]`.
+        host: String,
+        /// The repository's path on it (`fedora`, `fedora/fedora`).
+        path: String,
+    },
 }
 
 /// A repository with a tag or a digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
+    /// The repository.
     pub repository: Repository,
+    /// The tag, if one is named.
     pub tag: Option<String>,
+    /// The digest, if one is named.
     pub digest: Option<String>,
 }
 
 impl Repository {
+    /// `docker://HOST/PATH`, a bare `HOST/PATH`, or `oci:DIR`.
     pub fn parse(s: &str) -> Result<Repository, String> {
         if let Some(dir) = s.strip_prefix("oci:") {
             if dir.is_empty() {

@@ -8,6 +8,7 @@ use crate::model::ComposeResults;
 /// One configured image, as a source is asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageQuery {
+    /// The image's name (`[[image]] name`).
     pub name: String,
     /// How the source finds the image; the keys depend on the source.
     pub matcher: BTreeMap<String, String>,
@@ -27,5 +28,6 @@ impl std::error::Error for SourceError {}
 
 /// A compose source: reads the compose and reports, per image, one result per arch.
 pub trait Source {
+    /// Reads the compose: its id and status, and the results of every image asked for.
     fn load(&self, images: &[ImageQuery]) -> Result<ComposeResults, SourceError>;
 }

@@ -21,6 +21,7 @@ const NAMES: [&str; 7] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(String);
 
+/// A template that cannot be read or rendered: why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateError(pub String);
 
@@ -35,10 +36,13 @@ impl std::error::Error for TemplateError {}
 /// What a template may refer to.
 #[derive(Debug, Clone, Copy)]
 pub struct Vars<'a> {
+    /// The compose (`{release}`, `{version}`, `{compose_id}`, `{date}`, `{respin}`).
     pub compose: &'a Compose,
     /// `[release]`: what the release words mean.
     pub releases: &'a Releases,
+    /// `{tag}`, where a tag is being rendered around.
     pub tag: Option<&'a str>,
+    /// `{arch}`, where an arch tag is rendered.
     pub arch: Option<Arch>,
 }
 
@@ -65,8 +69,10 @@ pub enum When {
 }
 
 impl When {
+    /// Every condition.
     pub const ALL: [When; 4] = [When::Rawhide, When::Latest, When::Branched, When::Stable];
 
+    /// The word the configuration uses.
     pub fn as_str(self) -> &'static str {
         match self {
             When::Rawhide => "rawhide",
@@ -136,7 +142,9 @@ impl std::str::FromStr for When {
 /// A tag as configured: a template, published when its condition holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagRule {
+    /// The tag's template.
     pub template: Template,
+    /// When it is published (always, without a condition).
     pub when: Option<When>,
 }
 
@@ -153,6 +161,7 @@ impl TagRule {
 }
 
 impl Template {
+    /// Reads a tag template (what a tag may hold: `{...}` placeholders and tag characters).
     pub fn parse(s: &str) -> Result<Template, TemplateError> {
         if s.is_empty() {
             return Err(TemplateError("a tag template may not be empty".into()));
@@ -175,6 +184,7 @@ impl Template {
         Ok(Template(s.to_string()))
     }
 
+    /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -73,9 +73,11 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// A duration written as numbers with units: `14d`, `36h`, `2w`, `1d12h`, `90m`, `30s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Age {
+    /// The age in seconds.
     pub seconds: i64,
 }
 
+/// A duration that cannot be read: why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadAge(pub String);
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use archgate_core::time::parse_rfc3339;
+use archgate_core::parse_rfc3339;
 use archgate_core::{
     decide, Arch, ArchInput, Compose, ComposeStamp, ComposeStatus, CurrentIndex, Entry, GateInput,
     GateSettings, Platform, Policy,

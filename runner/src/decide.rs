@@ -2,12 +2,12 @@
 //! target, over what reading the artifacts gave and what the target holds;
 //! then the arch tags to push and the digest the target will hold.
 
-use archgate_core::template::Vars;
+use archgate_core::Vars;
 use archgate_core::{
     decide, Compose, ComposeStamp, CurrentIndex, Decision, ErrorKind, GateInput, GateSettings,
     TargetPlan,
 };
-use archgate_native::oci::{render_index, sha256_digest};
+use archgate_native::{render_index, sha256_digest};
 
 use crate::artifacts::ImageInputs;
 use crate::spec::RunSpec;

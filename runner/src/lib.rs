@@ -9,19 +9,20 @@
 //! nothing process-wide. Its futures are `Send`.
 //!
 //! A run goes through the stages of ARCHITECTURE.md, one module each:
-//! [`compose`] (load the compose), [`artifacts`] (read the artifacts),
-//! [`current`] (read the current states), [`decide`] (the gate per
-//! target), [`publish`] and [`report`]; [`targets`] names the targets and
-//! [`stores`] gives the registries and layouts of a run.
+//! `compose` (load the compose), `artifacts` (read the artifacts),
+//! `current` (read the current states), `decide` (the gate per
+//! target), `publish` and `report`; `targets` names the targets and
+//! `stores` gives the registries and layouts of a run.
+#![warn(missing_docs)]
 
 mod artifacts;
 mod compose;
 mod current;
 mod decide;
-pub mod lease;
+mod lease;
 mod publish;
 mod report;
-pub mod spec;
+mod spec;
 mod stores;
 mod targets;
 
@@ -32,7 +33,7 @@ use std::sync::Arc;
 use archgate_core::{Arch, Compose, ComposeResults, ComposeStamp, ErrorKind, Report};
 use archgate_native::{ReadEnv, ResolvedArtifact};
 
-pub use lease::{Leases, NoLeases};
+pub use lease::{Acquiring, Held, Leases, NoLeases};
 pub use spec::{
     Engine, Env, GateSpec, ImageSpec, RegistrySpec, RepoSpec, RunSpec, SignSpec, SourceSpec,
 };
@@ -42,11 +43,14 @@ pub use targets::image_tags;
 /// Why a run stopped before it could report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunError {
+    /// What kind of error (it picks the exit code, or retry or set-aside).
     pub kind: ErrorKind,
+    /// What went wrong, for people.
     pub message: String,
 }
 
 impl RunError {
+    /// An error of `kind`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> RunError {
         RunError {
             kind,
@@ -93,6 +97,7 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// A runner handed `env`; it keeps registry clients across runs.
     pub fn new(env: Env) -> Runner {
         Runner {
             env,
@@ -101,6 +106,7 @@ impl Runner {
         }
     }
 
+    /// What it was handed.
     pub fn env(&self) -> &Env {
         &self.env
     }
@@ -237,7 +243,7 @@ fn check_engine(spec: &RunSpec) -> Result<(), RunError> {
 fn run_dir(root: &Path) -> Result<tempfile::TempDir, RunError> {
     std::fs::create_dir_all(root)
         .map_err(|e| RunError::internal(format!("{}: cannot create: {e}", root.display())))?;
-    archgate_native::layout::remove_stale_temp(root, "archgate-run-");
+    archgate_native::remove_stale_temp(root, "archgate-run-");
     tempfile::Builder::new()
         .prefix(&format!("archgate-run-{}-", std::process::id()))
         .tempdir_in(root)
@@ -265,6 +271,7 @@ impl Plan {
         report::make_report(&self.spec, &self.compose, self.targets, true)
     }
 
+    /// The compose the plan is of.
     pub fn compose(&self) -> &Compose {
         &self.compose
     }

@@ -183,7 +183,7 @@ async fn publish_target(
 struct ToolPlace<'a> {
     host: &'a str,
     path: &'a str,
-    repo: &'a archgate_native::registry::RegistryRepo,
+    repo: &'a archgate_native::RegistryRepo,
     access: Option<&'a RegistrySpec>,
 }
 
@@ -204,7 +204,7 @@ async fn with_tools(
     let auth_file = match access {
         Some(RegistrySpec {
             env_credentials: true,
-            credentials: Some(archgate_native::auth::Credentials::Basic { username, password }),
+            credentials: Some(archgate_native::Credentials::Basic { username, password }),
             ..
         }) => Some(tools.auth_file(place.host, username, password.expose())?),
         _ => access.and_then(|a| a.auth_file.clone()),

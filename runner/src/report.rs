@@ -1,6 +1,6 @@
 //! Stage 6: report. The report is the plans plus what happened.
 
-use archgate_core::template::Vars;
+use archgate_core::Vars;
 use archgate_core::{ArchReport, Compose, ComposeSummary, Decision, Report, TargetReport};
 
 use crate::spec::RunSpec;

@@ -7,46 +7,65 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use archgate_core::time::Age;
+use archgate_core::Age;
 use archgate_core::{Arch, Policy, Releases, Repository, TagRule, Template};
-use archgate_native::auth::Credentials;
-use archgate_native::tls::TlsFiles;
+use archgate_native::Credentials;
+use archgate_native::TlsFiles;
 
 /// Where the compose comes from.
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
     /// A compose root (or its `compose/` directory): a path or an http(s) URL.
     Pungi {
+        /// The path or URL.
         location: String,
     },
+    /// A Koji image task.
     Koji {
+        /// The hub's XML-RPC URL.
         hub: String,
+        /// The top URL of the hub's files.
         topurl: String,
+        /// The parent task's id.
         task: String,
     },
+    /// A directory of build outputs.
     Dir {
+        /// The directory.
         location: PathBuf,
     },
+    /// A source plugin.
     Plugin {
+        /// The shared library.
         library: PathBuf,
+        /// The location handed to it.
         location: Option<String>,
+        /// `[source] settings`, as JSON.
         settings: serde_json::Value,
     },
 }
 
+/// Which engine writes registry targets (`oci:` targets are always native).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
+    /// archgate's own registry client.
     Native,
+    /// skopeo copies each arch; archgate writes the index.
     Skopeo,
+    /// skopeo copies each arch; buildah makes the list.
     Buildah,
 }
 
 /// The gate settings shared by every image.
 #[derive(Debug, Clone, Default)]
 pub struct GateSpec {
+    /// `[gate] policy`.
     pub policy: Policy,
+    /// `required-arches`.
     pub required: Vec<Arch>,
+    /// `retired-arches`.
     pub retired: Vec<Arch>,
+    /// `max-carry-age` (hybrid only).
     pub max_carry_age: Option<Age>,
 }
 
@@ -56,10 +75,13 @@ pub struct GateSpec {
 pub struct RegistrySpec {
     /// One operation (its tries included) gives up after this long.
     pub timeout: std::time::Duration,
+    /// Verify TLS certificates (and allow plain HTTP when off).
     pub tls_verify: bool,
+    /// Credentials, if any.
     pub credentials: Option<Credentials>,
     /// The cert dir in force, and what it holds.
     pub cert_dir: Option<PathBuf>,
+    /// The CAs and client certificate of the cert dir.
     pub tls: TlsFiles,
     /// The configured auth file (for the tools engines).
     pub auth_file: Option<PathBuf>,
@@ -80,15 +102,23 @@ pub struct RepoSpec {
 /// One `[[image]]`.
 #[derive(Debug, Clone)]
 pub struct ImageSpec {
+    /// `name`.
     pub name: String,
     /// Where it was configured (`FILE:LINE`), for messages.
     pub origin: String,
+    /// `match`: how the source finds it.
     pub matcher: BTreeMap<String, String>,
+    /// `repositories`.
     pub repositories: Vec<RepoSpec>,
+    /// `tags`.
     pub tags: Vec<TagRule>,
+    /// `arch-tag`.
     pub arch_tag: Template,
+    /// `annotations` of each index (templates).
     pub annotations: BTreeMap<String, Template>,
+    /// `arches`: the expected arches.
     pub arches: Option<Vec<Arch>>,
+    /// `policy`: overrides `[gate]`.
     pub policy: Option<Policy>,
     /// Sign what is written to its registry repositories (with `[sign]`).
     pub sign: bool,
@@ -106,14 +136,19 @@ pub struct SignSpec {
 /// One run: which compose, which images, where, how.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
+    /// `[source]`.
     pub source: SourceSpec,
+    /// `[publisher] engine`.
     pub engine: Engine,
+    /// `[gate]`.
     pub gate: GateSpec,
     /// `--policy`: overrides every image's policy.
     pub policy_override: Option<Policy>,
+    /// `[release]`.
     pub releases: Releases,
     /// By `host[:port]`; every registry the images name is here.
     pub registries: BTreeMap<String, RegistrySpec>,
+    /// The `[[image]]` tables, in order.
     pub images: Vec<ImageSpec>,
     /// Read and decide, write nothing.
     pub dry_run: bool,

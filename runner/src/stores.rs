@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use archgate_core::Repository;
-use archgate_native::registry::{Registry, RegistryRepo, RegistrySettings, RetryPolicy};
 use archgate_native::{AnyStore, OciLayout, Store};
+use archgate_native::{Registry, RegistryRepo, RegistrySettings, RetryPolicy};
 
 use crate::spec::{RegistrySpec, RepoSpec};
 use crate::RunError;
@@ -19,7 +19,7 @@ use crate::RunError;
 struct ClientKey {
     timeout: std::time::Duration,
     tls_verify: bool,
-    credentials: Option<archgate_native::auth::Credentials>,
+    credentials: Option<archgate_native::Credentials>,
     cas: Vec<Vec<u8>>,
     identity: Option<Vec<u8>>,
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use archgate_core::template::Vars;
+use archgate_core::Vars;
 use archgate_core::{
     Arch, Compose, ComposeStamp, CurrentIndex, Decision, ErrorKind, Policy, TargetPlan,
 };

@@ -25,6 +25,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// New counters, not ready.
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("archgate");
         let messages = Family::<Labels, Counter>::default();
@@ -57,12 +58,14 @@ impl Metrics {
         })
     }
 
+    /// A message handled, by its outcome.
     pub fn message(&self, outcome: &str) {
         self.messages
             .get_or_create(&vec![("outcome".into(), outcome.into())])
             .inc();
     }
 
+    /// A target of a finished run, by its decision.
     pub fn target(&self, decision: &str) {
         self.targets
             .get_or_create(&vec![("decision".into(), decision.into())])
@@ -74,10 +77,12 @@ impl Metrics {
         self.lease_waits.inc();
     }
 
+    /// How long a run took.
     pub fn run_took(&self, seconds: f64) {
         self.runs.observe(seconds);
     }
 
+    /// Connected and consuming (`/ready`), or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archgate_core::ErrorKind;
-use archgate_runner::lease::{Acquiring, Held, Leases};
 use archgate_runner::RunError;
+use archgate_runner::{Acquiring, Held, Leases};
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -40,7 +40,7 @@ pub fn lease_queue(target: &str) -> String {
     }
     format!(
         "archgate.lease.{}",
-        archgate_native::oci::sha256_digest(target.as_bytes())
+        archgate_native::sha256_digest(target.as_bytes())
     )
 }
 

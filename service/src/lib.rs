@@ -18,12 +18,15 @@
 //! - Several consumers on one queue share the work, `prefetch` messages at
 //!   a time each. The shutdown signal stops taking messages, lets the
 //!   current runs finish and be acknowledged, and returns.
+#![warn(missing_docs)]
 
-pub mod health;
+mod health;
 mod lease;
-pub mod messages;
+mod messages;
 
+pub use health::Metrics;
 pub use lease::lease_queue;
+pub use messages::{allowed, parse, ComposeMessage, Invalid, Published, RESULT_SCHEMA};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,7 +47,6 @@ use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
-use crate::health::Metrics;
 use crate::lease::BrokerLeases;
 
 /// The `[consume]` table, checked.
@@ -52,17 +54,29 @@ use crate::lease::BrokerLeases;
 pub struct ConsumeSpec {
     /// `amqp://` or `amqps://` (may hold a password: never printed).
     pub amqp_url: String,
+    /// `ca-file`: a PEM CA for `amqps://`.
     pub ca_file: Option<PathBuf>,
+    /// `client-cert`: a PEM client certificate.
     pub client_cert: Option<PathBuf>,
+    /// `client-key`: its PEM (PKCS#8) key.
     pub client_key: Option<PathBuf>,
+    /// `exchange`: where the queue is bound and results go.
     pub exchange: String,
+    /// `queue`: durable; `QUEUE.failed` beside it.
     pub queue: String,
+    /// `routing-keys` bound to the queue.
     pub routing_keys: Vec<String>,
+    /// `prefetch`: messages handled at once.
     pub prefetch: u16,
+    /// `statuses` that are published; others are skipped.
     pub statuses: Vec<String>,
+    /// `publish-topic-prefix` of result messages; none: no result messages.
     pub publish_topic_prefix: Option<String>,
+    /// `max-attempts` before `QUEUE.failed`.
     pub max_attempts: u32,
+    /// `retry-delay` before a failed message is tried again.
     pub retry_delay: Duration,
+    /// `health`: where `/live`, `/ready`, `/metrics` are served.
     pub health: Option<SocketAddr>,
     /// How long a run waits for a target's lease that another consumer
     /// holds before its message goes back to the queue (not a failure).
@@ -754,6 +768,6 @@ mod tests {
         assert_eq!(&id[14..15], "4");
         assert_ne!(uuid4(), id);
         let t = now_rfc3339();
-        assert!(archgate_core::time::parse_rfc3339(&t).is_some(), "{t}");
+        assert!(archgate_core::parse_rfc3339(&t).is_some(), "{t}");
     }
 }

@@ -18,7 +18,9 @@ pub const SEVERITY_INFO: i64 = 20;
 /// A `pungi.compose.status.change` message, as much of it as archgate needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComposeMessage {
+    /// `compose_id`.
     pub compose_id: String,
+    /// `status` (`FINISHED`, ...).
     pub status: String,
     /// The compose root: the message's `location` without its `/compose`.
     pub root: String,
@@ -81,11 +83,17 @@ pub fn allowed(root: &str, allowed: &[String]) -> Result<(), Invalid> {
 /// The body of `ContainerPublishedV1`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Published {
+    /// The arches of the index published.
     pub architectures: Vec<String>,
+    /// The compose it came from.
     pub compose_id: String,
+    /// The repository's path without its last part (`quay.io/fedora`).
     pub registries: Vec<String>,
+    /// The release number.
     pub release: i64,
+    /// The last part of the repository's path (`fedora`).
     pub repository: String,
+    /// The tags published there.
     pub tags: Vec<String>,
 }
 

@@ -976,7 +976,7 @@ pub fn check_report(report: &serde_json::Value) {
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
-    archgate_native::oci::sha256_digest(bytes)
+    archgate_native::sha256_digest(bytes)
 }
 
 pub fn path_str(p: &Path) -> String {

@@ -21,12 +21,17 @@ use crate::oci::hex_digest;
 /// Files this small are kept in memory while scanning (manifests, configs, index.json).
 pub const KEEP_IN_MEMORY: u64 = 4 << 20;
 
+/// How an archive file is compressed (told by its first bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    /// A plain tar.
     None,
+    /// gzip.
     Gzip,
+    /// xz.
     Xz,
+    /// zstd.
     Zstd,
 }
 
@@ -252,7 +257,7 @@ pub fn scan(
             .map_err(|e| anyhow!("entry {path}: bad size: {e}"))?;
         if let Some(hex) = path.strip_prefix("blobs/sha256/") {
             let digest = format!("sha256:{hex}");
-            if !archgate_core::repository::is_sha256_digest(&digest) {
+            if !archgate_core::is_sha256_digest(&digest) {
                 bail!("entry {path} is not named by a sha256 digest");
             }
             let keep = size <= KEEP_IN_MEMORY;

@@ -13,10 +13,12 @@ use docker_credential::{CredentialRetrievalError, DockerCredential};
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret holding `s`.
     pub fn new(s: impl Into<String>) -> Secret {
         Secret(s.into())
     }
 
+    /// The secret itself, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -28,10 +30,14 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Credentials for a registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credentials {
+    /// A user name and password (basic auth, or for a token server).
     Basic {
+        /// The user name.
         username: String,
+        /// The password.
         password: Secret,
     },
     /// An identity (refresh) token, sent to the token server.

@@ -26,10 +26,12 @@ pub struct OciLayout {
 }
 
 impl OciLayout {
+    /// The layout at `root` (created when first written).
     pub fn new(root: impl Into<PathBuf>) -> OciLayout {
         OciLayout { root: root.into() }
     }
 
+    /// Its directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -71,7 +73,7 @@ impl OciLayout {
 
     /// Where a blob lives. The digest must be a well-formed sha256 digest.
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
-        if !archgate_core::repository::is_sha256_digest(digest) {
+        if !archgate_core::is_sha256_digest(digest) {
             bail!("`{digest}` is not a sha256 digest");
         }
         Ok(self
@@ -80,6 +82,7 @@ impl OciLayout {
             .join(&digest["sha256:".len()..]))
     }
 
+    /// Whether the blob is there with the given size.
     pub fn has_blob(&self, digest: &str, size: u64) -> bool {
         self.blob_path(digest)
             .ok()

@@ -3,26 +3,36 @@
 //!
 //! Targets are OCI layouts (`oci:`) and registry repositories (`docker://`),
 //! both behind [`Store`].
+#![warn(missing_docs)]
 
-pub mod archive;
-pub mod artifact;
-pub mod auth;
-pub mod cache;
-pub mod layout;
-pub mod oci;
+mod archive;
+mod artifact;
+mod auth;
+mod cache;
+mod layout;
+mod oci;
 pub mod progress;
-pub mod registry;
-pub mod resolved;
+mod registry;
+mod resolved;
 pub mod signatures;
-pub mod store;
-pub mod tls;
-pub mod transport;
+mod store;
+mod tls;
+mod transport;
 
+pub use archive::{decompress, Compression};
 pub use artifact::{resolve, resolve_cached, resolve_in, ReadEnv, ReadFailure, ResolvedArtifact};
-pub use layout::OciLayout;
+pub use auth::{from_env as env_credentials, lookup as lookup_credentials, Credentials, Secret};
+pub use cache::default_dir as default_cache_dir;
+pub use layout::{remove_stale_temp, write_atomic, OciLayout};
+pub use oci::{render_index, sha256_digest, Descriptor, OCI_INDEX};
+pub use registry::{Registry, RegistryRepo, RegistrySettings, RetryPolicy};
+pub use resolved::BlobSource;
 pub use store::{
-    publish, read_current, resolve_and_push, AnyStore, Depth, Published, Store, Target,
+    check_not_moved, publish, read_back, read_current, resolve_and_push, sign_all, AnyStore, Depth,
+    Published, Target,
 };
+pub use tls::{cert_dir, load as load_cert_dir, TlsFiles};
+pub use transport::Store;
 
 /// An error of the given kind, as an `anyhow` error.
 pub fn kinded(kind: archgate_core::ErrorKind, message: impl Into<String>) -> anyhow::Error {

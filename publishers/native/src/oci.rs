@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
-use archgate_core::repository::is_sha256_digest;
+use archgate_core::is_sha256_digest;
 use archgate_core::{Entry, Platform};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 /// The largest manifest, index or config archgate reads into memory.
 pub const MAX_DOCUMENT: u64 = 8 << 20;
 
+/// An OCI image index's media type.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -31,18 +32,26 @@ pub fn is_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
 
+/// An OCI content descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    /// The media type of what it describes.
     pub media_type: String,
+    /// `sha256:HEX` of the content.
     pub digest: String,
+    /// The content's size in bytes.
     pub size: u64,
+    /// Where else the content may be fetched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<Vec<String>>,
+    /// The descriptor's annotations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// The platform (index entries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<PlatformJson>,
+    /// The artifact type, where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
 }
@@ -70,6 +79,7 @@ impl Descriptor {
         }
     }
 
+    /// The `org.opencontainers.image.ref.name` annotation (a layout's tag).
     pub fn ref_name(&self) -> Option<&str> {
         self.annotations.as_ref()?.get(REF_NAME).map(String::as_str)
     }

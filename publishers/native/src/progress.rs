@@ -21,7 +21,7 @@ pub fn targets(done: u64, total: u64) {
     tracing::info!(target: "archgate::progress", kind = "targets", label = "targets", done, total);
 }
 
-/// Reports reading progress every [`STEP`] bytes.
+/// Reports reading progress every `STEP` bytes.
 pub struct ReadMeter {
     label: String,
     total: Option<u64>,
@@ -31,6 +31,7 @@ pub struct ReadMeter {
 const STEP: u64 = 4 << 20;
 
 impl ReadMeter {
+    /// A meter named `label` of `total` bytes (when known).
     pub fn new(label: String, total: Option<u64>) -> ReadMeter {
         read(&label, 0, total);
         ReadMeter {
@@ -48,6 +49,7 @@ impl ReadMeter {
         }
     }
 
+    /// The read is over: `done` bytes.
     pub fn finish(&self, done: u64) {
         read(&self.label, done, Some(self.total.unwrap_or(done)));
     }

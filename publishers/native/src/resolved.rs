@@ -14,10 +14,13 @@ use crate::oci::Descriptor;
 /// Where the blobs of a resolved artifact are read from when publishing.
 #[derive(Debug, Clone)]
 pub enum BlobSource {
+    /// An OCI layout: blobs are files.
     Layout(OciLayout),
     /// Read again in one streaming pass.
     Archive {
+        /// The archive file.
         path: PathBuf,
+        /// How it is compressed.
         compression: Compression,
         /// docker-archive layer paths and the gzip layers they become.
         layers: crate::archive::LayerMap,
@@ -27,13 +30,17 @@ pub enum BlobSource {
 /// A built artifact, read and checked: ready to publish.
 #[derive(Debug, Clone)]
 pub struct ResolvedArtifact {
+    /// The arch it was built for.
     pub arch: Arch,
+    /// Where its blobs are read from.
     pub source: BlobSource,
     /// The index entry it gets: platform from its config, manifest digest.
     pub entry: Entry,
+    /// The manifest's bytes (pushed as they are).
     pub manifest: Vec<u8>,
     /// The image config's descriptor, and its bytes (pushed from memory).
     pub config: Descriptor,
+    /// The config's bytes.
     pub config_json: Vec<u8>,
     /// The layers, in manifest order.
     pub layers: Vec<Descriptor>,
@@ -81,6 +88,8 @@ impl std::fmt::Display for ReadFailure {
 /// with it). Handed in by the run; nothing here is process-wide.
 #[derive(Debug, Clone, Default)]
 pub struct ReadEnv {
+    /// The archive cache directory, if any.
     pub cache: Option<PathBuf>,
+    /// The run's spool for HTTP artifacts, if any.
     pub spool: Option<PathBuf>,
 }

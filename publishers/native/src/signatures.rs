@@ -158,6 +158,7 @@ pub struct Found {
     /// The repository and digest the payload claims (none for a layer that
     /// is no container image signature).
     pub repository: Option<String>,
+    /// The manifest digest the payload claims.
     pub digest: Option<String>,
     /// Whether the given key made it (when a key was given), for this
     /// repository and digest.

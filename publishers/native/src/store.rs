@@ -419,8 +419,11 @@ async fn push_one<S: Store>(store: &S, desc: &Descriptor, source: Source<'_>) ->
 
 /// One target: a tag in a store, and what it pointed to when planned.
 pub struct Target<'a, S> {
+    /// Where the target lives.
     pub store: &'a S,
+    /// Its tag.
     pub tag: &'a str,
+    /// The digest it held when planned (none: the tag did not exist).
     pub planned_from: Option<&'a str>,
     /// The key that signs what is written (registry targets only: a layout
     /// signs nothing).
@@ -736,7 +739,9 @@ pub async fn read_back<S: Store>(store: &S, tag: &str, digest: &str) -> Result<(
 /// Any store, so that callers need not be generic.
 #[derive(Clone)]
 pub enum AnyStore {
+    /// An OCI layout.
     Layout(crate::layout::OciLayout),
+    /// A registry repository.
     Registry(crate::registry::RegistryRepo),
 }
 

@@ -44,7 +44,9 @@ pub trait Store {
     async fn fetch_manifest(&self, desc: &Descriptor) -> Result<Vec<u8>>;
     /// A small blob (a config) by digest, checked against its descriptor.
     async fn fetch_blob(&self, desc: &Descriptor) -> Result<Vec<u8>>;
+    /// Whether a blob is in the store.
     async fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
+    /// Whether a manifest is in the store.
     async fn has_manifest(&self, desc: &Descriptor) -> Result<bool>;
     /// Stores a blob read from a file, checked against its descriptor.
     async fn push_blob(&self, desc: &Descriptor, from: &Path) -> Result<()>;

@@ -8,7 +8,7 @@ use archgate_core::{Arch, Artifact, Checksum, Location};
 use archgate_fixtures::{
     tar_of, write_docker_archive, write_layout, write_oci_archive, Compress, Image,
 };
-use archgate_native::artifact::BlobSource;
+use archgate_native::BlobSource;
 use archgate_native::{resolve, ReadFailure, ResolvedArtifact};
 
 fn artifact(path: &Path, sha256: Option<String>) -> Artifact {

@@ -7,9 +7,9 @@ use std::fs;
 use archgate_core::{decide, Arch, ArchInput, ComposeStatus, GateInput, GateSettings};
 use archgate_core::{Artifact, Location};
 use archgate_fixtures::{write_layout, Image};
-use archgate_native::layout::OciLayout;
-use archgate_native::oci::Descriptor;
 use archgate_native::resolve;
+use archgate_native::Descriptor;
+use archgate_native::OciLayout;
 use archgate_native::{publish, Target};
 
 fn desc(digest: &str, size: u64) -> Descriptor {
@@ -49,7 +49,7 @@ fn a_blob_that_does_not_match_is_not_written() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = OciLayout::new(tmp.path().join("l"));
     layout.init().unwrap();
-    let good = archgate_native::oci::sha256_digest(b"hello");
+    let good = archgate_native::sha256_digest(b"hello");
     let err = layout
         .write_blob(&desc(&good, 5), &b"hellO"[..])
         .unwrap_err();

@@ -16,6 +16,7 @@
 //!   manifest.
 //!
 //! The cryptography is RustCrypto's (p256, scrypt, crypto_secretbox).
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,7 @@ impl std::error::Error for KeyError {}
 pub struct Passphrase(String);
 
 impl Passphrase {
+    /// A passphrase holding `text`.
     pub fn new(text: impl Into<String>) -> Passphrase {
         Passphrase(text.into())
     }

@@ -22,6 +22,7 @@
 //! dir, removed with it), so that no secret is on a command line. Their
 //! stderr goes into archgate's error when they fail. Targets in `oci:`
 //! layouts are written natively.
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,20 +30,24 @@ use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
 use archgate_core::{Arch, Decision, TargetPlan};
-use archgate_native::archive::Compression;
-use archgate_native::artifact::BlobSource;
-use archgate_native::registry::RegistryRepo;
-use archgate_native::store::sign_all;
+use archgate_native::sign_all;
+use archgate_native::BlobSource;
+use archgate_native::Compression;
+use archgate_native::RegistryRepo;
 use archgate_native::{Published, ResolvedArtifact, Store};
 
+/// Which tool writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
+    /// buildah makes the list; skopeo the arch tags.
     Buildah,
+    /// skopeo copies each arch; archgate writes the index.
     Skopeo,
 }
 
 /// The tools, with their own storage for this run.
 pub struct Tools {
+    /// The tool of the engine.
     pub tool: Tool,
     dir: tempfile::TempDir,
     storage_conf: PathBuf,
@@ -80,6 +85,7 @@ pub fn check(tool: Tool) -> Result<(), Missing> {
 }
 
 impl Tools {
+    /// The tools, with their storage in a new directory under the system's temp dir.
     pub fn new(tool: Tool) -> Result<Tools, Missing> {
         Tools::new_in(tool, &std::env::temp_dir())
     }
@@ -176,7 +182,7 @@ impl Tools {
                     if !out.exists() {
                         let file = std::fs::File::open(path)
                             .with_context(|| path.display().to_string())?;
-                        let mut reader = archgate_native::archive::decompress(file, *compression)?;
+                        let mut reader = archgate_native::decompress(file, *compression)?;
                         let mut dest = std::fs::File::create(&out)?;
                         std::io::copy(&mut reader, &mut dest)?;
                     }
@@ -198,12 +204,19 @@ impl Tools {
 
 /// How to reach one registry target with the tools.
 pub struct ToolTarget<'a> {
+    /// The repository, through archgate's client (checks, the index, signatures).
     pub repo: &'a RegistryRepo,
+    /// `HOST[:PORT]`.
     pub host: &'a str,
+    /// The repository's path.
     pub path: &'a str,
+    /// The index tag.
     pub tag: &'a str,
+    /// What the tag pointed to when planned.
     pub planned_from: Option<&'a str>,
+    /// The registry's `tls-verify`.
     pub tls_verify: bool,
+    /// An auth file for the tools, if any.
     pub auth_file: Option<&'a Path>,
     /// containers-certs.d(5) directory: CAs and a client certificate.
     pub cert_dir: Option<&'a Path>,
@@ -269,14 +282,14 @@ pub async fn publish(
     }
     let bytes = match tools.tool {
         // The index archgate plans, written as the native engine writes it.
-        Tool::Skopeo => archgate_native::oci::render_index(&plan.index, &plan.annotations),
+        Tool::Skopeo => archgate_native::render_index(&plan.index, &plan.annotations),
         Tool::Buildah => buildah_index(tools, t, plan, artifacts).await?,
     };
-    let desc = archgate_native::oci::Descriptor::new(archgate_native::oci::OCI_INDEX, &bytes);
+    let desc = archgate_native::Descriptor::new(archgate_native::OCI_INDEX, &bytes);
     signed.extend(sign_all(t.repo, t.sign, &[&desc.digest]).await?);
-    archgate_native::store::check_not_moved(t.repo, t.tag, t.planned_from).await?;
+    archgate_native::check_not_moved(t.repo, t.tag, t.planned_from).await?;
     t.repo.push_manifest(&desc, &bytes, Some(t.tag)).await?;
-    archgate_native::store::read_back(t.repo, t.tag, &desc.digest).await?;
+    archgate_native::read_back(t.repo, t.tag, &desc.digest).await?;
     Ok(Published {
         digest: Some(desc.digest),
         signed,

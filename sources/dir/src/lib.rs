@@ -5,6 +5,7 @@
 //! LOCATION/<dir>/<arch>/         one artifact: an OCI layout, or one archive file
 //! LOCATION/<dir>/<arch>/FAILED   marks the arch failed; its text is the reason
 //! ```
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,6 +34,7 @@ struct ComposeFile {
 }
 
 impl DirSource {
+    /// The compose in the directory `location`.
     pub fn new(location: impl Into<PathBuf>) -> DirSource {
         DirSource {
             location: location.into(),
@@ -159,7 +161,7 @@ fn arch_outcome(root: &Path, dir: &Path) -> Result<Outcome, SourceError> {
         let reason = if reason.is_empty() {
             format!("marked failed by {}", failed.display())
         } else {
-            archgate_core::text::untrusted(reason)
+            archgate_core::untrusted(reason)
         };
         return Ok(Outcome::Failed { reason });
     }

@@ -10,6 +10,7 @@
 //! `checksum_type`). A scratch build has no build record: its file is read
 //! from the task's output, `TOPURL/work/tasks/ID%10000/ID/FILE`, and the
 //! report says it has no checksum to check.
+#![warn(missing_docs)]
 
 pub mod xmlrpc;
 
@@ -56,6 +57,7 @@ pub struct KojiSource {
 }
 
 impl KojiSource {
+    /// A source for task `task` of the hub at `hub`, its files under `topurl`.
     pub fn new(hub: &str, topurl: &str, task: &str) -> Result<KojiSource, SourceError> {
         let task = task.trim().parse().map_err(|_| {
             SourceError(format!(
@@ -117,7 +119,7 @@ impl KojiSource {
                 "{} {method}: Koji fault {}: {}",
                 self.hub,
                 f.code,
-                archgate_core::text::untrusted(&f.message)
+                archgate_core::untrusted(&f.message)
             ))
         })
     }
@@ -376,7 +378,7 @@ impl KojiSource {
                 let why = match self.call("getTaskResult", &[Param::Int(id)])? {
                     Err(fault) => format!(
                         ": {}",
-                        archgate_core::text::untrusted(fault.message.lines().next().unwrap_or(""))
+                        archgate_core::untrusted(fault.message.lines().next().unwrap_or(""))
                     ),
                     Ok(_) => String::new(),
                 };

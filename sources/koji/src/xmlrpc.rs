@@ -6,36 +6,48 @@ use std::collections::BTreeMap;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
+/// An XML-RPC value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// `<int>`, `<i4>`, `<i8>`.
     Int(i64),
+    /// `<boolean>`.
     Bool(bool),
+    /// `<string>` (or bare text).
     Str(String),
+    /// `<double>`.
     Double(f64),
+    /// `<nil/>` (Koji marshals with `allow_none`).
     Nil,
+    /// `<array>`.
     Array(Vec<Value>),
+    /// `<struct>`.
     Struct(BTreeMap<String, Value>),
 }
 
 impl Value {
+    /// A member of a struct.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
             Value::Struct(m) => m.get(key),
             _ => None,
         }
     }
+    /// An integer.
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
             _ => None,
         }
     }
+    /// A string.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
             _ => None,
         }
     }
+    /// An array's values.
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(a) => Some(a),
@@ -46,8 +58,11 @@ impl Value {
 
 /// A parameter of a call.
 pub enum Param<'a> {
+    /// An integer.
     Int(i64),
+    /// A boolean.
     Bool(bool),
+    /// A string.
     Str(&'a str),
 }
 
@@ -78,7 +93,9 @@ pub fn call(method: &str, params: &[Param<'_>]) -> String {
 /// A fault the server answered with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
+    /// The fault code.
     pub code: i64,
+    /// The fault string.
     pub message: String,
 }
 

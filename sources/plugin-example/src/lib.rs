@@ -10,6 +10,7 @@
 //! is `IMAGE ARCH built PATH` or `IMAGE ARCH failed REASON`. Relative paths
 //! are relative to the file. `settings.panic = true` makes it panic (for
 //! archgate's tests of a misbehaving plugin).
+#![warn(missing_docs)]
 
 use archgate_plugin_sdk::{export_plugin, ArchResult, Compose, Request};
 

@@ -1,6 +1,7 @@
 //! The `plugin` source: a shared library that implements archgate's source
 //! ABI (docs/plugins.md). Loaded with libloading; the request goes in and
 //! the results come out as JSON; the library frees what it allocated.
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CStr, CString};
@@ -79,10 +80,12 @@ impl PluginSource {
         })
     }
 
+    /// The name the plugin gives.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The ABI version it speaks.
     pub fn abi_version(&self) -> u32 {
         self.table.abi_version
     }
@@ -92,8 +95,8 @@ impl PluginSource {
         SourceError(format!(
             "plugin {} ({}): {}",
             self.path.display(),
-            archgate_core::text::untrusted(&self.name),
-            archgate_core::text::untrusted(&msg.to_string())
+            archgate_core::untrusted(&self.name),
+            archgate_core::untrusted(&msg.to_string())
         ))
     }
 
@@ -152,7 +155,7 @@ fn outcome(image: &str, r: &archgate_plugin_sdk::ArchResult) -> Result<Outcome, 
             }))
         }
         (None, Some(reason)) => Ok(Outcome::Failed {
-            reason: archgate_core::text::untrusted(reason),
+            reason: archgate_core::untrusted(reason),
         }),
         _ => Err(format!(
             "image {image}, arch {}: give exactly one of `built` and `failed`",

@@ -20,6 +20,7 @@
 //!
 //! The location may be the compose root or its `compose/` directory (as
 //! Pungi's messages give it).
+#![warn(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -154,6 +155,7 @@ pub struct HttpCompose {
 }
 
 impl HttpCompose {
+    /// A compose at `base` (its root or its `compose/` URL).
     pub fn new(base: &str) -> Result<HttpCompose, SourceError> {
         let client = reqwest::blocking::Client::builder()
             .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
@@ -221,6 +223,7 @@ pub struct PungiSource<F> {
 }
 
 impl<F: Fetch> PungiSource<F> {
+    /// A source reading through `fetch`.
     pub fn new(fetch: F) -> Self {
         PungiSource { fetch }
     }
@@ -313,7 +316,7 @@ impl FailedDeliverable {
     fn describe(&self) -> String {
         let part = |p: &Option<String>| {
             p.as_deref()
-                .map(archgate_core::text::untrusted)
+                .map(archgate_core::untrusted)
                 .unwrap_or_else(|| "-".into())
         };
         format!(
@@ -745,13 +748,13 @@ fn failed_reason(item: &FailedDeliverable) -> String {
     if item.every_arch() {
         format!(
             "Pungi lists the {} phase as failed on every arch for {} ({DELIVERABLES})",
-            archgate_core::text::untrusted(&item.phase),
+            archgate_core::untrusted(&item.phase),
             item.describe()
         )
     } else {
         format!(
             "Pungi lists the {} deliverable {} as failed ({DELIVERABLES})",
-            archgate_core::text::untrusted(&item.phase),
+            archgate_core::untrusted(&item.phase),
             item.describe()
         )
     }

@@ -19,6 +19,7 @@
 //! (one symbol, JSON across it, who frees what) is described in
 //! `docs/plugins.md`; this crate implements it, and catches panics at the
 //! boundary so that a panicking plugin becomes an error, not a crash.
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CStr, CString};
@@ -53,6 +54,7 @@ unsafe impl Sync for PluginV1 {}
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
+    /// The ABI version the plugin speaks.
     pub abi_version: u32,
     /// `[source] location` or `--compose`, if given.
     pub location: Option<String>,
@@ -63,9 +65,11 @@ pub struct Request {
     pub images: Vec<ImageRequest>,
 }
 
+/// One image archgate asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRequest {
+    /// The image's name.
     pub name: String,
     /// The image's `match` table.
     #[serde(default, rename = "match")]
@@ -76,7 +80,9 @@ pub struct ImageRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum Response {
+    /// The compose.
     Ok(Compose),
+    /// Why the compose cannot be read (archgate exits 1 with it).
     Error(String),
 }
 
@@ -84,20 +90,26 @@ pub enum Response {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Compose {
+    /// The compose id.
     pub id: String,
     /// FINISHED, FINISHED_INCOMPLETE, STARTED, DOOMED, TERMINATED.
     pub status: String,
+    /// The release version (`41`, `rawhide`).
     #[serde(default)]
     pub release: Option<String>,
+    /// `YYYYMMDD`: `{date}` and the compose order.
     #[serde(default)]
     pub date: Option<String>,
+    /// The respin: `{respin}` and the compose order.
     #[serde(default)]
     pub respin: Option<u32>,
+    /// Per image name, one result per arch.
     #[serde(default)]
     pub images: BTreeMap<String, Vec<ArchResult>>,
 }
 
 impl Compose {
+    /// A compose with no results yet.
     pub fn new(id: &str, status: &str) -> Compose {
         Compose {
             id: id.into(),
@@ -109,6 +121,7 @@ impl Compose {
         }
     }
 
+    /// Adds an arch's result to an image.
     pub fn add(&mut self, image: &str, result: ArchResult) {
         self.images
             .entry(image.to_string())
@@ -121,25 +134,32 @@ impl Compose {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchResult {
+    /// The compose arch (`x86_64`, ...).
     pub arch: String,
+    /// Built: the artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub built: Option<Built>,
+    /// Failed: the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
 }
 
+/// A built artifact.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Built {
     /// A local path or an http(s) URL of the artifact.
     pub location: String,
+    /// Its sha256, checked while it is read.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Its size in bytes.
     #[serde(default)]
     pub size: Option<u64>,
 }
 
 impl ArchResult {
+    /// A built arch: its artifact's path or URL.
     pub fn built(arch: &str, location: &str) -> ArchResult {
         ArchResult {
             arch: arch.into(),
@@ -152,6 +172,7 @@ impl ArchResult {
         }
     }
 
+    /// A failed arch and why.
     pub fn failed(arch: &str, reason: &str) -> ArchResult {
         ArchResult {
             arch: arch.into(),

@@ -11,6 +11,7 @@ use super::{absolute, header, pull, push, Registry};
 use crate::oci::{sha256_digest, Descriptor, MAX_DOCUMENT};
 
 impl Registry {
+    /// Whether a blob is in a repository; what this view saw is not asked again.
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
         if self.is_present(repo, digest) {
             return Ok(true);

@@ -36,9 +36,11 @@ pub use retry::RetryPolicy;
 pub struct RegistrySettings {
     /// Verify TLS certificates; when false, plain HTTP is also tried.
     pub tls_verify: bool,
+    /// Credentials, if any (else anonymous).
     pub credentials: Option<Credentials>,
     /// CAs and a client certificate, from the registry's cert dir.
     pub tls: crate::tls::TlsFiles,
+    /// How transient failures are retried.
     pub retry: RetryPolicy,
 }
 
@@ -82,6 +84,7 @@ pub struct Registry {
 pub const REQUESTS_PER_REGISTRY: usize = 16;
 
 impl Registry {
+    /// A client for `host` (`HOST[:PORT]`).
     pub fn new(host: &str, settings: RegistrySettings) -> Result<Registry> {
         let http = session::client(host, &settings, None)?;
         Ok(Registry {
@@ -129,6 +132,7 @@ impl Registry {
         lock.lock_owned().await
     }
 
+    /// `HOST[:PORT]`.
     pub fn host(&self) -> &str {
         &self.host
     }

@@ -12,7 +12,9 @@ use crate::transport::Store;
 /// One repository on a registry, as a [`Store`].
 #[derive(Clone)]
 pub struct RegistryRepo {
+    /// The registry's view of this run.
     pub registry: Arc<Registry>,
+    /// The repository's path on it.
     pub path: String,
 }
 

@@ -17,7 +17,9 @@ use super::{header, Registry};
 pub struct RetryPolicy {
     /// Tries in all, the first included.
     pub attempts: u32,
+    /// The first wait between tries; it doubles.
     pub base_delay: Duration,
+    /// The longest wait between tries.
     pub max_delay: Duration,
     /// One operation (all its tries, and the waits between them) gives up
     /// after this long; so does a single try of anything but an upload.
@@ -243,10 +245,7 @@ pub(super) async fn error_text(resp: Response) -> String {
                     .to_string()
                 })
                 .collect();
-            format!(
-                "{status}: {}",
-                archgate_core::text::untrusted(&parts.join("; "))
-            )
+            format!("{status}: {}", archgate_core::untrusted(&parts.join("; ")))
         }
         _ => {
             let body: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -254,7 +253,7 @@ pub(super) async fn error_text(resp: Response) -> String {
             if body.is_empty() {
                 status.to_string()
             } else {
-                format!("{status}: {}", archgate_core::text::untrusted(&body))
+                format!("{status}: {}", archgate_core::untrusted(&body))
             }
         }
     }
