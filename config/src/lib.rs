@@ -912,7 +912,7 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_key() {
-        insta::assert_snapshot!(err(&GOOD.replace("tags =", "tagz =")), @"DIR/archgate.toml:8: unknown field `tagz`, expected one of `name`, `match`, `repositories`, `tags`, `arch-tag`, `annotations`, `arches`, `policy` (key `image[0].tagz`)");
+        insta::assert_snapshot!(err(&GOOD.replace("tags =", "tagz =")), @"DIR/archgate.toml:8: unknown field `tagz`, expected one of `name`, `match`, `repositories`, `tags`, `arch-tag`, `annotations`, `arches`, `policy`, `sign` (key `image[0].tagz`)");
         insta::assert_snapshot!(err(&format!("{GOOD}\n[gate]\npolicy = \"yolo\"\n")), @"DIR/archgate.toml:11: unknown variant `yolo`, expected one of `refuse`, `lose`, `hybrid` (key `gate.policy`)");
         insta::assert_snapshot!(err(&format!("{GOOD}arches = [\"x86_64\", \"arm64\"]\n")), @"DIR/archgate.toml:9: unknown arch `arm64`; known arches: x86_64, aarch64, ppc64le, s390x, armhfp, i686, riscv64 (key `image[0].arches[1]`)");
         insta::assert_snapshot!(err(&GOOD.replace("[\"{release}\"]", "[]")), @"DIR/archgate.toml:8: `tags` is empty; name at least one tag, e.g. [\"{release}\", \"latest\"] (key `image[0].tags`)");

@@ -1,12 +1,53 @@
 //! What one view (one run) knows: documents already read (immutable, by
-//! digest), what exists in which repository, and where a blob is for a
-//! mount. Never kept across runs: a registry changes between them.
+//! digest), what exists in which repository, what carries archgate's
+//! signature, where a blob is for a mount, and whether the host answered.
+//! Never kept across runs: a registry changes between them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use super::Registry;
 
+/// (repository, digest) pairs.
+type Pairs = Mutex<HashSet<(String, String)>>;
+
+/// What a view has seen; a new view starts with nothing.
+#[derive(Default)]
+pub(super) struct Seen {
+    /// Where a blob is known to be, for cross-repository mounts.
+    known: Mutex<HashMap<String, String>>,
+    /// Blobs and manifests known to exist.
+    present: Pairs,
+    /// Digests known to carry archgate's signature.
+    signed: Pairs,
+    /// Manifests and configs read, by (repository, digest): immutable.
+    documents: Mutex<HashMap<(String, String), Vec<u8>>>,
+    /// One check-then-push at a time per key (a blob, an archive pass), so
+    /// that concurrent targets do not push or mount the same thing twice.
+    pub(super) flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set when the registry did not answer at all: why. The rest of the
+    /// run fails fast instead of waiting for it again.
+    pub(super) down: Mutex<Option<String>>,
+}
+
+fn has(pairs: &Pairs, repo: &str, digest: &str) -> bool {
+    pairs
+        .lock()
+        .expect("lock")
+        .contains(&(repo.to_string(), digest.to_string()))
+}
+
+fn add(pairs: &Pairs, repo: &str, digest: &str) {
+    pairs
+        .lock()
+        .expect("lock")
+        .insert((repo.to_string(), digest.to_string()));
+}
+
 impl Registry {
     pub(super) fn kept(&self, repo: &str, digest: &str) -> Option<Vec<u8>> {
-        self.documents
+        self.seen
+            .documents
             .lock()
             .expect("lock")
             .get(&(repo.to_string(), digest.to_string()))
@@ -14,7 +55,8 @@ impl Registry {
     }
 
     pub(super) fn keep(&self, repo: &str, digest: &str, body: &[u8]) {
-        self.documents
+        self.seen
+            .documents
             .lock()
             .expect("lock")
             .insert((repo.to_string(), digest.to_string()), body.to_vec());
@@ -22,22 +64,17 @@ impl Registry {
     }
 
     pub(super) fn is_present(&self, repo: &str, digest: &str) -> bool {
-        self.present
-            .lock()
-            .expect("lock")
-            .contains(&(repo.to_string(), digest.to_string()))
+        has(&self.seen.present, repo, digest)
     }
 
     pub(super) fn mark_present(&self, repo: &str, digest: &str) {
-        self.present
-            .lock()
-            .expect("lock")
-            .insert((repo.to_string(), digest.to_string()));
+        add(&self.seen.present, repo, digest)
     }
 
     pub(super) fn remember(&self, digest: &str, repo: &str) {
         self.mark_present(repo, digest);
-        self.known
+        self.seen
+            .known
             .lock()
             .expect("lock")
             .entry(digest.to_string())
@@ -45,7 +82,8 @@ impl Registry {
     }
 
     pub(super) fn known_elsewhere(&self, digest: &str, repo: &str) -> Option<String> {
-        self.known
+        self.seen
+            .known
             .lock()
             .expect("lock")
             .get(digest)
@@ -55,16 +93,11 @@ impl Registry {
 
     /// Whether this view knows `digest` in `repo` carries archgate's signature.
     pub(crate) fn is_signed(&self, repo: &str, digest: &str) -> bool {
-        self.signed
-            .lock()
-            .expect("lock")
-            .contains(&(repo.to_string(), digest.to_string()))
+        has(&self.seen.signed, repo, digest)
     }
 
+    /// Notes that `digest` in `repo` carries archgate's signature.
     pub(crate) fn mark_signed(&self, repo: &str, digest: &str) {
-        self.signed
-            .lock()
-            .expect("lock")
-            .insert((repo.to_string(), digest.to_string()));
+        add(&self.seen.signed, repo, digest)
     }
 }

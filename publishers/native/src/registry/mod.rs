@@ -21,7 +21,7 @@ mod retry;
 mod session;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Result;
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
@@ -64,20 +64,8 @@ pub struct Registry {
     state: Arc<tokio::sync::Mutex<State>>,
     /// At most this many requests in flight to the host, across views.
     limit: Arc<tokio::sync::Semaphore>,
-    /// Where a blob is known to be, for cross-repository mounts.
-    known: Mutex<HashMap<String, String>>,
-    /// (repository, digest) of blobs and manifests known to exist there.
-    present: Mutex<std::collections::HashSet<(String, String)>>,
-    /// Manifests and configs read, by (repository, digest): immutable.
-    documents: Mutex<HashMap<(String, String), Vec<u8>>>,
-    /// One check-then-push at a time per key (a blob, an archive pass), so
-    /// that concurrent targets do not push or mount the same thing twice.
-    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Set when the registry did not answer at all: why. The rest of the
-    /// run fails fast instead of waiting for it again.
-    down: Mutex<Option<String>>,
-    /// (repository, digest) this view knows to carry archgate's signature.
-    signed: Mutex<std::collections::HashSet<(String, String)>>,
+    /// What this view (one run) knows.
+    seen: known::Seen,
 }
 
 /// Requests in flight to one registry host at once.
@@ -93,12 +81,7 @@ impl Registry {
             settings: Arc::new(settings),
             state: Default::default(),
             limit: Arc::new(tokio::sync::Semaphore::new(REQUESTS_PER_REGISTRY)),
-            known: Default::default(),
-            present: Default::default(),
-            documents: Default::default(),
-            flights: Default::default(),
-            down: Default::default(),
-            signed: Default::default(),
+            seen: Default::default(),
         })
     }
 
@@ -111,18 +94,14 @@ impl Registry {
             settings: self.settings.clone(),
             state: self.state.clone(),
             limit: self.limit.clone(),
-            known: Default::default(),
-            present: Default::default(),
-            documents: Default::default(),
-            flights: Default::default(),
-            down: Default::default(),
-            signed: Default::default(),
+            seen: Default::default(),
         }
     }
 
     /// Waits for, and holds, this view's one flight for `key`.
     pub async fn single_flight(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = self
+            .seen
             .flights
             .lock()
             .expect("lock")

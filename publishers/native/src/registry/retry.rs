@@ -112,7 +112,7 @@ impl Registry {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let policy = self.settings.retry;
-        if let Some(why) = self.down.lock().expect("lock").clone() {
+        if let Some(why) = self.seen.down.lock().expect("lock").clone() {
             return Err(crate::kinded(
                 archgate_core::ErrorKind::Transient,
                 format!(
@@ -152,7 +152,7 @@ impl Registry {
                         // Unreachable (nothing answered): the other targets
                         // of this run do not wait for it again.
                         if unreachable {
-                            *self.down.lock().expect("lock") = Some(format!(
+                            *self.seen.down.lock().expect("lock") = Some(format!(
                                 "{why}; gave up after {attempt} tries in {secs:.0} s"
                             ));
                         }
