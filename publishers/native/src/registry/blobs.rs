@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Result};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 
-use super::retry::{error_text, read_limited, Failure};
+use super::retry::{read_limited, Failure};
 use super::{absolute, header, pull, push, Registry};
 use crate::oci::{sha256_digest, Descriptor, MAX_DOCUMENT};
 
@@ -28,11 +28,7 @@ impl Registry {
                 match resp.status() {
                     StatusCode::NOT_FOUND => Ok(false),
                     s if s.is_success() => Ok(true),
-                    _ => Err(Failure::Fatal(anyhow!(
-                        "{}/{what}: {}",
-                        self.host,
-                        error_text(resp).await
-                    ))),
+                    _ => Err(self.refused(&what, resp).await),
                 }
             })
             .await?;
@@ -66,11 +62,7 @@ impl Registry {
                     })
                     .await?;
                 if !resp.status().is_success() {
-                    return Err(Failure::Fatal(anyhow!(
-                        "{}/{what}: {}",
-                        self.host,
-                        error_text(resp).await
-                    )));
+                    return Err(self.refused(&what, resp).await);
                 }
                 read_limited(resp, MAX_DOCUMENT).await
             })
@@ -105,11 +97,7 @@ impl Registry {
                 match resp.status() {
                     StatusCode::CREATED => Ok(None),
                     StatusCode::ACCEPTED => Ok(Some(header(resp.headers(), LOCATION.as_str()))),
-                    _ => Err(Failure::Fatal(anyhow!(
-                        "{}/{what}: {}",
-                        self.host,
-                        error_text(resp).await
-                    ))),
+                    _ => Err(self.refused(&what, resp).await),
                 }
             })
             .await?;
@@ -150,11 +138,7 @@ impl Registry {
             })
             .await?;
         if resp.status() != StatusCode::ACCEPTED {
-            return Err(Failure::Fatal(anyhow!(
-                "{}/{what}: {}",
-                self.host,
-                error_text(resp).await
-            )));
+            return Err(self.refused(what, resp).await);
         }
         let location = header(resp.headers(), LOCATION.as_str()).ok_or_else(|| {
             Failure::Fatal(anyhow!(
@@ -186,11 +170,7 @@ impl Registry {
             })
             .await?;
         if resp.status() != StatusCode::CREATED {
-            return Err(Failure::Fatal(anyhow!(
-                "{}/{what}: {}",
-                self.host,
-                error_text(resp).await
-            )));
+            return Err(self.refused(what, resp).await);
         }
         Ok(())
     }
@@ -247,11 +227,7 @@ impl Registry {
                     let again = || reqwest::Body::from(body.clone());
                     self.finish_upload(repo, &url, desc, &what, &again).await
                 }
-                _ => Err(Failure::Fatal(anyhow!(
-                    "{}/{what}: {}",
-                    self.host,
-                    error_text(resp).await
-                ))),
+                _ => Err(self.refused(&what, resp).await),
             }
         })
         .await?;

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Result};
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::StatusCode;
 
-use super::retry::{error_text, read_limited, Failure};
+use super::retry::{read_limited, Failure};
 use super::{content_type, header, pull, push, Registry};
 use crate::oci::{Descriptor, MAX_DOCUMENT};
 
@@ -50,11 +50,7 @@ impl Registry {
                             .map(|(d, _)| d)),
                     }
                 }
-                _ => Err(Failure::Fatal(anyhow!(
-                    "{}/{what}: {}",
-                    self.host,
-                    error_text(resp).await
-                ))),
+                _ => Err(self.refused(&what, resp).await),
             }
         })
         .await
@@ -79,11 +75,7 @@ impl Registry {
                 return Ok(None);
             }
             if !resp.status().is_success() {
-                return Err(Failure::Fatal(anyhow!(
-                    "{}/{what}: {}",
-                    self.host,
-                    error_text(resp).await
-                )));
+                return Err(self.refused(&what, resp).await);
             }
             let media_type = content_type(resp.headers());
             let body = read_limited(resp, MAX_DOCUMENT).await?;
@@ -157,11 +149,7 @@ impl Registry {
                 })
                 .await?;
             if resp.status() != StatusCode::CREATED {
-                return Err(Failure::Fatal(anyhow!(
-                    "{}/{what}: {}",
-                    self.host,
-                    error_text(resp).await
-                )));
+                return Err(self.refused(&what, resp).await);
             }
             match header(resp.headers(), "docker-content-digest") {
                 Some(d) if d != desc.digest => Err(Failure::Fatal(anyhow!(

@@ -213,6 +213,14 @@ pub(super) async fn read_limited(resp: Response, limit: u64) -> Result<Vec<u8>, 
     Ok(body)
 }
 
+impl Registry {
+    /// An answer `what` did not expect: fatal, with the registry's error
+    /// text (`HOST/WHAT: STATUS: message`).
+    pub(super) async fn refused(&self, what: &str, resp: Response) -> Failure {
+        Failure::Fatal(anyhow!("{}/{what}: {}", self.host, error_text(resp).await))
+    }
+}
+
 /// `STATUS CODE: message` from a registry error answer.
 pub(super) async fn error_text(resp: Response) -> String {
     let status = resp.status();
