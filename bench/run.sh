@@ -77,18 +77,24 @@ floor() { for f in "${files[@]}"; do (xz -dc -T1 "$f" | sha256sum > /dev/null) &
 measure "floor (xz -d | sha256)" bash -c "$(declare -f floor); files=(${files[*]}); floor"
 
 # archgate: 2 repositories x 2 tags.
-start_registry
-cat > "$work/run/archgate.toml" <<TOML
+# config FILE [EXTRA]: one image to 2 repositories x 2 tags on $reg, EXTRA
+# (a table) before the image.
+config() {
+  cat > "$1" <<TOML
 [source]
 kind = "dir"
 location = "$compose"
 [registry."$reg"]
 tls-verify = false
+${2:-}
 [[image]]
 name = "fedora"
 repositories = ["docker://$reg/fedora", "docker://$reg/mirror/fedora"]
 tags = ["{release}", "latest"]
 TOML
+}
+start_registry
+config "$work/run/archgate.toml"
 export ARCHGATE_CACHE_DIR="$work/run/cache"
 rm -rf "$ARCHGATE_CACHE_DIR"
 measure "archgate read only (plan)" "$archgate" plan -c "$work/run/archgate.toml"
@@ -102,20 +108,9 @@ measure "archgate warm (unchanged)" "$archgate" publish -c "$work/run/archgate.t
 # fixtures/keys), on a fresh registry, with a cold cache.
 start_registry
 keys="$PWD/fixtures/keys"
-cat > "$work/run/signed.toml" <<TOML
-[source]
-kind = "dir"
-location = "$compose"
-[registry."$reg"]
-tls-verify = false
-[sign]
-sigstore-private-key = "$keys/bench.key"
-passphrase-file = "$keys/bench.pass"
-[[image]]
-name = "fedora"
-repositories = ["docker://$reg/fedora", "docker://$reg/mirror/fedora"]
-tags = ["{release}", "latest"]
-TOML
+config "$work/run/signed.toml" "[sign]
+sigstore-private-key = \"$keys/bench.key\"
+passphrase-file = \"$keys/bench.pass\""
 rm -rf "$ARCHGATE_CACHE_DIR"
 measure "archgate cold, signed" "$archgate" publish -c "$work/run/signed.toml"
 

@@ -451,17 +451,8 @@ pub async fn publish<S: Store>(
     artifacts: &BTreeMap<Arch, ResolvedArtifact>,
     arch_tags: &[(Arch, String)],
 ) -> Result<Published> {
-    if plan.hard_refusal {
-        return Ok(Published::default());
-    }
-    // Unchanged: the tag holds these very entries, and the arch tags were
-    // written before that index was (blobs, manifests and arch tags first,
-    // the index last), so there is nothing to write and nothing to ask.
-    if plan.decision == Decision::Unchanged {
-        return Ok(Published {
-            digest: target.planned_from.map(str::to_string),
-            signed: Vec::new(),
-        });
+    if let Some(done) = nothing_to_write(plan, target.planned_from) {
+        return Ok(done);
     }
     let store = target.store;
     // The lock first: the store is made ready (a layout created) under it.
@@ -499,6 +490,20 @@ pub async fn publish<S: Store>(
         None => None,
     };
     Ok(Published { digest, signed })
+}
+
+/// What publishing gives for a plan that writes nothing, without asking
+/// the store anything: a hard refusal (nothing at all), or an unchanged
+/// target (the tag holds these very entries, and the arch tags were
+/// written before that index was). `None` when there is work.
+pub fn nothing_to_write(plan: &TargetPlan, planned_from: Option<&str>) -> Option<Published> {
+    if plan.hard_refusal {
+        return Some(Published::default());
+    }
+    (plan.decision == Decision::Unchanged).then(|| Published {
+        digest: planned_from.map(str::to_string),
+        signed: Vec::new(),
+    })
 }
 
 /// What a target's built arches need: the arch manifests to put under their

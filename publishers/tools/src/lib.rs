@@ -249,15 +249,8 @@ pub async fn publish(
     artifacts: &BTreeMap<Arch, ResolvedArtifact>,
     arch_tags: &[(Arch, String)],
 ) -> Result<Published> {
-    if plan.hard_refusal {
-        return Ok(Published::default());
-    }
-    // Unchanged: nothing to write (see archgate_native::publish).
-    if plan.decision == Decision::Unchanged {
-        return Ok(Published {
-            digest: t.planned_from.map(str::to_string),
-            signed: Vec::new(),
-        });
+    if let Some(done) = archgate_native::nothing_to_write(plan, t.planned_from) {
+        return Ok(done);
     }
     let mut signed = Vec::new();
     for (arch, arch_tag) in arch_tags {

@@ -140,6 +140,17 @@ impl Registry {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.refused(what, resp).await);
         }
+        self.session_url(&resp, desc, what).await
+    }
+
+    /// Where an opened upload session (a 202 answer) takes `desc`'s
+    /// content: its `Location`, with the digest.
+    async fn session_url(
+        &self,
+        resp: &reqwest::Response,
+        desc: &Descriptor,
+        what: &str,
+    ) -> Result<String, Failure> {
         let location = header(resp.headers(), LOCATION.as_str()).ok_or_else(|| {
             Failure::Fatal(anyhow!(
                 "{}/{what}: no Location for the upload session",
@@ -215,15 +226,7 @@ impl Registry {
             match resp.status() {
                 StatusCode::CREATED => Ok(()),
                 StatusCode::ACCEPTED => {
-                    let location = header(resp.headers(), LOCATION.as_str()).ok_or_else(|| {
-                        Failure::Fatal(anyhow!(
-                            "{}/{what}: no Location for the upload session",
-                            self.host
-                        ))
-                    })?;
-                    let url = absolute(&self.base().await?, &location);
-                    let sep = if url.contains('?') { '&' } else { '?' };
-                    let url = format!("{url}{sep}digest={}", desc.digest);
+                    let url = self.session_url(&resp, desc, &what).await?;
                     let again = || reqwest::Body::from(body.clone());
                     self.finish_upload(repo, &url, desc, &what, &again).await
                 }
