@@ -305,12 +305,11 @@ impl<'a> ComposeGave<'a> {
 }
 
 /// What the target holds now (C): its entries by arch or foreign platform,
-/// its attestation manifests, and the compose it names.
+/// and its attestation manifests.
 struct TargetHolds<'a> {
     entries: BTreeMap<Slot, &'a Entry>,
     /// Entries `unknown/unknown` that are attestations of another entry.
     attestations: Vec<&'a Entry>,
-    stamp: Option<ComposeStamp>,
 }
 
 /// The annotation that marks an attestation manifest, and its value.
@@ -325,7 +324,6 @@ impl<'a> TargetHolds<'a> {
         let mut held = TargetHolds {
             entries: BTreeMap::new(),
             attestations: Vec::new(),
-            stamp: current.and_then(|c| ComposeStamp::read(&c.annotations)),
         };
         let mut reasons = Vec::new();
         for entry in current.map(|c| c.entries.as_slice()).unwrap_or_default() {
@@ -420,7 +418,7 @@ fn hard_refusal(
             input.status
         ));
     }
-    let stale = !unfinished && stale(input, rows.held, &mut hard);
+    let stale = !unfinished && stale(input, &mut hard);
     if !unfinished && built.built.is_empty() {
         hard.push(
             "nothing was built for this image in this compose; nothing is published".to_string(),
@@ -463,19 +461,34 @@ fn hard_refusal(
 
 /// "Compose order": whether the target holds a compose newer than this one
 /// (a hard refusal, unless `--allow-older`); the sentence goes to `hard`.
-fn stale(input: &GateInput<'_>, held: &TargetHolds<'_>, hard: &mut Vec<String>) -> bool {
-    let (Some(mine), Some(theirs)) = (input.compose, held.stamp.as_ref()) else {
+fn stale(input: &GateInput<'_>, hard: &mut Vec<String>) -> bool {
+    let Some(mine) = input.compose else {
         return false;
     };
-    if input.settings.allow_older || !theirs.is_newer_than(mine) {
+    let Some(theirs) = newer_compose_held(input.current, mine, input.settings.allow_older) else {
         return false;
-    }
+    };
     hard.push(format!(
         "stale: the target holds compose {}, which is newer than this compose {}; a tag never goes back to an older compose (publish --allow-older rolls back on purpose); nothing is published",
         crate::text::untrusted(&theirs.id),
         mine.id
     ));
     true
+}
+
+/// The compose `current` names, when it is newer than `mine` and the
+/// compose order is enforced (not `allow_older`): what makes a target
+/// stale. The one test of it, for the gate and for whoever must know early.
+pub fn newer_compose_held(
+    current: Option<&CurrentIndex>,
+    mine: &ComposeStamp,
+    allow_older: bool,
+) -> Option<ComposeStamp> {
+    if allow_older {
+        return None;
+    }
+    let theirs = ComposeStamp::read(&current?.annotations)?;
+    theirs.is_newer_than(mine).then_some(theirs)
 }
 
 /// What the policy made of the arches at stake.

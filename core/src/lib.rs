@@ -23,8 +23,8 @@ mod time;
 
 pub use arch::{Arch, Platform, Slot, UnknownArch};
 pub use gate::{
-    decide, Action, ArchPlan, ArchStatus, Decision, GateError, GateInput, GateSettings, Policy,
-    TargetPlan,
+    decide, newer_compose_held, Action, ArchPlan, ArchStatus, Decision, GateError, GateInput,
+    GateSettings, Policy, TargetPlan,
 };
 pub use model::{
     ArchInput, ArchResult, Artifact, Checksum, ChecksumAlgo, Compose, ComposeResults,

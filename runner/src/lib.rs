@@ -30,7 +30,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use archgate_core::{Arch, Compose, ComposeResults, ComposeStamp, ErrorKind, Report};
+use archgate_core::{
+    newer_compose_held, Arch, Compose, ComposeResults, ComposeStamp, ErrorKind, Report,
+};
 use archgate_native::{ReadEnv, ResolvedArtifact};
 
 pub use lease::{Acquiring, Held, Leases, NoLeases};
@@ -212,17 +214,13 @@ fn stale_images(
     targets: &[targets::Target],
     currents: &[Result<Option<archgate_core::CurrentIndex>, anyhow::Error>],
 ) -> BTreeSet<usize> {
-    if spec.allow_older {
-        return BTreeSet::new();
-    }
     let mine = ComposeStamp::of(compose);
     targets
         .iter()
         .zip(currents)
         .filter(|(_, c)| {
             let held = c.as_ref().ok().and_then(Option::as_ref);
-            held.and_then(|c| ComposeStamp::read(&c.annotations))
-                .is_some_and(|theirs| theirs.is_newer_than(&mine))
+            newer_compose_held(held, &mine, spec.allow_older).is_some()
         })
         .map(|(t, _)| t.image)
         .collect()
@@ -230,12 +228,11 @@ fn stale_images(
 
 /// The tools a tools engine runs must be installed (a usage error if not).
 fn check_engine(spec: &RunSpec) -> Result<(), RunError> {
-    let tool = match spec.engine {
-        Engine::Native => return Ok(()),
-        Engine::Skopeo => archgate_tools::Tool::Skopeo,
-        Engine::Buildah => archgate_tools::Tool::Buildah,
-    };
-    archgate_tools::check(tool).map_err(|e| RunError::config(format!("[publisher] {}", e.0)))
+    match spec.engine.tool() {
+        Some(tool) => archgate_tools::check(tool)
+            .map_err(|e| RunError::config(format!("[publisher] {}", e.0))),
+        None => Ok(()),
+    }
 }
 
 /// The run's own temp dir under `root` (after removing what runs killed

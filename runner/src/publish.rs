@@ -13,7 +13,7 @@ use archgate_core::{Arch, Decision, ErrorKind, Repository};
 use archgate_native::{publish, AnyStore, ResolvedArtifact, Target as StoreTarget};
 use futures_util::StreamExt;
 
-use crate::spec::{Engine, RegistrySpec, RunSpec};
+use crate::spec::{RegistrySpec, RunSpec};
 use crate::stores::{store_tag, RunStores};
 use crate::targets::Target;
 
@@ -24,12 +24,7 @@ pub(crate) fn tools_for(
     dir: &Path,
     targets: &mut [Target],
 ) -> Option<archgate_tools::Tools> {
-    let tool = match spec.engine {
-        Engine::Native => return None,
-        Engine::Skopeo => archgate_tools::Tool::Skopeo,
-        Engine::Buildah => archgate_tools::Tool::Buildah,
-    };
-    match archgate_tools::Tools::new_in(tool, dir) {
+    match archgate_tools::Tools::new_in(spec.engine.tool()?, dir) {
         Ok(t) => Some(t),
         Err(e) => {
             for t in targets.iter_mut().filter(|t| t.plan.is_some()) {

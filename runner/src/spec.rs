@@ -56,6 +56,17 @@ pub enum Engine {
     Buildah,
 }
 
+impl Engine {
+    /// The tool a tools engine runs; none for the native engine.
+    pub fn tool(self) -> Option<archgate_tools::Tool> {
+        match self {
+            Engine::Native => None,
+            Engine::Skopeo => Some(archgate_tools::Tool::Skopeo),
+            Engine::Buildah => Some(archgate_tools::Tool::Buildah),
+        }
+    }
+}
+
 /// The gate settings shared by every image.
 #[derive(Debug, Clone, Default)]
 pub struct GateSpec {
