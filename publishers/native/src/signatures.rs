@@ -3,12 +3,13 @@
 //! manifest whose layers are simple-signing payloads, each with its base64
 //! signature in a layer annotation.
 //!
-//! [`prepare`] and [`finish`] (together [`attach`]) put archgate's
-//! signature of a digest in place before any tag points at it: another
-//! signer's signatures are kept (ours is added beside them, in a new
-//! manifest under the same tag), and ours is never written twice. [`read`] lists what a digest carries and [`verify`] says whether a
-//! key signed it (for `status` and `inspect`). Nothing here removes a
-//! signature or any other manifest.
+//! [`prepare`] and [`finish`] (called through the `Store` trait, as
+//! `sign_all` does) put archgate's signature of a digest in place before
+//! any tag points at it: another signer's signatures are kept (ours is
+//! added beside them, in a new manifest under the same tag), and ours is
+//! never written twice. [`read`] lists what a digest carries and [`verify`]
+//! says whether a key signed it (for `status` and `inspect`). Nothing here
+//! removes a signature or any other manifest.
 
 use anyhow::{anyhow, Context, Result};
 use archgate_sign::{
@@ -24,13 +25,6 @@ use crate::transport::Store;
 /// The docker reference a signature names for a repository: `HOST/PATH`.
 pub fn identity(repo: &RegistryRepo) -> String {
     repo.name()
-}
-
-/// Puts archgate's signature of `digest` in `repo`, unless it is there
-/// already: [`prepare`], then [`finish`].
-pub async fn attach(repo: &RegistryRepo, key: &SigningKey, digest: &str) -> Result<()> {
-    let prepared = prepare(repo, key, digest).await?;
-    finish(repo, prepared).await
 }
 
 /// A signature ready to be put in place: everything it needs is in the

@@ -238,8 +238,8 @@ impl ToolTarget<'_> {
     }
 }
 
-/// Carries a plan out on a registry target with the tools: each arch's
-/// signature, then its `skopeo copy` to its arch tag; then the index's
+/// Carries a plan out on a registry target with the tools: the arches'
+/// signatures, then each arch's `skopeo copy` to its arch tag; then the index's
 /// signature, the moved-tag check, the index under its tag (archgate's
 /// client), and the read-back.
 pub async fn publish(
@@ -252,19 +252,24 @@ pub async fn publish(
     if let Some(done) = archgate_native::nothing_to_write(plan, t.planned_from) {
         return Ok(done);
     }
-    let mut signed = Vec::new();
+    // The arches whose tag does not point at their manifest yet: all of
+    // them signed at once, then each copied to its arch tag.
+    let mut to_copy = Vec::new();
     for (arch, arch_tag) in arch_tags {
         let art = artifacts
             .get(arch)
             .ok_or_else(|| anyhow!("internal: no artifact for {arch}"))?;
-        if t.repo
-            .resolve_tag(arch_tag)
-            .await?
-            .is_some_and(|d| d.digest == art.entry.digest)
-        {
-            continue;
+        let tagged = t.repo.resolve_tag(arch_tag).await?;
+        if tagged.is_none_or(|d| d.digest != art.entry.digest) {
+            to_copy.push((art, arch_tag));
         }
-        signed.extend(sign_all(t.repo, t.sign, &[&art.entry.digest]).await?);
+    }
+    let digests: Vec<&str> = to_copy
+        .iter()
+        .map(|(a, _)| a.entry.digest.as_str())
+        .collect();
+    let mut signed = sign_all(t.repo, t.sign, &digests).await?;
+    for (art, arch_tag) in to_copy {
         copy_arch(tools, t, art, arch_tag).await?;
     }
     if plan.decision != Decision::Published {
