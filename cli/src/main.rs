@@ -378,8 +378,15 @@ fn consume(config: &Path) -> u8 {
         let signal = stop_signal()?;
         tokio::spawn(async move {
             let (name, _) = signal.await;
-            tracing::info!("{name}: stopping");
+            tracing::info!("{name}: stopping (a second SIGTERM or SIGINT exits at once)");
             let _ = stop.send(true);
+            // A second signal: out at once, the messages left to the broker
+            // (it takes back what was not acknowledged).
+            if let Ok(again) = stop_signal() {
+                let (name, code) = again.await;
+                eprintln!("archgate: {name} again: exiting at once; the broker takes the current messages back");
+                std::process::exit(i32::from(code));
+            }
         });
         archgate_service::consume(runner, template, service, stopped).await
     });

@@ -505,6 +505,7 @@ fn check(loaded: &Loaded) -> Result<(), ConfigError> {
             _ => {}
         }
     }
+    one_image_per_target(loaded)?;
     let mut seen = BTreeMap::new();
     for image in &config.image {
         let name = image.name.get_ref();
@@ -545,6 +546,33 @@ fn check(loaded: &Loaded) -> Result<(), ConfigError> {
                     image.arch_tag.as_str()
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// One target, one image: a repository and tag rule named twice (by two
+/// images, or twice by one) is refused before anything is read. Rules
+/// that differ only once rendered (`41` and `{version}`) are refused by the
+/// run, once the compose names them, before any target is read.
+fn one_image_per_target(loaded: &Loaded) -> Result<(), ConfigError> {
+    let mut seen: BTreeMap<(String, Option<String>), &str> = BTreeMap::new();
+    for image in &loaded.config.image {
+        let name = image.name.get_ref().as_str();
+        for repo in &image.repositories {
+            for rule in &image.tags {
+                let target = repo.tagged(rule.template.as_str());
+                let when = rule.when.map(|w| w.to_string());
+                if let Some(first) = seen.insert((target.clone(), when), name) {
+                    let why = match first == name {
+                        true => format!("image `{name}` names the target {target} twice"),
+                        false => format!(
+                            "the target {target} is named by images `{first}` and `{name}`: one target, one image"
+                        ),
+                    };
+                    return Err(loaded.error_at(image.name.span().start, why));
+                }
+            }
         }
     }
     Ok(())
@@ -593,13 +621,12 @@ impl Loaded {
                 "{file}: [consume] allowed-locations is empty: name the URL or path prefixes of the composes archgate may read (key `consume.allowed-locations`)"
             )));
         }
-        if let Some(bad) = c.allowed_locations.iter().find(|l| {
-            !(l.starts_with("https://") || l.starts_with("http://") || l.starts_with('/'))
-        }) {
-            return Err(ConfigError(format!(
-                "{file}: [consume] allowed-locations: `{bad}` is neither an http(s) URL nor an absolute path (key `consume.allowed-locations`)"
-            )));
-        }
+        let allowed_locations = archgate_core::AllowedLocations::new(&c.allowed_locations)
+            .map_err(|why| {
+                ConfigError(format!(
+                    "{file}: [consume] allowed-locations: {why} (key `consume.allowed-locations`)"
+                ))
+            })?;
         if c.max_attempts == 0 || c.prefetch == 0 {
             return Err(ConfigError(format!(
                 "{file}: [consume] max-attempts and prefetch must be at least 1"
@@ -635,7 +662,7 @@ impl Loaded {
             retry_delay: c.retry_delay,
             health: c.health,
             lease_wait: c.lease_wait,
-            allowed_locations: c.allowed_locations.clone(),
+            allowed_locations,
         };
         let run = self.run_spec(&Options {
             compose: Some("(from each message)".into()),
@@ -708,6 +735,7 @@ impl Loaded {
             images,
             dry_run: opts.dry_run,
             allow_older: opts.allow_older,
+            allowed_locations: None,
             sign: self.sign_spec(opts.verify_only)?,
         })
     }

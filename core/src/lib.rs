@@ -12,6 +12,7 @@
 
 mod arch;
 mod gate;
+mod locations;
 mod model;
 mod order;
 mod report;
@@ -26,6 +27,7 @@ pub use gate::{
     decide, newer_compose_held, Action, ArchPlan, ArchStatus, Decision, GateError, GateInput,
     GateSettings, Policy, TargetPlan,
 };
+pub use locations::{AllowedLocations, Checked};
 pub use model::{
     ArchInput, ArchResult, Artifact, Checksum, ChecksumAlgo, Compose, ComposeResults,
     ComposeStatus, CurrentIndex, Entry, ErrorKind, KindedError, Location, Outcome,

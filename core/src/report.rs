@@ -62,6 +62,12 @@ pub struct TargetReport {
     /// the service decides by it).
     #[serde(skip)]
     pub error_kind: Option<crate::model::ErrorKind>,
+    /// The compose the target's index named when it was read (its
+    /// `dev.archgate.compose`); not in the JSON report. An `unchanged`
+    /// target whose index names this compose was written by it, in an
+    /// earlier try: the service announces it again after a failure.
+    #[serde(skip)]
+    pub current_compose: Option<String>,
 }
 
 /// One arch of a target in the report.

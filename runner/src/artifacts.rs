@@ -152,17 +152,7 @@ fn early_push_store(
     results: &ComposeResults,
     image: &ImageSpec,
 ) -> Option<AnyStore> {
-    if spec.dry_run || !results.compose.status.is_finished() {
-        return None;
-    }
-    let built: Vec<Arch> = results
-        .images
-        .get(&image.name)?
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Built(_)))
-        .map(|r| r.arch)
-        .collect();
-    if built.is_empty() || spec.gate.required.iter().any(|a| !built.contains(a)) {
+    if spec.dry_run || !crate::compose::may_write(spec, results, image) {
         return None;
     }
     // Registries only: a layout is written only once publishing checks it.

@@ -2,46 +2,64 @@
 //! once (bounded per registry by its client): one GET per tag, configs
 //! only where the gate needs them.
 
-use archgate_core::{CurrentIndex, Policy};
+use archgate_core::{ComposeResults, CurrentIndex, Policy};
 use archgate_native::{read_current, AnyStore, Depth};
 use futures_util::StreamExt;
 
-use crate::lease::Leases;
+use crate::lease::{Hold, Leases};
 use crate::spec::RunSpec;
 use crate::stores::RunStores;
 use crate::targets::Target;
 use crate::RunError;
 
-/// Holds every target a run will read and may write, before its current
-/// index is read: this process's lock on it, then the lease (see
-/// [`crate::lease`]), one target after another in the order of their
-/// names, so that runs sharing targets never wait on each other in a
-/// circle. Targets whose tag could not be named are not held (nothing is
-/// read or written there).
+/// Holds every target a run may write, before its current index is read:
+/// this process's lock on it, then the lease (see [`crate::lease`]), one
+/// target after another in the order of their names, so that runs sharing
+/// targets never wait on each other in a circle. Targets whose tag could
+/// not be named, and those of images the compose's results already refuse
+/// (nothing built, a required arch missing, an unfinished compose), are not
+/// held: nothing is written there.
 pub(crate) async fn hold_all(
     spec: &RunSpec,
     stores: &RunStores,
+    results: &ComposeResults,
     targets: &mut [Target],
     leases: &dyn Leases,
 ) -> Result<(), RunError> {
     let mut order: Vec<(String, usize)> = targets
         .iter()
         .enumerate()
-        .filter(|(_, t)| t.named)
+        .filter(|(_, t)| t.named && crate::compose::may_write(spec, results, &spec.images[t.image]))
         .map(|(i, t)| {
             let store = stores.store(&spec.images[t.image].repositories[t.repo]);
             (crate::stores::store_tag(&store, &t.tag), i)
         })
         .collect();
     order.sort();
+    let since = std::time::Instant::now();
     for (name, i) in order {
         let local = stores.target_lock(&name).await;
-        tracing::debug!(target = %name, "waiting for the lease");
-        let lease = leases.acquire(&name).await?;
+        let lease = match leases.acquire(&name, since).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                drop(local);
+                release_all(targets).await;
+                return Err(e);
+            }
+        };
         tracing::debug!(target = %name, "lease held");
-        targets[i].hold = Some((local, lease));
+        targets[i].hold = Some(Hold { local, lease });
     }
     Ok(())
+}
+
+/// Gives back every hold taken so far (a run that cannot take them all).
+async fn release_all(targets: &mut [Target]) {
+    for t in targets.iter_mut() {
+        if let Some(hold) = t.hold.take() {
+            hold.release().await;
+        }
+    }
 }
 
 /// What each target holds now, in target order.

@@ -35,7 +35,7 @@ use archgate_core::{
 };
 use archgate_native::{ReadEnv, ResolvedArtifact};
 
-pub use lease::{Acquiring, Held, Leases, NoLeases};
+pub use lease::{Acquiring, Held, Lease, Leases, NoLeases};
 pub use spec::{
     Engine, Env, GateSpec, ImageSpec, RegistrySpec, RepoSpec, RunSpec, SignSpec, SourceSpec,
 };
@@ -149,11 +149,12 @@ impl Runner {
         let read_env = ReadEnv {
             cache: self.env.cache_dir.clone(),
             spool: Some(dir.path().join("spool")),
+            allowed: spec.allowed_locations.clone(),
         };
         let now = (self.env.clock)();
         let mut targets = targets::name_all(spec, &results.compose)?;
         if !spec.dry_run {
-            current::hold_all(spec, &stores, &mut targets, leases).await?;
+            current::hold_all(spec, &stores, &results, &mut targets, leases).await?;
         }
         let currents = current::read_all(spec, &stores, &targets).await;
         let stale = stale_images(spec, &results.compose, &targets, &currents);

@@ -108,7 +108,9 @@ async fn publish_counted(
     let image = target.image;
     publish_target(spec, stores, tools, &mut target, &artifacts[image]).await;
     // Read back (or failed): another writer may have the target now.
-    target.hold = None;
+    if let Some(hold) = target.hold.take() {
+        hold.release().await;
+    }
     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
     archgate_native::progress::targets(n, total);
     target

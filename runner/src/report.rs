@@ -1,7 +1,9 @@
 //! Stage 6: report. The report is the plans plus what happened.
 
 use archgate_core::Vars;
-use archgate_core::{ArchReport, Compose, ComposeSummary, Decision, Report, TargetReport};
+use archgate_core::{
+    ArchReport, Compose, ComposeSummary, Decision, Report, TargetReport, COMPOSE_ANNOTATION,
+};
 
 use crate::spec::RunSpec;
 use crate::targets::Target;
@@ -48,6 +50,10 @@ fn target_report(spec: &RunSpec, t: Target) -> TargetReport {
     reasons.extend(t.errors);
     let refused_hard = t.plan.as_ref().is_some_and(|p| p.hard_refusal);
     let repository = &spec.images[t.image].repositories[t.repo].repository;
+    let current_compose = t
+        .current
+        .as_ref()
+        .and_then(|c| c.annotations.get(COMPOSE_ANNOTATION).cloned());
     TargetReport {
         image: spec.images[t.image].name.clone(),
         reference: t.reference,
@@ -68,5 +74,6 @@ fn target_report(spec: &RunSpec, t: Target) -> TargetReport {
         reasons,
         signed: t.signed,
         error_kind: t.error_kind,
+        current_compose,
     }
 }

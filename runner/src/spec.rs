@@ -168,6 +168,10 @@ pub struct RunSpec {
     pub allow_older: bool,
     /// `[sign]`.
     pub sign: SignSpec,
+    /// Where the compose and its artifacts may be read from, at every
+    /// request and redirect (the service's `allowed-locations`); none:
+    /// anywhere.
+    pub allowed_locations: Option<archgate_core::AllowedLocations>,
 }
 
 /// What a [`crate::Runner`] is handed from outside, once.

@@ -1,14 +1,14 @@
 //! The targets of a run: every (image, repository, tag) the configuration
 //! and the compose name, with the tags and annotations rendered.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use archgate_core::Vars;
 use archgate_core::{
     Arch, Compose, ComposeStamp, CurrentIndex, Decision, ErrorKind, Policy, TargetPlan,
 };
 
-use crate::lease::Held;
+use crate::lease::Hold;
 use crate::spec::{ImageSpec, RunSpec};
 use crate::RunError;
 
@@ -37,7 +37,7 @@ pub(crate) struct Target {
     /// This process's lock on the target and the lease on it, held from
     /// reading its current index until its read-back (docs/gate.md, "One
     /// writer per target"); none in a dry run.
-    pub(crate) hold: Option<(tokio::sync::OwnedMutexGuard<()>, Held)>,
+    pub(crate) hold: Option<Hold>,
 }
 
 impl Target {
@@ -53,10 +53,11 @@ impl Target {
 /// beside the image's own).
 pub(crate) fn name_all(spec: &RunSpec, compose: &Compose) -> Result<Vec<Target>, RunError> {
     let stamp = ComposeStamp::of(compose).annotations();
-    let mut targets = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
+    // Each reference, and the image that named it first.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, image) in spec.images.iter().enumerate() {
         let tags = image_tags(image, compose, &spec.releases)?;
-        let mut seen = BTreeSet::new();
         for (r, repo) in image.repositories.iter().enumerate() {
             for (tag, named) in &tags {
                 let annotations = match named {
@@ -68,8 +69,15 @@ pub(crate) fn name_all(spec: &RunSpec, compose: &Compose) -> Result<Vec<Target>,
                     false => BTreeMap::new(),
                 };
                 let reference = repo.repository.tagged(tag);
-                if !seen.insert(reference.clone()) {
-                    return Err(image_error(image, format!("{reference} is a target twice")));
+                if let Some(first) = seen.insert(reference.clone(), i) {
+                    let why = match first == i {
+                        true => format!("{reference} is a target twice"),
+                        false => format!(
+                            "{reference} is also a target of image `{}`: one target, one image",
+                            spec.images[first].name
+                        ),
+                    };
+                    return Err(image_error(image, why));
                 }
                 targets.push(Target {
                     seq: targets.len(),

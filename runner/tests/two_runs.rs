@@ -82,6 +82,7 @@ fn spec(location: String, out: &Path) -> RunSpec {
         }],
         dry_run: false,
         allow_older: false,
+        allowed_locations: None,
         sign: Default::default(),
     }
 }

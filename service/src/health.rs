@@ -1,17 +1,28 @@
 //! `/live`, `/ready` and `/metrics` (Prometheus text) on the `health`
 //! address: the consumer's state for a supervisor and a scraper.
+//!
+//! `/ready` answers 200 only while the consumer is connected and
+//! consuming. `/live` answers 200 while the process makes progress: the
+//! session says so at every delivery and every few seconds while it waits
+//! (and the reconnecting loop at each try); past [`STALLED`] without, it
+//! answers 503.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Labels = Vec<(String, String)>;
+
+/// How long without progress before `/live` fails.
+pub const STALLED: Duration = Duration::from_secs(60);
 
 /// What the service counts.
 pub struct Metrics {
@@ -19,9 +30,15 @@ pub struct Metrics {
     messages: Family<Labels, Counter>,
     targets: Family<Labels, Counter>,
     lease_waits: Counter,
+    results_sent: Counter,
     runs: Histogram,
+    connected: Gauge,
+    in_flight: Gauge,
     /// Connected to the broker and consuming.
-    pub ready: AtomicBool,
+    ready: AtomicBool,
+    /// Milliseconds since `started` of the last sign of progress.
+    progress: AtomicU64,
+    started: Instant,
 }
 
 impl Metrics {
@@ -46,15 +63,38 @@ impl Metrics {
             "Times a run waited for a target's lease that another consumer held",
             lease_waits.clone(),
         );
+        let results_sent = Counter::default();
+        registry.register(
+            "results_sent",
+            "Result messages (ContainerPublishedV1) confirmed by the broker",
+            results_sent.clone(),
+        );
         let runs = Histogram::new(exponential_buckets(0.25, 2.0, 14));
         registry.register("run_duration_seconds", "How long a run took", runs.clone());
+        let connected = Gauge::default();
+        registry.register(
+            "consumer_connected",
+            "1 while connected to the broker and consuming, else 0",
+            connected.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "runs_in_flight",
+            "Messages being handled now",
+            in_flight.clone(),
+        );
         Arc::new(Metrics {
             registry,
             messages,
             targets,
             lease_waits,
+            results_sent,
             runs,
+            connected,
+            in_flight,
             ready: AtomicBool::new(false),
+            progress: AtomicU64::new(0),
+            started: Instant::now(),
         })
     }
 
@@ -77,14 +117,41 @@ impl Metrics {
         self.lease_waits.inc();
     }
 
+    /// A result message confirmed.
+    pub fn result_sent(&self) {
+        self.results_sent.inc();
+    }
+
     /// How long a run took.
     pub fn run_took(&self, seconds: f64) {
         self.runs.observe(seconds);
     }
 
-    /// Connected and consuming (`/ready`), or not.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+    /// A message is being handled.
+    pub fn run_started(&self) {
+        self.in_flight.inc();
+    }
+
+    /// A message's handling ended.
+    pub fn run_ended(&self) {
+        self.in_flight.dec();
+    }
+
+    /// Connected and consuming (`/ready`, `archgate_consumer_connected`), or not.
+    pub fn set_connected(&self, connected: bool) {
+        self.ready.store(connected, Ordering::Relaxed);
+        self.connected.set(i64::from(connected));
+    }
+
+    /// The process makes progress (`/live`).
+    pub fn progress(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.progress.store(ms, Ordering::Relaxed);
+    }
+
+    fn live(&self) -> bool {
+        let last = Duration::from_millis(self.progress.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last) < STALLED
     }
 
     fn text(&self) -> String {
@@ -113,7 +180,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                     }
                 }
             };
-            if tokio::time::timeout(std::time::Duration::from_secs(5), read_line)
+            if tokio::time::timeout(Duration::from_secs(5), read_line)
                 .await
                 .is_err()
             {
@@ -121,16 +188,14 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
             }
             let request = String::from_utf8_lossy(&buf);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let unavailable = "503 Service Unavailable";
             let (status, content_type, body) = match path {
-                "/live" => ("200 OK", "text/plain", "live\n".to_string()),
+                "/live" if metrics.live() => ("200 OK", "text/plain", "live\n".to_string()),
+                "/live" => (unavailable, "text/plain", "stalled\n".to_string()),
                 "/ready" if metrics.ready.load(Ordering::Relaxed) => {
                     ("200 OK", "text/plain", "ready\n".to_string())
                 }
-                "/ready" => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "not ready\n".to_string(),
-                ),
+                "/ready" => (unavailable, "text/plain", "not ready\n".to_string()),
                 "/metrics" => (
                     "200 OK",
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -57,29 +57,6 @@ pub fn parse(body: &[u8]) -> Result<ComposeMessage, Invalid> {
     })
 }
 
-/// Whether a compose location may be read: it starts with one of the
-/// `allowed` prefixes (`[consume] allowed-locations`) at a path boundary,
-/// and has no `.` or `..` part that could lead elsewhere. `Err` says why not.
-pub fn allowed(root: &str, allowed: &[String]) -> Result<(), Invalid> {
-    let path = root.split_once("://").map_or(root, |(_, rest)| rest);
-    if path.split('/').any(|part| part == ".." || part == ".") {
-        return Err(Invalid(format!(
-            "`location` {root:?} has a `.` or `..` part; refused"
-        )));
-    }
-    let under = |prefix: &String| {
-        let prefix = prefix.trim_end_matches('/');
-        root == prefix || root.starts_with(&format!("{prefix}/"))
-    };
-    if allowed.iter().any(under) {
-        return Ok(());
-    }
-    Err(Invalid(format!(
-        "`location` {root:?} is not under an allowed location ({}); refused",
-        allowed.join(", ")
-    )))
-}
-
 /// The body of `ContainerPublishedV1`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Published {
@@ -152,29 +129,6 @@ pub fn published(report: &Report, release: i64) -> Vec<Published> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_allowed_locations_are_read() {
-        let allow = vec![
-            "https://kojipkgs.fedoraproject.org/compose/".to_string(),
-            "/mnt/koji/compose".to_string(),
-        ];
-        for ok in [
-            "https://kojipkgs.fedoraproject.org/compose/Fedora-41-20241101.n.0",
-            "/mnt/koji/compose/Fedora-41-20241101.n.0",
-        ] {
-            assert_eq!(allowed(ok, &allow), Ok(()), "{ok}");
-        }
-        for bad in [
-            "https://kojipkgs.fedoraproject.org.evil.example/compose/x",
-            "https://evil.example/compose/Fedora-41",
-            "/mnt/koji/compose-other/Fedora-41",
-            "/mnt/koji/compose/../../etc",
-            "/etc",
-        ] {
-            assert!(allowed(bad, &allow).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn a_pungi_message_gives_its_compose_root() {

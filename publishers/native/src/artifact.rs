@@ -43,7 +43,7 @@ pub fn resolve_cached(
 ) -> Result<ResolvedArtifact, ReadFailure> {
     let env = ReadEnv {
         cache: cache.map(Path::to_path_buf),
-        spool: None,
+        ..Default::default()
     };
     resolve_in(arch, artifact, &env)
 }
@@ -128,7 +128,23 @@ fn resolve_url(
     };
     std::fs::create_dir_all(&dir).map_err(|e| internal(&dir, e))?;
     let started = std::time::Instant::now();
+    let redirects = match env.allowed.clone() {
+        None => reqwest::redirect::Policy::default(),
+        Some(allowed) => {
+            allowed
+                .check_url(url)
+                .map_err(|why| ReadFailure::Unusable(format!("{url}: refused: {why}")))?;
+            reqwest::redirect::Policy::custom(move |hop| {
+                match allowed.check_url(hop.url().as_str()) {
+                    Ok(_) if hop.previous().len() < 10 => hop.follow(),
+                    Ok(_) => hop.error("more than 10 redirects"),
+                    Err(why) => hop.error(format!("a redirect outside allowed-locations: {why}")),
+                }
+            })
+        }
+    };
     let resp = reqwest::blocking::Client::builder()
+        .redirect(redirects)
         .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
         .timeout(None)

@@ -92,4 +92,7 @@ pub struct ReadEnv {
     pub cache: Option<PathBuf>,
     /// The run's spool for HTTP artifacts, if any.
     pub spool: Option<PathBuf>,
+    /// Where artifacts may be fetched from, at every request and redirect
+    /// (the service's `allowed-locations`); none: anywhere.
+    pub allowed: Option<archgate_core::AllowedLocations>,
 }

@@ -26,8 +26,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use archgate_core::{
-    Arch, ArchResult, Artifact, Checksum, Compose, ComposeResults, ComposeStatus, ImageQuery,
-    Location, Outcome, Source, SourceError,
+    AllowedLocations, Arch, ArchResult, Artifact, Checksum, Compose, ComposeResults, ComposeStatus,
+    ImageQuery, Location, Outcome, Source, SourceError,
 };
 use serde::Deserialize;
 
@@ -152,12 +152,26 @@ impl Fetch for LocalCompose {
 pub struct HttpCompose {
     base: String,
     client: reqwest::blocking::Client,
+    allowed: Option<AllowedLocations>,
 }
 
 impl HttpCompose {
-    /// A compose at `base` (its root or its `compose/` URL).
-    pub fn new(base: &str) -> Result<HttpCompose, SourceError> {
+    /// A compose at `base` (its root or its `compose/` URL). With
+    /// `allowed`, every URL fetched, and every redirect at each hop, must be
+    /// under one of its prefixes (the service's `allowed-locations`).
+    pub fn new(base: &str, allowed: Option<AllowedLocations>) -> Result<HttpCompose, SourceError> {
+        let redirects = match allowed.clone() {
+            None => reqwest::redirect::Policy::default(),
+            Some(allowed) => reqwest::redirect::Policy::custom(move |hop| {
+                match allowed.check_url(hop.url().as_str()) {
+                    Ok(_) if hop.previous().len() < 10 => hop.follow(),
+                    Ok(_) => hop.error("more than 10 redirects"),
+                    Err(why) => hop.error(format!("a redirect outside allowed-locations: {why}")),
+                }
+            }),
+        };
         let client = reqwest::blocking::Client::builder()
+            .redirect(redirects)
             .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(30))
             .timeout(std::time::Duration::from_secs(300))
@@ -168,6 +182,7 @@ impl HttpCompose {
         Ok(HttpCompose {
             base: base.to_string(),
             client,
+            allowed,
         })
     }
 
@@ -179,6 +194,11 @@ impl HttpCompose {
 impl Fetch for HttpCompose {
     fn fetch(&self, rel: &str) -> Result<Option<Vec<u8>>, SourceError> {
         let url = self.url(rel);
+        if let Some(allowed) = &self.allowed {
+            allowed
+                .check_url(&url)
+                .map_err(|why| SourceError(format!("{url}: refused: {why}")))?;
+        }
         let resp = self.client.get(&url).send().map_err(|e| {
             let cause = std::error::Error::source(&e)
                 .map(|s| format!(": {s}"))

@@ -216,8 +216,18 @@ pub(super) async fn read_limited(resp: Response, limit: u64) -> Result<Vec<u8>, 
 impl Registry {
     /// An answer `what` did not expect: fatal, with the registry's error
     /// text (`HOST/WHAT: STATUS: message`).
+    /// A 401 or 403 is of kind `auth`: the credentials do not allow it,
+    /// and another try would be refused the same way.
     pub(super) async fn refused(&self, what: &str, resp: Response) -> Failure {
-        Failure::Fatal(anyhow!("{}/{what}: {}", self.host, error_text(resp).await))
+        let denied = matches!(
+            resp.status(),
+            reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+        );
+        let why = format!("{}/{what}: {}", self.host, error_text(resp).await);
+        match denied {
+            true => Failure::Fatal(crate::kinded(archgate_core::ErrorKind::Auth, why)),
+            false => Failure::Fatal(anyhow!(why)),
+        }
     }
 }
 
