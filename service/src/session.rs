@@ -120,22 +120,28 @@ async fn consume_on(
     };
     let stopped = take_messages(taking, consumer, shutdown).await;
     service.metrics.set_connected(false);
-    if let Err(e) = stopped {
+    match stopped {
         // The messages of the runs still going are handed back with the
         // connection; the runs stop here.
-        running.abort_all();
-        return Err(e);
+        Err(_) => running.abort_all(),
+        Ok(()) => {
+            // Stop taking messages; let the current runs finish and end theirs.
+            tracing::info!(
+                running = running.len(),
+                "stopping: no new messages; finishing the current ones"
+            );
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+            while running.join_next().await.is_some() {}
+        }
     }
-    // Stop taking messages; let the current runs finish and end theirs.
-    tracing::info!(
-        running = running.len(),
-        "stopping: no new messages; finishing the current ones"
-    );
-    let _ = channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await;
-    while running.join_next().await.is_some() {}
-    Ok(())
+    // Closed here, before the connection: a channel left to close itself
+    // when dropped would race the connection's close.
+    for c in [&publisher, &channel] {
+        let _ = c.close(200, "archgate consume stopping".into()).await;
+    }
+    stopped
 }
 
 /// The topology: prefetch, the exchange (unless `amq.`), the durable queue

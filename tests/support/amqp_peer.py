@@ -4,6 +4,8 @@
     amqp_peer.py publish URL TOPIC BODY_JSON     publish as fedora-messaging does (api.publish)
     amqp_peer.py publish-raw URL ROUTING_KEY TEXT  publish raw bytes (an invalid message)
     amqp_peer.py bind URL QUEUE KEY              declare a durable queue bound to amq.topic on KEY
+    amqp_peer.py move URL FROM TO                move every message of FROM to TO, headers kept
+                                                 (what the delay queue's expiry does, at once)
     amqp_peer.py drain URL QUEUE                 take every message of QUEUE; print them as JSON,
                                                  each rebuilt and validated by fedora-messaging
                                                  (get_message: its schema class and body schema)
@@ -51,6 +53,23 @@ def bind(url, queue, key):
     conn.close()
 
 
+def move(url, source, dest):
+    conn = pika.BlockingConnection(params(url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    moved = 0
+    while True:
+        method, props, body = ch.basic_get(source, auto_ack=False)
+        if method is None:
+            break
+        props.expiration = None
+        ch.basic_publish("", dest, body, props, mandatory=True)
+        ch.basic_ack(method.delivery_tag)
+        moved += 1
+    conn.close()
+    print(moved)
+
+
 def drain(url, queue):
     from fedora_messaging import message
 
@@ -84,7 +103,7 @@ def drain(url, queue):
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"publish": publish, "publish-raw": publish_raw, "bind": bind, "drain": drain}[cmd](*args)
+    {"publish": publish, "publish-raw": publish_raw, "bind": bind, "move": move, "drain": drain}[cmd](*args)
 
 
 if __name__ == "__main__":

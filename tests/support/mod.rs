@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod consume;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -477,7 +479,7 @@ impl TokenServer {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -528,6 +530,14 @@ pub struct HoldGate {
 }
 
 impl HoldGate {
+    /// A gate holding nothing yet, for a [`Fault`] of the test's own.
+    pub fn new() -> HoldGate {
+        HoldGate {
+            held: AtomicUsize::new(0),
+            open: tokio::sync::watch::channel(false).0,
+        }
+    }
+
     /// Waits until at least `n` requests are held (they stay held).
     pub fn wait_held(&self, n: usize, secs: u64) {
         let start = std::time::Instant::now();
@@ -758,10 +768,7 @@ impl Proxy {
     /// Holds every `method` request whose path contains `path` (end it with
     /// `\0` to match the end of the path) until the gate is released.
     pub fn hold(&self, method: &'static str, path: &str) -> Arc<HoldGate> {
-        let gate = Arc::new(HoldGate {
-            held: AtomicUsize::new(0),
-            open: tokio::sync::watch::channel(false).0,
-        });
+        let gate = Arc::new(HoldGate::new());
         self.fault(Fault {
             method,
             path_contains: path.into(),

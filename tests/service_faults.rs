@@ -1,0 +1,631 @@
+//! `archgate consume` when things go wrong, on a private RabbitMQ node and
+//! real registries: every publish announced at least once, every delivery
+//! ended (acknowledged, sent back, set aside or handed back) on every path,
+//! retries by kind without holding the consumer, locations that cannot lead
+//! outside `allowed-locations`, one target per image. Each test waits for
+//! states that last until it moves on: a message in a queue whose delay is
+//! longer than the test, a request the proxy holds, the consumer's own log
+//! lines and metrics.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::Value;
+use support::consume::{
+    announce, composes, config, drain, metric, settled, wait_for, Consumer, RESULTS, TOPIC,
+};
+use support::{
+    amqp_peer, archgate, free_port, registry_tag, registry_tags, respond, Auth, Fault, FaultKind,
+    Proxy, Rabbit, Registry, Server,
+};
+
+/// The registries (`registries` of each body) announced for `compose`.
+fn announced(results: &[Value], compose: &str) -> BTreeSet<String> {
+    results
+        .iter()
+        .filter(|m| m["body"]["compose_id"] == compose)
+        .flat_map(|m| {
+            assert!(
+                m.get("invalid").is_none(),
+                "fedora-messaging refuses it: {m:#}"
+            );
+            m["body"]["registries"].as_array().unwrap().clone()
+        })
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// One image on two registries (two proxies in front of one registry).
+/// Retries wait ten minutes in `QUEUE.retry`: the test moves them back
+/// itself, which is what their expiry would do.
+fn two_registries(rabbit: &Rabbit, a: &str, b: &str, queue: &str, composes: &Path) -> String {
+    format!(
+        r#"[source]
+kind = "pungi"
+
+[gate]
+policy = "hybrid"
+
+[registry."{a}"]
+tls-verify = false
+
+[registry."{b}"]
+tls-verify = false
+timeout = "2s"
+
+[[image]]
+name = "fedora"
+match = {{ subvariant = "Container_Base" }}
+repositories = ["docker://{a}/fedora", "docker://{b}/fedora"]
+tags = ["{{release}}"]
+
+[consume]
+amqp-url = "{}"
+queue = "{queue}"
+routing-keys = ["{TOPIC}"]
+publish-topic-prefix = "org.fedoraproject.test"
+max-attempts = 2
+retry-delay = "600s"
+health = "HEALTH"
+allowed-locations = ["{}"]
+"#,
+        rabbit.url(),
+        composes.display()
+    )
+}
+
+/// Registry `b` answers 503 to everything until the faults are cleared.
+fn down(proxy: &Proxy) {
+    for method in ["GET", "HEAD", "POST", "PUT", "PATCH"] {
+        proxy.fault(Fault {
+            method,
+            path_contains: "/v2/".into(),
+            skip: 0,
+            times: usize::MAX,
+            kind: FaultKind::Status(503, None),
+        });
+    }
+}
+
+#[test]
+fn every_publish_is_announced_at_least_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    let registry = Registry::start(Auth::None);
+    let (pa, pb) = (
+        Proxy::start(format!("http://{}", registry.host())),
+        Proxy::start(format!("http://{}", registry.host())),
+    );
+    let (a, b) = (pa.host(), pb.host());
+    amqp_peer(&["bind", &rabbit.url(), "results", RESULTS]);
+    let consumer = Consumer::start(dir, "one", &two_registries(&rabbit, &a, &b, "q", &c));
+    down(&pb);
+
+    // Registry b is down for both attempts: a's target is written in the
+    // first, announced there, announced again by the second (which finds
+    // it unchanged, naming this compose), and the message is set aside.
+    let x = "Fedora-41-20241101.n.0";
+    announce(&rabbit, &c.join("f41-incomplete"), x, "FINISHED_INCOMPLETE");
+    wait_for("the retry to wait in q.retry", 60, || {
+        rabbit.queue("q.retry") == Some((1, 0))
+    });
+    let first = drain(&rabbit, "results");
+    assert_eq!(
+        announced(&first, x),
+        BTreeSet::from([a.clone()]),
+        "{first:#?}\n{}",
+        consumer.log()
+    );
+    assert!(registry_tag(&format!("{a}/fedora:41")).is_some());
+
+    // While the retry waits, the consumer (prefetch 1) takes other messages.
+    announce(
+        &rabbit,
+        &c.join("f41-incomplete"),
+        "Fedora-41-20241101.n.9",
+        "DOOMED",
+    );
+    wait_for("the DOOMED message to be skipped", 60, || {
+        metric(
+            &consumer.get("/metrics").1,
+            "archgate_messages_total{outcome=\"skipped\"}",
+        ) == 1
+    });
+    settled(&rabbit, "q", 30);
+    assert_eq!(
+        rabbit.queue("q.retry"),
+        Some((1, 0)),
+        "the retry still waits"
+    );
+
+    amqp_peer(&["move", &rabbit.url(), "q.retry", "q"]);
+    wait_for("the message to be set aside", 60, || {
+        rabbit.queue("q.failed") == Some((1, 0))
+    });
+    settled(&rabbit, "q", 30);
+    let failed = drain(&rabbit, "q.failed");
+    let why = failed[0]["headers"]["x-archgate-error"].as_str().unwrap();
+    assert!(why.starts_with("failed 2 times"), "{why}");
+    let second = drain(&rabbit, "results");
+    assert_eq!(
+        announced(&second, x),
+        BTreeSet::from([a.clone()]),
+        "{second:#?}"
+    );
+
+    // A newer compose; b is down for its first attempt only: a is written
+    // and announced in the first, b in the second, which announces a again.
+    let y = "Fedora-41-20241103.n.0";
+    announce(&rabbit, &c.join("f41-checksums"), y, "FINISHED");
+    wait_for("the retry to wait in q.retry", 60, || {
+        rabbit.queue("q.retry") == Some((1, 0))
+    });
+    assert_eq!(
+        announced(&drain(&rabbit, "results"), y),
+        BTreeSet::from([a.clone()])
+    );
+    pb.clear_faults();
+    amqp_peer(&["move", &rabbit.url(), "q.retry", "q"]);
+    wait_for("b to hold the newer compose", 60, || {
+        registry_tag(&format!("{b}/fedora:41"))
+            .is_some_and(|(i, _)| i["annotations"]["dev.archgate.compose"] == y)
+    });
+    settled(&rabbit, "q", 60);
+    let last = drain(&rabbit, "results");
+    assert_eq!(
+        announced(&last, y),
+        BTreeSet::from([a.clone(), b.clone()]),
+        "{last:#?}\n{}",
+        consumer.log()
+    );
+    let (_, metrics) = consumer.get("/metrics");
+    assert!(
+        metric(&metrics, "archgate_results_sent_total") >= 5,
+        "{metrics}"
+    );
+}
+
+/// A consumer killed between its write and the announcement: the broker
+/// delivers the message again, and the next consumer announces the target
+/// that the first wrote (its index names this compose).
+#[test]
+fn a_write_is_announced_after_the_consumer_died() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    let registry = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", registry.host()));
+    let host = proxy.host();
+    amqp_peer(&["bind", &rabbit.url(), "results", RESULTS]);
+    // The first GET of fedora:41 is the current index; the second is the
+    // read-back, after the index was written: held.
+    let gate = std::sync::Arc::new(support::HoldGate::new());
+    proxy.fault(Fault {
+        method: "GET",
+        path_contains: "/v2/fedora/manifests/41\0".into(),
+        skip: 1,
+        times: usize::MAX,
+        kind: FaultKind::Hold(gate.clone()),
+    });
+    let cfg = config(&rabbit, &host, "qk", &c, "");
+    let mut first = Consumer::start(dir, "first", &cfg);
+    let id = "Fedora-41-20241101.n.0";
+    announce(
+        &rabbit,
+        &c.join("f41-incomplete"),
+        id,
+        "FINISHED_INCOMPLETE",
+    );
+    gate.wait_held(1, 60);
+    let written = registry_tag(&format!("{}/fedora:41", registry.host())).unwrap();
+    assert_eq!(written.0["annotations"]["dev.archgate.compose"], id);
+    first.signal("-KILL");
+    first.wait(10);
+    gate.release();
+    assert!(
+        drain(&rabbit, "results").is_empty(),
+        "nothing announced yet"
+    );
+
+    let second = Consumer::start(dir, "second", &cfg);
+    settled(&rabbit, "qk", 60);
+    let results = drain(&rabbit, "results");
+    let fedora: Vec<&Value> = results
+        .iter()
+        .filter(|m| m["body"]["registries"] == serde_json::json!([host]))
+        .collect();
+    assert_eq!(fedora.len(), 1, "{results:#?}\n{}", second.log());
+    assert_eq!(
+        fedora[0]["body"]["tags"],
+        serde_json::json!(["41", "latest"])
+    );
+    assert_eq!(
+        announced(&results, id),
+        BTreeSet::from([host.clone(), format!("{host}/mirror")])
+    );
+}
+
+/// Requests a compose server saw; `compose/allowed/redir/...` answers with
+/// a redirect to `compose/secret/...`.
+fn compose_server(root: &Path) -> (Server, support::Log) {
+    let log = support::Log::default();
+    let (root, seen) = (root.to_path_buf(), log.clone());
+    let server = Server::start(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (root, seen) = (root.clone(), seen.clone());
+        async move {
+            let raw = req.uri().path().to_string();
+            let path = support::percent_decode(&raw);
+            seen.lock().unwrap().push(path.clone());
+            if let Some(rest) = path.strip_prefix("/compose/allowed/redir/") {
+                let to = format!("/compose/secret/{rest}");
+                return Ok(respond(302, &[("location", to.as_str())], ""));
+            }
+            let rel = path.trim_start_matches('/');
+            if rel.split(['/', '\\']).any(|c| c == "..") {
+                return Ok(respond(400, &[], ""));
+            }
+            Ok(match std::fs::read(root.join(rel)) {
+                Ok(bytes) => respond(200, &[], bytes),
+                Err(_) => respond(404, &[], "not found"),
+            })
+        }
+    });
+    (server, log)
+}
+
+#[test]
+fn locations_never_lead_outside_the_allowed_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let web = dir.join("web");
+    for place in ["allowed", "secret", "https-only"] {
+        support::copy_tree(
+            &c.join("f41-incomplete"),
+            &web.join("compose").join(place).join("f41"),
+        );
+    }
+    // A local allowed directory with a link out of it.
+    let local = dir.join("local");
+    std::fs::create_dir_all(local.join("allowed")).unwrap();
+    support::copy_tree(&c.join("f41-incomplete"), &local.join("secret/f41"));
+    std::os::unix::fs::symlink(local.join("secret"), local.join("allowed/link")).unwrap();
+
+    let (server, seen) = compose_server(&web);
+    let h = server.addr.to_string();
+    let rabbit = Rabbit::start();
+    let registry = Registry::start(Auth::None);
+    let host = registry.host();
+    let cfg = format!(
+        "[source]\nkind = \"pungi\"\n\n[registry.\"{host}\"]\ntls-verify = false\n\n[[image]]\nname = \"fedora\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [\"docker://{host}/fedora\"]\ntags = [\"{{release}}\"]\n\n[consume]\namqp-url = \"{}\"\nqueue = \"ql\"\nrouting-keys = [\"{TOPIC}\"]\nmax-attempts = 1\nhealth = \"HEALTH\"\nallowed-locations = [\"http://{h}/compose/allowed/\", \"https://{h}/compose/https-only/\", \"{}\"]\n",
+        rabbit.url(),
+        local.join("allowed").display()
+    );
+    let consumer = Consumer::start(dir, "guard", &cfg);
+    let bad = [
+        format!("http://{h}/compose/allowed/%2e%2e/secret/f41/compose"),
+        format!("http://{h}/compose/allowed/.%2E/secret/f41/compose"),
+        format!("http://{h}/compose/allowed/x/%2E%2e/%2e%2e/secret/f41/compose"),
+        format!("http://{h}/compose/allowed\\..\\secret/f41/compose"),
+        format!("http://{h}/compose/allowed/..%2fsecret/f41/compose"),
+        format!("http://{h}/compose/https-only/f41/compose"),
+        format!("http://{h}/compose/allowed/redir/f41/compose"),
+        format!("{}/f41/compose", local.join("allowed/link").display()),
+    ];
+    for location in &bad {
+        let body = serde_json::json!({
+            "status": "FINISHED", "compose_id": "Fedora-41-20241101.n.0", "location": location,
+        });
+        amqp_peer(&["publish", &rabbit.url(), TOPIC, &body.to_string()]);
+    }
+    wait_for("every message to be set aside", 120, || {
+        rabbit.queue("ql.failed") == Some((bad.len() as u64, 0))
+    });
+    settled(&rabbit, "ql", 30);
+    for m in drain(&rabbit, "ql.failed") {
+        let why = m["headers"]["x-archgate-error"].as_str().unwrap();
+        assert!(
+            why.contains("refused") || why.contains("outside allowed-locations"),
+            "{why}"
+        );
+    }
+    assert!(registry_tags(&format!("{host}/fedora")).is_empty());
+    let outside: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| !p.starts_with("/compose/allowed/"))
+        .cloned()
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "requests outside the allowed prefix: {outside:?}"
+    );
+
+    // The control: the allowed place itself is read and published.
+    let body = serde_json::json!({
+        "status": "FINISHED", "compose_id": "Fedora-41-20241101.n.0",
+        "location": format!("http://{h}/compose/allowed/f41/compose"),
+    });
+    amqp_peer(&["publish", &rabbit.url(), TOPIC, &body.to_string()]);
+    wait_for("the allowed compose to be published", 120, || {
+        registry_tags(&format!("{host}/fedora")).contains(&"41".to_string())
+    });
+    settled(&rabbit, "ql", 30);
+    assert!(
+        consumer.log().contains("outcome=\"published\"")
+            || consumer.log().contains("outcome=published")
+    );
+}
+
+/// One target named by two images: exit 2 naming it, for plan, publish and
+/// consume, before anything is read.
+#[test]
+fn one_target_in_two_images_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let image = |name: &str, tag: &str| {
+        format!("\n[[image]]\nname = \"{name}\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [\"docker://{dead}/fedora\"]\ntags = [\"{tag}\"]\n")
+    };
+    let head = format!(
+        "[source]\nkind = \"pungi\"\nlocation = \"{}\"\n\n[registry.\"{dead}\"]\ntls-verify = false\n\n[consume]\namqp-url = \"amqp://127.0.0.1:{}/%2f\"\nallowed-locations = [\"/\"]\n",
+        c.join("f41-incomplete").display(),
+        free_port()
+    );
+    let same = format!(
+        "{head}{}{}",
+        image("fedora", "{release}"),
+        image("fedora-copy", "{release}")
+    );
+    std::fs::write(dir.join("same.toml"), same).unwrap();
+    for args in [
+        &["plan", "-c", "same.toml"][..],
+        &["publish", "-c", "same.toml"][..],
+        &["consume", "-c", "same.toml"][..],
+    ] {
+        let (code, _, err) = archgate(dir, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{dead}/fedora:{{release}}"))
+                && err.contains("`fedora`")
+                && err.contains("`fedora-copy`"),
+            "{args:?}: {err}"
+        );
+    }
+    // Two rules that name one tag once rendered: refused once the compose
+    // names them, before any registry is asked (the registry is dead).
+    let rendered = format!(
+        "{head}{}{}",
+        image("fedora", "{release}"),
+        image("fedora-copy", "41")
+    );
+    std::fs::write(dir.join("rendered.toml"), rendered).unwrap();
+    let (code, _, err) = archgate(dir, &["plan", "-c", "rendered.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{dead}/fedora:41 is also a target of image `fedora`"
+        )),
+        "{err}"
+    );
+}
+
+/// A registry that refuses the credentials: set aside after one attempt,
+/// with the reason; no retry.
+#[test]
+fn refused_credentials_are_set_aside_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    let registry = Registry::start(Auth::Basic("archgate", "right"));
+    let host = registry.host();
+    let cfg = config(&rabbit, &host, "qa", &c, "").replace(
+        "tls-verify = false\n",
+        "tls-verify = false\nusername-env = \"REG_USER\"\npassword-env = \"REG_PASS\"\n",
+    );
+    let cfg = cfg.replace("max-attempts = 2", "max-attempts = 5");
+    let consumer = Consumer::start_env(
+        dir,
+        "auth",
+        &cfg,
+        &[("REG_USER", "archgate"), ("REG_PASS", "wrong")],
+    );
+    announce(
+        &rabbit,
+        &c.join("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    wait_for("the message to be set aside", 60, || {
+        rabbit.queue("qa.failed") == Some((1, 0))
+    });
+    let failed = drain(&rabbit, "qa.failed");
+    let why = failed[0]["headers"]["x-archgate-error"].as_str().unwrap();
+    assert!(
+        why.starts_with("auth error, not worth another try"),
+        "{why}"
+    );
+    assert!(
+        !failed[0]["headers"]
+            .as_object()
+            .unwrap()
+            .contains_key("x-archgate-attempts"),
+        "{failed:#?}"
+    );
+    let (_, metrics) = consumer.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "archgate_messages_total{outcome=\"retried\"}"),
+        0,
+        "{metrics}"
+    );
+    assert!(!consumer.log().contains("wrong"), "no password in the log");
+}
+
+/// Every delivery ends, also when ending it is in trouble: a run that
+/// panics, `QUEUE.failed` deleted under the consumer, the broker's app
+/// stopped and started (`/ready` 503 meanwhile), the connection closed in
+/// the middle of a run.
+#[test]
+fn every_delivery_ends_when_its_steps_fail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    let registry = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", registry.host()));
+    let host = proxy.host();
+    let cfg = config(&rabbit, &host, "qf", &c, "");
+    let panics = "Fedora-Rawhide-20241105.n.0";
+    let mut consumer =
+        Consumer::start_env(dir, "faults", &cfg, &[("ARCHGATE_TEST_PANIC_RUN", panics)]);
+
+    // A run that panics: an attempt that failed; tried again, then set
+    // aside; the consumer goes on.
+    announce(&rabbit, &c.join(panics), panics, "FINISHED");
+    wait_for("the panicking message to be set aside", 60, || {
+        rabbit.queue("qf.failed") == Some((1, 0))
+    });
+    let failed = drain(&rabbit, "qf.failed");
+    let why = failed[0]["headers"]["x-archgate-error"].as_str().unwrap();
+    assert!(
+        why.starts_with("failed 2 times") && why.contains("panic"),
+        "{why}"
+    );
+
+    // QUEUE.failed deleted while the consumer runs: an invalid message is
+    // still on the broker afterwards (the queue declared again).
+    rabbit.ctl(&["delete_queue", "qf.failed"]).unwrap();
+    assert_eq!(rabbit.queue("qf.failed"), None);
+    amqp_peer(&["publish-raw", &rabbit.url(), TOPIC, "this is not json"]);
+    wait_for("the invalid message to be set aside", 60, || {
+        rabbit.queue("qf.failed") == Some((1, 0))
+    });
+    settled(&rabbit, "qf", 30);
+
+    // The broker's app stopped: not ready, not connected, until it is back.
+    rabbit.ctl(&["stop_app"]).unwrap();
+    wait_for("/ready to say 503", 60, || consumer.get("/ready").0 == 503);
+    assert_eq!(
+        metric(&consumer.get("/metrics").1, "archgate_consumer_connected"),
+        0
+    );
+    assert_eq!(consumer.get("/live").0, 200, "still making progress");
+    rabbit.ctl(&["start_app"]).unwrap();
+    wait_for("/ready to say 200 again", 60, || {
+        consumer.get("/ready").0 == 200
+    });
+
+    // The connection closed under a run (its index PUT held): the delivery
+    // cannot be acknowledged on it; the consumer connects again, the broker
+    // delivers the message again, and it is published.
+    let gate = proxy.hold("PUT", "/v2/fedora/manifests/41\0");
+    announce(
+        &rabbit,
+        &c.join("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    gate.wait_held(1, 60);
+    let pids = rabbit
+        .ctl(&["list_connections", "-q", "--no-table-headers", "pid"])
+        .unwrap();
+    for pid in pids.lines().filter(|l| !l.trim().is_empty()) {
+        rabbit.ctl(&["close_connection", pid.trim(), "closed by the test"]);
+    }
+    wait_for("the consumer to connect again", 60, || {
+        consumer.log().matches("consuming").count() >= 3
+    });
+    gate.release();
+    settled(&rabbit, "qf", 120);
+    assert_eq!(
+        support::index_platforms(
+            &registry_tag(&format!("{}/fedora:41", registry.host()))
+                .unwrap()
+                .0
+        )
+        .len(),
+        4
+    );
+    assert_eq!(
+        rabbit.queue("qf.failed"),
+        Some((1, 0)),
+        "nothing more set aside"
+    );
+    consumer.signal("-TERM");
+    assert_eq!(consumer.wait(60), Some(0), "{}", consumer.log());
+}
+
+/// Waiting for a lease another consumer holds: bounded by `lease-wait`
+/// (the message goes back as `busy`, and after `max-attempts` such waits it
+/// is set aside), and ended by SIGTERM (the message goes back, the consumer
+/// exits 0). Nobody polls: no ERROR line while consumers contend.
+#[test]
+fn a_wait_for_a_lease_ends_by_its_bound_or_the_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    let registry = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", registry.host()));
+    let host = proxy.host();
+    let gate = proxy.hold("PUT", "/v2/fedora/manifests/41\0");
+    let cfg = config(&rabbit, &host, "qw", &c, "");
+    let id = "Fedora-41-20241101.n.0";
+    let compose = c.join("f41-incomplete");
+    let one = Consumer::start(dir, "one", &cfg);
+    announce(&rabbit, &compose, id, "FINISHED_INCOMPLETE");
+    gate.wait_held(1, 60);
+
+    // A second consumer that waits 2 s at most: busy three times, set aside.
+    let two = Consumer::start(dir, "two", &format!("{cfg}lease-wait = \"2s\"\n"));
+    announce(&rabbit, &compose, id, "FINISHED_INCOMPLETE");
+    wait_for("the busy message to be set aside", 120, || {
+        rabbit.queue("qw.failed") == Some((1, 0))
+    });
+    let failed = drain(&rabbit, "qw.failed");
+    let why = failed[0]["headers"]["x-archgate-error"].as_str().unwrap();
+    assert!(
+        why.starts_with("waited for other consumers' leases 3 times"),
+        "{why}"
+    );
+    let two_log = two.log();
+    assert_eq!(
+        two_log.matches("outcome=\"busy\"").count() + two_log.matches("outcome=busy").count(),
+        2,
+        "{two_log}"
+    );
+    drop(two);
+
+    // A third waits without a bound that matters; SIGTERM ends its wait.
+    let mut three = Consumer::start(dir, "three", &cfg);
+    announce(&rabbit, &compose, id, "FINISHED_INCOMPLETE");
+    wait_for("the third consumer to wait", 60, || {
+        three.log().contains("waiting for the lease on")
+    });
+    three.signal("-TERM");
+    assert_eq!(three.wait(30), Some(0), "{}", three.log());
+    assert_eq!(
+        rabbit.queue("qw").map(|(ready, _)| ready),
+        Some(1),
+        "handed back"
+    );
+    assert_eq!(gate.held(), 1, "nothing else reached the tag meanwhile");
+
+    gate.release();
+    settled(&rabbit, "qw", 120);
+    let (index, _) = registry_tag(&format!("{}/fedora:41", registry.host())).unwrap();
+    assert_eq!(support::index_platforms(&index).len(), 4);
+    for (name, log) in [("one", one.log()), ("three", three.log())] {
+        assert!(!log.contains("ERROR"), "{name}:\n{log}");
+    }
+    let errors: Vec<&str> = two_log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "only the set-aside: {errors:#?}");
+}
