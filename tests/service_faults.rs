@@ -559,8 +559,29 @@ fn every_delivery_ends_when_its_steps_fail() {
         Some((1, 0)),
         "nothing more set aside"
     );
+
+    // A second SIGTERM exits at once, the current message left to the
+    // broker (the run's first manifest PUT is held: it lasts).
+    proxy.clear_faults();
+    let gate = proxy.hold("PUT", "/manifests/");
+    announce(
+        &rabbit,
+        &c.join("f41-checksums"),
+        "Fedora-41-20241103.n.0",
+        "FINISHED",
+    );
+    gate.wait_held(1, 60);
     consumer.signal("-TERM");
-    assert_eq!(consumer.wait(60), Some(0), "{}", consumer.log());
+    wait_for("the consumer to say it is stopping", 30, || {
+        consumer.log().contains("stopping: no new messages")
+    });
+    consumer.signal("-TERM");
+    assert_eq!(consumer.wait(30), Some(143), "{}", consumer.log());
+    gate.release();
+    // With no consumer left, the message stays ready: a lasting state.
+    wait_for("the message to be back", 30, || {
+        rabbit.queue("qf") == Some((1, 0))
+    });
 }
 
 /// Waiting for a lease another consumer holds: bounded by `lease-wait`
