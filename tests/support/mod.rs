@@ -999,6 +999,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// How a test's RabbitMQ node is set up: `rabbitmq.conf` lines (`DIR` is
+/// the node's own directory) and the plugins to enable.
+#[derive(Default)]
+pub struct RabbitSetup {
+    pub conf: String,
+    pub plugins: Vec<&'static str>,
+}
+
 /// A private RabbitMQ node (Debian's rabbitmq-server, not the system
 /// service) on free loopback ports, in a temp dir; stopped when dropped.
 pub struct Rabbit {
@@ -1011,12 +1019,37 @@ pub struct Rabbit {
 
 impl Rabbit {
     pub fn start() -> Rabbit {
+        Rabbit::start_with(&RabbitSetup::default())
+    }
+
+    /// A node set up as `setup` says. A node that does not come up (a
+    /// port taken between its choice and the node's start, on a busy
+    /// machine) is tried again on new ports, twice at most; then the test
+    /// fails with what the node printed.
+    pub fn start_with(setup: &RabbitSetup) -> Rabbit {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Rabbit::try_start(setup) {
+                Ok(rabbit) => return rabbit,
+                Err(output) => last = output,
+            }
+        }
+        panic!("the RabbitMQ node did not start:\n{last}");
+    }
+
+    fn try_start(setup: &RabbitSetup) -> Result<Rabbit, String> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (port, dist, epmd) = (free_port(), free_port(), free_port());
         let node = format!("archgate{}x{port}@localhost", std::process::id());
-        std::fs::write(d.join("enabled_plugins"), "[].\n").unwrap();
-        std::fs::write(d.join("rabbitmq.conf"), "loopback_users = none\n").unwrap();
+        let plugins = setup.plugins.join(",");
+        std::fs::write(d.join("enabled_plugins"), format!("[{plugins}].\n")).unwrap();
+        let conf = setup.conf.replace("DIR", &d.display().to_string());
+        std::fs::write(
+            d.join("rabbitmq.conf"),
+            format!("loopback_users = none\n{conf}"),
+        )
+        .unwrap();
         std::fs::create_dir_all(d.join("home")).unwrap();
         let env: Vec<(String, String)> = [
             ("RABBITMQ_NODENAME", node.clone()),
@@ -1057,13 +1090,16 @@ impl Rabbit {
             child,
         };
         let pid = rabbit.dir.path().join("pid");
-        let out = rabbit.ctl(&["wait", "--timeout", "60", pid.to_str().unwrap()]);
-        assert!(
-            out.is_some(),
-            "the RabbitMQ node did not start; see {}",
-            rabbit.dir.path().join("server.out").display()
-        );
-        rabbit
+        if rabbit
+            .ctl(&["wait", "--timeout", "90", pid.to_str().unwrap()])
+            .is_some()
+        {
+            return Ok(rabbit);
+        }
+        let out = std::fs::read_to_string(rabbit.dir.path().join("server.out")).unwrap_or_default();
+        let tail: Vec<&str> = out.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(tail.join("\n"))
     }
 
     /// `amqp://` to this node.
