@@ -184,7 +184,7 @@ fn every_publish_is_announced_at_least_once() {
     );
     let (_, metrics) = consumer.get("/metrics");
     assert!(
-        metric(&metrics, "archgate_results_sent_total") >= 5,
+        metric(&metrics, "archgate_results_sent_total") >= 4,
         "{metrics}"
     );
 }
@@ -234,14 +234,12 @@ fn a_write_is_announced_after_the_consumer_died() {
 
     let second = Consumer::start(dir, "second", &cfg);
     settled(&rabbit, "qk", 60);
+    // One message for the repository name `fedora`, on both registries,
+    // with the tag `41` that the first consumer wrote.
     let results = drain(&rabbit, "results");
-    let fedora: Vec<&Value> = results
-        .iter()
-        .filter(|m| m["body"]["registries"] == serde_json::json!([host]))
-        .collect();
-    assert_eq!(fedora.len(), 1, "{results:#?}\n{}", second.log());
+    assert_eq!(results.len(), 1, "{results:#?}\n{}", second.log());
     assert_eq!(
-        fedora[0]["body"]["tags"],
+        results[0]["body"]["tags"],
         serde_json::json!(["41", "latest"])
     );
     assert_eq!(

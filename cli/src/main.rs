@@ -392,6 +392,12 @@ fn consume(config: &Path) -> u8 {
     });
     match result {
         Ok(()) => 0,
+        // A permission the broker refuses (or, with passive declares, a
+        // queue that is not there): nothing was taken; exit 2.
+        Err(e) if e.downcast_ref::<archgate_service::Refused>().is_some() => {
+            eprintln!("archgate: {e:#}");
+            2
+        }
         Err(e) => {
             eprintln!("archgate: {e:#}");
             1

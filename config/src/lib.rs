@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod fedora_messaging;
+
 use archgate_core::Age;
 use archgate_core::{Arch, Policy, Releases, Repository, TagRule, Template, When};
 use serde::de::{self, Deserializer};
@@ -88,6 +90,44 @@ pub(crate) struct ConsumeConfig {
     /// How long a run waits for a target another consumer is publishing.
     #[serde(default = "default_lease_wait", deserialize_with = "duration")]
     pub lease_wait: std::time::Duration,
+    /// The broker password, from a file (instead of in the URL).
+    pub amqp_password_file: Option<String>,
+    /// The broker password, from an environment variable.
+    pub amqp_password_env: Option<String>,
+    /// Connection properties the broker shows (`app`, ...).
+    #[serde(default)]
+    pub client_properties: BTreeMap<String, String>,
+    /// The queue's arguments (`x-queue-type = "quorum"`, ...).
+    #[serde(default)]
+    pub queue_arguments: BTreeMap<String, toml::Value>,
+    /// Declare nothing but the leases; check that the rest exists.
+    #[serde(default)]
+    pub passive_declares: bool,
+}
+
+/// Queue or exchange arguments from TOML values.
+pub(crate) fn arguments(
+    table: &BTreeMap<String, toml::Value>,
+) -> Result<BTreeMap<String, archgate_service::ArgValue>, String> {
+    use archgate_service::ArgValue;
+    table
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => ArgValue::Str(s.clone()),
+                toml::Value::Integer(i) => ArgValue::Int(*i),
+                toml::Value::Boolean(b) => ArgValue::Bool(*b),
+                toml::Value::Float(f) => ArgValue::Float(*f),
+                other => {
+                    return Err(format!(
+                        "`{k}` is a {}: only strings, numbers and booleans",
+                        other.type_str()
+                    ))
+                }
+            };
+            Ok((k.clone(), v))
+        })
+        .collect()
 }
 
 fn default_exchange() -> String {
@@ -386,6 +426,9 @@ pub struct Loaded {
     /// The file it was read from.
     pub path: PathBuf,
     text: String,
+    /// A fedora-messaging file's topology (its `[consumer_config]` is
+    /// `config`, and `text` was made from it: no line numbers then).
+    fedora_messaging: Option<fedora_messaging::Topology>,
 }
 
 impl Loaded {
@@ -403,6 +446,9 @@ impl Loaded {
 
     /// `FILE:LINE: message` for a place in the file.
     pub fn error_at(&self, offset: usize, msg: impl fmt::Display) -> ConfigError {
+        if self.fedora_messaging.is_some() {
+            return ConfigError(format!("{} [consumer_config]: {msg}", self.path.display()));
+        }
         ConfigError(format!(
             "{}:{}: {msg}",
             self.path.display(),
@@ -439,11 +485,26 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             path.display()
         )));
     }
-    let config = parse(path, &text)?;
+    let (config, text, fedora_messaging) = match fedora_messaging::is_fedora_messaging(&text) {
+        false => (parse(path, &text)?, text, None),
+        true => {
+            let file = path.display().to_string();
+            let (inner, topology) = fedora_messaging::translate(&file, &text)?;
+            // Errors name the table, not a line of the text made from it.
+            let config = parse(path, &inner).map_err(|ConfigError(e)| {
+                let rest = e.strip_prefix(&format!("{file}:")).unwrap_or(&e);
+                let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+                let rest = rest.strip_prefix(':').unwrap_or(rest).trim_start();
+                ConfigError(format!("{file} [consumer_config]: {rest}"))
+            })?;
+            (config, inner, Some(topology))
+        }
+    };
     let loaded = Loaded {
         config,
         path: path.to_path_buf(),
         text,
+        fedora_messaging,
     };
     check(&loaded)?;
     Ok(loaded)
@@ -647,14 +708,34 @@ impl Loaded {
                 None => Ok(None),
             }
         };
+        let amqp_password = self.amqp_password(c)?;
+        let mut queue = archgate_service::QueueSpec::durable(&c.queue);
+        queue.arguments = arguments(&c.queue_arguments).map_err(|why| {
+            ConfigError(format!(
+                "{file}: [consume] queue-arguments: {why} (key `consume.queue-arguments`)"
+            ))
+        })?;
         let spec = archgate_service::ConsumeSpec {
             amqp_url: c.amqp_url.clone(),
+            amqp_password,
             ca_file: path(&c.ca_file)?,
             client_cert: path(&c.client_cert)?,
             client_key: path(&c.client_key)?,
+            client_properties: c.client_properties.clone(),
             exchange: c.exchange.clone(),
-            queue: c.queue.clone(),
-            routing_keys: c.routing_keys.clone(),
+            queue,
+            exchanges: vec![archgate_service::ExchangeSpec {
+                name: c.exchange.clone(),
+                kind: "topic".into(),
+                durable: true,
+                auto_delete: false,
+                arguments: BTreeMap::new(),
+            }],
+            bindings: vec![archgate_service::BindingSpec {
+                exchange: c.exchange.clone(),
+                routing_keys: c.routing_keys.clone(),
+            }],
+            passive_declares: c.passive_declares,
             prefetch: c.prefetch,
             statuses: c.statuses.clone(),
             publish_topic_prefix: c.publish_topic_prefix.clone(),
@@ -664,11 +745,41 @@ impl Loaded {
             lease_wait: c.lease_wait,
             allowed_locations,
         };
+        let mut spec = spec;
+        if let Some(fm) = &self.fedora_messaging {
+            fm.apply(&mut spec);
+        }
         let run = self.run_spec(&Options {
             compose: Some("(from each message)".into()),
             ..Options::default()
         })?;
         Ok((spec, run))
+    }
+
+    /// The broker password of `amqp-password-file` or `amqp-password-env`.
+    fn amqp_password(&self, c: &ConsumeConfig) -> Result<Option<String>, ConfigError> {
+        let file = self.path.display();
+        match (&c.amqp_password_file, &c.amqp_password_env) {
+            (Some(_), Some(_)) => Err(ConfigError(format!(
+                "{file}: [consume] amqp-password-file and amqp-password-env: set one"
+            ))),
+            (Some(p), None) => {
+                let path = self.resolve_path(p);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError(format!(
+                        "{file}: [consume] amqp-password-file {}: cannot read: {e}",
+                        path.display()
+                    ))
+                })?;
+                Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
+            }
+            (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| {
+                ConfigError(format!(
+                    "{file}: [consume] amqp-password-env: the variable {var} is not set"
+                ))
+            }),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The run this configuration and these options ask for: every path

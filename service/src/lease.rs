@@ -140,6 +140,20 @@ async fn publish_token(channel: &Channel, queue: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Declares the lease queue `name`: a single active consumer; gone after an
+/// hour unused.
+pub(crate) async fn declare(channel: &Channel, name: &str) -> Result<lapin::Queue, lapin::Error> {
+    let mut args = FieldTable::default();
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    args.insert(
+        "x-expires".into(),
+        AMQPValue::LongInt(UNUSED_LEASE_EXPIRES_MS),
+    );
+    channel
+        .queue_declare(name.into(), QueueDeclareOptions::default(), args)
+        .await
+}
+
 impl BrokerLeases {
     /// Joins the lease's line: the queue declared, consumed from, a token
     /// published. Also whether others were in the line already.
@@ -148,15 +162,7 @@ impl BrokerLeases {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let mut args = FieldTable::default();
-        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        args.insert(
-            "x-expires".into(),
-            AMQPValue::LongInt(UNUSED_LEASE_EXPIRES_MS),
-        );
-        let declared = channel
-            .queue_declare(queue.into(), QueueDeclareOptions::default(), args)
-            .await?;
+        let declared = declare(&channel, queue).await?;
         let others = declared.consumer_count() > 0;
         let consumer = channel
             .basic_consume(

@@ -30,12 +30,15 @@ mod messages;
 mod results;
 mod retry;
 mod session;
+mod topology;
 
 pub use health::Metrics;
 pub use lease::lease_queue;
 pub use messages::{parse, ComposeMessage, Invalid, Published, RESULT_SCHEMA};
 pub use retry::{ATTEMPTS_HEADER, BUSY_HEADER, ERROR_HEADER};
+pub use topology::Refused;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,23 +48,34 @@ use anyhow::{Context, Result};
 use archgate_core::AllowedLocations;
 use archgate_runner::{RunSpec, Runner};
 
-/// The `[consume]` table, checked.
+/// The `[consume]` table (or a fedora-messaging configuration file), checked.
 #[derive(Debug, Clone)]
 pub struct ConsumeSpec {
     /// `amqp://` or `amqps://` (may hold a password: never printed).
     pub amqp_url: String,
-    /// `ca-file`: a PEM CA for `amqps://`.
+    /// The broker password from `amqp-password-file` or
+    /// `amqp-password-env`, which takes the place of one in the URL.
+    pub amqp_password: Option<String>,
+    /// `ca-file`: a PEM CA for `amqps://` (beside the system's roots).
     pub ca_file: Option<PathBuf>,
-    /// `client-cert`: a PEM client certificate.
+    /// `client-cert`: a PEM client certificate. With no password, archgate
+    /// authenticates with SASL EXTERNAL (the broker takes the user from it).
     pub client_cert: Option<PathBuf>,
-    /// `client-key`: its PEM (PKCS#8) key.
+    /// `client-key`: its PEM key.
     pub client_key: Option<PathBuf>,
-    /// `exchange`: where the queue is bound and results go.
+    /// Connection properties the broker's management shows (`app`, ...).
+    pub client_properties: BTreeMap<String, String>,
+    /// `exchange`: where result messages go.
     pub exchange: String,
-    /// `queue`: durable; `QUEUE.failed` and `QUEUE.retry` beside it.
-    pub queue: String,
-    /// `routing-keys` bound to the queue.
-    pub routing_keys: Vec<String>,
+    /// The queue messages come from; `QUEUE.failed` and `QUEUE.retry` beside it.
+    pub queue: QueueSpec,
+    /// Exchanges declared (unless `amq.*` or passive).
+    pub exchanges: Vec<ExchangeSpec>,
+    /// What the queue is bound to.
+    pub bindings: Vec<BindingSpec>,
+    /// Declare nothing but the leases: only check that the exchanges and
+    /// queues exist.
+    pub passive_declares: bool,
     /// `prefetch`: messages handled at once.
     pub prefetch: u16,
     /// `statuses` that are published; others are skipped.
@@ -80,6 +94,71 @@ pub struct ConsumeSpec {
     /// Where a message's location may lead; a message elsewhere is set
     /// aside at once.
     pub allowed_locations: AllowedLocations,
+}
+
+/// The queue archgate consumes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    /// Its name.
+    pub name: String,
+    /// Survives a broker restart (default true).
+    pub durable: bool,
+    /// Deleted when its last consumer goes (default false).
+    pub auto_delete: bool,
+    /// Only this connection may use it (default false).
+    pub exclusive: bool,
+    /// `x-queue-type = "quorum"` and the like.
+    pub arguments: BTreeMap<String, ArgValue>,
+}
+
+impl QueueSpec {
+    /// A durable, shared queue with no arguments.
+    pub fn durable(name: &str) -> QueueSpec {
+        QueueSpec {
+            name: name.to_string(),
+            durable: true,
+            auto_delete: false,
+            exclusive: false,
+            arguments: BTreeMap::new(),
+        }
+    }
+}
+
+/// An exchange archgate declares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeSpec {
+    /// Its name.
+    pub name: String,
+    /// `topic`, `direct`, `fanout` or `headers`.
+    pub kind: String,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Its arguments.
+    pub arguments: BTreeMap<String, ArgValue>,
+}
+
+/// The queue bound to an exchange with these routing keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingSpec {
+    /// The exchange.
+    pub exchange: String,
+    /// The routing keys (topics).
+    pub routing_keys: Vec<String>,
+}
+
+/// A queue or exchange argument's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgValue {
+    /// A string.
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A boolean.
+    Bool(bool),
+    /// A floating-point number.
+    Float(f64),
 }
 
 /// The URL with its password, if any, replaced by `***`, for messages. The
@@ -126,6 +205,8 @@ pub async fn consume(
         metrics.progress();
         match session::session(&service, tls.clone(), &mut shutdown).await {
             Ok(()) => return Ok(()),
+            // A permission missing: connecting again would not mend it.
+            Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
             Err(e) => {
                 metrics.set_connected(false);
                 tracing::warn!(

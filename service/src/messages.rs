@@ -15,6 +15,10 @@ pub const RESULT_SCHEMA: &str = "fedora_image_uploader.published.v1.container";
 /// fedora-messaging's INFO severity.
 pub const SEVERITY_INFO: i64 = 20;
 
+/// The package that holds the result message's schema, as fedora-messaging
+/// names it in `fedora_messaging_schema_package`.
+pub const RESULT_SCHEMA_PACKAGE: &str = "fedora_image_uploader_messages";
+
 /// A `pungi.compose.status.change` message, as much of it as archgate needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComposeMessage {
@@ -74,56 +78,89 @@ pub struct Published {
     pub tags: Vec<String>,
 }
 
-/// One message per registry repository a target was published to: the
-/// repository is the last part of its path (`fedora`), the registry the
-/// rest (`registry.fedoraproject.org`, `quay.io/fedora`), as FIU names them.
-/// No message for refused or unchanged targets, nor for `oci:` layouts.
+/// What FIU sends: one message per image and repository name (the last
+/// part of a repository's path, `fedora`), listing in `registries` every
+/// registry (the rest of the path: `registry.fedoraproject.org`,
+/// `quay.io/fedora`) where the run published it. Registries that got other
+/// tags or arches than the rest (a target of one failed) get a message of
+/// their own, so no message claims a tag a registry does not hold. No
+/// message for refused or unchanged targets, nor for `oci:` layouts.
 pub fn published(report: &Report, release: i64) -> Vec<Published> {
-    let mut by_repo: BTreeMap<String, Published> = BTreeMap::new();
+    // Per image and registry repository: its registry, name, tags, arches.
+    type Repo = (String, String, Vec<String>, Vec<String>);
+    let mut per_repo: BTreeMap<(String, String), Repo> = BTreeMap::new();
     for t in &report.targets {
-        if t.decision != Decision::Published {
-            continue;
-        }
-        if t.reference.starts_with("oci:") {
+        if t.decision != Decision::Published || t.reference.starts_with("oci:") {
             continue;
         }
         let Some((name, tag)) = t.reference.rsplit_once(':').filter(|(n, _)| !n.is_empty()) else {
             continue;
         };
         // A registry port is not a tag: HOST:PORT/PATH:TAG splits at the last colon.
-        let (registry, repository) = match name.rsplit_once('/') {
-            Some((r, p)) => (r.to_string(), p.to_string()),
-            None => continue,
+        let Some((registry, repository)) = name.rsplit_once('/') else {
+            continue;
         };
-        let architectures: Vec<String> = t
-            .arches
-            .iter()
-            .filter(|a| {
-                matches!(
-                    a.action,
-                    Action::Added | Action::Updated | Action::Unchanged | Action::Carried
+        let entry = per_repo
+            .entry((t.image.clone(), name.to_string()))
+            .or_insert_with(|| {
+                (
+                    registry.to_string(),
+                    repository.to_string(),
+                    Vec::new(),
+                    Vec::new(),
                 )
-            })
-            .map(|a| a.arch.to_string())
-            .collect();
-        let entry = by_repo
-            .entry(name.to_string())
-            .or_insert_with(|| Published {
-                architectures: architectures.clone(),
-                compose_id: report.compose.id.clone(),
-                registries: vec![registry],
-                release,
-                repository,
-                tags: Vec::new(),
             });
-        entry.tags.push(tag.to_string());
-        for a in architectures {
-            if !entry.architectures.contains(&a) {
-                entry.architectures.push(a);
+        entry.2.push(tag.to_string());
+        for a in t.arches.iter().filter(|a| {
+            matches!(
+                a.action,
+                Action::Added | Action::Updated | Action::Unchanged | Action::Carried
+            )
+        }) {
+            let arch = a.arch.to_string();
+            if !entry.3.contains(&arch) {
+                entry.3.push(arch);
             }
         }
     }
-    by_repo.into_values().collect()
+    let mut messages: BTreeMap<(String, String, Vec<String>, Vec<String>), Published> =
+        BTreeMap::new();
+    for ((image, _), (registry, repository, tags, architectures)) in per_repo {
+        let key = (
+            image,
+            repository.clone(),
+            tags.clone(),
+            architectures.clone(),
+        );
+        let m = messages.entry(key).or_insert_with(|| Published {
+            architectures,
+            compose_id: report.compose.id.clone(),
+            registries: Vec::new(),
+            release,
+            repository,
+            tags,
+        });
+        m.registries.push(registry);
+    }
+    let mut out: Vec<Published> = messages.into_values().collect();
+    for m in &mut out {
+        m.registries.sort();
+    }
+    out
+}
+
+impl Published {
+    /// The containers it names, `REGISTRY/REPOSITORY:TAG`, as
+    /// fedora-image-uploader-messages lists them (its `containers`).
+    pub fn containers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for registry in &self.registries {
+            for tag in &self.tags {
+                out.push(format!("{registry}/{}:{tag}", self.repository));
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

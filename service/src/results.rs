@@ -85,9 +85,22 @@ async fn send(service: &Service, channel: &Channel, prefix: &str, body: &Publish
         AMQPValue::LongLongInt(messages::SEVERITY_INFO),
     );
     headers.insert(
+        "fedora_messaging_schema_package".into(),
+        AMQPValue::LongString(LongString::from(messages::RESULT_SCHEMA_PACKAGE)),
+    );
+    headers.insert(
         "sent-at".into(),
         AMQPValue::LongString(LongString::from(now_rfc3339())),
     );
+    // fedora-messaging mirrors the priority (0 unless configured) here.
+    headers.insert("priority".into(), AMQPValue::LongLongInt(0));
+    // What consumers filter on: one header per container.
+    for container in body.containers() {
+        let name = format!("fedora_messaging_container_{container}");
+        if name.len() <= 255 {
+            headers.insert(name.as_str().into(), AMQPValue::Boolean(true));
+        }
+    }
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_content_encoding("utf-8".into())

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use archgate_core::ErrorKind;
 use lapin::message::Delivery;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel};
@@ -35,12 +35,12 @@ const ROUTING_KEY_HEADER: &str = "x-archgate-routing-key";
 
 /// Where failed messages are set aside.
 pub(crate) fn failed_queue(spec: &ConsumeSpec) -> String {
-    format!("{}.failed", spec.queue)
+    format!("{}.failed", spec.queue.name)
 }
 
 /// Where retries wait for `retry-delay`.
 pub(crate) fn delay_queue(spec: &ConsumeSpec) -> String {
-    format!("{}.retry", spec.queue)
+    format!("{}.retry", spec.queue.name)
 }
 
 /// Whether an error of this kind can be mended by trying again: not a
@@ -79,41 +79,6 @@ pub(crate) fn attempts_so_far(delivery: &Delivery) -> u32 {
 /// The times this message waited too long for leases before.
 pub(crate) fn busy_so_far(delivery: &Delivery) -> u32 {
     count(delivery, BUSY_HEADER)
-}
-
-/// A durable queue, declared with `arguments`.
-pub(crate) async fn declare_queue(
-    channel: &Channel,
-    name: &str,
-    arguments: FieldTable,
-) -> Result<()> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(name.into(), durable, arguments)
-        .await?;
-    Ok(())
-}
-
-/// `QUEUE.failed`, and `QUEUE.retry` dead-lettering back to `QUEUE`.
-pub(crate) async fn declare_side_queues(channel: &Channel, spec: &ConsumeSpec) -> Result<()> {
-    declare_queue(channel, &failed_queue(spec), FieldTable::default()).await?;
-    declare_queue(channel, &delay_queue(spec), delay_arguments(spec)).await
-}
-
-fn delay_arguments(spec: &ConsumeSpec) -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from("")),
-    );
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(LongString::from(spec.queue.as_str())),
-    );
-    args
 }
 
 /// A copy of the message for the delay queue: it comes back to the queue
@@ -170,11 +135,7 @@ async fn copy(
             break;
         }
         tracing::warn!(queue, "the queue is gone; declaring it again");
-        let arguments = match queue == delay_queue(spec) {
-            true => delay_arguments(spec),
-            false => FieldTable::default(),
-        };
-        declare_queue(channel, queue, arguments).await?;
+        crate::topology::declare_side_queue(channel, spec, queue).await?;
     }
     bail!("the broker could not route a copy to {queue}")
 }

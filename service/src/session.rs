@@ -6,6 +6,7 @@
 //! closed, so that the broker hands every unacknowledged message to
 //! another consumer (or to this one, connected again).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,16 +15,15 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions,
 };
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::{mpsc, watch};
 
 use crate::delivery::Taken;
 use crate::lease::BrokerLeases;
-use crate::{redact_url, retry, ConsumeSpec, Service};
+use crate::{redact_url, ConsumeSpec, Service};
 
 /// How often a session looks at its channels and says it makes progress.
 const TICK: Duration = Duration::from_secs(5);
@@ -61,15 +61,19 @@ pub(crate) async fn session(
 ) -> Result<()> {
     let spec = &service.spec;
     let conn = Arc::new(
-        Connection::connect_with_config(
-            &spec.amqp_url,
-            ConnectionProperties::default(),
+        Connection::connect_uri_with_config(
+            amqp_uri(spec)?,
+            connection_properties(spec),
             tls,
             async_rs::Runtime::tokio_current(),
         )
         .await
         .map_err(|e| anyhow!("cannot connect to {}: {e}", redact_url(&spec.amqp_url)))?,
     );
+    if let Err(e) = crate::topology::prepare(&conn, spec).await {
+        let _ = conn.close(200, "archgate consume stopping".into()).await;
+        return Err(e);
+    }
     let result = consume_on(service, &conn, shutdown).await;
     // Whatever ended the session, the connection goes: what it still had
     // unacknowledged goes back to the broker, and the leases with it.
@@ -84,7 +88,9 @@ async fn consume_on(
 ) -> Result<()> {
     let spec = &service.spec;
     let channel = conn.create_channel().await?;
-    declare(&channel, spec).await?;
+    channel
+        .basic_qos(spec.prefetch, BasicQosOptions::default())
+        .await?;
     let publisher = conn.create_channel().await?;
     publisher
         .confirm_select(ConfirmSelectOptions::default())
@@ -92,14 +98,14 @@ async fn consume_on(
     let tag = format!("archgate-{}", std::process::id());
     let consumer = channel
         .basic_consume(
-            spec.queue.as_str().into(),
+            spec.queue.name.as_str().into(),
             tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
     service.metrics.set_connected(true);
-    tracing::info!(queue = %spec.queue, prefetch = spec.prefetch, "consuming");
+    tracing::info!(queue = %spec.queue.name, prefetch = spec.prefetch, "consuming");
     // Leases live on this connection: if it dies, the broker frees them.
     let leases = Arc::new(BrokerLeases {
         conn: conn.clone(),
@@ -144,35 +150,55 @@ async fn consume_on(
     stopped
 }
 
-/// The topology: prefetch, the exchange (unless `amq.`), the durable queue
-/// bound to the routing keys, `QUEUE.failed`, and the delay queue.
-async fn declare(channel: &Channel, spec: &ConsumeSpec) -> Result<()> {
-    channel
-        .basic_qos(spec.prefetch, BasicQosOptions::default())
-        .await?;
-    if !spec.exchange.starts_with("amq.") {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let (name, kind) = (spec.exchange.as_str().into(), ExchangeKind::Topic);
-        channel
-            .exchange_declare(name, kind, durable, FieldTable::default())
-            .await?;
+/// The broker URL as lapin takes it: the password from
+/// `amqp-password-file`/`-env` in place of one in the URL, and SASL
+/// EXTERNAL where a client certificate is given and no password (as
+/// fedora-messaging does: Fedora's broker takes the user from the
+/// certificate).
+fn amqp_uri(spec: &ConsumeSpec) -> Result<lapin::uri::AMQPUri> {
+    use lapin::uri::{AMQPUri, SASLMechanism};
+    let redacted = redact_url(&spec.amqp_url);
+    let mut uri: AMQPUri = spec
+        .amqp_url
+        .parse()
+        .map_err(|e| anyhow!("amqp-url {redacted}: {e}"))?;
+    let in_url = url::Url::parse(&spec.amqp_url)
+        .map(|u| u.password().is_some())
+        .unwrap_or(false);
+    if let Some(password) = &spec.amqp_password {
+        uri.authority.userinfo.password = password.clone();
     }
-    retry::declare_queue(channel, &spec.queue, FieldTable::default()).await?;
-    for key in &spec.routing_keys {
-        channel
-            .queue_bind(
-                spec.queue.as_str().into(),
-                spec.exchange.as_str().into(),
-                key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+    let password = in_url || spec.amqp_password.is_some();
+    if spec.client_cert.is_some() && !password && uri.query.auth_mechanism.is_none() {
+        uri.query.auth_mechanism = Some(SASLMechanism::External);
     }
-    retry::declare_side_queues(channel, spec).await
+    Ok(uri)
+}
+
+/// The client properties the broker shows: `app` (default `archgate`),
+/// `app_version`, `hostname`, `connection_name`, and those configured.
+fn connection_properties(spec: &ConsumeSpec) -> ConnectionProperties {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut props = BTreeMap::from([
+        ("app".to_string(), "archgate".to_string()),
+        (
+            "app_version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        ("hostname".to_string(), host.clone()),
+        (
+            "connection_name".to_string(),
+            format!("archgate consume on {host} (pid {})", std::process::id()),
+        ),
+    ]);
+    props.extend(spec.client_properties.clone());
+    let mut out = ConnectionProperties::default();
+    for (k, v) in props {
+        out = out.with_client_property(k.as_str().into(), v.as_str().into());
+    }
+    out
 }
 
 /// What taking messages needs.

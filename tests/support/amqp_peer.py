@@ -4,6 +4,8 @@
     amqp_peer.py publish URL TOPIC BODY_JSON     publish as fedora-messaging does (api.publish)
     amqp_peer.py publish-raw URL ROUTING_KEY TEXT  publish raw bytes (an invalid message)
     amqp_peer.py bind URL QUEUE KEY              declare a durable queue bound to amq.topic on KEY
+    amqp_peer.py headers BODY_JSON              the headers fedora-messaging builds for a
+                                                 ContainerPublishedV1 of that body (no sent-at)
     amqp_peer.py move URL FROM TO                move every message of FROM to TO, headers kept
                                                  (what the delay queue's expiry does, at once)
     amqp_peer.py drain URL QUEUE                 take every message of QUEUE; print them as JSON,
@@ -51,6 +53,16 @@ def bind(url, queue, key):
     ch.queue_declare(queue, durable=True)
     ch.queue_bind(queue, "amq.topic", key)
     conn.close()
+
+
+def headers(body):
+    from fedora_image_uploader_messages.publish import ContainerPublishedV1
+
+    msg = ContainerPublishedV1(body=json.loads(body))
+    msg.validate()
+    built = dict(msg._headers)
+    del built["sent-at"]
+    print(json.dumps(built))
 
 
 def move(url, source, dest):
@@ -103,7 +115,7 @@ def drain(url, queue):
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"publish": publish, "publish-raw": publish_raw, "bind": bind, "move": move, "drain": drain}[cmd](*args)
+    {"publish": publish, "publish-raw": publish_raw, "bind": bind, "move": move, "drain": drain, "headers": headers}[cmd](*args)
 
 
 if __name__ == "__main__":
