@@ -4,6 +4,10 @@
     amqp_peer.py publish URL TOPIC BODY_JSON     publish as fedora-messaging does (api.publish)
     amqp_peer.py publish-raw URL ROUTING_KEY TEXT  publish raw bytes (an invalid message)
     amqp_peer.py bind URL QUEUE KEY              declare a durable queue bound to amq.topic on KEY
+    amqp_peer.py bind-only URL QUEUE KEY         bind an existing queue to amq.topic on KEY
+    amqp_peer.py declare URL QUEUE ARGS_JSON     declare a durable queue with these arguments
+    amqp_peer.py check-config FILE               load a fedora-messaging config file as
+                                                 fedora-messaging does (load_config)
     amqp_peer.py headers BODY_JSON              the headers fedora-messaging builds for a
                                                  ContainerPublishedV1 of that body (no sent-at)
     amqp_peer.py move URL FROM TO                move every message of FROM to TO, headers kept
@@ -53,6 +57,27 @@ def bind(url, queue, key):
     ch.queue_declare(queue, durable=True)
     ch.queue_bind(queue, "amq.topic", key)
     conn.close()
+
+
+def bind_only(url, queue, key):
+    conn = pika.BlockingConnection(params(url))
+    ch = conn.channel()
+    ch.queue_bind(queue, "amq.topic", key)
+    conn.close()
+
+
+def declare(url, queue, args):
+    conn = pika.BlockingConnection(params(url))
+    ch = conn.channel()
+    ch.queue_declare(queue, durable=True, arguments=json.loads(args))
+    conn.close()
+
+
+def check_config(path):
+    from fedora_messaging import config
+
+    config.conf.load_config(path)
+    print(json.dumps({"queues": list(config.conf["queues"]), "prefetch": config.conf["qos"]["prefetch_count"]}))
 
 
 def headers(body):
@@ -115,7 +140,7 @@ def drain(url, queue):
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"publish": publish, "publish-raw": publish_raw, "bind": bind, "move": move, "drain": drain, "headers": headers}[cmd](*args)
+    {"publish": publish, "publish-raw": publish_raw, "bind": bind, "move": move, "drain": drain, "headers": headers, "declare": declare, "bind-only": bind_only, "check-config": check_config}[cmd](*args)
 
 
 if __name__ == "__main__":

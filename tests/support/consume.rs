@@ -35,6 +35,13 @@ impl Consumer {
 
     /// [`Consumer::start`] with these environment variables.
     pub fn start_env(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Consumer {
+        let c = Consumer::spawn(dir, name, config, env);
+        wait_for(&format!("{name} ready"), 30, || c.get("/ready").0 == 200);
+        c
+    }
+
+    /// The consumer started, not waited for (it may never be ready).
+    pub fn spawn(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Consumer {
         let health = free_port();
         let cfg = dir.join(format!("{name}.toml"));
         fs::write(
@@ -55,9 +62,7 @@ impl Consumer {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let c = Consumer { child, health, log };
-        wait_for(&format!("{name} ready"), 30, || c.get("/ready").0 == 200);
-        c
+        Consumer { child, health, log }
     }
 
     /// (status, body) of GET PATH on the health address.
