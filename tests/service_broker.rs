@@ -345,7 +345,7 @@ retry-delay = "1s"
     assert_eq!(missing.wait(60), Some(2), "{}", missing.log());
     assert!(missing.log().contains("fm-p.retry"), "{}", missing.log());
     let retry_args =
-        format!(r#"{{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "fm-p"}}"#);
+        r#"{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "fm-p"}"#.to_string();
     amqp_peer(&["declare", &rabbit.url(), "fm-p.retry", &retry_args]);
     amqp_peer(&["bind-only", &rabbit.url(), "fm-p", TOPIC]);
     let passive = Consumer::start(dir, "fm-passive", &file("fm-p", true));

@@ -69,6 +69,14 @@ enum Command {
         format: Format,
     },
     /// Run as a service: publish every compose announced on the message queue ([consume]).
+    ///
+    /// FILE is an archgate.toml with a [consume] table, or a fedora-messaging
+    /// configuration file (top-level amqp_url; archgate's tables under
+    /// [consumer_config]). Before taking a message it checks its broker
+    /// permissions (exit 2 naming a missing one). SIGTERM or SIGINT: finish
+    /// the current messages and exit 0; a second one: exit at once. See
+    /// docs/service.md.
+    #[command(verbatim_doc_comment)]
     Consume {
         #[command(flatten)]
         config: ConfigArg,
