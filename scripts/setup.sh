@@ -40,7 +40,7 @@ ensure_cargo() {
 # ARCHGATE_PYTHON, the venv's interpreter, which the tests run.
 ensure_python_tools() {
   local venv="$PWD/target/python"
-  local check='import productmd, koji, fedora_messaging, fedora_image_uploader_messages, pika'
+  local check='import productmd, koji, fedora_messaging, fedora_image_uploader_messages, pika, yaml'
   if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "$check" 2>/dev/null; then
     if ! command -v python3 >/dev/null 2>&1; then
       apt_install python3 python3-venv
@@ -53,7 +53,7 @@ ensure_python_tools() {
     fi
     echo "archgate setup: installing productmd, koji, fedora-messaging into $venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check productmd \
-      fedora-messaging fedora-image-uploader-messages
+      fedora-messaging fedora-image-uploader-messages pyyaml
     # koji's own dependencies include Kerberos bindings that need headers;
     # what importing it needs is these (requests with its own dependencies).
     "$venv/bin/pip" install -q --disable-pip-version-check requests python-dateutil six defusedxml

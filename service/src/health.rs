@@ -149,7 +149,8 @@ impl Metrics {
         self.progress.store(ms, Ordering::Relaxed);
     }
 
-    fn live(&self) -> bool {
+    /// Whether the process made progress lately (`/live`, the watchdog).
+    pub fn live(&self) -> bool {
         let last = Duration::from_millis(self.progress.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last) < STALLED
     }

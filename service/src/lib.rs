@@ -27,6 +27,7 @@ mod delivery;
 mod health;
 mod lease;
 mod messages;
+mod notify;
 mod results;
 mod retry;
 mod session;
@@ -193,6 +194,20 @@ pub async fn consume(
             .with_context(|| format!("health: cannot listen on {addr}"))?;
         tracing::info!(%addr, "health: /live, /ready, /metrics");
         tokio::spawn(health::serve(listener, metrics.clone()));
+    }
+    if let Some(every) = notify::watchdog_interval() {
+        // The watchdog hears from a process that makes progress only, so
+        // a stalled one is restarted (the same test as `/live`).
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if metrics.live() {
+                    notify::notify("WATCHDOG=1");
+                }
+            }
+        });
     }
     let tls = session::tls_config(&spec)?;
     let service = Arc::new(Service {

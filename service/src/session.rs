@@ -105,6 +105,7 @@ async fn consume_on(
         )
         .await?;
     service.metrics.set_connected(true);
+    crate::notify::notify("READY=1\nSTATUS=consuming");
     tracing::info!(queue = %spec.queue.name, prefetch = spec.prefetch, "consuming");
     // Leases live on this connection: if it dies, the broker frees them.
     let leases = Arc::new(BrokerLeases {
@@ -131,6 +132,7 @@ async fn consume_on(
         // connection; the runs stop here.
         Err(_) => running.abort_all(),
         Ok(()) => {
+            crate::notify::notify("STOPPING=1\nSTATUS=finishing the current messages");
             // Stop taking messages; let the current runs finish and end theirs.
             tracing::info!(
                 running = running.len(),
