@@ -863,3 +863,64 @@ fn archives_stream_to_registry_and_layout() {
     assert_eq!(again.json()["targets"][0]["decision"], "unchanged");
     assert_eq!(proxy.count("PUT", "/"), 0, "{:?}", proxy.requests());
 }
+
+/// Two images built from the same blobs (as the atomic desktops share
+/// their chunked layers), in two repositories of one registry, published
+/// at once: each blob crosses to the registry once, whichever image it
+/// belongs to; the other repository mounts it.
+#[test]
+fn a_blob_goes_up_once_per_registry_whichever_image_it_belongs_to() {
+    let reg = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", reg.host()));
+    let host = proxy.host();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let image = |name: &str| {
+        format!("\n[[image]]\nname = \"{name}\"\nrepositories = [\"docker://{host}/{name}\"]\ntags = [\"{{release}}\"]\n")
+    };
+    fs::write(
+        dir.join("archgate.toml"),
+        format!(
+            "[source]\nkind = \"dir\"\nlocation = \"c1\"\n\n[registry.\"{host}\"]\ntls-verify = false\n{}{}",
+            image("silverblue"),
+            image("kinoite")
+        ),
+    )
+    .unwrap();
+    let mut arches = Vec::new();
+    for name in ["silverblue", "kinoite"] {
+        for arch in ["x86_64", "aarch64"] {
+            arches.push((name, arch, built(arch, "shared")));
+        }
+    }
+    write_dir_compose(
+        &dir.join("c1"),
+        "Test-41-20241101.n.0",
+        "FINISHED",
+        "41",
+        &arches,
+    )
+    .unwrap();
+    let (code, _, err) = support::archgate(dir, &["publish"]);
+    assert_eq!(code, 0, "{err}");
+    // Each blob (a config per arch, the layer they share) uploaded once in
+    // all, and mounted into the other repository.
+    let uploads: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|(m, p, _)| m == "PUT" && p.contains("/blobs/uploads/"))
+        .filter_map(|(_, p, _)| p.split("digest=").nth(1).map(str::to_string))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = uploads.iter().collect();
+    assert_eq!(
+        uploads.len(),
+        distinct.len(),
+        "a blob went up twice: {uploads:#?}"
+    );
+    assert_eq!(uploads.len(), 3, "{uploads:#?}");
+    let mounts = proxy.count("POST", "/blobs/uploads/?mount=");
+    assert_eq!(mounts, 3, "{:?}", proxy.requests());
+    for name in ["silverblue", "kinoite"] {
+        assert!(raw(&format!("{}/{name}:41", reg.host())).is_some());
+    }
+}

@@ -231,6 +231,9 @@ where
                 },
                 None => offer.desc,
             };
+            // One flight per blob and registry: an image streaming the
+            // same blob at once waits, then mounts what this one uploads.
+            let _flight = store.guard(&desc.digest).await;
             let want = !store.has_blob(&desc).await? && !store.mount_blob(&desc).await?;
             let _ = offer.accept.send(want);
             if !want {

@@ -41,12 +41,16 @@ impl Store for RegistryRepo {
         format!("{}/{}", self.registry.host, self.path)
     }
 
+    /// A blob's digest is one flight per registry, whichever repository
+    /// asks: a blob goes up once per registry in a run, and every other
+    /// repository that waited for it mounts it. Any other key is one
+    /// flight per repository.
     async fn guard(&self, key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        Some(
-            self.registry
-                .single_flight(format!("{}\0{key}", self.path))
-                .await,
-        )
+        let key = match archgate_core::is_sha256_digest(key) {
+            true => format!("blob\0{key}"),
+            false => format!("{}\0{key}", self.path),
+        };
+        Some(self.registry.single_flight(key).await)
     }
 
     async fn mount_blob(&self, desc: &Descriptor) -> Result<bool> {
