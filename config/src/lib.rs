@@ -758,24 +758,37 @@ impl Loaded {
 
     /// The broker password of `amqp-password-file` or `amqp-password-env`.
     fn amqp_password(&self, c: &ConsumeConfig) -> Result<Option<String>, ConfigError> {
-        let file = self.path.display();
-        match (&c.amqp_password_file, &c.amqp_password_env) {
+        let (file, env) = (&c.amqp_password_file, &c.amqp_password_env);
+        self.secret("consume", "amqp-password", file, env)
+    }
+
+    /// A secret from `[SECTION] BASE-file` (its first line) or `BASE-env`
+    /// (an environment variable), one of the two at most; none without.
+    fn secret(
+        &self,
+        section: &str,
+        base: &str,
+        file: &Option<String>,
+        env: &Option<String>,
+    ) -> Result<Option<String>, ConfigError> {
+        let at = format!("{}: [{section}] {base}", self.path.display());
+        match (file, env) {
             (Some(_), Some(_)) => Err(ConfigError(format!(
-                "{file}: [consume] amqp-password-file and amqp-password-env: set one"
+                "{at}-file and {base}-env: set one, not both"
             ))),
             (Some(p), None) => {
                 let path = self.resolve_path(p);
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     ConfigError(format!(
-                        "{file}: [consume] amqp-password-file {}: cannot read: {e}",
+                        "{at}-file {}: cannot read: {e} (key `{section}.{base}-file`)",
                         path.display()
                     ))
                 })?;
-                Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
+                Ok(Some(text.lines().next().unwrap_or("").to_string()))
             }
             (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| {
                 ConfigError(format!(
-                    "{file}: [consume] amqp-password-env: the variable {var} is not set"
+                    "{at}-env: the environment variable {var} is not set (key `{section}.{base}-env`)"
                 ))
             }),
             (None, None) => Ok(None),
@@ -937,31 +950,9 @@ impl Loaded {
     /// The passphrase of `[sign]`'s key: from `passphrase-file` (its first
     /// line) or `passphrase-env`; empty without either.
     fn passphrase(&self, c: &SignConfig) -> Result<archgate_sign::Passphrase, ConfigError> {
-        let file = self.path.display();
-        match (&c.passphrase_file, &c.passphrase_env) {
-            (Some(_), Some(_)) => Err(ConfigError(format!(
-                "{file}: [sign] passphrase-file and passphrase-env: set one, not both"
-            ))),
-            (Some(p), None) => {
-                let path = self.resolve_path(p);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError(format!(
-                        "{file}: [sign] passphrase-file {}: cannot read: {e} (key `sign.passphrase-file`)",
-                        path.display()
-                    ))
-                })?;
-                let line = text.lines().next().unwrap_or("");
-                Ok(archgate_sign::Passphrase::new(line))
-            }
-            (None, Some(var)) => std::env::var(var)
-                .map(archgate_sign::Passphrase::new)
-                .map_err(|_| {
-                    ConfigError(format!(
-                        "{file}: [sign] passphrase-env: the environment variable {var} is not set (key `sign.passphrase-env`)"
-                    ))
-                }),
-            (None, None) => Ok(archgate_sign::Passphrase::default()),
-        }
+        let (file, env) = (&c.passphrase_file, &c.passphrase_env);
+        let secret = self.secret("sign", "passphrase", file, env)?;
+        Ok(archgate_sign::Passphrase::new(secret.as_deref().unwrap_or("")))
     }
 
     /// How `host` is reached: `[registry."HOST"]` with the credentials
