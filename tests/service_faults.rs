@@ -648,3 +648,60 @@ fn a_wait_for_a_lease_ends_by_its_bound_or_the_shutdown() {
     let errors: Vec<&str> = two_log.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "only the set-aside: {errors:#?}");
 }
+
+/// A compose that built nothing of an image takes no lease for its
+/// targets (nothing will be written there); one that built it does.
+/// Lease queues outlive their use (an hour unused), so what was taken
+/// shows in the broker's queue list afterwards.
+#[test]
+fn no_lease_is_taken_for_what_will_not_be_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let rabbit = Rabbit::start();
+    let registry = Registry::start(Auth::None);
+    let host = registry.host();
+    let cfg = config(&rabbit, &host, "qn", &c, "").replace(
+        "match = { subvariant = \"Container_Base\" }",
+        "match = { subvariant = \"Container_Minimal_Base\" }",
+    );
+    let consumer = Consumer::start(dir, "nolease", &cfg);
+    announce(
+        &rabbit,
+        &c.join("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    wait_for("the refusal", 60, || {
+        metric(
+            &consumer.get("/metrics").1,
+            "archgate_messages_total{outcome=\"refused\"}",
+        ) == 1
+    });
+    let queues = rabbit
+        .ctl(&["list_queues", "-q", "--no-table-headers", "name"])
+        .unwrap();
+    assert!(!queues.contains("archgate.lease."), "{queues}");
+    drop(consumer);
+
+    // The control: the image that was built takes its leases.
+    let consumer = Consumer::start(dir, "lease", &config(&rabbit, &host, "qn", &c, ""));
+    announce(
+        &rabbit,
+        &c.join("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    wait_for("the publish", 60, || {
+        registry_tags(&format!("{host}/fedora")).contains(&"41".to_string())
+    });
+    settled(&rabbit, "qn", 60);
+    let queues = rabbit
+        .ctl(&["list_queues", "-q", "--no-table-headers", "name"])
+        .unwrap();
+    assert!(
+        queues.contains(&format!("archgate.lease.{host}/fedora:41")),
+        "{queues}\n{}",
+        consumer.log()
+    );
+}

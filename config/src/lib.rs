@@ -952,7 +952,9 @@ impl Loaded {
     fn passphrase(&self, c: &SignConfig) -> Result<archgate_sign::Passphrase, ConfigError> {
         let (file, env) = (&c.passphrase_file, &c.passphrase_env);
         let secret = self.secret("sign", "passphrase", file, env)?;
-        Ok(archgate_sign::Passphrase::new(secret.as_deref().unwrap_or("")))
+        Ok(archgate_sign::Passphrase::new(
+            secret.as_deref().unwrap_or(""),
+        ))
     }
 
     /// How `host` is reached: `[registry."HOST"]` with the credentials
