@@ -4,6 +4,7 @@
 # RTT_MS, throughput not limited), as a release engineer's host sees quay.io.
 #
 #   bash bench/wan.sh [RTT_MS] [SIZE_MB]          (defaults: 50 5)
+#   BENCH_NO_BASELINE=1 bash bench/wan.sh         (archgate only: no skopeo + buildah)
 #
 # Measures, with requests counted from the registry's access log:
 #   - archgate cold publish of 12 targets (2 images x 2 repositories x 3 tags)
@@ -121,6 +122,13 @@ printf '[sign]\nsigstore-private-key = "%s/bench.key"\npassphrase-file = "%s/ben
 rm -rf "$ARCHGATE_CACHE_DIR"
 measure "archgate cold publish, signed" 12 "$archgate" publish -c "$run/signed.toml"
 measure "archgate warm re-run, signed" 12 "$archgate" publish -c "$run/signed.toml"
+
+if [ -n "${BENCH_NO_BASELINE:-}" ]; then
+  echo
+  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); round trip $rtt ms"
+  printf '%s\n' "${results[@]}"
+  exit 0
+fi
 
 # The skopeo + buildah way, through the same proxy, on a fresh registry.
 start

@@ -69,11 +69,7 @@ pub(crate) async fn announce(
 /// One `ContainerPublishedV1`, `mandatory` and confirmed; one that no queue
 /// takes is logged, not an error.
 async fn send(service: &Service, channel: &Channel, prefix: &str, body: &Published) -> Result<()> {
-    let topic = format!(
-        "{}.{}",
-        prefix.trim_end_matches('.'),
-        messages::RESULT_SCHEMA
-    );
+    let topic = topic(prefix);
     let json = serde_json::to_vec(body)?;
     let mut headers = FieldTable::default();
     headers.insert(
@@ -119,6 +115,12 @@ async fn send(service: &Service, channel: &Channel, prefix: &str, body: &Publish
         }
     }
     Ok(())
+}
+
+/// `PREFIX.fedora_image_uploader.published.v1.container`; a prefix that
+/// ends in a dot does not double it.
+fn topic(prefix: &str) -> String {
+    format!("{}.{}", prefix.trim_end_matches('.'), messages::RESULT_SCHEMA)
 }
 
 /// A random (version 4) UUID, from the system's randomness.
@@ -176,6 +178,13 @@ fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trailing_dot_is_not_doubled() {
+        let want = "org.fedoraproject.prod.fedora_image_uploader.published.v1.container";
+        assert_eq!(topic("org.fedoraproject.prod"), want);
+        assert_eq!(topic("org.fedoraproject.prod."), want);
+    }
 
     #[test]
     fn ids_and_times_have_their_shapes() {
