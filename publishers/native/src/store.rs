@@ -18,6 +18,10 @@ pub use crate::transport::Store;
 /// How many blobs go up at once to one target.
 pub const UPLOAD_CONCURRENCY: usize = 4;
 
+/// Archive passes of one target at once: a pass that only finds or mounts
+/// its blobs costs round trips, not CPU; one that streams costs a core.
+const ARCHIVE_PASSES_AT_ONCE: usize = 4;
+
 /// What [`read_current`] reads of each entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
@@ -167,12 +171,21 @@ async fn push_from_archive<S: Store>(
     let _flight = store.guard(&path.display().to_string()).await;
     let mut pass = 1;
     loop {
-        let mut needed = BTreeMap::new();
-        for blob in &blobs {
-            if !store.has_blob(blob).await? && !store.mount_blob(blob).await? {
-                needed.insert(blob.digest.clone(), (*blob).clone());
-            }
-        }
+        // Every blob checked (and mounted where it is known) at once: over
+        // a network each check is a round trip.
+        let checks: Vec<_> = blobs
+            .iter()
+            .map(|blob| async move {
+                let _flight = store.guard(&blob.digest).await;
+                let there = store.has_blob(blob).await? || store.mount_blob(blob).await?;
+                anyhow::Ok((!there).then(|| (blob.digest.clone(), (*blob).clone())))
+            })
+            .collect();
+        let needed: BTreeMap<String, Descriptor> = futures_util::future::try_join_all(checks)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         if needed.is_empty() {
             return Ok(());
         }
@@ -597,7 +610,7 @@ impl<'a> ArchWork<'a> {
             .map(|(art, blobs)| push_from_archive(store, art, blobs.clone()))
             .collect();
         futures_util::stream::iter(passes)
-            .buffer_unordered(2)
+            .buffer_unordered(ARCHIVE_PASSES_AT_ONCE)
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
