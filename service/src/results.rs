@@ -120,7 +120,11 @@ async fn send(service: &Service, channel: &Channel, prefix: &str, body: &Publish
 /// `PREFIX.fedora_image_uploader.published.v1.container`; a prefix that
 /// ends in a dot does not double it.
 fn topic(prefix: &str) -> String {
-    format!("{}.{}", prefix.trim_end_matches('.'), messages::RESULT_SCHEMA)
+    format!(
+        "{}.{}",
+        prefix.trim_end_matches('.'),
+        messages::RESULT_SCHEMA
+    )
 }
 
 /// A random (version 4) UUID, from the system's randomness.

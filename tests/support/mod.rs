@@ -1076,7 +1076,10 @@ impl Rabbit {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        // In its own directory: an Erlang VM that fails writes its
+        // erl_crash.dump where it runs, never in the work tree.
         let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
+            .current_dir(d)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::fs::File::create(d.join("server.out")).unwrap())
             .stderr(Stdio::null())
@@ -1110,6 +1113,7 @@ impl Rabbit {
     /// `rabbitmqctl -n NODE ARGS`: its stdout, or `None` when it failed.
     pub fn ctl(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+            .current_dir(self.dir.path())
             .arg("-n")
             .arg(&self.node)
             .args(args)
