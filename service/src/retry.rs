@@ -70,10 +70,13 @@ fn count(delivery: &Delivery, name: &str) -> u32 {
 }
 
 /// The attempts a message has had before this one: those its header
-/// counts, and one more if the broker delivers it again (a consumer died,
-/// or the broker's `consumer_timeout` took it back, in the middle of one).
+/// counts, and those the broker delivered it again for (a consumer died,
+/// or the broker's `consumer_timeout` took it back, in the middle of one):
+/// a quorum queue counts them (`x-delivery-count`); a classic queue only
+/// says it was (`redelivered`), which counts one.
 pub(crate) fn attempts_so_far(delivery: &Delivery) -> u32 {
-    count(delivery, ATTEMPTS_HEADER) + u32::from(delivery.redelivered)
+    let again = count(delivery, "x-delivery-count").max(u32::from(delivery.redelivered));
+    count(delivery, ATTEMPTS_HEADER).saturating_add(again)
 }
 
 /// The times this message waited too long for leases before.
@@ -173,12 +176,19 @@ pub(crate) async fn publish_mandatory(
 }
 
 /// The original's properties with `extra` headers, persistent; the
-/// broker's own dead-letter history dropped (the count is archgate's).
+/// broker's own dead-letter history and delivery count dropped (the count
+/// is archgate's, in `x-archgate-attempts`).
 fn copy_properties(delivery: &Delivery, extra: Vec<(&str, AMQPValue)>) -> BasicProperties {
     let mut headers = FieldTable::default();
     if let Some(h) = delivery.properties.headers() {
         for (k, v) in h.inner() {
-            if !k.as_str().starts_with("x-death") && !k.as_str().starts_with("x-first-death") {
+            let broker_kept = [
+                "x-death",
+                "x-first-death",
+                "x-last-death",
+                "x-delivery-count",
+            ];
+            if !broker_kept.iter().any(|p| k.as_str().starts_with(p)) {
                 headers.insert(k.clone(), v.clone());
             }
         }
