@@ -120,6 +120,23 @@ impl AllowedLocations {
     }
 }
 
+/// The most redirects a fetch follows.
+pub const MAX_REDIRECTS: usize = 10;
+
+impl AllowedLocations {
+    /// Whether a fetch may follow a redirect to `url`, after `hops`
+    /// redirects already followed: under a prefix, and not past
+    /// [`MAX_REDIRECTS`]. `Err` says why not.
+    pub fn redirect(&self, url: &str, hops: usize) -> Result<(), String> {
+        self.check_url(url)
+            .map_err(|why| format!("a redirect outside allowed-locations: {why}"))?;
+        match hops < MAX_REDIRECTS {
+            true => Ok(()),
+            false => Err(format!("more than {MAX_REDIRECTS} redirects")),
+        }
+    }
+}
+
 /// A URL as a fetch sees it, refused where a server could still read it
 /// as another path: a query or fragment, credentials, or a segment that
 /// decodes to `.`, `..`, or holds a slash, a backslash or a NUL.
@@ -280,6 +297,21 @@ mod tests {
         };
         let e = a.check("/mnt/koji/compose/link/F-41", &link).unwrap_err();
         assert!(e.contains("/srv/secret/F-41"), "{e}");
+    }
+
+    #[test]
+    fn redirects_stay_inside_and_end() {
+        let a = allow();
+        let inside = "http://h.example/compose/allowed/F-41";
+        assert_eq!(a.redirect(inside, 0), Ok(()));
+        assert!(a
+            .redirect(inside, MAX_REDIRECTS)
+            .unwrap_err()
+            .contains("more than"));
+        let e = a
+            .redirect("http://h.example/compose/secret/F-41", 0)
+            .unwrap_err();
+        assert!(e.contains("outside allowed-locations"), "{e}");
     }
 
     #[test]

@@ -123,7 +123,8 @@ impl Drop for BrokerLease {
     }
 }
 
-async fn publish_token(channel: &Channel, queue: &str) -> anyhow::Result<()> {
+/// Publishes a lease token into `queue`, confirmed.
+pub(crate) async fn publish_token(channel: &Channel, queue: &str) -> anyhow::Result<()> {
     let confirm = channel
         .basic_publish(
             "".into(),

@@ -237,6 +237,13 @@ pub async fn consume(
     }
 }
 
+/// This machine's name, for the broker's connection list and lease names.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// What every part of the service shares for the life of the process.
 pub(crate) struct Service {
     pub(crate) runner: Arc<Runner>,

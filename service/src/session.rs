@@ -70,11 +70,10 @@ pub(crate) async fn session(
         .await
         .map_err(|e| anyhow!("cannot connect to {}: {e}", redact_url(&spec.amqp_url)))?,
     );
-    if let Err(e) = crate::topology::prepare(&conn, spec).await {
-        let _ = conn.close(200, "archgate consume stopping".into()).await;
-        return Err(e);
-    }
-    let result = consume_on(service, &conn, shutdown).await;
+    let result = match crate::topology::prepare(&conn, spec).await {
+        Ok(()) => consume_on(service, &conn, shutdown).await,
+        Err(e) => Err(e),
+    };
     // Whatever ended the session, the connection goes: what it still had
     // unacknowledged goes back to the broker, and the leases with it.
     let _ = conn.close(200, "archgate consume stopping".into()).await;
@@ -180,9 +179,7 @@ fn amqp_uri(spec: &ConsumeSpec) -> Result<lapin::uri::AMQPUri> {
 /// The client properties the broker shows: `app` (default `archgate`),
 /// `app_version`, `hostname`, `connection_name`, and those configured.
 fn connection_properties(spec: &ConsumeSpec) -> ConnectionProperties {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    let host = crate::hostname();
     let mut props = BTreeMap::from([
         ("app".to_string(), "archgate".to_string()),
         (

@@ -8,11 +8,11 @@
 
 use anyhow::Result;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::retry::{delay_queue, failed_queue};
 use crate::{lease, ArgValue, ConsumeSpec};
@@ -34,8 +34,8 @@ impl std::error::Error for Refused {}
 const ACCESS_REFUSED: u16 = 403;
 const NOT_FOUND: u16 = 404;
 
-fn reply_code(e: &lapin::Error) -> Option<u16> {
-    match e.kind() {
+fn reply_code(e: &anyhow::Error) -> Option<u16> {
+    match e.downcast_ref::<lapin::Error>()?.kind() {
         lapin::ErrorKind::ProtocolError(p) => Some(p.get_id()),
         _ => None,
     }
@@ -43,7 +43,8 @@ fn reply_code(e: &lapin::Error) -> Option<u16> {
 
 /// One step of the set-up: `Err(Refused)` names the permission (or the
 /// missing resource); any other failure is the broker's (connect again).
-fn step(what: &str, needs: &str, e: lapin::Error) -> anyhow::Error {
+fn step(what: &str, needs: &str, e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e = e.into();
     match reply_code(&e) {
         Some(ACCESS_REFUSED) => Refused(format!(
             "the broker refused to {what}: archgate needs {needs} (docs/service.md, \"Permissions\"); the broker said: {e}"
@@ -207,8 +208,11 @@ async fn bind(conn: &Connection, spec: &ConsumeSpec) -> Result<()> {
 /// deleted: what taking a lease needs (configure and read on
 /// `archgate.lease.*`, write on `amq.default`).
 async fn check_leases(conn: &Connection) -> Result<()> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let target = format!("permission-check.{}.{}", host.trim(), std::process::id());
+    let target = format!(
+        "permission-check.{}.{}",
+        crate::hostname(),
+        std::process::id()
+    );
     let name = lease::lease_queue(&target);
     let channel = conn.create_channel().await?;
     let needs_configure = "configure on `archgate.lease.*` (the lease queues)";
@@ -237,20 +241,7 @@ async fn check_leases(conn: &Connection) -> Result<()> {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let token = channel
-        .basic_publish(
-            "".into(),
-            name.as_str().into(),
-            BasicPublishOptions::default(),
-            b"check",
-            BasicProperties::default(),
-        )
-        .await;
-    let confirmed = match token {
-        Ok(confirm) => confirm.await,
-        Err(e) => Err(e),
-    };
-    confirmed.map_err(|e| {
+    lease::publish_token(&channel, &name).await.map_err(|e| {
         step(
             &format!("publish a lease token to {name}"),
             "write on `amq.default` (the default exchange)",

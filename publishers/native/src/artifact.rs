@@ -135,10 +135,9 @@ fn resolve_url(
                 .check_url(url)
                 .map_err(|why| ReadFailure::Unusable(format!("{url}: refused: {why}")))?;
             reqwest::redirect::Policy::custom(move |hop| {
-                match allowed.check_url(hop.url().as_str()) {
-                    Ok(_) if hop.previous().len() < 10 => hop.follow(),
-                    Ok(_) => hop.error("more than 10 redirects"),
-                    Err(why) => hop.error(format!("a redirect outside allowed-locations: {why}")),
+                match allowed.redirect(hop.url().as_str(), hop.previous().len()) {
+                    Ok(()) => hop.follow(),
+                    Err(why) => hop.error(why),
                 }
             })
         }

@@ -163,10 +163,9 @@ impl HttpCompose {
         let redirects = match allowed.clone() {
             None => reqwest::redirect::Policy::default(),
             Some(allowed) => reqwest::redirect::Policy::custom(move |hop| {
-                match allowed.check_url(hop.url().as_str()) {
-                    Ok(_) if hop.previous().len() < 10 => hop.follow(),
-                    Ok(_) => hop.error("more than 10 redirects"),
-                    Err(why) => hop.error(format!("a redirect outside allowed-locations: {why}")),
+                match allowed.redirect(hop.url().as_str(), hop.previous().len()) {
+                    Ok(()) => hop.follow(),
+                    Err(why) => hop.error(why),
                 }
             }),
         };
