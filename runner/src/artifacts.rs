@@ -4,6 +4,7 @@
 //! pass.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use archgate_core::{Arch, ArchInput, ComposeResults, Outcome, Repository};
 use archgate_native::{
@@ -41,8 +42,10 @@ pub(crate) async fn read_all(
     env: &ReadEnv,
     no_early_push: &BTreeSet<usize>,
 ) -> Vec<ImageInputs> {
-    // Twice the cores: a first publish's readers also wait on the registry.
-    let workers = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Twice the cores read at once (a read waits on the disk too); as many
+    // again may be sending what they read.
+    let readers = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let reading = Arc::new(tokio::sync::Semaphore::new(readers));
     let mut jobs = Vec::new();
     for (i, image) in spec.images.iter().enumerate() {
         let push_to = match spec.engine {
@@ -65,12 +68,19 @@ pub(crate) async fn read_all(
     let jobs: Vec<_> = jobs
         .into_iter()
         .map(|(i, k, arch, artifact, push_to)| {
-            read_one((i, k), arch, artifact, push_to, env.clone())
+            read_one(
+                (i, k),
+                arch,
+                artifact,
+                push_to,
+                env.clone(),
+                reading.clone(),
+            )
         })
         .collect();
     let mut read: HashMap<(usize, usize), Result<ResolvedArtifact, ReadFailure>> =
         futures_util::stream::iter(jobs)
-            .buffer_unordered(workers)
+            .buffer_unordered(2 * readers)
             .collect()
             .await;
     spec.images
@@ -126,39 +136,64 @@ fn image_inputs(
     inputs
 }
 
-/// Reads one artifact (pushing its blobs to `push_to` on the way).
+/// Reads one artifact (pushing its blobs to `push_to` on the way, and
+/// mounting them into the other repositories given with it).
 async fn read_one(
     key: (usize, usize),
     arch: Arch,
     artifact: archgate_core::Artifact,
-    push_to: Option<AnyStore>,
+    push_to: Option<(AnyStore, Vec<AnyStore>)>,
     env: ReadEnv,
+    readers: Arc<tokio::sync::Semaphore>,
 ) -> ((usize, usize), Result<ResolvedArtifact, ReadFailure>) {
     let got = match push_to {
-        Some(store) => resolve_and_push(&store, arch, artifact, env).await,
-        None => tokio::task::spawn_blocking(move || resolve_in(arch, &artifact, &env))
+        Some((store, also)) => resolve_and_push(&store, &also, &readers, arch, artifact, env).await,
+        None => match readers.acquire_owned().await {
+            Ok(permit) => tokio::task::spawn_blocking(move || {
+                let _reading = permit;
+                resolve_in(arch, &artifact, &env)
+            })
             .await
             .unwrap_or_else(|e| Err(ReadFailure::stopped(e))),
+            Err(e) => Err(ReadFailure::stopped(e)),
+        },
     };
     (key, got)
 }
 
 /// Where an image's archive blobs go while they are read: its first
-/// registry repository, unless nothing may be pushed for it (a dry run, or
-/// a hard refusal that the source's results already show).
+/// registry repository, and (by mounts) its other repositories on that
+/// registry; none when nothing may be pushed for it (a dry run, or a hard
+/// refusal that the source's results already show).
 fn early_push_store(
     spec: &RunSpec,
     stores: &RunStores,
     results: &ComposeResults,
     image: &ImageSpec,
-) -> Option<AnyStore> {
+) -> Option<(AnyStore, Vec<AnyStore>)> {
     if spec.dry_run || !crate::compose::may_write(spec, results, image) {
         return None;
     }
-    // Registries only: a layout is written only once publishing checks it.
-    let repo = image
-        .repositories
-        .iter()
-        .find(|r| matches!(r.repository, Repository::Registry { .. }))?;
-    Some(stores.store(repo))
+    let host = early_push_host(image)?;
+    let on_host = |r: &&crate::spec::RepoSpec| registry_host(r) == Some(host);
+    let mut repos = image.repositories.iter().filter(on_host);
+    let first = repos.next()?;
+    Some((
+        stores.store(first),
+        repos.map(|r| stores.store(r)).collect(),
+    ))
+}
+
+/// The registry an image's archive blobs go to while they are read (the
+/// native engine only): that of its first registry repository. Registries
+/// only: a layout is written only once publishing checks it.
+pub(crate) fn early_push_host(image: &ImageSpec) -> Option<&str> {
+    image.repositories.iter().find_map(registry_host)
+}
+
+fn registry_host(r: &crate::spec::RepoSpec) -> Option<&str> {
+    match &r.repository {
+        Repository::Registry { host, .. } => Some(host),
+        _ => None,
+    }
 }

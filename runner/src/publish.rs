@@ -71,9 +71,11 @@ pub(crate) async fn publish_all(
     targets
 }
 
-/// Publishes one image: its first target alone (the image's blobs and
-/// manifests go up once, to its first repository), then every other target
-/// at once (they find what the first pushed, or mount it).
+/// Publishes one image. Its targets on the registry its blobs went to
+/// while they were read (see `crate::artifacts`) all at once: they find
+/// every blob there. Of the others, the first alone (the image's blobs go
+/// up once to that registry or layout), then the rest at once (they find
+/// what the first pushed, or mount it).
 async fn publish_image(
     spec: &RunSpec,
     stores: &RunStores,
@@ -83,15 +85,27 @@ async fn publish_image(
     done: &AtomicU64,
     total: u64,
 ) -> Vec<Target> {
-    let mut targets = targets.into_iter();
-    let Some(first) = targets.next() else {
-        return Vec::new();
+    let early = match (tools, targets.first()) {
+        (None, Some(t)) => crate::artifacts::early_push_host(&spec.images[t.image]),
+        _ => None,
     };
-    let mut out = vec![publish_counted(spec, stores, tools, artifacts, first, done, total).await];
-    let rest: Vec<_> = targets
-        .map(|t| publish_counted(spec, stores, tools, artifacts, t, done, total))
-        .collect();
-    out.extend(futures_util::future::join_all(rest).await);
+    let (ready, rest): (Vec<Target>, Vec<Target>) = targets.into_iter().partition(|t| {
+        let repo = &spec.images[t.image].repositories[t.repo].repository;
+        matches!(repo, Repository::Registry { host, .. } if Some(host.as_str()) == early)
+    });
+    let publish = |t| publish_counted(spec, stores, tools, artifacts, t, done, total);
+    let ready = futures_util::future::join_all(ready.into_iter().map(publish));
+    let rest = async {
+        let mut rest = rest.into_iter();
+        let Some(first) = rest.next() else {
+            return Vec::new();
+        };
+        let mut out = vec![publish(first).await];
+        out.extend(futures_util::future::join_all(rest.map(publish)).await);
+        out
+    };
+    let (mut out, rest) = tokio::join!(ready, rest);
+    out.extend(rest);
     out
 }
 

@@ -186,6 +186,15 @@ pub trait BlobSink {
     fn open(&mut self, digest: &str, size: u64) -> Result<Option<Box<dyn Write + '_>>>;
 }
 
+/// Whether a blob starting with `head` may be a JSON document: its first
+/// byte that is not white space is `{` (a layer starts with a
+/// compression's magic bytes, or a tar header).
+fn may_be_json(head: &[u8]) -> bool {
+    head.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_none_or(|b| *b == b'{')
+}
+
 /// Only hashes.
 pub struct NoSink;
 
@@ -260,10 +269,15 @@ pub fn scan(
             if !archgate_core::is_sha256_digest(&digest) {
                 bail!("entry {path} is not named by a sha256 digest");
             }
-            let keep = size <= KEEP_IN_MEMORY;
+            // Only what may be a document (a manifest, a config: JSON) is
+            // kept, not the layers, whatever their size.
+            let mut keep = size <= KEEP_IN_MEMORY;
             let mut kept = Vec::new();
             let mut writer = sink.open(&digest, size)?;
             let (actual, n) = copy_hashing(&mut entry, |chunk| {
+                if keep && kept.is_empty() && !may_be_json(chunk) {
+                    keep = false;
+                }
                 if keep {
                     kept.extend_from_slice(chunk);
                 }
@@ -395,4 +409,17 @@ fn convert_layer(
         size,
         passthrough,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_what_may_be_json_is_kept() {
+        assert!(super::may_be_json(b"{\"schemaVersion\":2}"));
+        assert!(super::may_be_json(b"\n  {"));
+        assert!(super::may_be_json(b""));
+        assert!(!super::may_be_json(&[0x1f, 0x8b, 8, 0]));
+        assert!(!super::may_be_json(&[0x28, 0xb5, 0x2f, 0xfd]));
+        assert!(!super::may_be_json(b"etc/\0\0\0"));
+    }
 }

@@ -16,6 +16,7 @@ mod registry;
 mod resolved;
 pub mod signatures;
 mod store;
+mod stream;
 mod tls;
 mod transport;
 
@@ -32,7 +33,7 @@ pub use store::{
     sign_all, AnyStore, Depth, Published, Target,
 };
 pub use tls::{cert_dir, load as load_cert_dir, TlsFiles};
-pub use transport::Store;
+pub use transport::{Intake, Store};
 
 /// An error of the given kind, as an `anyhow` error.
 pub fn kinded(kind: archgate_core::ErrorKind, message: impl Into<String>) -> anyhow::Error {

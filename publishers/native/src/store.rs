@@ -203,75 +203,6 @@ async fn push_from_archive<S: Store>(
     }
 }
 
-type Chunks = tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>;
-
-/// A blob a pass has come to: its bytes follow on `chunks` if the store says
-/// yes on `accept`.
-struct Offer {
-    desc: Descriptor,
-    chunks: Chunks,
-    accept: tokio::sync::oneshot::Sender<bool>,
-}
-
-/// Runs `work` (one pass over an archive) on a blocking thread; each blob it
-/// meets is offered to the store, which takes those it lacks (and cannot
-/// mount), limited to `only` when given. Returns what `work` returned and
-/// how many blobs were pushed.
-async fn stream_archive<S, T, W>(
-    store: &S,
-    only: Option<BTreeMap<String, Descriptor>>,
-    work: W,
-) -> Result<(T, usize)>
-where
-    S: Store,
-    T: Send + 'static,
-    W: FnOnce(&mut dyn crate::archive::BlobSink) -> Result<T> + Send + 'static,
-{
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Offer>(1);
-    let reader = tokio::task::spawn_blocking(move || work(&mut ChannelSink { tx }));
-    // `rx` moves in, so that when the uploads stop early the reader's next
-    // offer fails instead of waiting for a receiver that is gone.
-    let uploads = async move {
-        let mut n = 0;
-        while let Some(offer) = rx.recv().await {
-            let desc = match &only {
-                Some(only) => match only.get(&offer.desc.digest) {
-                    Some(d) => d.clone(),
-                    None => {
-                        let _ = offer.accept.send(false);
-                        continue;
-                    }
-                },
-                None => offer.desc,
-            };
-            // One flight per blob and registry: an image streaming the
-            // same blob at once waits, then mounts what this one uploads.
-            let _flight = store.guard(&desc.digest).await;
-            let want = !store.has_blob(&desc).await? && !store.mount_blob(&desc).await?;
-            let _ = offer.accept.send(want);
-            if !want {
-                continue;
-            }
-            let chunks = offer.chunks;
-            let stream = futures_util::stream::unfold(chunks, |mut c| async move {
-                c.recv().await.map(|chunk| (chunk, c))
-            });
-            store
-                .push_blob_stream(&desc, stream)
-                .await
-                .with_context(|| format!("blob {}", desc.digest))?;
-            tracing::debug!(store = %store.name(), digest = %desc.digest, size = desc.size, "blob pushed from archive");
-            crate::progress::pushed(&format!("push {}", store.name()), desc.size);
-            n += 1;
-        }
-        anyhow::Ok(n)
-    };
-    let (read, uploaded) = tokio::join!(reader, uploads);
-    let n = uploaded?;
-    let value = read.map_err(|e| anyhow!("archive reader stopped: {e}"))??;
-    Ok((value, n))
-}
-
 /// One pass pushing the `needed` blobs of an archive already read once.
 async fn stream_pass<S: Store>(
     store: &S,
@@ -287,15 +218,23 @@ async fn stream_pass<S: Store>(
         crate::archive::scan(stream, sink, &layers).with_context(|| path.display().to_string())?;
         Ok(())
     };
-    Ok(stream_archive(store, Some(needed), work).await?.1)
+    Ok(
+        crate::stream::stream_archive(store, &[], Some(needed), work)
+            .await?
+            .1,
+    )
 }
 
 /// Reads a built artifact, and when it is an archive pushes its blobs to
-/// `store` in the same pass, so that a first publish reads each archive
-/// once. Blobs are content-addressed and invisible until a manifest names
-/// them; the gate still decides about every manifest and tag.
+/// `store` in the same pass (and mounts them into `also`), so that a first
+/// publish reads each archive once. Blobs are content-addressed and
+/// invisible until a manifest names them; the gate still decides about
+/// every manifest and tag. The reading holds a permit of `readers` (a
+/// decoder's memory and a core); the uploads after it do not.
 pub async fn resolve_and_push<S: Store>(
     store: &S,
+    also: &[S],
+    readers: &std::sync::Arc<tokio::sync::Semaphore>,
     arch: Arch,
     artifact: archgate_core::Artifact,
     env: crate::artifact::ReadEnv,
@@ -307,20 +246,28 @@ pub async fn resolve_and_push<S: Store>(
     {
         return Ok(hit);
     }
+    let permit = readers
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ReadFailure::stopped)?;
     if !crate::artifact::is_archive(&artifact) {
-        let blocking =
-            tokio::task::spawn_blocking(move || crate::artifact::resolve_in(arch, &artifact, &env));
+        let blocking = tokio::task::spawn_blocking(move || {
+            let _reading = permit;
+            crate::artifact::resolve_in(arch, &artifact, &env)
+        });
         return blocking.await.map_err(ReadFailure::stopped)?;
     }
     let started = std::time::Instant::now();
     let for_pass = artifact.clone();
     let pass_env = env.clone();
     let work = move |sink: &mut dyn crate::archive::BlobSink| {
+        let _reading = permit;
         Ok(crate::artifact::resolve_archive_with(
             arch, &for_pass, &pass_env, sink,
         ))
     };
-    match stream_archive(store, None, work).await {
+    match crate::stream::stream_archive(store, also, None, work).await {
         Ok((Ok(resolved), n)) => {
             tracing::info!(store = %store.name(), %arch, blobs = n, secs = started.elapsed().as_secs_f32(), "archive read and streamed");
             if let Some(dir) = &cache {
@@ -338,46 +285,6 @@ pub async fn resolve_and_push<S: Store>(
             });
             blocking.await.map_err(ReadFailure::stopped)?
         }
-    }
-}
-
-struct ChannelSink {
-    tx: tokio::sync::mpsc::Sender<Offer>,
-}
-
-impl crate::archive::BlobSink for ChannelSink {
-    fn open(&mut self, digest: &str, size: u64) -> Result<Option<Box<dyn std::io::Write + '_>>> {
-        let mut desc = Descriptor::new("application/octet-stream", b"");
-        desc.digest = digest.to_string();
-        desc.size = size;
-        let (ctx, crx) = tokio::sync::mpsc::channel(8);
-        let (atx, arx) = tokio::sync::oneshot::channel();
-        self.tx
-            .blocking_send(Offer {
-                desc,
-                chunks: crx,
-                accept: atx,
-            })
-            .map_err(|_| anyhow!("the upload stopped"))?;
-        Ok(arx
-            .blocking_recv()
-            .unwrap_or(false)
-            .then(|| Box::new(ChannelWriter(ctx)) as Box<dyn std::io::Write>))
-    }
-}
-
-struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // A closed channel means the upload ended early: the store had the
-        // blob after all, or the upload failed, which its own result reports.
-        // The rest is still read, and hashed, by the pass.
-        let _ = self.0.blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)));
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -492,15 +399,30 @@ pub async fn publish<S: Store>(
         prepare_signatures(store, target.sign, &digests)
     );
     blobs?;
-    let signed = finish_signatures(store, prepared?).await?;
-    work.push_manifests(store).await?;
-    // Carried entries must be there already (what was just pushed is known).
-    let present: Vec<_> = plan
-        .index
-        .iter()
-        .map(|entry| entry_present(store, entry))
-        .collect();
-    futures_util::future::try_join_all(present).await?;
+    let prepared = prepared?;
+    // The moved-tag check goes with the signatures and arch manifests (it
+    // needs nothing of theirs, and the index waits for all three).
+    let manifests = async {
+        let signed = finish_signatures(store, prepared).await?;
+        work.push_manifests(store).await?;
+        // Carried entries must be there already (what was just pushed is known).
+        let present: Vec<_> = plan
+            .index
+            .iter()
+            .map(|entry| entry_present(store, entry))
+            .collect();
+        futures_util::future::try_join_all(present).await?;
+        anyhow::Ok(signed)
+    };
+    let unmoved = async {
+        match index {
+            Some(_) => check_not_moved(store, target.tag, target.planned_from).await,
+            None => Ok(()),
+        }
+    };
+    let (signed, unmoved) = tokio::join!(manifests, unmoved);
+    let signed = signed?;
+    unmoved?;
     let digest = match index {
         Some((desc, bytes)) => Some(write_index(target, &desc, &bytes).await?),
         None => None,
@@ -535,7 +457,9 @@ impl<'a> ArchWork<'a> {
     /// Nothing for an arch whose tag already points at its manifest.
     /// Otherwise every blob of its manifest is checked (what this run pushed
     /// or saw is known without asking) and pushed where missing: never
-    /// inferred from the manifest being there. All arches are asked at once.
+    /// inferred from the manifest being there. All arches are asked at once;
+    /// an arch whose blobs this run knows are in the store is not asked
+    /// about (its manifest goes up under its tag, one request either way).
     async fn gather<S: Store>(
         store: &S,
         artifacts: &'a BTreeMap<Arch, ResolvedArtifact>,
@@ -546,11 +470,14 @@ impl<'a> ArchWork<'a> {
             let art = artifacts
                 .get(arch)
                 .ok_or_else(|| anyhow!("internal: no artifact read for built arch {arch}"))?;
-            checks.push(tag_points_to(
-                store,
-                arch_tag,
-                Descriptor::of_entry(&art.entry),
-            ));
+            let known =
+                store.knows_blob(&art.config) && art.layers.iter().all(|l| store.knows_blob(l));
+            checks.push(async move {
+                match known {
+                    true => Ok(false),
+                    false => tag_points_to(store, arch_tag, Descriptor::of_entry(&art.entry)).await,
+                }
+            });
         }
         let tagged = futures_util::future::try_join_all(checks).await?;
         let mut work = ArchWork {
@@ -699,14 +626,13 @@ pub async fn sign_all<S: Store>(
     finish_signatures(store, prepared).await
 }
 
-/// The index under its tag, right after the moved-tag check; then read back.
+/// The index under its tag (once the moved-tag check passed); then read back.
 async fn write_index<S: Store>(
     target: &Target<'_, S>,
     desc: &Descriptor,
     bytes: &[u8],
 ) -> Result<String> {
     let (store, tag) = (target.store, target.tag);
-    check_not_moved(store, tag, target.planned_from).await?;
     store
         .push_manifest(desc, bytes, Some(tag))
         .await
@@ -820,6 +746,30 @@ impl Store for AnyStore {
         C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
     {
         delegate!(self, s => Store::push_blob_stream(s, desc, chunks).await)
+    }
+    fn knows_blob(&self, desc: &Descriptor) -> bool {
+        delegate!(self, s => Store::knows_blob(s, desc))
+    }
+    async fn intake(&self, desc: &Descriptor) -> Result<Option<crate::transport::Intake>> {
+        delegate!(self, s => Store::intake(s, desc).await)
+    }
+    async fn settle(
+        &self,
+        desc: &Descriptor,
+        intake: crate::transport::Intake,
+    ) -> Result<Option<crate::transport::Intake>> {
+        delegate!(self, s => Store::settle(s, desc, intake).await)
+    }
+    async fn push_stream_into<C>(
+        &self,
+        desc: &Descriptor,
+        intake: crate::transport::Intake,
+        chunks: C,
+    ) -> Result<()>
+    where
+        C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
+        delegate!(self, s => Store::push_stream_into(s, desc, intake, chunks).await)
     }
     async fn push_manifest(
         &self,

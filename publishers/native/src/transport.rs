@@ -9,6 +9,14 @@ use anyhow::Result;
 
 use crate::oci::Descriptor;
 
+/// Where a streamed blob's bytes go: a registry's upload session, opened
+/// while the blob was checked (nothing for a layout).
+#[derive(Debug, Default)]
+pub struct Intake {
+    /// The session's URL, with the digest.
+    pub(crate) session: Option<String>,
+}
+
 /// A repository: an OCI layout directory or a registry repository.
 #[allow(async_fn_in_trait)]
 pub trait Store {
@@ -62,6 +70,31 @@ pub trait Store {
     async fn push_blob_stream<C>(&self, desc: &Descriptor, chunks: C) -> Result<()>
     where
         C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static;
+    /// Whether this run already knows the store has the blob (nothing asked).
+    fn knows_blob(&self, _desc: &Descriptor) -> bool {
+        false
+    }
+    /// Gets ready to take a blob that arrives as a stream: `None` when the
+    /// store has it (or got it by a mount), else where its bytes go. A
+    /// registry asks whether it has the blob and opens the upload session
+    /// at once: one round trip for both.
+    async fn intake(&self, desc: &Descriptor) -> Result<Option<Intake>> {
+        let there = self.has_blob(desc).await? || self.mount_blob(desc).await?;
+        Ok((!there).then(Intake::default))
+    }
+    /// Just before the bytes of an intake go: `None` when the blob came
+    /// in meanwhile (another image of the run sent it, and it was found or
+    /// mounted; the intake is given up), else the intake.
+    async fn settle(&self, _desc: &Descriptor, intake: Intake) -> Result<Option<Intake>> {
+        Ok(Some(intake))
+    }
+    /// Sends a streamed blob into its intake (see [`Store::intake`]).
+    async fn push_stream_into<C>(&self, desc: &Descriptor, _intake: Intake, chunks: C) -> Result<()>
+    where
+        C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
+        self.push_blob_stream(desc, chunks).await
+    }
     /// Stores a manifest or index by digest, and points `tag` at it if given.
     async fn push_manifest(&self, desc: &Descriptor, bytes: &[u8], tag: Option<&str>)
         -> Result<()>;

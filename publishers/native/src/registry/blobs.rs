@@ -32,6 +32,7 @@ impl Registry {
                 }
             })
             .await?;
+        self.count_check(repo, found);
         if found {
             self.remember(digest, repo);
         }
@@ -238,16 +239,46 @@ impl Registry {
         Ok(())
     }
 
-    /// Uploads a blob arriving as a stream (from an archive pass). The
-    /// session is retried; the stream can be sent only once.
-    pub async fn upload_stream<C>(&self, repo: &str, desc: &Descriptor, chunks: C) -> Result<()>
+    /// Opens an upload session for `desc` in `repo` (retried): the URL its
+    /// bytes go to.
+    pub async fn open_session(&self, repo: &str, desc: &Descriptor) -> Result<String> {
+        let what = format!("upload {} to {repo}", desc.digest);
+        self.retrying(&what, || self.start_upload(repo, desc, &what))
+            .await
+    }
+
+    /// Gives up an upload session that will not be used, without waiting
+    /// for the answer (a registry would purge it in days anyway).
+    pub fn cancel_session(self: &std::sync::Arc<Self>, repo: &str, url: String) {
+        let registry = self.clone();
+        let repo = repo.to_string();
+        tokio::spawn(async move {
+            let _ = registry
+                .send(&[push(&repo)], &|_| {
+                    registry.http.request(Method::DELETE, &url)
+                })
+                .await;
+        });
+    }
+
+    /// Uploads a blob arriving as a stream (from an archive pass), into
+    /// `session` when one was opened already. The session is retried; the
+    /// stream can be sent only once.
+    pub async fn upload_stream<C>(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        session: Option<String>,
+        chunks: C,
+    ) -> Result<()>
     where
         C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
     {
         let what = format!("upload {} to {repo}", desc.digest);
-        let url = self
-            .retrying(&what, || self.start_upload(repo, desc, &what))
-            .await?;
+        let url = match session {
+            Some(url) => url,
+            None => self.open_session(repo, desc).await?,
+        };
         let body = std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(chunks)));
         // A second send (after a 401) has no body left, and the registry refuses it.
         let take = || {

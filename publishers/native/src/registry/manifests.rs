@@ -139,6 +139,11 @@ impl Registry {
         let scopes = [push(repo)];
         let what = format!("PUT manifest {repo}:{reference}");
         let body = bytes::Bytes::copy_from_slice(bytes);
+        let phase = match crate::oci::is_index(&desc.media_type) {
+            true => super::known::Phase::Indexes,
+            false => super::known::Phase::Manifests,
+        };
+        let _phase = self.phases.enter(repo, phase).await;
         self.retrying(&what, || async {
             let resp = self
                 .send(&scopes, &|base| {

@@ -14,6 +14,7 @@
 //! knows) and [`repo`] (a repository as a `Store`).
 
 mod blobs;
+mod bound;
 mod known;
 mod manifests;
 mod repo;
@@ -62,14 +63,14 @@ pub struct Registry {
     http: reqwest::Client,
     settings: Arc<RegistrySettings>,
     state: Arc<tokio::sync::Mutex<State>>,
-    /// At most this many requests in flight to the host, across views.
-    limit: Arc<tokio::sync::Semaphore>,
+    /// How many requests may be in flight to the host, across views.
+    limit: Arc<bound::Bound>,
+    /// Image-manifest and index PUTs kept apart, per repository, across
+    /// views (see [`known::Phases`]).
+    phases: Arc<known::Phases>,
     /// What this view (one run) knows.
     seen: known::Seen,
 }
-
-/// Requests in flight to one registry host at once.
-pub const REQUESTS_PER_REGISTRY: usize = 16;
 
 impl Registry {
     /// A client for `host` (`HOST[:PORT]`).
@@ -80,7 +81,8 @@ impl Registry {
             http,
             settings: Arc::new(settings),
             state: Default::default(),
-            limit: Arc::new(tokio::sync::Semaphore::new(REQUESTS_PER_REGISTRY)),
+            limit: Default::default(),
+            phases: Default::default(),
             seen: Default::default(),
         })
     }
@@ -94,6 +96,7 @@ impl Registry {
             settings: self.settings.clone(),
             state: self.state.clone(),
             limit: self.limit.clone(),
+            phases: self.phases.clone(),
             seen: Default::default(),
         }
     }

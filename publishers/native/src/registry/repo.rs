@@ -7,7 +7,7 @@ use anyhow::{anyhow, Result};
 
 use super::Registry;
 use crate::oci::Descriptor;
-use crate::transport::Store;
+use crate::transport::{Intake, Store};
 
 /// One repository on a registry, as a [`Store`].
 #[derive(Clone)]
@@ -114,7 +114,60 @@ impl Store for RegistryRepo {
         if self.mounted(desc).await? {
             return Ok(());
         }
-        self.registry.upload_stream(&self.path, desc, chunks).await
+        self.registry
+            .upload_stream(&self.path, desc, None, chunks)
+            .await
+    }
+
+    fn knows_blob(&self, desc: &Descriptor) -> bool {
+        self.registry.is_present(&self.path, &desc.digest)
+    }
+
+    /// Known here: nothing asked. Known in another repository of the
+    /// registry: mounted. Otherwise a HEAD, and (while checks here miss
+    /// more than they find) the upload session opened at the same time.
+    async fn intake(&self, desc: &Descriptor) -> Result<Option<Intake>> {
+        if self.knows_blob(desc) || self.mounted(desc).await? {
+            return Ok(None);
+        }
+        if !self.registry.expects_missing(&self.path) {
+            let there = self.has_blob(desc).await?;
+            return Ok((!there).then(Intake::default));
+        }
+        let (there, session) = tokio::join!(
+            self.has_blob(desc),
+            self.registry.open_session(&self.path, desc)
+        );
+        match there? {
+            true => {
+                if let Ok(url) = session {
+                    self.registry.cancel_session(&self.path, url);
+                }
+                Ok(None)
+            }
+            false => Ok(Some(Intake {
+                session: Some(session?),
+            })),
+        }
+    }
+
+    async fn settle(&self, desc: &Descriptor, intake: Intake) -> Result<Option<Intake>> {
+        if self.knows_blob(desc) || self.mounted(desc).await? {
+            if let Some(url) = intake.session {
+                self.registry.cancel_session(&self.path, url);
+            }
+            return Ok(None);
+        }
+        Ok(Some(intake))
+    }
+
+    async fn push_stream_into<C>(&self, desc: &Descriptor, intake: Intake, chunks: C) -> Result<()>
+    where
+        C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    {
+        self.registry
+            .upload_stream(&self.path, desc, intake.session, chunks)
+            .await
     }
 
     async fn push_manifest(

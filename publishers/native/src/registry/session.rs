@@ -173,41 +173,49 @@ impl Registry {
         let base = self.base().await?;
         let key = scopes.join(" ");
         let mut refreshed = false;
-        let _permit = self
-            .limit
-            .acquire()
-            .await
-            .map_err(|e| Failure::Fatal(anyhow!(e)))?;
-        loop {
-            let req = self.authorize(make(&base), scopes, &key).await?;
-            let resp = req.send().await.map_err(|e| self.failure(e))?;
-            if resp.status() == StatusCode::UNAUTHORIZED {
-                let mut state = self.state.lock().await;
-                if let Some(c) = challenge_of(resp.headers()) {
-                    state.challenge = Some(c);
+        let permit = self.limit.acquire().await;
+        let mut load = super::bound::Load::Fine;
+        let answer = async {
+            loop {
+                let req = self.authorize(make(&base), scopes, &key).await?;
+                let resp = req.send().await.map_err(|e| self.failure(e))?;
+                if resp.status() == StatusCode::UNAUTHORIZED {
+                    let mut state = self.state.lock().await;
+                    if let Some(c) = challenge_of(resp.headers()) {
+                        state.challenge = Some(c);
+                    }
+                    state.tokens.remove(&key);
+                    drop(state);
+                    if !refreshed {
+                        tracing::debug!(host = %self.host, "401: authenticating again");
+                        refreshed = true;
+                        continue;
+                    }
+                    let who = self.who();
+                    return Err(Failure::Fatal(crate::kinded(
+                        archgate_core::ErrorKind::Auth,
+                        format!(
+                            "{}: authentication failed ({who}): {}",
+                            self.host,
+                            error_text(resp).await
+                        ),
+                    )));
                 }
-                state.tokens.remove(&key);
-                drop(state);
-                if !refreshed {
-                    tracing::debug!(host = %self.host, "401: authenticating again");
-                    refreshed = true;
-                    continue;
+                if matches!(
+                    resp.status(),
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                ) {
+                    load = super::bound::Load::Busy;
                 }
-                let who = self.who();
-                return Err(Failure::Fatal(crate::kinded(
-                    archgate_core::ErrorKind::Auth,
-                    format!(
-                        "{}: authentication failed ({who}): {}",
-                        self.host,
-                        error_text(resp).await
-                    ),
-                )));
+                if let Some(f) = transient_status(&resp) {
+                    return Err(f);
+                }
+                return Ok(resp);
             }
-            if let Some(f) = transient_status(&resp) {
-                return Err(f);
-            }
-            return Ok(resp);
         }
+        .await;
+        self.limit.release(permit, load);
+        answer
     }
 
     pub(super) async fn authorize(

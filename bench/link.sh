@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Publishing through a link whose throughput is the limit: a docker-registry
+# behind the delaying proxy, each direction one link of RATE_MBIT shared by
+# every connection, plus a round trip of RTT_MS (what a compose host's
+# uplink to quay.io is).
+#
+#   bash bench/link.sh [RATE_MBIT] [RTT_MS] [SIZE_MB]      (defaults: 100 50 7)
+#
+# Cold publishes, each on a fresh registry: 1 image, then 4 images built
+# from the same blobs (as the atomic desktops share theirs), each image of 4
+# arches to 2 repositories x 2 tags of one registry. For each: wall time;
+# the bytes that must cross (every blob once per registry: what the
+# registry stores) and the bytes sent, from the proxy's own count; the
+# floor (those bytes at the link's rate) and the two ratios; requests from
+# the registry's access log. Needs: docker-registry, xz, GNU time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rate=${1:-100}
+rtt=${2:-50}
+size=${3:-7}
+arches=(x86_64 aarch64 ppc64le s390x)
+work=${BENCH_DIR:-target/bench}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+run="$work/link"
+rm -rf "$run"; mkdir -p "$run"
+
+cargo build -q --release -p archgate -p archgate-fixtures --bin archgate --bin make-bench --bin delay-proxy
+archgate=$PWD/target/release/archgate
+built="$work/link-compose-$size"
+if [ ! -f "$built/compose.toml" ]; then
+  echo "generating an image: 4 artifacts of about $size MB (once)" >&2
+  target/release/make-bench "$built" "$size" "${arches[@]}"
+fi
+compose="$run/compose"
+mkdir -p "$compose"
+cp "$built/compose.toml" "$compose/"
+# Four images from the same blobs: hard-linked copies of one build.
+for i in 1 2 3 4; do cp -al "$built/fedora" "$compose/image-$i"; done
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=(); }
+trap cleanup EXIT
+
+# A fresh, empty registry behind the limited link; sets $host, $log, $data
+# and $stats (the proxy's `UP DOWN` byte counts).
+start() {
+  cleanup
+  local d="$run/registry"
+  rm -rf "$d"; mkdir -p "$d"
+  data="$d/data"
+  printf 'version: 0.1\nlog: {level: info}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:0}\n' "$data" > "$d/config.yml"
+  log="$d/log"
+  docker-registry serve "$d/config.yml" > "$log" 2>&1 &
+  pids+=($!)
+  local reg=
+  for _ in $(seq 100); do
+    reg=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$log" | sed 's/listening on //' || true)
+    [ -n "$reg" ] && break
+    sleep 0.05
+  done
+  [ -n "$reg" ] || { echo "docker-registry did not start" >&2; exit 1; }
+  stats="$d/stats"
+  DELAY_PROXY_STATS="$stats" target/release/delay-proxy "$reg" $((rtt / 2)) "$rate" > "$d/proxy" &
+  pids+=($!)
+  for _ in $(seq 100); do host=$(cat "$d/proxy"); [ -n "$host" ] && [ -f "$stats" ] && break; sleep 0.05; done
+}
+
+# config FILE IMAGES: IMAGES images of the one build, 2 repositories, 2 tags each.
+config() {
+  local file=$1 count=$2
+  {
+    printf '[source]\nkind = "dir"\nlocation = "%s"\n\n[registry."%s"]\ntls-verify = false\n\n' "$compose" "$host"
+    for i in $(seq 1 "$count"); do
+      printf '[[image]]\nname = "img%s"\nmatch = { dir = "image-%s" }\n' "$i" "$i"
+      printf 'repositories = ["docker://%s/img%s", "docker://%s/mirror/img%s"]\n' "$host" "$i" "$host" "$i"
+      printf 'tags = ["{release}", "latest"]\n\n'
+    done
+  } > "$file"
+}
+
+up() { sleep 0.1; cut -d' ' -f1 "$stats"; }
+results=()
+# cold IMAGES: a cold publish of IMAGES images on a fresh registry.
+cold() {
+  local count=$1 targets=$(($1 * 4))
+  start
+  config "$run/$count.toml" "$count"
+  rm -rf "$run/cache"
+  local before; before=$(up)
+  ARCHGATE_CACHE_DIR="$run/cache" /usr/bin/time -f '%e %M' -o "$run/time" \
+    "$archgate" publish -c "$run/$count.toml" > "$run/$count.log" 2>&1 || {
+    echo "publish failed, see $run/$count.log" >&2; tail -20 "$run/$count.log" >&2; exit 1; }
+  local secs kb sent needed requests
+  read -r secs kb < "$run/time"
+  sent=$(( $(up) - before ))
+  needed=$(find "$data" -path '*/blobs/sha256/*' -name data -printf '%s\n' | awk '{s += $1} END {print s}')
+  requests=$(grep -c '"[A-Z]* /v2/' "$log" || true)
+  results+=("$(awk -v n="$count" -v t="$targets" -v w="$secs" -v s="$sent" -v b="$needed" -v r="$rate" -v q="$requests" -v m="$((kb / 1024))" 'BEGIN {
+    floor = b * 8 / (r * 1e6)
+    printf "%d image(s), %2d targets: %6.2f s  floor %5.2f s  wall/floor %.2f  sent %6.1f MB  must cross %6.1f MB  sent/needed %.3f  %4d requests (%.1f per target)  %3d MB",
+      n, t, w, floor, w / floor, s / 1e6, b / 1e6, s / b, q, q / t, m }')")
+  echo "${results[-1]}" >&2
+}
+
+cold 1
+cold 4
+echo
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); link $rate Mbit/s each way, round trip $rtt ms"
+printf '%s\n' "${results[@]}"

@@ -1,0 +1,289 @@
+//! One pass over an archive, its blobs streamed to a store while they are
+//! read. The reader (a blocking thread) never waits on the store's round
+//! trips: each blob it meets is offered at once, and its bytes go into a
+//! buffer of at most [`AHEAD`] bytes per pass while the store is asked
+//! about it. Every blob is asked about at once (a registry: whether it has
+//! it, with its upload session opened in the same round trip); the bytes
+//! go up one blob after another, each starting once the one before has
+//! been sent.
+//!
+//! Why one blob's bytes at a time: the blob being read is the only one
+//! whose bytes are not all in the buffer; with one upload per pass taking
+//! bytes, that upload is either the blob being read (the buffer drains as
+//! it goes) or one whose bytes are all there, so a pass never waits on
+//! itself, however many passes share the registry's requests.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+
+use anyhow::{anyhow, Context, Result};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::oci::Descriptor;
+use crate::transport::Store;
+
+/// Bytes a pass reads ahead of its uploads (about two round trips of a
+/// fast link), whatever the size of its blobs.
+pub(crate) const AHEAD: usize = 2 << 20;
+
+/// The size of the chunks the bytes go up in.
+const CHUNK: usize = 256 << 10;
+
+/// Bytes a pass may still buffer.
+struct Budget {
+    left: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Budget {
+    /// Waits (on the reader's blocking thread) until `n` bytes are free.
+    fn take(self: &Arc<Self>, n: usize) -> Held {
+        let mut left = self.left.lock().expect("lock");
+        while *left < n {
+            left = self.freed.wait(left).expect("lock");
+        }
+        *left -= n;
+        Held {
+            budget: self.clone(),
+            n,
+        }
+    }
+}
+
+/// Bytes of the budget held by a chunk until it is sent or dropped.
+struct Held {
+    budget: Arc<Budget>,
+    n: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        *self.budget.left.lock().expect("lock") += self.n;
+        self.budget.freed.notify_all();
+    }
+}
+
+type Chunk = (Bytes, Held);
+
+/// A blob the reader has come to; its bytes follow on `chunks`.
+struct Offer {
+    desc: Descriptor,
+    chunks: mpsc::UnboundedReceiver<Chunk>,
+}
+
+/// Runs `work` (one pass over an archive) on a blocking thread; each blob
+/// it meets is offered to `store`, which takes those it lacks (and cannot
+/// mount), limited to `only` when given. A blob in `store` is then mounted
+/// into each of `also` (other repositories of the same registry), so that
+/// their targets find it. Returns what `work` returned and how many blobs
+/// were pushed.
+pub(crate) async fn stream_archive<S, T, W>(
+    store: &S,
+    also: &[S],
+    only: Option<BTreeMap<String, Descriptor>>,
+    work: W,
+) -> Result<(T, usize)>
+where
+    S: Store,
+    T: Send + 'static,
+    W: FnOnce(&mut dyn crate::archive::BlobSink) -> Result<T> + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Offer>(1);
+    let budget = Arc::new(Budget {
+        left: Mutex::new(AHEAD),
+        freed: Condvar::new(),
+    });
+    let reader = tokio::task::spawn_blocking(move || work(&mut ChannelSink { tx, budget }));
+    // `rx` moves in, so that when the uploads stop early the reader's next
+    // offer fails instead of waiting for a receiver that is gone.
+    let uploads = async move {
+        let only = only.as_ref();
+        let mut n = 0;
+        let mut tasks = FuturesUnordered::new();
+        // Fires once the bytes of the last blob offered have been sent
+        // (or were not needed).
+        let mut before: Option<oneshot::Receiver<()>> = None;
+        let mut offers = true;
+        loop {
+            tokio::select! {
+                offer = rx.recv(), if offers => match offer {
+                    Some(offer) => {
+                        let (done, next) = oneshot::channel();
+                        let after = before.replace(next);
+                        tasks.push(take_blob(store, also, only, offer, after, done));
+                    }
+                    None => offers = false,
+                },
+                Some(taken) = tasks.next(), if !tasks.is_empty() => n += taken?,
+                else => break,
+            }
+        }
+        anyhow::Ok(n)
+    };
+    let (read, uploaded) = tokio::join!(reader, uploads);
+    let n = uploaded?;
+    let value = read.map_err(|e| anyhow!("archive reader stopped: {e}"))??;
+    Ok((value, n))
+}
+
+/// Takes one offered blob: asks the store about it at once; sends its
+/// bytes once those of the blob before are sent (`after`), then says so
+/// (`done`); mounts it into `also`. 1 when it was pushed.
+async fn take_blob<S: Store>(
+    store: &S,
+    also: &[S],
+    only: Option<&BTreeMap<String, Descriptor>>,
+    offer: Offer,
+    after: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+) -> Result<usize> {
+    let Offer { desc, chunks } = offer;
+    let desc = match only {
+        None => desc,
+        Some(only) => match only.get(&desc.digest) {
+            Some(d) => d.clone(),
+            None => {
+                drop(chunks);
+                return pass_on(after, done).await.map(|()| 0);
+            }
+        },
+    };
+    let Some(intake) = store.intake(&desc).await? else {
+        drop(chunks);
+        pass_on(after, done).await?;
+        mount_into(also, &desc).await;
+        return Ok(0);
+    };
+    if let Some(after) = after {
+        let _ = after.await;
+    }
+    // One flight per blob and registry: an image streaming the same blob
+    // at once waits, then finds or mounts what this one uploads.
+    let flight = store.guard(&desc.digest).await;
+    let Some(intake) = store.settle(&desc, intake).await? else {
+        drop(chunks);
+        let _ = done.send(());
+        drop(flight);
+        mount_into(also, &desc).await;
+        return Ok(0);
+    };
+    let stream =
+        futures_util::stream::unfold((chunks, Some(done)), |(mut c, mut done)| async move {
+            match c.recv().await {
+                Some((bytes, held)) => {
+                    drop(held);
+                    Some((Ok(bytes), (c, done)))
+                }
+                None => {
+                    if let Some(done) = done.take() {
+                        let _ = done.send(());
+                    }
+                    None
+                }
+            }
+        });
+    store
+        .push_stream_into(&desc, intake, stream)
+        .await
+        .with_context(|| format!("blob {}", desc.digest))?;
+    drop(flight);
+    tracing::debug!(store = %store.name(), digest = %desc.digest, size = desc.size, "blob pushed from archive");
+    crate::progress::pushed(&format!("push {}", store.name()), desc.size);
+    mount_into(also, &desc).await;
+    Ok(1)
+}
+
+/// For a blob whose bytes are not needed: says so once the blob before is
+/// done, so that the next blob's bytes go in order.
+async fn pass_on(after: Option<oneshot::Receiver<()>>, done: oneshot::Sender<()>) -> Result<()> {
+    if let Some(after) = after {
+        let _ = after.await;
+    }
+    let _ = done.send(());
+    Ok(())
+}
+
+/// Mounts a blob into each of `stores` that does not have it yet, all at
+/// once. Only a head start: a mount that fails here is done again (or the
+/// blob sent) when the target is published.
+async fn mount_into<S: Store>(stores: &[S], desc: &Descriptor) {
+    let mounts = stores.iter().map(|s| async move {
+        let _flight = s.guard(&desc.digest).await;
+        if s.knows_blob(desc) {
+            return;
+        }
+        if let Err(e) = s.mount_blob(desc).await {
+            tracing::debug!(store = %s.name(), digest = %desc.digest, "mount while reading failed (done again when publishing): {e:#}");
+        }
+    });
+    futures_util::future::join_all(mounts).await;
+}
+
+struct ChannelSink {
+    tx: mpsc::Sender<Offer>,
+    budget: Arc<Budget>,
+}
+
+impl crate::archive::BlobSink for ChannelSink {
+    fn open(&mut self, digest: &str, size: u64) -> Result<Option<Box<dyn std::io::Write + '_>>> {
+        let mut desc = Descriptor::new("application/octet-stream", b"");
+        desc.digest = digest.to_string();
+        desc.size = size;
+        let (tx, chunks) = mpsc::unbounded_channel();
+        self.tx
+            .blocking_send(Offer { desc, chunks })
+            .map_err(|_| anyhow!("the upload stopped"))?;
+        Ok(Some(Box::new(ChannelWriter {
+            tx,
+            budget: self.budget.clone(),
+            buf: BytesMut::new(),
+        })))
+    }
+}
+
+/// A blob's bytes on their way to its upload, in chunks of [`CHUNK`].
+struct ChannelWriter {
+    tx: mpsc::UnboundedSender<Chunk>,
+    budget: Arc<Budget>,
+    buf: BytesMut,
+}
+
+impl ChannelWriter {
+    /// Sends the full chunks buffered (`all`: and the rest).
+    fn send(&mut self, all: bool) {
+        while self.buf.len() >= CHUNK || (all && !self.buf.is_empty()) {
+            let n = self.buf.len().min(CHUNK);
+            let bytes = self.buf.split_to(n).freeze();
+            let held = self.budget.take(n);
+            // A closed channel: the store had the blob, or the upload
+            // failed (its own result says so). The pass reads on and hashes.
+            let _ = self.tx.send((bytes, held));
+        }
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.tx.is_closed() {
+            self.buf.clear();
+            return Ok(buf.len());
+        }
+        self.buf.extend_from_slice(buf);
+        self.send(false);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ChannelWriter {
+    fn drop(&mut self) {
+        if !self.tx.is_closed() {
+            self.send(true);
+        }
+    }
+}

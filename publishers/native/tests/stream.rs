@@ -1,0 +1,64 @@
+//! Archive passes that stream their blobs into a store while they read:
+//! blobs larger than what a pass reads ahead, several passes sharing one
+//! reader's permit, every blob whole in the store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use archgate_core::{Arch, Artifact, Location};
+use archgate_fixtures::{write_oci_archive, Compress, Image};
+use archgate_native::{resolve_and_push, AnyStore, OciLayout, ReadEnv, Store};
+
+/// About `n` bytes of text that gzip cannot shrink much: a layer of several
+/// MB, more than a pass reads ahead.
+fn noise(n: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"0123456789abcdef"[(x % 16) as usize])
+        })
+        .collect()
+}
+
+fn archive(dir: &Path, arch: &str, content: &str) -> (Artifact, String) {
+    let path = dir.join(format!("{arch}.oci.tar"));
+    let image = Image::for_arch(arch, content);
+    let digest = write_oci_archive(&path, &image, Compress::None).unwrap();
+    (Artifact::at(Location::Path(path)), digest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_blobs_of_several_archives_stream_whole_through_one_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, a_digest) = archive(tmp.path(), "x86_64", &noise(12 << 20, 1));
+    let (b, b_digest) = archive(tmp.path(), "aarch64", &noise(9 << 20, 2));
+    let layout = OciLayout::new(tmp.path().join("out"));
+    let store = AnyStore::Layout(layout.clone());
+    store.prepare().await.unwrap();
+    // One reader for both passes: a pass gives its permit back when it has
+    // read, while its blobs may still be going up.
+    let readers = Arc::new(tokio::sync::Semaphore::new(1));
+    let (ra, rb) = tokio::join!(
+        resolve_and_push(&store, &[], &readers, Arch::X86_64, a, ReadEnv::default()),
+        resolve_and_push(&store, &[], &readers, Arch::Aarch64, b, ReadEnv::default()),
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.entry.digest, a_digest);
+    assert_eq!(rb.entry.digest, b_digest);
+    for art in [&ra, &rb] {
+        assert!(
+            art.layers[0].size > 4 << 20,
+            "the layer must be larger than a pass reads ahead: {}",
+            art.layers[0].size
+        );
+        for blob in art.layers.iter().chain([&art.config]) {
+            let bytes = std::fs::read(layout.blob_path(&blob.digest).unwrap()).unwrap();
+            assert_eq!(bytes.len() as u64, blob.size, "{}", blob.digest);
+            assert_eq!(archgate_native::sha256_digest(&bytes), blob.digest);
+        }
+    }
+    assert_eq!(readers.available_permits(), 1);
+}
