@@ -5,7 +5,15 @@
 # local docker-registry, plus the floor: decompress and sha256 every artifact
 # once, in parallel.
 #
-#   bash bench/run.sh [SIZE_MB] [ARCH_COUNT]      (defaults: 150 4)
+#   bash bench/run.sh [SIZE_MB] [ARCH_COUNT] [FORM]    (defaults: 150 4 xz)
+#   BENCH_NO_BASELINE=1 bash bench/run.sh ...        (archgate only)
+#
+# FORM xz: each artifact a .oci.tar.xz of three gzip layers; the floor is
+# decompressing and hashing every artifact once, in parallel. FORM
+# ociarchive: each an uncompressed OCI archive of one gzip layer, as Pungi
+# writes bootable containers; the floor is the registry's own ingest of the
+# same blobs (each blob POSTed and PUT with curl, the arches in parallel,
+# into an empty registry), and hashing the archives is shown beside it.
 #
 # Needs: docker-registry, skopeo, buildah, xz, GNU time (scripts/test.sh
 # installs the first three; apt-get install xz-utils time for the others).
@@ -13,21 +21,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-150}
 count=${2:-4}
+form=${3:-xz}
 arches=(x86_64 aarch64 ppc64le s390x)
 arches=("${arches[@]:0:$count}")
 work=${BENCH_DIR:-target/bench}
-compose="$work/compose-$size-$count"
+suffix=$([ "$form" = xz ] && echo "" || echo "-$form")
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
-compose="$work/compose-$size-$count"
+compose="$work/compose-$size-$count$suffix"
 
 cargo build -q --release -p archgate -p archgate-fixtures --bin archgate --bin make-bench
 archgate=$PWD/target/release/archgate
 if [ ! -f "$compose/compose.toml" ]; then
   echo "generating $count artifacts of about $size MB in $compose (once)" >&2
-  target/release/make-bench "$compose" "$size" "${arches[@]}"
+  MAKE_BENCH_FORM=$form target/release/make-bench "$compose" "$size" "${arches[@]}"
 fi
-files=("$compose"/fedora/*/*.oci.tar.xz)
+case $form in
+  xz) files=("$compose"/fedora/*/*.oci.tar.xz) ;;
+  ociarchive) files=("$compose"/fedora/*/*.ociarchive) ;;
+  *) echo "FORM is xz or ociarchive" >&2; exit 2 ;;
+esac
 
 reg_pid=
 stop_registry() {
@@ -73,8 +86,42 @@ measure() {
 }
 
 mkdir -p "$work/run"
-floor() { for f in "${files[@]}"; do (xz -dc -T1 "$f" | sha256sum > /dev/null) & done; wait; }
-measure "floor (xz -d | sha256)" bash -c "$(declare -f floor); files=(${files[*]}); floor"
+if [ "$form" = xz ]; then
+  floor() { for f in "${files[@]}"; do (xz -dc -T1 "$f" | sha256sum > /dev/null) & done; wait; }
+  measure "floor (xz -d | sha256)" bash -c "$(declare -f floor); files=(${files[*]}); floor"
+else
+  hashing() { for f in "${files[@]}"; do sha256sum "$f" > /dev/null & done; wait; }
+  measure "hashing the archives" bash -c "$(declare -f hashing); files=(${files[*]}); hashing"
+  # The registry's own ingest: every blob of every archive (unpacked
+  # beforehand, not timed) POSTed and PUT by curl, the arches at once.
+  blobs="$work/run/blobs"
+  rm -rf "$blobs"
+  for f in "${files[@]}"; do
+    arch=$(basename "$(dirname "$f")")
+    mkdir -p "$blobs/$arch"
+    tar -xf "$f" -C "$blobs/$arch" blobs
+  done
+  ingest() {
+    local pids=()
+    for d in "$blobs"/*; do
+      (
+        set -e
+        for b in "$d"/blobs/sha256/*; do
+          loc=$(curl -sS -o /dev/null -D - -X POST "http://$reg/v2/floor/blobs/uploads/" | tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+          case $loc in http*) ;; *) loc="http://$reg$loc" ;; esac
+          sep='?'; case $loc in *\?*) sep='&' ;; esac
+          curl -sS -f -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' \
+            --upload-file "$b" "$loc${sep}digest=sha256:$(basename "$b")"
+        done
+      ) &
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || return 1; done
+  }
+  start_registry
+  measure "floor (registry ingest)" bash -c "$(declare -f ingest); blobs=$blobs reg=$reg; ingest"
+  rm -rf "$blobs"
+fi
 
 # archgate: 2 repositories x 2 tags.
 # config FILE [EXTRA]: one image to 2 repositories x 2 tags on $reg, EXTRA
@@ -113,6 +160,13 @@ sigstore-private-key = \"$keys/bench.key\"
 passphrase-file = \"$keys/bench.pass\""
 rm -rf "$ARCHGATE_CACHE_DIR"
 measure "archgate cold, signed" "$archgate" publish -c "$work/run/signed.toml"
+
+if [ -n "${BENCH_NO_BASELINE:-}" ] || [ "$form" != xz ]; then
+  echo
+  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); artifacts: $count x $(du -m "${files[0]}" | cut -f1) MB ($form)"
+  printf '%s\n' "${results[@]}"
+  exit 0
+fi
 
 # The skopeo + buildah way, on a fresh registry.
 start_registry

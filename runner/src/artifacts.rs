@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use archgate_core::{Arch, ArchInput, ComposeResults, Outcome, Repository};
 use archgate_native::{
-    resolve_and_push, resolve_in, AnyStore, ReadEnv, ReadFailure, ResolvedArtifact,
+    resolve_and_push, resolve_in, AnyStore, ReadEnv, ReadFailure, ResolvedArtifact, Store,
 };
 use futures_util::StreamExt;
 
@@ -50,7 +50,11 @@ pub(crate) async fn read_all(
     for (i, image) in spec.images.iter().enumerate() {
         let push_to = match spec.engine {
             Engine::Native if !no_early_push.contains(&i) => {
-                early_push_store(spec, stores, results, image)
+                early_push_store(spec, stores, results, image).map(|(store, also)| Early {
+                    store,
+                    also,
+                    sign: spec.sign.key.clone().filter(|_| image.sign),
+                })
             }
             _ => None,
         };
@@ -136,18 +140,41 @@ fn image_inputs(
     inputs
 }
 
-/// Reads one artifact (pushing its blobs to `push_to` on the way, and
-/// mounting them into the other repositories given with it).
+/// Where an image's blobs go while its artifacts are read, and the key
+/// its manifests will be signed with.
+#[derive(Clone)]
+struct Early {
+    store: AnyStore,
+    /// The image's other repositories on that registry (blobs mounted).
+    also: Vec<AnyStore>,
+    sign: Option<Arc<archgate_sign::SigningKey>>,
+}
+
+/// Reads one artifact (pushing its blobs on the way to `push_to`'s store,
+/// mounting them into its other repositories, and getting the signatures
+/// of its manifest ready there).
 async fn read_one(
     key: (usize, usize),
     arch: Arch,
     artifact: archgate_core::Artifact,
-    push_to: Option<(AnyStore, Vec<AnyStore>)>,
+    push_to: Option<Early>,
     env: ReadEnv,
     readers: Arc<tokio::sync::Semaphore>,
 ) -> ((usize, usize), Result<ResolvedArtifact, ReadFailure>) {
     let got = match push_to {
-        Some((store, also)) => resolve_and_push(&store, &also, &readers, arch, artifact, env).await,
+        Some(early) => {
+            let got =
+                resolve_and_push(&early.store, &early.also, &readers, arch, artifact, env).await;
+            // Only for a manifest this read found or sent (not one the
+            // cache answered for: a re-run asks nothing it need not).
+            if let (Ok(art), Some(key)) = (&got, &early.sign) {
+                let manifest = archgate_native::Descriptor::of_entry(&art.entry);
+                if early.store.knows_blob(&manifest) {
+                    sign_ahead(&early, key, &art.entry.digest).await;
+                }
+            }
+            got
+        }
         None => match readers.acquire_owned().await {
             Ok(permit) => tokio::task::spawn_blocking(move || {
                 let _reading = permit;
@@ -159,6 +186,19 @@ async fn read_one(
         },
     };
     (key, got)
+}
+
+/// Gets the signatures of an arch manifest ready in every repository its
+/// blobs went to, while other artifacts are read: publishing then only
+/// puts them in place. A failure here is left for publishing to meet.
+async fn sign_ahead(early: &Early, key: &archgate_sign::SigningKey, digest: &str) {
+    let stores = std::iter::once(&early.store).chain(&early.also);
+    let ready = stores.map(|store| async move {
+        if let Err(e) = store.prepare_signature_ahead(key, digest).await {
+            tracing::debug!(store = %store.name(), %digest, "signature not prepared ahead (done when publishing): {e:#}");
+        }
+    });
+    futures_util::future::join_all(ready).await;
 }
 
 /// Where an image's archive blobs go while they are read: its first

@@ -51,6 +51,9 @@ pub async fn prepare(repo: &RegistryRepo, key: &SigningKey, digest: &str) -> Res
     if registry.is_signed(&repo.path, digest) {
         return Ok(done(None));
     }
+    if let Some(ahead) = registry.take_prepared(&repo.path, digest) {
+        return Ok(ahead);
+    }
     let body = payload(&identity(repo), digest);
     let layer = Descriptor::new(SIMPLE_SIGNING, &body);
     let alone = config_for(std::slice::from_ref(&layer.digest));

@@ -786,6 +786,13 @@ impl Store for AnyStore {
     ) -> Result<Option<crate::signatures::Prepared>> {
         delegate!(self, s => Store::prepare_signature(s, key, digest).await)
     }
+    async fn prepare_signature_ahead(
+        &self,
+        key: &archgate_sign::SigningKey,
+        digest: &str,
+    ) -> Result<()> {
+        delegate!(self, s => Store::prepare_signature_ahead(s, key, digest).await)
+    }
     async fn finish_signature(&self, prepared: crate::signatures::Prepared) -> Result<()> {
         delegate!(self, s => Store::finish_signature(s, prepared).await)
     }

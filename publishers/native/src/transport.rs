@@ -108,6 +108,16 @@ pub trait Store {
     ) -> Result<Option<crate::signatures::Prepared>> {
         Ok(None)
     }
+    /// Gets `key`'s signature of `digest` ready ahead of publishing (while
+    /// the archives are read), for [`Store::prepare_signature`] to take
+    /// then; nothing visible. Nothing for a store that holds no signatures.
+    async fn prepare_signature_ahead(
+        &self,
+        _key: &archgate_sign::SigningKey,
+        _digest: &str,
+    ) -> Result<()> {
+        Ok(())
+    }
     /// Puts a prepared signature in place: from then on the digest is signed.
     async fn finish_signature(&self, _prepared: crate::signatures::Prepared) -> Result<()> {
         Ok(())

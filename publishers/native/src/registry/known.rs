@@ -20,6 +20,9 @@ pub(super) struct Seen {
     present: Pairs,
     /// Digests known to carry archgate's signature.
     signed: Pairs,
+    /// Signatures prepared ahead (while the archives were read), by
+    /// (repository, digest), until publishing takes them.
+    prepared: Mutex<HashMap<(String, String), crate::signatures::Prepared>>,
     /// Manifests and configs read, by (repository, digest): immutable.
     documents: Mutex<HashMap<(String, String), Vec<u8>>>,
     /// Per repository, how many blob checks found the blob and how many
@@ -112,6 +115,26 @@ impl Registry {
         let checks = self.seen.checks.lock().expect("lock");
         let (yes, no) = checks.get(repo).copied().unwrap_or_default();
         no >= yes
+    }
+
+    /// Keeps a signature prepared ahead for publishing to take.
+    pub(crate) fn keep_prepared(&self, repo: &str, prepared: crate::signatures::Prepared) {
+        let key = (repo.to_string(), prepared.digest().to_string());
+        self.seen
+            .prepared
+            .lock()
+            .expect("lock")
+            .insert(key, prepared);
+    }
+
+    /// Takes the signature of `digest` prepared ahead in `repo`, if any.
+    pub(crate) fn take_prepared(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Option<crate::signatures::Prepared> {
+        let key = (repo.to_string(), digest.to_string());
+        self.seen.prepared.lock().expect("lock").remove(&key)
     }
 
     /// Whether this view knows `digest` in `repo` carries archgate's signature.

@@ -104,7 +104,17 @@ impl Registry {
             return Ok(base.clone());
         }
         let https = format!("https://{}", self.host);
-        let (base, resp) = match self.http.get(format!("{https}/v2/")).send().await {
+        let http = format!("http://{}", self.host);
+        // With tls-verify off, plain HTTP is asked at the same time (one
+        // round trip, not two); HTTPS wins when it answers.
+        let plain = async {
+            match self.settings.tls_verify {
+                true => None,
+                false => Some(self.http.get(format!("{http}/v2/")).send().await),
+            }
+        };
+        let (secure, plain) = tokio::join!(self.http.get(format!("{https}/v2/")).send(), plain);
+        let (base, resp) = match secure {
             Ok(resp) => (https, resp),
             Err(e) => {
                 if let Some(why) = self.tls_problem(&e) {
@@ -114,42 +124,41 @@ impl Registry {
                     )));
                 }
                 let connecting = e.is_connect() || e.is_request();
-                if connecting {
-                    if let Some(why) = self.diagnose_tls(&format!("{https}/v2/")).await {
-                        return Err(Failure::Fatal(crate::kinded(
-                            archgate_core::ErrorKind::Auth,
-                            why,
-                        )));
+                match plain {
+                    Some(Ok(resp)) if connecting => {
+                        tracing::debug!(host = %self.host, "no HTTPS ({e}); plain HTTP because tls-verify is off");
+                        (http, resp)
                     }
-                }
-                if connecting && !self.settings.tls_verify {
-                    let http = format!("http://{}", self.host);
-                    tracing::debug!(host = %self.host, "no HTTPS ({e}); trying plain HTTP because tls-verify is off");
-                    let resp = self
-                        .http
-                        .get(format!("{http}/v2/"))
-                        .send()
-                        .await
-                        .map_err(|e| self.failure(e))?;
-                    (http, resp)
-                } else {
-                    let hint = if connecting {
-                        "; if it speaks plain HTTP or has a self-signed certificate, set tls-verify = false for it"
-                    } else {
-                        ""
-                    };
-                    return Err(match from_reqwest(e) {
-                        Failure::Transient {
-                            why,
-                            retry_after,
-                            unreachable,
-                        } => Failure::Transient {
-                            why: format!("{why}{hint}"),
-                            retry_after,
-                            unreachable,
-                        },
-                        fatal => fatal,
-                    });
+                    plain => {
+                        if connecting {
+                            if let Some(why) = self.diagnose_tls(&format!("{https}/v2/")).await {
+                                return Err(Failure::Fatal(crate::kinded(
+                                    archgate_core::ErrorKind::Auth,
+                                    why,
+                                )));
+                            }
+                        }
+                        if let (true, Some(Err(plain))) = (connecting, plain) {
+                            return Err(self.failure(plain));
+                        }
+                        let hint = if connecting {
+                            "; if it speaks plain HTTP or has a self-signed certificate, set tls-verify = false for it"
+                        } else {
+                            ""
+                        };
+                        return Err(match from_reqwest(e) {
+                            Failure::Transient {
+                                why,
+                                retry_after,
+                                unreachable,
+                            } => Failure::Transient {
+                                why: format!("{why}{hint}"),
+                                retry_after,
+                                unreachable,
+                            },
+                            fatal => fatal,
+                        });
+                    }
                 }
             }
         };
