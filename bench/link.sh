@@ -5,6 +5,8 @@
 # uplink to quay.io is).
 #
 #   bash bench/link.sh [RATE_MBIT] [RTT_MS] [SIZE_MB]      (defaults: 100 50 7)
+#   BENCH_TLS=1 bash bench/link.sh ...   (the registry over TLS, which
+#                                         offers HTTP/2, as quay.io does)
 #
 # Cold publishes, each on a fresh registry: 1 image, then 4 images built
 # from the same blobs (as the atomic desktops share theirs), each image of 4
@@ -49,7 +51,13 @@ start() {
   local d="$run/registry"
   rm -rf "$d"; mkdir -p "$d"
   data="$d/data"
-  printf 'version: 0.1\nlog: {level: info}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:0}\n' "$data" > "$d/config.yml"
+  local tls=
+  if [ -n "${BENCH_TLS:-}" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/key.pem" -out "$d/cert.pem" -days 2 \
+      -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2> /dev/null
+    tls=", tls: {certificate: $d/cert.pem, key: $d/key.pem}"
+  fi
+  printf 'version: 0.1\nlog: {level: info}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:0%s}\n' "$data" "$tls" > "$d/config.yml"
   log="$d/log"
   docker-registry serve "$d/config.yml" > "$log" 2>&1 &
   pids+=($!)

@@ -3,12 +3,12 @@
 //! archive's blobs go to the image's first registry repository in the same
 //! pass.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use archgate_core::{Arch, ArchInput, ComposeResults, Outcome, Repository};
 use archgate_native::{
-    resolve_and_push, resolve_in, AnyStore, ReadEnv, ReadFailure, ResolvedArtifact, Store,
+    resolve_and_push, resolve_in, AnyStore, ReadEnv, ReadFailure, Reading, ResolvedArtifact, Store,
 };
 use futures_util::StreamExt;
 
@@ -33,27 +33,31 @@ pub(crate) struct ImageInputs {
 /// there are cores. One that cannot be used turns its arch into `failed`
 /// with the reason; archgate's own failure while reading is kept apart. On
 /// a first publish with the native engine, archive blobs go to the image's
-/// first registry repository in the same pass, except for the images
-/// `no_early_push` names (a target of theirs holds a newer compose).
+/// first registry repository in the same pass, once the image's `go` says
+/// it may be written (no target of it holds a newer compose): the reads
+/// start while the current indexes are still being read.
 pub(crate) async fn read_all(
     spec: &RunSpec,
     results: &ComposeResults,
     stores: &RunStores,
     env: &ReadEnv,
-    no_early_push: &BTreeSet<usize>,
+    go: &[archgate_native::Go],
 ) -> Vec<ImageInputs> {
-    // Twice the cores read at once (a read waits on the disk too); as many
-    // again may be sending what they read.
+    // Twice the cores read at once (a read waits on the disk too); four
+    // times that may be alive, reading or sending what they read (or
+    // waiting for another image's upload of the same blobs).
     let readers = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
-    let reading = Arc::new(tokio::sync::Semaphore::new(readers));
+    let alive = 4 * readers;
+    let reading = Reading::new(readers, alive);
     let mut jobs = Vec::new();
     for (i, image) in spec.images.iter().enumerate() {
         let push_to = match spec.engine {
-            Engine::Native if !no_early_push.contains(&i) => {
+            Engine::Native => {
                 early_push_store(spec, stores, results, image).map(|(store, also)| Early {
                     store,
                     also,
                     sign: spec.sign.key.clone().filter(|_| image.sign),
+                    go: go.get(i).cloned().flatten(),
                 })
             }
             _ => None,
@@ -84,7 +88,7 @@ pub(crate) async fn read_all(
         .collect();
     let mut read: HashMap<(usize, usize), Result<ResolvedArtifact, ReadFailure>> =
         futures_util::stream::iter(jobs)
-            .buffer_unordered(2 * readers)
+            .buffer_unordered(alive)
             .collect()
             .await;
     spec.images
@@ -148,6 +152,8 @@ struct Early {
     /// The image's other repositories on that registry (blobs mounted).
     also: Vec<AnyStore>,
     sign: Option<Arc<archgate_sign::SigningKey>>,
+    /// Whether the image may be written, once known.
+    go: archgate_native::Go,
 }
 
 /// Reads one artifact (pushing its blobs on the way to `push_to`'s store,
@@ -159,23 +165,31 @@ async fn read_one(
     artifact: archgate_core::Artifact,
     push_to: Option<Early>,
     env: ReadEnv,
-    readers: Arc<tokio::sync::Semaphore>,
+    reading: Reading,
 ) -> ((usize, usize), Result<ResolvedArtifact, ReadFailure>) {
     let got = match push_to {
         Some(early) => {
-            let got =
-                resolve_and_push(&early.store, &early.also, &readers, arch, artifact, env).await;
+            let got = resolve_and_push(
+                &early.store,
+                &early.also,
+                &reading,
+                early.go.clone(),
+                arch,
+                artifact,
+                env,
+            )
+            .await;
             // Only for a manifest this read found or sent (not one the
             // cache answered for: a re-run asks nothing it need not).
             if let (Ok(art), Some(key)) = (&got, &early.sign) {
                 let manifest = archgate_native::Descriptor::of_entry(&art.entry);
-                if early.store.knows_blob(&manifest) {
+                if early.store.knows_blob(&manifest) && archgate_native::may_send(&early.go).await {
                     sign_ahead(&early, key, &art.entry.digest).await;
                 }
             }
             got
         }
-        None => match readers.acquire_owned().await {
+        None => match reading.readers.acquire_owned().await {
             Ok(permit) => tokio::task::spawn_blocking(move || {
                 let _reading = permit;
                 resolve_in(arch, &artifact, &env)

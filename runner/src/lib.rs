@@ -156,9 +156,27 @@ impl Runner {
         if !spec.dry_run {
             current::hold_all(spec, &stores, &results, &mut targets, leases).await?;
         }
-        let currents = current::read_all(spec, &stores, &targets).await;
-        let stale = stale_images(spec, &results.compose, &targets, &currents);
-        let reads = artifacts::read_all(spec, &results, &stores, &read_env, &stale).await;
+        // The artifacts are read while the current indexes are: an image's
+        // blobs go up once it is known that no target of it holds a newer
+        // compose (nothing of a stale image is sent).
+        let (go, gates): (Vec<_>, Vec<_>) = spec
+            .images
+            .iter()
+            .map(|_| {
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                (Some(rx), tx)
+            })
+            .unzip();
+        let reading = artifacts::read_all(spec, &results, &stores, &read_env, &go);
+        let knowing = async {
+            let currents = current::read_all(spec, &stores, &targets).await;
+            let stale = stale_images(spec, &results.compose, &targets, &currents);
+            for (i, gate) in gates.iter().enumerate() {
+                let _ = gate.send(Some(!stale.contains(&i)));
+            }
+            currents
+        };
+        let (reads, currents) = tokio::join!(reading, knowing);
         decide::decide_all(spec, &results.compose, &reads, &mut targets, currents, now)?;
         Ok(Plan {
             spec: Arc::new(spec.clone()),

@@ -32,6 +32,7 @@ pub use store::{
     check_not_moved, nothing_to_write, publish, read_back, read_current, resolve_and_push,
     sign_all, AnyStore, Depth, Published, Target,
 };
+pub use stream::{allowed as may_send, Go, Reading};
 pub use tls::{cert_dir, load as load_cert_dir, TlsFiles};
 pub use transport::{Intake, Store};
 

@@ -176,7 +176,10 @@ async fn push_from_archive<S: Store>(
         let checks: Vec<_> = blobs
             .iter()
             .map(|blob| async move {
-                let _flight = store.guard(&blob.digest).await;
+                // Not while this run uploads it (its flight); then each
+                // repository checks or mounts it once (mounts need no flight).
+                drop(store.guard(&blob.digest).await);
+                let _mounting = store.guard(&crate::stream::mount_key(&blob.digest)).await;
                 let there = store.has_blob(blob).await? || store.mount_blob(blob).await?;
                 anyhow::Ok((!there).then(|| (blob.digest.clone(), (*blob).clone())))
             })
@@ -219,7 +222,7 @@ async fn stream_pass<S: Store>(
         Ok(())
     };
     Ok(
-        crate::stream::stream_archive(store, &[], Some(needed), work)
+        crate::stream::stream_archive(store, &[], Some(needed), crate::stream::AHEAD, None, work)
             .await?
             .1,
     )
@@ -229,12 +232,15 @@ async fn stream_pass<S: Store>(
 /// `store` in the same pass (and mounts them into `also`), so that a first
 /// publish reads each archive once. Blobs are content-addressed and
 /// invisible until a manifest names them; the gate still decides about
-/// every manifest and tag. The reading holds a permit of `readers` (a
-/// decoder's memory and a core); the uploads after it do not.
+/// every manifest and tag. The reading holds a permit of `reading` (a
+/// decoder's memory and a core); the uploads after it do not. Nothing is
+/// sent (or mounted) before `go` says yes; when it says no, the artifact
+/// is only read.
 pub async fn resolve_and_push<S: Store>(
     store: &S,
     also: &[S],
-    readers: &std::sync::Arc<tokio::sync::Semaphore>,
+    reading: &crate::stream::Reading,
+    go: crate::stream::Go,
     arch: Arch,
     artifact: archgate_core::Artifact,
     env: crate::artifact::ReadEnv,
@@ -246,7 +252,8 @@ pub async fn resolve_and_push<S: Store>(
     {
         return Ok(hit);
     }
-    let permit = readers
+    let permit = reading
+        .readers
         .clone()
         .acquire_owned()
         .await
@@ -267,7 +274,7 @@ pub async fn resolve_and_push<S: Store>(
             arch, &for_pass, &pass_env, sink,
         ))
     };
-    match crate::stream::stream_archive(store, also, None, work).await {
+    match crate::stream::stream_archive(store, also, None, reading.ahead, go, work).await {
         Ok((Ok(resolved), n)) => {
             tracing::info!(store = %store.name(), %arch, blobs = n, secs = started.elapsed().as_secs_f32(), "archive read and streamed");
             if let Some(dir) = &cache {
@@ -711,6 +718,9 @@ impl Store for AnyStore {
     async fn guard(&self, key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         delegate!(self, s => Store::guard(s, key).await)
     }
+    fn try_guard(&self, key: &str) -> Option<Option<tokio::sync::OwnedMutexGuard<()>>> {
+        delegate!(self, s => Store::try_guard(s, key))
+    }
     async fn lock(&self) -> Result<Option<Box<dyn std::any::Any + Send>>> {
         delegate!(self, s => Store::lock(s).await)
     }
@@ -759,6 +769,9 @@ impl Store for AnyStore {
         intake: crate::transport::Intake,
     ) -> Result<Option<crate::transport::Intake>> {
         delegate!(self, s => Store::settle(s, desc, intake).await)
+    }
+    fn abandon(&self, intake: crate::transport::Intake) {
+        delegate!(self, s => Store::abandon(s, intake))
     }
     async fn push_stream_into<C>(
         &self,

@@ -16,18 +16,58 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::oci::Descriptor;
-use crate::transport::Store;
+use crate::transport::{Intake, Store};
 
-/// Bytes a pass reads ahead of its uploads (about two round trips of a
-/// fast link), whatever the size of its blobs.
+/// Bytes a pass reads ahead of its uploads, unless told otherwise (about
+/// two round trips of a fast link), whatever the size of its blobs.
 pub(crate) const AHEAD: usize = 2 << 20;
+
+/// Bytes all the passes of a run's reading stage read ahead together.
+const ALL_AHEAD: usize = 16 << 20;
+
+/// Whether a pass may send what it reads: `None` at once; else it waits
+/// for the value (sent once the run knows whether the image may be
+/// written; a sender gone means no).
+pub type Go = Option<tokio::sync::watch::Receiver<Option<bool>>>;
+
+/// Waits for `go`'s answer.
+pub async fn allowed(go: &Go) -> bool {
+    let Some(rx) = go else { return true };
+    let mut rx = rx.clone();
+    rx.wait_for(Option::is_some)
+        .await
+        .map(|v| *v == Some(true))
+        .unwrap_or(false)
+}
+
+/// How a run's reading stage reads: how many passes may read at once (a
+/// decoder's memory and a core each), and how far each reads ahead.
+#[derive(Clone)]
+pub struct Reading {
+    /// Permits to read; a pass gives its permit back once it has read,
+    /// while its blobs may still be going up.
+    pub readers: Arc<tokio::sync::Semaphore>,
+    /// Bytes each pass reads ahead of its uploads.
+    pub ahead: usize,
+}
+
+impl Reading {
+    /// `readers` passes reading at once, `passes` at most alive (reading
+    /// or sending): together they read no more than 16 MB ahead.
+    pub fn new(readers: usize, passes: usize) -> Reading {
+        Reading {
+            readers: Arc::new(tokio::sync::Semaphore::new(readers)),
+            ahead: (ALL_AHEAD / passes.max(1)).clamp(CHUNK, AHEAD),
+        }
+    }
+}
 
 /// The size of the chunks the bytes go up in.
 const CHUNK: usize = 256 << 10;
@@ -84,6 +124,8 @@ pub(crate) async fn stream_archive<S, T, W>(
     store: &S,
     also: &[S],
     only: Option<BTreeMap<String, Descriptor>>,
+    ahead: usize,
+    go: Go,
     work: W,
 ) -> Result<(T, usize)>
 where
@@ -93,14 +135,14 @@ where
 {
     let (tx, mut rx) = mpsc::channel::<Offer>(1);
     let budget = Arc::new(Budget {
-        left: Mutex::new(AHEAD),
+        left: Mutex::new(ahead.max(CHUNK)),
         freed: Condvar::new(),
     });
     let reader = tokio::task::spawn_blocking(move || work(&mut ChannelSink { tx, budget }));
     // `rx` moves in, so that when the uploads stop early the reader's next
     // offer fails instead of waiting for a receiver that is gone.
     let uploads = async move {
-        let only = only.as_ref();
+        let (only, go) = (only.as_ref(), &go);
         let mut n = 0;
         let mut tasks = FuturesUnordered::new();
         // Fires once the bytes of the last blob offered have been sent
@@ -113,7 +155,7 @@ where
                     Some(offer) => {
                         let (done, next) = oneshot::channel();
                         let after = before.replace(next);
-                        tasks.push(take_blob(store, also, only, offer, after, done));
+                        tasks.push(take_blob(store, also, (only, go), offer, after, done));
                     }
                     None => offers = false,
                 },
@@ -135,7 +177,7 @@ where
 async fn take_blob<S: Store>(
     store: &S,
     also: &[S],
-    only: Option<&BTreeMap<String, Descriptor>>,
+    (only, go): (Option<&BTreeMap<String, Descriptor>>, &Go),
     offer: Offer,
     after: Option<oneshot::Receiver<()>>,
     done: oneshot::Sender<()>,
@@ -151,18 +193,53 @@ async fn take_blob<S: Store>(
             }
         },
     };
-    let Some(intake) = store.intake(&desc).await? else {
+    // A blob another pass of this run is sending: not sent from here (its
+    // bytes are dropped at once); found or mounted once that one is done.
+    let Some(flight) = store.try_guard(&desc.digest) else {
         drop(chunks);
         pass_on(after, done).await?;
-        mount_into(also, &desc).await;
+        if !allowed(go).await {
+            return Ok(0);
+        }
+        // That upload is over once its flight is free; mounts need no flight.
+        drop(store.guard(&desc.digest).await);
+        // Into this repository and the others at once (all from where it is).
+        let here = async {
+            let _mounting = store.guard(&mount_key(&desc.digest)).await;
+            store.settle(&desc, Intake::default()).await
+        };
+        let (here, ()) = tokio::join!(here, mount_into(also, &desc));
+        if here?.is_some() {
+            bail!(
+                "blob {}: another image of this run was sending it, and that failed",
+                desc.digest
+            );
+        }
+        return Ok(0);
+    };
+    // Held from here until the blob is in: one flight per blob and
+    // registry. (While it waits for the blob before it in this pass, other
+    // passes with the same blob follow, above; this one never waits on
+    // another pass's flight.)
+    let Some(intake) = store.intake(&desc).await? else {
+        drop(chunks);
+        drop(flight);
+        pass_on(after, done).await?;
+        if allowed(go).await {
+            mount_into(also, &desc).await;
+        }
         return Ok(0);
     };
     if let Some(after) = after {
         let _ = after.await;
     }
-    // One flight per blob and registry: an image streaming the same blob
-    // at once waits, then finds or mounts what this one uploads.
-    let flight = store.guard(&desc.digest).await;
+    // Nothing is sent before the run knows the image may be written.
+    if !allowed(go).await {
+        drop(chunks);
+        let _ = done.send(());
+        store.abandon(intake);
+        return Ok(0);
+    }
     let Some(intake) = store.settle(&desc, intake).await? else {
         drop(chunks);
         let _ = done.send(());
@@ -206,12 +283,19 @@ async fn pass_on(after: Option<oneshot::Receiver<()>>, done: oneshot::Sender<()>
     Ok(())
 }
 
+/// The guard of mounts of a blob into one repository (any key that is not
+/// a digest is one flight per repository): mounts of a blob that is in
+/// need no registry-wide flight, only no repeat.
+pub(crate) fn mount_key(digest: &str) -> String {
+    format!("mount {digest}")
+}
+
 /// Mounts a blob into each of `stores` that does not have it yet, all at
 /// once. Only a head start: a mount that fails here is done again (or the
 /// blob sent) when the target is published.
 async fn mount_into<S: Store>(stores: &[S], desc: &Descriptor) {
     let mounts = stores.iter().map(|s| async move {
-        let _flight = s.guard(&desc.digest).await;
+        let _mounting = s.guard(&mount_key(&desc.digest)).await;
         if s.knows_blob(desc) {
             return;
         }

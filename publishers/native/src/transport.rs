@@ -36,6 +36,11 @@ pub trait Store {
     async fn guard(&self, _key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         None
     }
+    /// [`Store::guard`] without waiting: `None` when somebody holds it,
+    /// else the guard (itself `None` for a store without flights).
+    fn try_guard(&self, _key: &str) -> Option<Option<tokio::sync::OwnedMutexGuard<()>>> {
+        Some(None)
+    }
     /// What a tag points to, or `None`.
     async fn resolve_tag(&self, tag: &str) -> Result<Option<Descriptor>>;
     /// What a tag points to and its bytes (a registry does it in one GET).
@@ -88,6 +93,8 @@ pub trait Store {
     async fn settle(&self, _desc: &Descriptor, intake: Intake) -> Result<Option<Intake>> {
         Ok(Some(intake))
     }
+    /// Gives up an intake that will not be used.
+    fn abandon(&self, _intake: Intake) {}
     /// Sends a streamed blob into its intake (see [`Store::intake`]).
     async fn push_stream_into<C>(&self, desc: &Descriptor, _intake: Intake, chunks: C) -> Result<()>
     where

@@ -3,11 +3,10 @@
 //! reader's permit, every blob whole in the store.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use archgate_core::{Arch, Artifact, Location};
 use archgate_fixtures::{write_oci_archive, Compress, Image};
-use archgate_native::{resolve_and_push, AnyStore, OciLayout, ReadEnv, Store};
+use archgate_native::{resolve_and_push, AnyStore, OciLayout, ReadEnv, Reading, Store};
 
 /// About `n` bytes of text that gzip cannot shrink much: a layer of several
 /// MB, more than a pass reads ahead.
@@ -40,10 +39,26 @@ async fn large_blobs_of_several_archives_stream_whole_through_one_reader() {
     store.prepare().await.unwrap();
     // One reader for both passes: a pass gives its permit back when it has
     // read, while its blobs may still be going up.
-    let readers = Arc::new(tokio::sync::Semaphore::new(1));
+    let reading = Reading::new(1, 2);
     let (ra, rb) = tokio::join!(
-        resolve_and_push(&store, &[], &readers, Arch::X86_64, a, ReadEnv::default()),
-        resolve_and_push(&store, &[], &readers, Arch::Aarch64, b, ReadEnv::default()),
+        resolve_and_push(
+            &store,
+            &[],
+            &reading,
+            None,
+            Arch::X86_64,
+            a,
+            ReadEnv::default()
+        ),
+        resolve_and_push(
+            &store,
+            &[],
+            &reading,
+            None,
+            Arch::Aarch64,
+            b,
+            ReadEnv::default()
+        ),
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.entry.digest, a_digest);
@@ -60,5 +75,5 @@ async fn large_blobs_of_several_archives_stream_whole_through_one_reader() {
             assert_eq!(archgate_native::sha256_digest(&bytes), blob.digest);
         }
     }
-    assert_eq!(readers.available_permits(), 1);
+    assert_eq!(reading.readers.available_permits(), 1);
 }

@@ -174,7 +174,7 @@ impl Registry {
     ) -> Result<(), Failure> {
         let resp = self
             .send(&[push(repo)], &|_| {
-                self.http
+                self.http_blobs
                     .put(url)
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(CONTENT_LENGTH, desc.size)

@@ -61,6 +61,12 @@ struct State {
 pub struct Registry {
     host: String,
     http: reqwest::Client,
+    /// For blob bodies: HTTP/1.1 only, a connection each. Over HTTP/2 every
+    /// request shares one connection and its flow-control window (1 MB at
+    /// docker-registry: a megabyte per round trip for all uploads
+    /// together), which would cap uploads far below a fast link; small
+    /// requests multiplex there at no cost.
+    http_blobs: reqwest::Client,
     settings: Arc<RegistrySettings>,
     state: Arc<tokio::sync::Mutex<State>>,
     /// How many requests may be in flight to the host, across views.
@@ -75,10 +81,12 @@ pub struct Registry {
 impl Registry {
     /// A client for `host` (`HOST[:PORT]`).
     pub fn new(host: &str, settings: RegistrySettings) -> Result<Registry> {
-        let http = session::client(host, &settings, None)?;
+        let http = session::client(host, &settings, None, false)?;
+        let http_blobs = session::client(host, &settings, None, true)?;
         Ok(Registry {
             host: host.to_string(),
             http,
+            http_blobs,
             settings: Arc::new(settings),
             state: Default::default(),
             limit: Default::default(),
@@ -93,6 +101,7 @@ impl Registry {
         Registry {
             host: self.host.clone(),
             http: self.http.clone(),
+            http_blobs: self.http_blobs.clone(),
             settings: self.settings.clone(),
             state: self.state.clone(),
             limit: self.limit.clone(),
@@ -103,15 +112,18 @@ impl Registry {
 
     /// Waits for, and holds, this view's one flight for `key`.
     pub async fn single_flight(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = self
-            .seen
-            .flights
-            .lock()
-            .expect("lock")
-            .entry(key)
-            .or_default()
-            .clone();
-        lock.lock_owned().await
+        self.flight(key).lock_owned().await
+    }
+
+    /// This view's one flight for `key` if nobody holds it; `None` if
+    /// somebody does.
+    pub fn try_single_flight(&self, key: String) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.flight(key).try_lock_owned().ok()
+    }
+
+    fn flight(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self.seen.flights.lock().expect("lock");
+        flights.entry(key).or_default().clone()
     }
 
     /// `HOST[:PORT]`.

@@ -19,6 +19,15 @@ pub struct RegistryRepo {
 }
 
 impl RegistryRepo {
+    /// A blob's digest is one flight per registry; any other key one per
+    /// repository (see [`Store::guard`]).
+    fn flight_key(&self, key: &str) -> String {
+        match archgate_core::is_sha256_digest(key) {
+            true => format!("blob\0{key}"),
+            false => format!("{}\0{key}", self.path),
+        }
+    }
+
     /// Mounts the blob from another repository of this registry that has it;
     /// `false` when none is known or the registry declines.
     async fn mounted(&self, desc: &Descriptor) -> Result<bool> {
@@ -46,11 +55,13 @@ impl Store for RegistryRepo {
     /// repository that waited for it mounts it. Any other key is one
     /// flight per repository.
     async fn guard(&self, key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        let key = match archgate_core::is_sha256_digest(key) {
-            true => format!("blob\0{key}"),
-            false => format!("{}\0{key}", self.path),
-        };
-        Some(self.registry.single_flight(key).await)
+        Some(self.registry.single_flight(self.flight_key(key)).await)
+    }
+
+    fn try_guard(&self, key: &str) -> Option<Option<tokio::sync::OwnedMutexGuard<()>>> {
+        self.registry
+            .try_single_flight(self.flight_key(key))
+            .map(Some)
     }
 
     async fn mount_blob(&self, desc: &Descriptor) -> Result<bool> {
@@ -159,6 +170,12 @@ impl Store for RegistryRepo {
             return Ok(None);
         }
         Ok(Some(intake))
+    }
+
+    fn abandon(&self, intake: Intake) {
+        if let Some(url) = intake.session {
+            self.registry.cancel_session(&self.path, url);
+        }
     }
 
     async fn push_stream_into<C>(&self, desc: &Descriptor, intake: Intake, chunks: C) -> Result<()>

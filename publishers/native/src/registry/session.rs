@@ -22,6 +22,7 @@ pub(super) fn client(
     host: &str,
     settings: &RegistrySettings,
     max_tls: Option<reqwest::tls::Version>,
+    http1_only: bool,
 ) -> Result<reqwest::Client> {
     {
         let mut builder = reqwest::Client::builder()
@@ -47,6 +48,9 @@ pub(super) fn client(
         if let Some(v) = max_tls {
             builder = builder.tls_version_max(v);
         }
+        if http1_only {
+            builder = builder.http1_only();
+        }
         builder
             .build()
             .map_err(|e| anyhow!("{host}: cannot set up an HTTP client: {e}"))
@@ -64,6 +68,7 @@ impl Registry {
             &self.host,
             &self.settings,
             Some(reqwest::tls::Version::TLS_1_2),
+            false,
         )
         .ok()?;
         match probe.get(url).send().await {
