@@ -924,3 +924,62 @@ fn a_blob_goes_up_once_per_registry_whichever_image_it_belongs_to() {
         assert!(raw(&format!("{}/{name}:41", reg.host())).is_some());
     }
 }
+
+/// The artifacts are read while the current indexes are (issue 25), but
+/// nothing of an image is sent before it is known not to be stale: an
+/// older compose read against a tag holding a newer one uploads, mounts
+/// and opens nothing.
+#[test]
+fn a_stale_image_sends_nothing_while_it_is_read() {
+    let reg = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", reg.host()));
+    let host = proxy.host();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::write(
+        dir.join("archgate.toml"),
+        format!(
+            "[source]\nkind = \"dir\"\nlocation = \"new\"\n\n[registry.\"{host}\"]\ntls-verify = false\n\n[[image]]\nname = \"fedora\"\nrepositories = [\"docker://{host}/fedora\", \"docker://{host}/mirror/fedora\"]\ntags = [\"{{release}}\"]\n"
+        ),
+    )
+    .unwrap();
+    for (name, id, content) in [
+        ("new", "Test-41-20241102.n.0", "new"),
+        ("old", "Test-41-20241101.n.0", "old"),
+    ] {
+        let arches: Vec<_> = ["x86_64", "aarch64"]
+            .iter()
+            .map(|a| ("fedora", *a, built(a, content)))
+            .collect();
+        write_dir_compose(&dir.join(name), id, "FINISHED", "41", &arches).unwrap();
+        // Archives, as Pungi writes them (a layout is read in place, never
+        // streamed while it is read).
+        for arch in ["x86_64", "aarch64"] {
+            let at = dir.join(name).join("fedora").join(arch);
+            fs::remove_dir_all(&at).unwrap();
+            fs::create_dir_all(&at).unwrap();
+            archgate_fixtures::write_oci_archive(
+                &at.join(format!("Fedora-41.{arch}.oci.tar.xz")),
+                &Image::for_arch(arch, content),
+                archgate_fixtures::Compress::Xz,
+            )
+            .unwrap();
+        }
+    }
+    let (code, _, err) = support::archgate(dir, &["publish"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        proxy.count("PUT", "/blobs/uploads/") > 0,
+        "the first publish sent its blobs"
+    );
+    proxy.clear_log();
+    let (code, out, err) = support::archgate(dir, &["publish", "--compose", "old"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("stale"), "{out}");
+    let sent: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|(m, p, _)| p.contains("/blobs/") && m != "HEAD" && m != "GET")
+        .collect();
+    assert!(sent.is_empty(), "a stale image sent: {sent:#?}");
+}

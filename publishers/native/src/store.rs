@@ -770,9 +770,6 @@ impl Store for AnyStore {
     ) -> Result<Option<crate::transport::Intake>> {
         delegate!(self, s => Store::settle(s, desc, intake).await)
     }
-    fn abandon(&self, intake: crate::transport::Intake) {
-        delegate!(self, s => Store::abandon(s, intake))
-    }
     async fn push_stream_into<C>(
         &self,
         desc: &Descriptor,

@@ -217,28 +217,25 @@ async fn take_blob<S: Store>(
         }
         return Ok(0);
     };
-    // Held from here until the blob is in: one flight per blob and
-    // registry. (While it waits for the blob before it in this pass, other
-    // passes with the same blob follow, above; this one never waits on
-    // another pass's flight.)
+    // The flight is held from here until the blob is in: one upload per
+    // blob and registry. (While this waits for the blob before it in its
+    // pass, other passes with the same blob follow, above; it never waits
+    // on another pass's flight.) Nothing is asked or sent before the run
+    // knows the image may be written (the bytes wait in the buffer).
+    if !allowed(go).await {
+        drop(chunks);
+        drop(flight);
+        return pass_on(after, done).await.map(|()| 0);
+    }
     let Some(intake) = store.intake(&desc).await? else {
         drop(chunks);
         drop(flight);
         pass_on(after, done).await?;
-        if allowed(go).await {
-            mount_into(also, &desc).await;
-        }
+        mount_into(also, &desc).await;
         return Ok(0);
     };
     if let Some(after) = after {
         let _ = after.await;
-    }
-    // Nothing is sent before the run knows the image may be written.
-    if !allowed(go).await {
-        drop(chunks);
-        let _ = done.send(());
-        store.abandon(intake);
-        return Ok(0);
     }
     let Some(intake) = store.settle(&desc, intake).await? else {
         drop(chunks);

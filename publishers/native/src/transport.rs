@@ -93,8 +93,6 @@ pub trait Store {
     async fn settle(&self, _desc: &Descriptor, intake: Intake) -> Result<Option<Intake>> {
         Ok(Some(intake))
     }
-    /// Gives up an intake that will not be used.
-    fn abandon(&self, _intake: Intake) {}
     /// Sends a streamed blob into its intake (see [`Store::intake`]).
     async fn push_stream_into<C>(&self, desc: &Descriptor, _intake: Intake, chunks: C) -> Result<()>
     where

@@ -172,12 +172,6 @@ impl Store for RegistryRepo {
         Ok(Some(intake))
     }
 
-    fn abandon(&self, intake: Intake) {
-        if let Some(url) = intake.session {
-            self.registry.cancel_session(&self.path, url);
-        }
-    }
-
     async fn push_stream_into<C>(&self, desc: &Descriptor, intake: Intake, chunks: C) -> Result<()>
     where
         C: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
