@@ -28,7 +28,8 @@ run="$work/link"
 rm -rf "$run"; mkdir -p "$run"
 
 cargo build -q --release -p archgate -p archgate-fixtures --bin archgate --bin make-bench --bin delay-proxy
-archgate=$PWD/target/release/archgate
+# ARCHGATE=PATH measures another build of archgate (e.g. an older one).
+archgate=${ARCHGATE:-$PWD/target/release/archgate}
 built="$work/link-compose-$size"
 if [ ! -f "$built/compose.toml" ]; then
   echo "generating an image: 4 artifacts of about $size MB (once)" >&2
@@ -40,39 +41,9 @@ cp "$built/compose.toml" "$compose/"
 # Four images from the same blobs: hard-linked copies of one build.
 for i in 1 2 3 4; do cp -al "$built/fedora" "$compose/image-$i"; done
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=(); }
-trap cleanup EXIT
-
-# A fresh, empty registry behind the limited link; sets $host, $log, $data
-# and $stats (the proxy's `UP DOWN` byte counts).
-start() {
-  cleanup
-  local d="$run/registry"
-  rm -rf "$d"; mkdir -p "$d"
-  data="$d/data"
-  local tls=
-  if [ -n "${BENCH_TLS:-}" ]; then
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/key.pem" -out "$d/cert.pem" -days 2 \
-      -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2> /dev/null
-    tls=", tls: {certificate: $d/cert.pem, key: $d/key.pem}"
-  fi
-  printf 'version: 0.1\nlog: {level: info}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:0%s}\n' "$data" "$tls" > "$d/config.yml"
-  log="$d/log"
-  docker-registry serve "$d/config.yml" > "$log" 2>&1 &
-  pids+=($!)
-  local reg=
-  for _ in $(seq 100); do
-    reg=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$log" | sed 's/listening on //' || true)
-    [ -n "$reg" ] && break
-    sleep 0.05
-  done
-  [ -n "$reg" ] || { echo "docker-registry did not start" >&2; exit 1; }
-  stats="$d/stats"
-  DELAY_PROXY_STATS="$stats" target/release/delay-proxy "$reg" $((rtt / 2)) "$rate" > "$d/proxy" &
-  pids+=($!)
-  for _ in $(seq 100); do host=$(cat "$d/proxy"); [ -n "$host" ] && [ -f "$stats" ] && break; sleep 0.05; done
-}
+. bench/lib.sh
+# A fresh, empty registry behind the limited link (bench/lib.sh).
+start() { start_registry "$run/registry" "$rtt" "$rate"; }
 
 # config FILE IMAGES: IMAGES images of the one build, 2 repositories, 2 tags each.
 config() {
@@ -103,7 +74,7 @@ cold() {
   read -r secs kb < "$run/time"
   sent=$(( $(up) - before ))
   needed=$(find "$data" -path '*/blobs/sha256/*' -name data -printf '%s\n' | awk '{s += $1} END {print s}')
-  requests=$(grep -c '"[A-Z]* /v2/' "$log" || true)
+  requests=$(requests)
   results+=("$(awk -v n="$count" -v t="$targets" -v w="$secs" -v s="$sent" -v b="$needed" -v r="$rate" -v q="$requests" -v m="$((kb / 1024))" 'BEGIN {
     floor = b * 8 / (r * 1e6)
     printf "%d image(s), %2d targets: %6.2f s  floor %5.2f s  wall/floor %.2f  sent %6.1f MB  must cross %6.1f MB  sent/needed %.3f  %4d requests (%.1f per target)  %3d MB",

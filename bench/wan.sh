@@ -25,7 +25,8 @@ run="$work/wan"
 rm -rf "$run"; mkdir -p "$run"
 
 cargo build -q --release -p archgate -p archgate-fixtures --bin archgate --bin make-bench --bin delay-proxy
-archgate=$PWD/target/release/archgate
+# ARCHGATE=PATH measures another build of archgate (e.g. an older one).
+archgate=${ARCHGATE:-$PWD/target/release/archgate}
 for seed in 1 2; do
   dir="$work/wan-compose-$size-$seed"
   if [ ! -f "$dir/compose.toml" ]; then
@@ -41,39 +42,9 @@ cp "$work/wan-compose-$size-1/compose.toml" "$compose/"
 cp -al "$work/wan-compose-$size-1/fedora" "$compose/image-1"
 cp -al "$work/wan-compose-$size-2/fedora" "$compose/image-2"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=(); }
-trap cleanup EXIT
-
-# A fresh, empty registry with an access log, behind the delaying proxy;
-# sets $reg (the registry itself), $host (the proxy) and $log.
-start() {
-  cleanup
-  local d="$run/registry"
-  rm -rf "$d"; mkdir -p "$d"
-  cat > "$d/config.yml" <<YML
-version: 0.1
-log: {level: info}
-storage: {filesystem: {rootdirectory: $d/data}, delete: {enabled: true}}
-http: {addr: 127.0.0.1:0}
-YML
-  log="$d/log"
-  REGISTRY_HTTP_ADDR=127.0.0.1:0 docker-registry serve "$d/config.yml" > "$log" 2>&1 &
-  pids+=($!)
-  reg=
-  for _ in $(seq 100); do
-    reg=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$log" | sed 's/listening on //' || true)
-    [ -n "$reg" ] && break
-    sleep 0.05
-  done
-  [ -n "$reg" ] || { echo "docker-registry did not start" >&2; exit 1; }
-  target/release/delay-proxy "$reg" $((rtt / 2)) > "$d/proxy" &
-  pids+=($!)
-  for _ in $(seq 100); do host=$(cat "$d/proxy"); [ -n "$host" ] && break; sleep 0.05; done
-}
-
-# Requests the registry has answered so far (its access log: one line each).
-requests() { grep -c '"[A-Z]* /v2/' "$log" || true; }
+. bench/lib.sh
+# A fresh, empty registry behind the delaying proxy (bench/lib.sh).
+start() { start_registry "$run/registry" "$rtt"; }
 
 results=()
 # measure NAME TARGETS CMD...: wall seconds, requests, requests per target, peak RSS.
