@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use archgate_core::{Arch, ArchInput, ComposeResults, Outcome, Repository};
 use archgate_native::{
-    resolve_and_push, resolve_in, AnyStore, ReadEnv, ReadFailure, Reading, ResolvedArtifact, Store,
+    resolve_and_push, AnyStore, ReadEnv, ReadFailure, Reading, ResolvedArtifact, Store,
 };
 use futures_util::StreamExt;
 
@@ -189,15 +189,7 @@ async fn read_one(
             }
             got
         }
-        None => match reading.readers.acquire_owned().await {
-            Ok(permit) => tokio::task::spawn_blocking(move || {
-                let _reading = permit;
-                resolve_in(arch, &artifact, &env)
-            })
-            .await
-            .unwrap_or_else(|e| Err(ReadFailure::stopped(e))),
-            Err(e) => Err(ReadFailure::stopped(e)),
-        },
+        None => archgate_native::read_only(&reading, arch, artifact, env).await,
     };
     (key, got)
 }

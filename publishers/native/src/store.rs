@@ -228,6 +228,27 @@ async fn stream_pass<S: Store>(
     )
 }
 
+/// Reads a built artifact (nothing pushed) on a blocking thread, holding a
+/// permit of `reading` meanwhile.
+pub async fn read_only(
+    reading: &crate::stream::Reading,
+    arch: Arch,
+    artifact: archgate_core::Artifact,
+    env: crate::artifact::ReadEnv,
+) -> Result<ResolvedArtifact, ReadFailure> {
+    let permit = reading
+        .readers
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ReadFailure::stopped)?;
+    let blocking = tokio::task::spawn_blocking(move || {
+        let _reading = permit;
+        crate::artifact::resolve_in(arch, &artifact, &env)
+    });
+    blocking.await.map_err(ReadFailure::stopped)?
+}
+
 /// Reads a built artifact, and when it is an archive pushes its blobs to
 /// `store` in the same pass (and mounts them into `also`), so that a first
 /// publish reads each archive once. Blobs are content-addressed and
@@ -252,19 +273,15 @@ pub async fn resolve_and_push<S: Store>(
     {
         return Ok(hit);
     }
+    if !crate::artifact::is_archive(&artifact) {
+        return read_only(reading, arch, artifact, env).await;
+    }
     let permit = reading
         .readers
         .clone()
         .acquire_owned()
         .await
         .map_err(ReadFailure::stopped)?;
-    if !crate::artifact::is_archive(&artifact) {
-        let blocking = tokio::task::spawn_blocking(move || {
-            let _reading = permit;
-            crate::artifact::resolve_in(arch, &artifact, &env)
-        });
-        return blocking.await.map_err(ReadFailure::stopped)?;
-    }
     let started = std::time::Instant::now();
     let for_pass = artifact.clone();
     let pass_env = env.clone();

@@ -114,10 +114,7 @@ impl Registry {
                         .base()
                         .await
                         .map_err(|_| anyhow!("{}: not reachable", self.host))?;
-                    let url = absolute(&base, &location);
-                    let _ = self
-                        .send(&[push(repo)], &|_| self.http.request(Method::DELETE, &url))
-                        .await;
+                    self.delete_session(repo, &absolute(&base, &location)).await;
                 }
                 Ok(false)
             }
@@ -247,18 +244,19 @@ impl Registry {
             .await
     }
 
-    /// Gives up an upload session that will not be used, without waiting
-    /// for the answer (a registry would purge it in days anyway).
+    /// Gives up an upload session (its answer does not matter: a registry
+    /// purges forgotten sessions in days anyway).
+    async fn delete_session(&self, repo: &str, url: &str) {
+        let _ = self
+            .send(&[push(repo)], &|_| self.http.request(Method::DELETE, url))
+            .await;
+    }
+
+    /// [`Registry::delete_session`] without waiting for it.
     pub fn cancel_session(self: &std::sync::Arc<Self>, repo: &str, url: String) {
         let registry = self.clone();
         let repo = repo.to_string();
-        tokio::spawn(async move {
-            let _ = registry
-                .send(&[push(&repo)], &|_| {
-                    registry.http.request(Method::DELETE, &url)
-                })
-                .await;
-        });
+        tokio::spawn(async move { registry.delete_session(&repo, &url).await });
     }
 
     /// Uploads a blob arriving as a stream (from an archive pass), into
