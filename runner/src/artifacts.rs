@@ -1,7 +1,9 @@
-//! Stage 2: read the artifacts. Every built artifact of every image is read
-//! once, several at a time; on a first publish with the native engine an
-//! archive's blobs go to the image's first registry repository in the same
-//! pass.
+//! Stage 2: read the artifacts (while stage 1 reads the current indexes).
+//! Every built artifact of every image is read once, several at a time; on
+//! a first publish with the native engine an archive's blobs go to the
+//! image's first registry repository in the same pass (once the image is
+//! known not to be stale), are mounted into its other repositories there,
+//! and its manifest's signatures are prepared.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -1,8 +1,10 @@
-//! Stage 5: publish. Per image its first target alone (its blobs and
-//! manifests go up once), then its other targets at once, which find them
-//! or mount them; images several at a time. Within a target the order of
-//! docs/gate.md holds (blobs, manifests and arch tags, the index last),
-//! written by the native engine or by the tools.
+//! Stage 5: publish. Per image, its targets on the registry its blobs went
+//! to while they were read all at once (they find every blob there); of
+//! the others, the first alone (the image's blobs and manifests go up
+//! once), then the rest at once, which find them or mount them; images
+//! several at a time. Within a target the order of docs/gate.md holds
+//! (blobs, manifests and arch tags, the index last), written by the native
+//! engine or by the tools.
 
 use std::collections::BTreeMap;
 use std::path::Path;
