@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use archgate_core::{Arch, Decision, ErrorKind, Repository};
-use archgate_native::{publish, AnyStore, ResolvedArtifact, Target as StoreTarget};
+use archgate_native::{publish, AnyStore, ResolvedArtifact, Store, Target as StoreTarget};
 use futures_util::StreamExt;
 
 use crate::spec::{RegistrySpec, RunSpec};
@@ -88,7 +88,7 @@ async fn publish_image(
     total: u64,
 ) -> Vec<Target> {
     let early = match (tools, targets.first()) {
-        (None, Some(t)) => crate::artifacts::early_push_host(&spec.images[t.image]),
+        (None, Some(t)) => streamed_to(spec, stores, &artifacts[t.image], t.image),
         _ => None,
     };
     let (ready, rest): (Vec<Target>, Vec<Target>) = targets.into_iter().partition(|t| {
@@ -109,6 +109,29 @@ async fn publish_image(
     let (mut out, rest) = tokio::join!(ready, rest);
     out.extend(rest);
     out
+}
+
+/// The registry whose repositories of image `image` got every blob of its
+/// artifacts while they were read (streamed into the first, mounted into
+/// the others): none when the read sent nothing (layouts, what the cache
+/// answered, a stale image).
+fn streamed_to<'a>(
+    spec: &'a RunSpec,
+    stores: &RunStores,
+    artifacts: &BTreeMap<Arch, ResolvedArtifact>,
+    image: usize,
+) -> Option<&'a str> {
+    let image = &spec.images[image];
+    let host = crate::artifacts::early_push_host(image)?;
+    let first = image
+        .repositories
+        .iter()
+        .find(|r| matches!(&r.repository, Repository::Registry { host: h, .. } if h == host))?;
+    let store = stores.store(first);
+    let known = |art: &ResolvedArtifact| {
+        store.knows_blob(&art.config) && art.layers.iter().all(|l| store.knows_blob(l))
+    };
+    (!artifacts.is_empty() && artifacts.values().all(known)).then_some(host)
 }
 
 /// Publishes one target and counts it done for the progress display.
