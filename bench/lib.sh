@@ -2,6 +2,20 @@
 # behind the delaying proxy (fixtures/src/bin/delay-proxy.rs), and cleaning
 # up what was started.
 
+# bench_setup NAME: $work (BENCH_DIR, default target/bench, where
+# generated composes are kept), a fresh $run ($work/NAME), the release
+# build, and $archgate (ARCHGATE=PATH measures another build, e.g. an
+# older one).
+bench_setup() {
+  work=${BENCH_DIR:-target/bench}
+  mkdir -p "$work"
+  work=$(cd "$work" && pwd)
+  run="$work/$1"
+  rm -rf "$run"; mkdir -p "$run"
+  cargo build -q --release -p archgate -p archgate-fixtures --bin archgate --bin make-bench --bin delay-proxy
+  archgate=${ARCHGATE:-$PWD/target/release/archgate}
+}
+
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=(); }
 trap cleanup EXIT

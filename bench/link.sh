@@ -21,15 +21,8 @@ rate=${1:-100}
 rtt=${2:-50}
 size=${3:-7}
 arches=(x86_64 aarch64 ppc64le s390x)
-work=${BENCH_DIR:-target/bench}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
-run="$work/link"
-rm -rf "$run"; mkdir -p "$run"
-
-cargo build -q --release -p archgate -p archgate-fixtures --bin archgate --bin make-bench --bin delay-proxy
-# ARCHGATE=PATH measures another build of archgate (e.g. an older one).
-archgate=${ARCHGATE:-$PWD/target/release/archgate}
+. bench/lib.sh
+bench_setup link
 built="$work/link-compose-$size"
 if [ ! -f "$built/compose.toml" ]; then
   echo "generating an image: 4 artifacts of about $size MB (once)" >&2
@@ -41,7 +34,6 @@ cp "$built/compose.toml" "$compose/"
 # Four images from the same blobs: hard-linked copies of one build.
 for i in 1 2 3 4; do cp -al "$built/fedora" "$compose/image-$i"; done
 
-. bench/lib.sh
 # A fresh, empty registry behind the limited link (bench/lib.sh).
 start() { start_registry "$run/registry" "$rtt" "$rate"; }
 

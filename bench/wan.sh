@@ -18,15 +18,8 @@ cd "$(dirname "$0")/.."
 rtt=${1:-50}
 size=${2:-5}
 arches=(x86_64 aarch64 ppc64le s390x)
-work=${BENCH_DIR:-target/bench}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
-run="$work/wan"
-rm -rf "$run"; mkdir -p "$run"
-
-cargo build -q --release -p archgate -p archgate-fixtures --bin archgate --bin make-bench --bin delay-proxy
-# ARCHGATE=PATH measures another build of archgate (e.g. an older one).
-archgate=${ARCHGATE:-$PWD/target/release/archgate}
+. bench/lib.sh
+bench_setup wan
 for seed in 1 2; do
   dir="$work/wan-compose-$size-$seed"
   if [ ! -f "$dir/compose.toml" ]; then
@@ -42,7 +35,6 @@ cp "$work/wan-compose-$size-1/compose.toml" "$compose/"
 cp -al "$work/wan-compose-$size-1/fedora" "$compose/image-1"
 cp -al "$work/wan-compose-$size-2/fedora" "$compose/image-2"
 
-. bench/lib.sh
 # A fresh, empty registry behind the delaying proxy (bench/lib.sh).
 start() { start_registry "$run/registry" "$rtt"; }
 

@@ -176,10 +176,7 @@ async fn push_from_archive<S: Store>(
         let checks: Vec<_> = blobs
             .iter()
             .map(|blob| async move {
-                // Not while this run uploads it (its flight); then each
-                // repository checks or mounts it once (mounts need no flight).
-                drop(store.guard(&blob.digest).await);
-                let _mounting = store.guard(&crate::stream::mount_key(&blob.digest)).await;
+                let _mounting = crate::stream::mount_turn(store, &blob.digest).await;
                 let there = store.has_blob(blob).await? || store.mount_blob(blob).await?;
                 anyhow::Ok((!there).then(|| (blob.digest.clone(), (*blob).clone())))
             })
@@ -236,12 +233,7 @@ pub async fn read_only(
     artifact: archgate_core::Artifact,
     env: crate::artifact::ReadEnv,
 ) -> Result<ResolvedArtifact, ReadFailure> {
-    let permit = reading
-        .readers
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(ReadFailure::stopped)?;
+    let permit = reading.permit().await?;
     let blocking = tokio::task::spawn_blocking(move || {
         let _reading = permit;
         crate::artifact::resolve_in(arch, &artifact, &env)
@@ -276,12 +268,7 @@ pub async fn resolve_and_push<S: Store>(
     if !crate::artifact::is_archive(&artifact) {
         return read_only(reading, arch, artifact, env).await;
     }
-    let permit = reading
-        .readers
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(ReadFailure::stopped)?;
+    let permit = reading.permit().await?;
     let started = std::time::Instant::now();
     let for_pass = artifact.clone();
     let pass_env = env.clone();

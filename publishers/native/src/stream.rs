@@ -59,6 +59,17 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// Waits for a permit to read (held until the reading is done).
+    pub(crate) async fn permit(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, crate::artifact::ReadFailure> {
+        self.readers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(crate::artifact::ReadFailure::stopped)
+    }
+
     /// `readers` passes reading at once, `passes` at most alive (reading
     /// or sending): together they read no more than 16 MB ahead.
     pub fn new(readers: usize, passes: usize) -> Reading {
@@ -201,11 +212,10 @@ async fn take_blob<S: Store>(
         if !allowed(go).await {
             return Ok(0);
         }
-        // That upload is over once its flight is free; mounts need no flight.
-        drop(store.guard(&desc.digest).await);
-        // Into this repository and the others at once (all from where it is).
+        // Into this repository and the others at once (all from where it
+        // is), once that upload is over.
         let here = async {
-            let _mounting = store.guard(&mount_key(&desc.digest)).await;
+            let _mounting = mount_turn(store, &desc.digest).await;
             store.settle(&desc, Intake::default()).await
         };
         let (here, ()) = tokio::join!(here, mount_into(also, &desc));
@@ -280,11 +290,16 @@ async fn pass_on(after: Option<oneshot::Receiver<()>>, done: oneshot::Sender<()>
     Ok(())
 }
 
-/// The guard of mounts of a blob into one repository (any key that is not
-/// a digest is one flight per repository): mounts of a blob that is in
-/// need no registry-wide flight, only no repeat.
-pub(crate) fn mount_key(digest: &str) -> String {
-    format!("mount {digest}")
+/// A repository's turn to find or mount a blob: once no upload of it is in
+/// flight in this run (its flight is free), then one check or mount of it
+/// per repository at a time (a key that is not a digest is one flight per
+/// repository): mounts of a blob that is in need no registry-wide flight.
+pub(crate) async fn mount_turn<S: Store>(
+    store: &S,
+    digest: &str,
+) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    drop(store.guard(digest).await);
+    store.guard(&format!("mount {digest}")).await
 }
 
 /// Mounts a blob into each of `stores` that does not have it yet, all at
@@ -292,7 +307,7 @@ pub(crate) fn mount_key(digest: &str) -> String {
 /// blob sent) when the target is published.
 async fn mount_into<S: Store>(stores: &[S], desc: &Descriptor) {
     let mounts = stores.iter().map(|s| async move {
-        let _mounting = s.guard(&mount_key(&desc.digest)).await;
+        let _mounting = mount_turn(s, &desc.digest).await;
         if s.knows_blob(desc) {
             return;
         }
