@@ -983,3 +983,53 @@ fn a_stale_image_sends_nothing_while_it_is_read() {
         .collect();
     assert!(sent.is_empty(), "a stale image sent: {sent:#?}");
 }
+
+/// First contact opens, beside its own `GET /v2/`, the connections the run
+/// said it will want at once right after it: those of its small requests
+/// (plain HTTP here; ready before its first request goes) and those of its
+/// uploads (in the background), each by a `GET /v2/` of its own, so that
+/// the first requests and uploads do not each wait for a connection to
+/// open (a round trip, over TLS two).
+#[test]
+fn first_contact_opens_the_connections_the_run_will_want() {
+    use archgate_native::{RegistryRepo, RegistrySettings, Store};
+    let reg = Registry::start(Auth::None);
+    let conns = support::Connections::start(reg.host().parse().unwrap());
+    let host = conns.addr.to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let settings = RegistrySettings {
+            tls_verify: false,
+            credentials: None,
+            tls: Default::default(),
+            retry: Default::default(),
+        };
+        let client = archgate_native::Registry::new(&host, settings).unwrap();
+        let view = std::sync::Arc::new(client.view());
+        view.expect(4, 2);
+        let repo = RegistryRepo {
+            registry: view,
+            path: "fedora".into(),
+        };
+        assert_eq!(repo.resolve_tag("41").await.unwrap(), None);
+    });
+    // Each connection opened ahead is opened by a `GET /v2/` of its own
+    // (which connection each request takes is the HTTP client's business:
+    // on loopback an answer can come back before another request goes).
+    let lines = conns.lines();
+    let first_read = lines
+        .iter()
+        .position(|(_, l)| l == "HEAD /v2/fedora/manifests/41")
+        .unwrap_or_else(|| panic!("the tag was read: {lines:#?}"));
+    let pings = |lines: &[(usize, String)]| lines.iter().filter(|(_, l)| l == "GET /v2/").count();
+    assert!(
+        pings(&lines[..first_read]) >= 4,
+        "the first contact and 3 more before the first read: {lines:#?}"
+    );
+    // The uploads' 2 come too, whenever they are ready.
+    conns.wait_until(|lines| pings(lines) >= 6);
+}

@@ -45,10 +45,9 @@ pub(crate) async fn read_all(
     env: &ReadEnv,
     go: &[archgate_native::Go],
 ) -> Vec<ImageInputs> {
-    // Twice the cores read at once (a read waits on the disk too); four
-    // times that may be alive, reading or sending what they read (or
-    // waiting for another image's upload of the same blobs).
-    let readers = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let readers = readers();
+    // Four times the readers may be alive, reading or sending what they
+    // read (or waiting for another image's upload of the same blobs).
     let alive = 4 * readers;
     let reading = Reading::new(readers, alive);
     let mut jobs = Vec::new();
@@ -101,6 +100,49 @@ pub(crate) async fn read_all(
             image_inputs(i, &image.name, list.unwrap_or_default(), &mut read)
         })
         .collect()
+}
+
+/// How many artifacts are read at once: twice the cores (a read waits on
+/// the disk too).
+fn readers() -> usize {
+    2 * std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The blob uploads that reading will start at once on each registry: one
+/// per archive read at a time whose blobs go there while it is read (none
+/// for what the cache holds: it is not read again).
+pub(crate) fn uploads_at_once<'a>(
+    spec: &'a RunSpec,
+    results: &ComposeResults,
+    env: &ReadEnv,
+) -> HashMap<&'a str, usize> {
+    let mut uploads = HashMap::new();
+    if spec.engine != Engine::Native || spec.dry_run {
+        return uploads;
+    }
+    for image in &spec.images {
+        let Some(host) = early_push_host(image) else {
+            continue;
+        };
+        if !crate::compose::may_write(spec, results, image) {
+            continue;
+        }
+        let list = results.images.get(&image.name).into_iter().flatten();
+        let read = list.filter(|r| match &r.outcome {
+            Outcome::Built(a) => {
+                archgate_native::is_archive(a)
+                    && !env
+                        .cache
+                        .as_deref()
+                        .is_some_and(|dir| archgate_native::cache_holds(dir, a))
+            }
+            Outcome::Failed { .. } => false,
+        });
+        *uploads.entry(host).or_default() += read.count();
+    }
+    let readers = readers();
+    uploads.values_mut().for_each(|n| *n = (*n).min(readers));
+    uploads
 }
 
 /// What reading gave for image number `i`: one gate input per result, the

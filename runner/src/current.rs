@@ -2,6 +2,8 @@
 //! once (bounded per registry by its client): one GET per tag, configs
 //! only where the gate needs them.
 
+use std::collections::HashMap;
+
 use archgate_core::{ComposeResults, CurrentIndex, Policy};
 use archgate_native::{read_current, AnyStore, Depth};
 use futures_util::StreamExt;
@@ -60,6 +62,19 @@ async fn release_all(targets: &mut [Target]) {
             hold.release().await;
         }
     }
+}
+
+/// How many current indexes [`read_all`] reads at once on each registry
+/// (by host): one per named target there.
+pub(crate) fn reads_at_once(spec: &RunSpec, targets: &[Target]) -> HashMap<String, usize> {
+    let mut reads = HashMap::new();
+    for t in targets.iter().filter(|t| t.named) {
+        let repo = &spec.images[t.image].repositories[t.repo];
+        if let archgate_core::Repository::Registry { host, .. } = &repo.repository {
+            *reads.entry(host.clone()).or_default() += 1;
+        }
+    }
+    reads
 }
 
 /// What each target holds now, in target order.

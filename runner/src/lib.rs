@@ -167,6 +167,10 @@ impl Runner {
                 (Some(rx), tx)
             })
             .unzip();
+        stores.expect(
+            &current::reads_at_once(spec, &targets),
+            &artifacts::uploads_at_once(spec, &results, &read_env),
+        );
         let reading = artifacts::read_all(spec, &results, &stores, &read_env, &go);
         let knowing = async {
             let currents = current::read_all(spec, &stores, &targets).await;

@@ -114,6 +114,15 @@ impl RunStores {
         lock.lock_owned().await
     }
 
+    /// Tells each registry what the run will send at once right after its
+    /// first contact: small requests, and blob uploads (by host).
+    pub(crate) fn expect(&self, requests: &HashMap<String, usize>, uploads: &HashMap<&str, usize>) {
+        for (host, registry) in &self.registries {
+            let n = |m: Option<&usize>| m.copied().unwrap_or(0);
+            registry.expect(n(requests.get(host)), n(uploads.get(host.as_str())));
+        }
+    }
+
     /// The store of a repository.
     pub fn store(&self, repo: &RepoSpec) -> AnyStore {
         match &repo.repository {

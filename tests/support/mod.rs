@@ -801,6 +801,106 @@ impl Proxy {
     }
 }
 
+/// Request lines with their connection's number, and a signal for each new one.
+type Lines = (Mutex<Vec<(usize, String)>>, std::sync::Condvar);
+
+/// A TCP relay in front of a server that records, per connection, the
+/// HTTP/1.1 request lines that went over it (`METHOD PATH`), so a test can
+/// tell which requests shared a connection. Lines are found in the byte
+/// stream as it passes (a request body that held such a line would be
+/// taken for one; the blobs of the tests hold none).
+pub struct Connections {
+    pub addr: SocketAddr,
+    /// Every request line in the order it passed, with its connection.
+    seen: Arc<Lines>,
+}
+
+impl Connections {
+    pub fn start(upstream: SocketAddr) -> Connections {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Lines> = Default::default();
+        let all = seen.clone();
+        std::thread::spawn(move || {
+            for (id, client) in listener.incoming().flatten().enumerate() {
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+                let all = all.clone();
+                std::thread::spawn(move || relay_recording(client, server, id, &all));
+            }
+        });
+        Connections { addr, seen }
+    }
+
+    /// Every request line so far (`METHOD PATH`) with the number of its
+    /// connection (in the order connections were opened), in the order the
+    /// lines passed.
+    pub fn lines(&self) -> Vec<(usize, String)> {
+        self.seen.0.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds of the lines (asked again at each new
+    /// line); panics after a minute.
+    pub fn wait_until(&self, done: impl Fn(&[(usize, String)]) -> bool) {
+        let (lock, changed) = &*self.seen;
+        let lines = lock.lock().unwrap();
+        let (lines, timeout) = changed
+            .wait_timeout_while(lines, Duration::from_secs(60), |l| !done(l))
+            .unwrap();
+        assert!(!timeout.timed_out(), "never came: {:?}", *lines);
+    }
+}
+
+fn relay_recording(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    id: usize,
+    seen: &Lines,
+) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 64 * 1024];
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b != b'\n' {
+                if line.len() < 4096 {
+                    line.push(b);
+                }
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            line.clear();
+            let mut words = text.split(' ');
+            if let (Some(method), Some(path), Some("HTTP/1.1"), None) =
+                (words.next(), words.next(), words.next(), words.next())
+            {
+                let methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+                if methods.contains(&method) && path.starts_with("/v2/") {
+                    seen.0
+                        .lock()
+                        .unwrap()
+                        .push((id, format!("{method} {path}")));
+                    seen.1.notify_all();
+                }
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
 /// Runs the archgate binary in `dir`: (exit code, stdout, stderr).
 pub fn archgate(dir: &Path, args: &[&str]) -> (i32, String, String) {
     archgate_env(dir, args, &[])

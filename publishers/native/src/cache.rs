@@ -73,6 +73,14 @@ fn archive_path(artifact: &Artifact) -> Option<&Path> {
     }
 }
 
+/// Whether the cache has an entry for this archive as it is now (without
+/// reading the entry: [`load`] may still find it does not hold together).
+pub fn holds(dir: &Path, artifact: &Artifact) -> bool {
+    archive_path(artifact)
+        .and_then(|path| key(path, artifact))
+        .is_some_and(|key| dir.join(key).is_file())
+}
+
 /// What an earlier run found in this archive, if nothing about it changed.
 pub fn load(dir: &Path, arch: Arch, artifact: &Artifact) -> Option<ResolvedArtifact> {
     let path = archive_path(artifact)?;

@@ -21,9 +21,11 @@ mod tls;
 mod transport;
 
 pub use archive::{decompress, Compression};
-pub use artifact::{resolve, resolve_cached, resolve_in, ReadEnv, ReadFailure, ResolvedArtifact};
+pub use artifact::{
+    is_archive, resolve, resolve_cached, resolve_in, ReadEnv, ReadFailure, ResolvedArtifact,
+};
 pub use auth::{from_env as env_credentials, lookup as lookup_credentials, Credentials, Secret};
-pub use cache::default_dir as default_cache_dir;
+pub use cache::{default_dir as default_cache_dir, holds as cache_holds};
 pub use layout::{remove_stale_temp, write_atomic, OciLayout};
 pub use oci::{render_index, sha256_digest, Descriptor, OCI_INDEX};
 pub use registry::{Registry, RegistryRepo, RegistrySettings, RetryPolicy};

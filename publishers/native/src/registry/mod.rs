@@ -22,6 +22,7 @@ mod retry;
 mod session;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -76,6 +77,26 @@ pub struct Registry {
     phases: Arc<known::Phases>,
     /// What this view (one run) knows.
     seen: known::Seen,
+    /// The connections this view will want at first contact.
+    expect: Expect,
+}
+
+/// How many requests a run will send at once right after first contact,
+/// and how many blob uploads: connections opened beside the first contact.
+#[derive(Default)]
+struct Expect {
+    requests: AtomicUsize,
+    uploads: AtomicUsize,
+}
+
+impl Expect {
+    /// The counts, once (first contact takes them).
+    fn take(&self) -> (usize, usize) {
+        (
+            self.requests.swap(0, Ordering::Relaxed),
+            self.uploads.swap(0, Ordering::Relaxed),
+        )
+    }
 }
 
 impl Registry {
@@ -92,6 +113,7 @@ impl Registry {
             limit: Default::default(),
             phases: Default::default(),
             seen: Default::default(),
+            expect: Default::default(),
         })
     }
 
@@ -107,7 +129,23 @@ impl Registry {
             limit: self.limit.clone(),
             phases: self.phases.clone(),
             seen: Default::default(),
+            expect: Default::default(),
         }
+    }
+
+    /// Says what this view will send at once right after its first contact
+    /// with the registry: `requests` small requests (at most the starting
+    /// bound of requests in flight counts) and `uploads` blob uploads. First
+    /// contact then opens that many connections beside its own, in the same
+    /// round trips. Nothing happens when the client has made first contact
+    /// already (an earlier run's connections serve).
+    pub fn expect(&self, requests: usize, uploads: usize) {
+        self.expect
+            .requests
+            .store(requests.min(bound::START), Ordering::Relaxed);
+        self.expect
+            .uploads
+            .store(uploads.min(bound::START), Ordering::Relaxed);
     }
 
     /// Waits for, and holds, this view's one flight for `key`.

@@ -111,17 +111,44 @@ impl Registry {
         let https = format!("https://{}", self.host);
         let http = format!("http://{}", self.host);
         // With tls-verify off, plain HTTP is asked at the same time (one
-        // round trip, not two); HTTPS wins when it answers.
-        let plain = async {
-            match self.settings.tls_verify {
-                true => None,
-                false => Some(self.http.get(format!("{http}/v2/")).send().await),
+        // round trip, not two). HTTPS wins when it answers, unless plain
+        // HTTP answers first as a registry (a port speaks one or the other).
+        // The plain request is a task of its own: a process's first TLS
+        // handshake may hold its thread while the TLS set-up is made.
+        let plain = (!self.settings.tls_verify)
+            .then(|| tokio::spawn(self.http.get(format!("{http}/v2/")).send()));
+        let candidates: Vec<&str> = match self.settings.tls_verify {
+            true => vec![&https],
+            false => vec![&https, &http],
+        };
+        let ahead = self.open_ahead(&candidates);
+        let secure = self.http.get(format!("{https}/v2/")).send();
+        let stopped = |e: tokio::task::JoinError| {
+            Failure::Fatal(anyhow!("{}: first contact stopped: {e}", self.host))
+        };
+        let (secure, plain) = match plain {
+            None => (Some(secure.await), None),
+            Some(mut task) => {
+                tokio::pin!(secure);
+                tokio::select! {
+                    s = &mut secure => (Some(s), Some(task.await.map_err(stopped)?)),
+                    p = &mut task => match p.map_err(stopped)? {
+                        Ok(resp) if speaks_registry(&resp) => (None, Some(Ok(resp))),
+                        p => (Some(secure.await), Some(p)),
+                    },
+                }
             }
         };
-        let (secure, plain) = tokio::join!(self.http.get(format!("{https}/v2/")).send(), plain);
         let (base, resp) = match secure {
-            Ok(resp) => (https, resp),
-            Err(e) => {
+            None => {
+                tracing::debug!(host = %self.host, "plain HTTP answers as a registry; tls-verify is off");
+                let Some(Ok(resp)) = plain else {
+                    unreachable!("only a plain answer settles first contact alone")
+                };
+                (http, resp)
+            }
+            Some(Ok(resp)) => (https, resp),
+            Some(Err(e)) => {
                 if let Some(why) = self.tls_problem(&e) {
                     return Err(Failure::Fatal(crate::kinded(
                         archgate_core::ErrorKind::Auth,
@@ -174,7 +201,42 @@ impl Registry {
             state.challenge = challenge_of(resp.headers());
         }
         state.base = Some(base.clone());
+        // The connections opened beside the first contact are ready with it.
+        futures_util::future::join_all(ahead).await;
         Ok(base)
+    }
+
+    /// Opens, beside the first `GET /v2/`, the connections this view said it
+    /// will need at once right after it ([`Registry::expect`]), so that its
+    /// first requests do not each wait for a connection to open (a round
+    /// trip, and over TLS another). Each is opened by a `GET /v2/` of its
+    /// own, whose answer is read and forgotten. Blob connections (HTTP/1.1,
+    /// one per upload) are opened for every scheme that may be the one;
+    /// small requests only over plain HTTP (over TLS they share one HTTP/2
+    /// connection where the registry offers it). Returns the tasks opening
+    /// those for small requests: first contact waits for them (they take
+    /// the same round trips as it does).
+    fn open_ahead(&self, candidates: &[&str]) -> Vec<tokio::task::JoinHandle<()>> {
+        let (requests, uploads) = self.expect.take();
+        let open = |client: &reqwest::Client, url: String| {
+            let request = client.get(url).send();
+            tokio::spawn(async move {
+                // Read to its end, so that the connection goes back to the pool.
+                if let Ok(resp) = request.await {
+                    let _ = resp.bytes().await;
+                }
+            })
+        };
+        for base in candidates {
+            for _ in 0..uploads {
+                open(&self.http_blobs, format!("{base}/v2/"));
+            }
+        }
+        let plain = candidates.iter().filter(|b| b.starts_with("http://"));
+        plain
+            .flat_map(|base| (1..requests).map(move |_| format!("{base}/v2/")))
+            .map(|url| open(&self.http, url))
+            .collect()
     }
 
     /// Sends a request with authentication, fetching or refreshing a token
@@ -334,6 +396,14 @@ impl Registry {
                 ))
             })
     }
+}
+
+/// Whether an answer to `GET /v2/` comes from a registry (the distribution
+/// API's version header, which the registries archgate meets send): a
+/// plain-HTTP answer of that kind settles first contact.
+fn speaks_registry(resp: &Response) -> bool {
+    let api = resp.headers().get("docker-distribution-api-version");
+    api.is_some() && matches!(resp.status(), StatusCode::OK | StatusCode::UNAUTHORIZED)
 }
 
 pub(super) fn challenge_of(headers: &HeaderMap) -> Option<Challenge> {
