@@ -52,17 +52,12 @@ pub(crate) async fn read_all(
     let reading = Reading::new(readers, alive);
     let mut jobs = Vec::new();
     for (i, image) in spec.images.iter().enumerate() {
-        let push_to = match spec.engine {
-            Engine::Native => {
-                early_push_store(spec, stores, results, image).map(|(store, also)| Early {
-                    store,
-                    also,
-                    sign: spec.sign.key.clone().filter(|_| image.sign),
-                    go: go.get(i).cloned().flatten(),
-                })
-            }
-            _ => None,
-        };
+        let push_to = early_push_store(spec, stores, results, image).map(|(store, also)| Early {
+            store,
+            also,
+            sign: spec.sign.key.clone().filter(|_| image.sign),
+            go: go.get(i).cloned().flatten(),
+        });
         let list = results
             .images
             .get(&image.name)
@@ -116,17 +111,11 @@ pub(crate) fn uploads_at_once<'a>(
     results: &ComposeResults,
     env: &ReadEnv,
 ) -> HashMap<&'a str, usize> {
-    let mut uploads = HashMap::new();
-    if spec.engine != Engine::Native || spec.dry_run {
-        return uploads;
-    }
+    let mut uploads: HashMap<&str, usize> = HashMap::new();
     for image in &spec.images {
-        let Some(host) = early_push_host(image) else {
+        let Some(host) = streams_to(spec, results, image) else {
             continue;
         };
-        if !crate::compose::may_write(spec, results, image) {
-            continue;
-        }
         let list = results.images.get(&image.name).into_iter().flatten();
         let read = list.filter(|r| match &r.outcome {
             Outcome::Built(a) => {
@@ -253,18 +242,14 @@ async fn sign_ahead(early: &Early, key: &archgate_sign::SigningKey, digest: &str
 
 /// Where an image's archive blobs go while they are read: its first
 /// registry repository, and (by mounts) its other repositories on that
-/// registry; none when nothing may be pushed for it (a dry run, or a hard
-/// refusal that the source's results already show).
+/// registry; none when nothing goes while reading ([`streams_to`]).
 fn early_push_store(
     spec: &RunSpec,
     stores: &RunStores,
     results: &ComposeResults,
     image: &ImageSpec,
 ) -> Option<(AnyStore, Vec<AnyStore>)> {
-    if spec.dry_run || !crate::compose::may_write(spec, results, image) {
-        return None;
-    }
-    let host = early_push_host(image)?;
+    let host = streams_to(spec, results, image)?;
     let on_host = |r: &&crate::spec::RepoSpec| registry_host(r) == Some(host);
     let mut repos = image.repositories.iter().filter(on_host);
     let first = repos.next()?;
@@ -272,6 +257,21 @@ fn early_push_store(
         stores.store(first),
         repos.map(|r| stores.store(r)).collect(),
     ))
+}
+
+/// The registry an image's archive blobs go to while they are read: none
+/// with another engine than the native one, in a dry run, or when nothing
+/// may be pushed for the image (a hard refusal that the source's results
+/// already show).
+fn streams_to<'a>(
+    spec: &RunSpec,
+    results: &ComposeResults,
+    image: &'a ImageSpec,
+) -> Option<&'a str> {
+    let may = spec.engine == Engine::Native
+        && !spec.dry_run
+        && crate::compose::may_write(spec, results, image);
+    may.then(|| early_push_host(image)).flatten()
 }
 
 /// The registry an image's archive blobs go to while they are read (the
