@@ -142,7 +142,7 @@ pub fn decompress<'a, R: Read + 'a>(
     raw: R,
     compression: Compression,
 ) -> Result<Box<dyn Read + 'a>> {
-    let raw = BufReader::with_capacity(READ_BUFFER, raw);
+    let raw = BufReader::with_capacity(1 << 20, raw);
     Ok(match compression {
         Compression::None => Box::new(raw),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
@@ -316,18 +316,13 @@ pub fn scan(
     Ok(out)
 }
 
-/// The readers' buffers: [`decompress`] reads ahead this much.
-const READ_BUFFER: usize = 1 << 20;
-
 /// Streams `source`, calling `each` per chunk, and returns its digest and size.
-/// Reads as much as the readers buffer at once: a buffered reader whose
-/// buffer is empty then reads straight into this one (one copy less).
 pub(crate) fn copy_hashing(
     source: &mut impl Read,
     mut each: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<(String, u64)> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut buf = vec![0u8; 256 * 1024];
     let mut n = 0u64;
     loop {
         let k = match source.read(&mut buf) {
