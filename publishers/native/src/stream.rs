@@ -109,6 +109,12 @@ impl Budget {
         spare.unwrap_or_else(|| Vec::with_capacity(CHUNK))
     }
 
+    /// Keeps a buffer for the pass's next chunks.
+    fn give_back(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.spare.lock().expect("lock").push(buf);
+    }
+
     /// Waits (on the reader's blocking thread) until `n` bytes are free.
     fn take(self: &Arc<Self>, n: usize) -> Held {
         let mut left = self.left.lock().expect("lock");
@@ -153,9 +159,7 @@ impl AsRef<[u8]> for Recycled {
 
 impl Drop for Recycled {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        self.budget.spare.lock().expect("lock").push(buf);
+        self.budget.give_back(std::mem::take(&mut self.buf));
     }
 }
 
@@ -423,9 +427,10 @@ impl std::io::Write for ChannelWriter {
 
 impl Drop for ChannelWriter {
     fn drop(&mut self) {
-        if !self.tx.is_closed() && !self.buf.is_empty() {
-            let last = std::mem::take(&mut self.buf);
-            self.send(last);
+        let last = std::mem::take(&mut self.buf);
+        match !self.tx.is_closed() && !last.is_empty() {
+            true => self.send(last),
+            false => self.budget.give_back(last),
         }
     }
 }
