@@ -76,15 +76,18 @@ fn archive_path(artifact: &Artifact) -> Option<&Path> {
 /// Whether the cache has an entry for this archive as it is now (without
 /// reading the entry: [`load`] may still find it does not hold together).
 pub fn holds(dir: &Path, artifact: &Artifact) -> bool {
-    archive_path(artifact)
-        .and_then(|path| key(path, artifact))
-        .is_some_and(|key| dir.join(key).is_file())
+    entry(dir, artifact).is_some_and(|(_, file)| file.is_file())
+}
+
+/// The archive and the cache file its entry is (or would be) in.
+fn entry<'a>(dir: &Path, artifact: &'a Artifact) -> Option<(&'a Path, PathBuf)> {
+    let path = archive_path(artifact)?;
+    Some((path, dir.join(key(path, artifact)?)))
 }
 
 /// What an earlier run found in this archive, if nothing about it changed.
 pub fn load(dir: &Path, arch: Arch, artifact: &Artifact) -> Option<ResolvedArtifact> {
-    let path = archive_path(artifact)?;
-    let file = dir.join(key(path, artifact)?);
+    let (path, file) = entry(dir, artifact)?;
     let cached: Cached = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
     let platform = archgate_core::Platform::from(&cached.platform);
     // An entry that does not hold together is a miss, not a failure.

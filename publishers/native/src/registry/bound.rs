@@ -108,25 +108,26 @@ impl Bound {
 mod tests {
     use super::*;
 
+    /// `n` requests, one after another, each answered as `load` says.
+    async fn answers(b: &Bound, n: usize, load: Load) {
+        for _ in 0..n {
+            let p = b.acquire().await;
+            b.release(p, load);
+        }
+    }
+
     #[tokio::test]
     async fn grows_until_busy_then_halves_and_grows_slowly() {
         let b = Bound::default();
-        for _ in 0..10 {
-            let p = b.acquire().await;
-            b.release(p, Load::Fine);
-        }
+        answers(&b, 10, Load::Fine).await;
         assert_eq!(b.size(), START + 10);
         assert_eq!(b.permits.available_permits(), START + 10);
-        let p = b.acquire().await;
-        b.release(p, Load::Busy);
+        answers(&b, 1, Load::Busy).await;
         assert_eq!(b.size(), (START + 10) / 2);
         // The permits lowered are dropped as they come back.
         assert_eq!(b.permits.available_permits(), (START + 10) / 2);
         // Now one more per full round of answers.
-        for _ in 0..(START + 10) / 2 {
-            let p = b.acquire().await;
-            b.release(p, Load::Fine);
-        }
+        answers(&b, (START + 10) / 2, Load::Fine).await;
         assert_eq!(b.size(), (START + 10) / 2 + 1);
         assert_eq!(b.permits.available_permits(), b.size());
     }
@@ -134,16 +135,10 @@ mod tests {
     #[tokio::test]
     async fn stays_within_its_limits() {
         let b = Bound::default();
-        for _ in 0..10 {
-            let p = b.acquire().await;
-            b.release(p, Load::Busy);
-        }
+        answers(&b, 10, Load::Busy).await;
         assert_eq!(b.size(), LEAST);
         assert_eq!(b.permits.available_permits(), LEAST);
-        for _ in 0..1000 {
-            let p = b.acquire().await;
-            b.release(p, Load::Fine);
-        }
+        answers(&b, 1000, Load::Fine).await;
         assert!(b.size() <= MOST);
         assert_eq!(b.permits.available_permits(), b.size());
     }

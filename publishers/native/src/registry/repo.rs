@@ -28,6 +28,12 @@ impl RegistryRepo {
         }
     }
 
+    /// Whether the blob is here without uploading it: known to be, or
+    /// mounted now from another repository of this registry.
+    async fn in_without_upload(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(self.knows_blob(desc) || self.mounted(desc).await?)
+    }
+
     /// Mounts the blob from another repository of this registry that has it;
     /// `false` when none is known or the registry declines.
     async fn mounted(&self, desc: &Descriptor) -> Result<bool> {
@@ -138,7 +144,7 @@ impl Store for RegistryRepo {
     /// registry: mounted. Otherwise a HEAD, and (while checks here miss
     /// more than they find) the upload session opened at the same time.
     async fn intake(&self, desc: &Descriptor) -> Result<Option<Intake>> {
-        if self.knows_blob(desc) || self.mounted(desc).await? {
+        if self.in_without_upload(desc).await? {
             return Ok(None);
         }
         if !self.registry.expects_missing(&self.path) {
@@ -163,7 +169,7 @@ impl Store for RegistryRepo {
     }
 
     async fn settle(&self, desc: &Descriptor, intake: Intake) -> Result<Option<Intake>> {
-        if self.knows_blob(desc) || self.mounted(desc).await? {
+        if self.in_without_upload(desc).await? {
             if let Some(url) = intake.session {
                 self.registry.cancel_session(&self.path, url);
             }
