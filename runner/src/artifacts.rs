@@ -281,7 +281,7 @@ pub(crate) fn early_push_host(image: &ImageSpec) -> Option<&str> {
     image.repositories.iter().find_map(registry_host)
 }
 
-fn registry_host(r: &crate::spec::RepoSpec) -> Option<&str> {
+pub(crate) fn registry_host(r: &crate::spec::RepoSpec) -> Option<&str> {
     match &r.repository {
         Repository::Registry { host, .. } => Some(host),
         _ => None,

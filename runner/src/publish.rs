@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use archgate_core::{Arch, Decision, ErrorKind, Repository};
-use archgate_native::{publish, AnyStore, ResolvedArtifact, Store, Target as StoreTarget};
+use archgate_native::{publish, AnyStore, ResolvedArtifact, Target as StoreTarget};
 use futures_util::StreamExt;
 
 use crate::spec::{RegistrySpec, RunSpec};
@@ -126,11 +126,9 @@ fn streamed_to<'a>(
     let first = image
         .repositories
         .iter()
-        .find(|r| matches!(&r.repository, Repository::Registry { host: h, .. } if h == host))?;
+        .find(|r| crate::artifacts::registry_host(r) == Some(host))?;
     let store = stores.store(first);
-    let known = |art: &ResolvedArtifact| {
-        store.knows_blob(&art.config) && art.layers.iter().all(|l| store.knows_blob(l))
-    };
+    let known = |art: &ResolvedArtifact| archgate_native::knows_all_blobs(&store, art);
     (!artifacts.is_empty() && artifacts.values().all(known)).then_some(host)
 }
 

@@ -31,8 +31,8 @@ pub use oci::{render_index, sha256_digest, Descriptor, OCI_INDEX};
 pub use registry::{Registry, RegistryRepo, RegistrySettings, RetryPolicy};
 pub use resolved::BlobSource;
 pub use store::{
-    check_not_moved, nothing_to_write, publish, read_back, read_current, read_only,
-    resolve_and_push, sign_all, AnyStore, Depth, Published, Target,
+    check_not_moved, knows_all_blobs, nothing_to_write, publish, read_back, read_current,
+    read_only, resolve_and_push, sign_all, AnyStore, Depth, Published, Target,
 };
 pub use stream::{allowed as may_send, Go, Reading};
 pub use tls::{cert_dir, load as load_cert_dir, TlsFiles};

@@ -299,6 +299,12 @@ pub async fn resolve_and_push<S: Store>(
     }
 }
 
+/// Whether this run knows that `store` has every blob of `art` (its config
+/// and layers), without asking.
+pub fn knows_all_blobs<S: Store>(store: &S, art: &ResolvedArtifact) -> bool {
+    store.knows_blob(&art.config) && art.layers.iter().all(|l| store.knows_blob(l))
+}
+
 /// Whether `tag` already points at `desc`.
 async fn tag_points_to<S: Store>(store: &S, tag: &str, desc: Descriptor) -> Result<bool> {
     Ok(store
@@ -481,8 +487,7 @@ impl<'a> ArchWork<'a> {
             let art = artifacts
                 .get(arch)
                 .ok_or_else(|| anyhow!("internal: no artifact read for built arch {arch}"))?;
-            let known =
-                store.knows_blob(&art.config) && art.layers.iter().all(|l| store.knows_blob(l));
+            let known = knows_all_blobs(store, art);
             checks.push(async move {
                 match known {
                     true => Ok(false),
