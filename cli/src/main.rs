@@ -79,7 +79,26 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Consume {
         #[command(flatten)]
-        config: ConfigArg,
+        config: ServiceConfigArg,
+    },
+    /// List what the service set aside (QUEUE.failed), or move it back to its queue.
+    ///
+    /// Takes every message QUEUE.failed holds, prints its compose and why it
+    /// was set aside, and (unless --list) sends it back to the queue, where
+    /// the active consumer runs it again with its tries counted anew. With
+    /// --compose, only that compose's messages move; the others stay. Uses
+    /// the same configuration, and the same broker rights, as consume. See
+    /// docs/service.md, "Replaying what was set aside".
+    #[command(verbatim_doc_comment)]
+    Replay {
+        #[command(flatten)]
+        config: ServiceConfigArg,
+        /// Only the messages of this compose (its compose_id); repeatable.
+        #[arg(long = "compose", value_name = "COMPOSE_ID")]
+        composes: Vec<String>,
+        /// List, move nothing.
+        #[arg(long)]
+        list: bool,
     },
     /// Source plugins.
     #[command(subcommand)]
@@ -119,6 +138,26 @@ enum PluginCommand {
         #[arg(long = "image")]
         images: Vec<String>,
     },
+}
+
+/// `-c FILE` of the service's commands: else `FEDORA_MESSAGING_CONF`, as
+/// fedora-messaging finds its file, else `archgate.toml`.
+#[derive(Args)]
+struct ServiceConfigArg {
+    /// The configuration file (an archgate.toml, or a fedora-messaging file).
+    /// Default: $FEDORA_MESSAGING_CONF, else archgate.toml.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ServiceConfigArg {
+    fn path(&self) -> PathBuf {
+        match (&self.config, std::env::var_os("FEDORA_MESSAGING_CONF")) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from("archgate.toml"),
+        }
+    }
 }
 
 /// `-c FILE`, shared by the commands that read a configuration.
@@ -167,10 +206,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The service logs one line per message: info by default.
     let verbose = match cli.command {
-        Command::Consume { .. } => cli.verbose.max(1),
+        Command::Consume { .. } | Command::Replay { .. } => cli.verbose.max(1),
         _ => cli.verbose,
     };
-    init_logging(verbose, cli.quiet);
+    // The service's metrics hear of every run's progress (`/live`).
+    let metrics = archgate_service::Metrics::new();
+    let live = matches!(cli.command, Command::Consume { .. }).then(|| metrics.clone());
+    init_logging(verbose, cli.quiet, live);
     let code = match cli.command {
         Command::Plan(run) => run_and_report(&run, true, None),
         Command::Publish {
@@ -183,7 +225,12 @@ fn main() -> ExitCode {
             compose,
             format,
         } => status(&config.config, compose, format),
-        Command::Consume { config } => consume(&config.config),
+        Command::Consume { config } => consume(&config.path(), metrics),
+        Command::Replay {
+            config,
+            composes,
+            list,
+        } => replay(&config.path(), composes, list),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "archgate", &mut std::io::stdout());
@@ -216,7 +263,7 @@ fn main() -> ExitCode {
 
 /// Logs on stderr; and, when stderr is a terminal and `--quiet` is not
 /// given, the progress display there too.
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, live: Option<std::sync::Arc<archgate_service::Metrics>>) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
@@ -239,7 +286,11 @@ fn init_logging(verbose: u8, quiet: bool) {
             .with_target(false)
             .with_filter(filter)
             .with_filter(not_progress);
-        registry.with(logs).with(progress).init();
+        registry
+            .with(logs)
+            .with(progress)
+            .with(live.map(Live))
+            .init();
     } else {
         let logs = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -247,7 +298,19 @@ fn init_logging(verbose: u8, quiet: bool) {
             .with_target(false)
             .with_filter(filter)
             .with_filter(not_progress);
-        registry.with(logs).init();
+        registry.with(logs).with(live.map(Live)).init();
+    }
+}
+
+/// Every progress event of a run (bytes read or sent, registry answers)
+/// is progress for the service's `/live`.
+struct Live(std::sync::Arc<archgate_service::Metrics>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Live {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == archgate_native::progress::TARGET {
+            self.0.progress();
+        }
     }
 }
 
@@ -370,8 +433,10 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = (&'static 
 }
 
 /// `archgate consume`: until SIGTERM or SIGINT, then the current runs
-/// finish and are acknowledged, and the exit code is 0.
-fn consume(config: &Path) -> u8 {
+/// finish and are acknowledged, and the exit code is 0. A second signal
+/// exits at once (143 or 130). Both are watched from the start: while
+/// connecting and checking the broker too.
+fn consume(config: &Path, metrics: std::sync::Arc<archgate_service::Metrics>) -> u8 {
     let (service, template) = match config::load(config).and_then(|l| l.consume_spec()) {
         Ok(s) => s,
         Err(e) => return fail(&config_error(e)),
@@ -383,25 +448,31 @@ fn consume(config: &Path) -> u8 {
     let runner = std::sync::Arc::new(Runner::new(env()));
     let result = rt.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let signal = stop_signal()?;
+        let mut signals = stop_signals()?;
         tokio::spawn(async move {
-            let (name, _) = signal.await;
+            let Some((name, _)) = signals.recv().await else {
+                return;
+            };
             tracing::info!("{name}: stopping (a second SIGTERM or SIGINT exits at once)");
             let _ = stop.send(true);
             // A second signal: out at once, the messages left to the broker
             // (it takes back what was not acknowledged).
-            if let Ok(again) = stop_signal() {
-                let (name, code) = again.await;
+            if let Some((name, code)) = signals.recv().await {
                 eprintln!("archgate: {name} again: exiting at once; the broker takes the current messages back");
                 std::process::exit(i32::from(code));
             }
         });
-        archgate_service::consume(runner, template, service, stopped).await
+        archgate_service::consume(runner, template, service, metrics, stopped).await
     });
+    service_exit(result)
+}
+
+/// The exit code of a service command: 2 for a permission the broker
+/// refuses (or, with passive declares, a queue that is not there; nothing
+/// was taken), 1 for other errors.
+fn service_exit(result: anyhow::Result<()>) -> u8 {
     match result {
         Ok(()) => 0,
-        // A permission the broker refuses (or, with passive declares, a
-        // queue that is not there): nothing was taken; exit 2.
         Err(e) if e.downcast_ref::<archgate_service::Refused>().is_some() => {
             eprintln!("archgate: {e:#}");
             2
@@ -411,6 +482,57 @@ fn consume(config: &Path) -> u8 {
             1
         }
     }
+}
+
+/// Every SIGTERM and SIGINT, as they come: its name and the exit code it
+/// stands for. The handlers are installed at once.
+fn stop_signals() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<(&'static str, u8)>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let got = tokio::select! {
+                _ = term.recv() => ("SIGTERM", 143u8),
+                _ = int.recv() => ("SIGINT", 130u8),
+            };
+            if tx.send(got).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// `archgate replay`: what QUEUE.failed holds, listed or moved back.
+fn replay(config: &Path, composes: Vec<String>, list: bool) -> u8 {
+    let (service, _) = match config::load(config).and_then(|l| l.consume_spec()) {
+        Ok(s) => s,
+        Err(e) => return fail(&config_error(e)),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let opts = archgate_service::ReplayOptions { composes, list };
+    let result = rt.block_on(archgate_service::replay(&service, &opts));
+    let found = match result {
+        Ok(found) => found,
+        Err(e) => return service_exit(Err(e)),
+    };
+    for m in &found {
+        let what = if m.replayed { "replayed" } else { "kept" };
+        println!("{what}\t{}\t{}", m.compose, m.reason);
+    }
+    let moved = found.iter().filter(|m| m.replayed).count();
+    eprintln!(
+        "archgate: {} message(s) in {}; {moved} moved back to {}",
+        found.len(),
+        service.failed_queue(),
+        service.queue.name
+    );
+    0
 }
 
 fn status(config: &Path, compose: Option<String>, format: Format) -> u8 {

@@ -139,30 +139,54 @@ pub(crate) fn translate(file: &str, text: &str) -> Result<(String, Topology), Co
             )))
         }
     };
-    let mut consume = match config.remove("consume") {
+    if let Some(other) = fm.bindings.iter().find(|b| b.queue != name) {
+        return Err(err(format!(
+            "[[bindings]] binds the queue {:?}, which is not the one in [queues] ({name})",
+            other.queue
+        )));
+    }
+    let consume = match config.remove("consume") {
         Some(toml::Value::Table(t)) => t,
         Some(_) => return Err(err("[consumer_config] consume must be a table".into())),
         None => toml::Table::new(),
     };
-    for key in [
-        "amqp-url",
-        "ca-file",
-        "client-cert",
-        "client-key",
-        "queue",
-        "routing-keys",
-        "exchange",
-        "prefetch",
-        "publish-topic-prefix",
-        "queue-arguments",
-        "passive-declares",
-        "client-properties",
-    ] {
-        if consume.contains_key(key) {
-            return Err(err(format!(
-                "[consumer_config.consume] {key}: in a fedora-messaging file this comes from fedora-messaging's own keys (docs/service.md)"
-            )));
-        }
+    let consume = consume_table(&fm, &name, consume).map_err(err)?;
+    config.insert("consume".into(), toml::Value::Table(consume));
+    let text = toml::to_string(&config).map_err(|e| err(format!("[consumer_config]: {e}")))?;
+    let topology = topology(&fm, &name, queue).map_err(err)?;
+    Ok((text, topology))
+}
+
+/// The keys of `[consume]` that a fedora-messaging file gives by its own
+/// keys (and `[consumer_config.consume]` must not repeat).
+const FROM_FEDORA_MESSAGING: [&str; 12] = [
+    "amqp-url",
+    "ca-file",
+    "client-cert",
+    "client-key",
+    "queue",
+    "routing-keys",
+    "exchange",
+    "prefetch",
+    "publish-topic-prefix",
+    "queue-arguments",
+    "passive-declares",
+    "client-properties",
+];
+
+/// `[consumer_config.consume]` with what fedora-messaging's own keys say.
+fn consume_table(
+    fm: &FmFile,
+    queue: &str,
+    mut consume: toml::Table,
+) -> Result<toml::Table, String> {
+    if let Some(key) = FROM_FEDORA_MESSAGING
+        .iter()
+        .find(|k| consume.contains_key(**k))
+    {
+        return Err(format!(
+            "[consumer_config.consume] {key}: in a fedora-messaging file this comes from fedora-messaging's own keys (docs/service.md)"
+        ));
     }
     let mut set = |k: &str, v: toml::Value| {
         consume.insert(k.to_string(), v);
@@ -177,30 +201,18 @@ pub(crate) fn translate(file: &str, text: &str) -> Result<(String, Topology), Co
             set(k, v.clone().into());
         }
     }
-    set("queue", name.clone().into());
-    let mut bindings = Vec::new();
-    for b in fm.bindings.iter().filter(|b| b.queue == name) {
-        bindings.push(archgate_service::BindingSpec {
-            exchange: b.exchange.clone(),
-            routing_keys: b.routing_keys.clone(),
-        });
-    }
-    if let Some(other) = fm.bindings.iter().find(|b| b.queue != name) {
-        return Err(err(format!(
-            "[[bindings]] binds the queue {:?}, which is not the one in [queues] ({name})",
-            other.queue
-        )));
-    }
-    let keys: Vec<toml::Value> = bindings
+    set("queue", queue.into());
+    let keys: Vec<toml::Value> = fm
+        .bindings
         .iter()
         .flat_map(|b| b.routing_keys.iter().cloned().map(toml::Value::from))
         .collect();
     set("routing-keys", toml::Value::Array(keys));
-    let exchange = fm
-        .publish_exchange
-        .clone()
-        .unwrap_or_else(|| "amq.topic".into());
-    set("exchange", exchange.into());
+    let exchange = fm.publish_exchange.clone();
+    set(
+        "exchange",
+        exchange.unwrap_or_else(|| "amq.topic".into()).into(),
+    );
     if let Some(n) = fm.qos.prefetch_count {
         set("prefetch", i64::from(n).into());
     }
@@ -208,23 +220,35 @@ pub(crate) fn translate(file: &str, text: &str) -> Result<(String, Topology), Co
         set("publish-topic-prefix", prefix.clone().into());
     }
     set("passive-declares", fm.passive_declares.into());
-    config.insert("consume".into(), toml::Value::Table(consume));
-    let text = toml::to_string(&config).map_err(|e| err(format!("[consumer_config]: {e}")))?;
+    Ok(consume)
+}
+
+/// The exchanges, the queue, its bindings and the client properties a
+/// fedora-messaging file names.
+fn topology(fm: &FmFile, name: &str, queue: &FmQueue) -> Result<Topology, String> {
     let arguments = |t: &BTreeMap<String, toml::Value>, at: &str| {
-        crate::arguments(t).map_err(|why| err(format!("{at}: {why}")))
+        crate::arguments(t).map_err(|why| format!("{at}: {why}"))
     };
     let mut exchanges = Vec::new();
-    for (name, x) in &fm.exchanges {
+    for (x_name, x) in &fm.exchanges {
         exchanges.push(archgate_service::ExchangeSpec {
-            name: name.clone(),
+            name: x_name.clone(),
             kind: x.kind.clone(),
             durable: x.durable,
             auto_delete: x.auto_delete,
-            arguments: arguments(&x.arguments, &format!("[exchanges.{name}] arguments"))?,
+            arguments: arguments(&x.arguments, &format!("[exchanges.{x_name}] arguments"))?,
         });
     }
+    let bindings = fm
+        .bindings
+        .iter()
+        .map(|b| archgate_service::BindingSpec {
+            exchange: b.exchange.clone(),
+            routing_keys: b.routing_keys.clone(),
+        })
+        .collect();
     let queue = archgate_service::QueueSpec {
-        name: name.clone(),
+        name: name.to_string(),
         durable: queue.durable,
         auto_delete: queue.auto_delete,
         exclusive: queue.exclusive,
@@ -241,11 +265,10 @@ pub(crate) fn translate(file: &str, text: &str) -> Result<(String, Topology), Co
             (k.clone(), v)
         })
         .collect();
-    let topology = Topology {
+    Ok(Topology {
         exchanges,
         queue,
         bindings,
         client_properties,
-    };
-    Ok((text, topology))
+    })
 }

@@ -16,10 +16,20 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod consume;
 mod fedora_messaging;
+mod image;
+mod registry;
+mod values;
+
+pub(crate) use consume::{arguments, ConsumeConfig};
+pub(crate) use image::ImageConfig;
+pub use registry::registry_spec;
+pub(crate) use registry::RegistryConfig;
+pub(crate) use values::age;
 
 use archgate_core::Age;
-use archgate_core::{Arch, Policy, Releases, Repository, TagRule, Template, When};
+use archgate_core::{Arch, Policy, Releases, Repository, When};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
@@ -57,117 +67,6 @@ pub(crate) struct SignConfig {
     pub passphrase_env: Option<String>,
     /// The public key `status` verifies with (PEM).
     pub public_key: Option<String>,
-}
-
-/// `[consume]`: the service (docs/service.md).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct ConsumeConfig {
-    pub amqp_url: String,
-    pub ca_file: Option<String>,
-    pub client_cert: Option<String>,
-    pub client_key: Option<String>,
-    #[serde(default = "default_exchange")]
-    pub exchange: String,
-    #[serde(default = "default_queue")]
-    pub queue: String,
-    #[serde(default = "default_routing_keys")]
-    pub routing_keys: Vec<String>,
-    #[serde(default = "default_prefetch")]
-    pub prefetch: u16,
-    #[serde(default = "default_statuses")]
-    pub statuses: Vec<String>,
-    pub publish_topic_prefix: Option<String>,
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    #[serde(default = "default_retry_delay", deserialize_with = "duration")]
-    pub retry_delay: std::time::Duration,
-    #[serde(default, deserialize_with = "socket_addr")]
-    pub health: Option<std::net::SocketAddr>,
-    /// URL or absolute path prefixes a message's compose location must
-    /// start with (required: a message names what archgate reads).
-    pub allowed_locations: Vec<String>,
-    /// How long a run waits for a target another consumer is publishing.
-    #[serde(default = "default_lease_wait", deserialize_with = "duration")]
-    pub lease_wait: std::time::Duration,
-    /// The broker password, from a file (instead of in the URL).
-    pub amqp_password_file: Option<String>,
-    /// The broker password, from an environment variable.
-    pub amqp_password_env: Option<String>,
-    /// Connection properties the broker shows (`app`, ...).
-    #[serde(default)]
-    pub client_properties: BTreeMap<String, String>,
-    /// The queue's arguments (`x-queue-type = "quorum"`, ...).
-    #[serde(default)]
-    pub queue_arguments: BTreeMap<String, toml::Value>,
-    /// Declare nothing but the leases; check that the rest exists.
-    #[serde(default)]
-    pub passive_declares: bool,
-}
-
-/// Queue or exchange arguments from TOML values.
-pub(crate) fn arguments(
-    table: &BTreeMap<String, toml::Value>,
-) -> Result<BTreeMap<String, archgate_service::ArgValue>, String> {
-    use archgate_service::ArgValue;
-    table
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                toml::Value::String(s) => ArgValue::Str(s.clone()),
-                toml::Value::Integer(i) => ArgValue::Int(*i),
-                toml::Value::Boolean(b) => ArgValue::Bool(*b),
-                toml::Value::Float(f) => ArgValue::Float(*f),
-                other => {
-                    return Err(format!(
-                        "`{k}` is a {}: only strings, numbers and booleans",
-                        other.type_str()
-                    ))
-                }
-            };
-            Ok((k.clone(), v))
-        })
-        .collect()
-}
-
-fn default_exchange() -> String {
-    "amq.topic".into()
-}
-fn default_queue() -> String {
-    "archgate-containers".into()
-}
-fn default_routing_keys() -> Vec<String> {
-    vec!["org.fedoraproject.prod.pungi.compose.status.change".into()]
-}
-fn default_prefetch() -> u16 {
-    1
-}
-fn default_statuses() -> Vec<String> {
-    vec!["FINISHED".into(), "FINISHED_INCOMPLETE".into()]
-}
-fn default_max_attempts() -> u32 {
-    5
-}
-fn default_lease_wait() -> std::time::Duration {
-    std::time::Duration::from_secs(600)
-}
-fn default_retry_delay() -> std::time::Duration {
-    std::time::Duration::from_secs(30)
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    let age: Age = s.parse().map_err(de::Error::custom)?;
-    Ok(std::time::Duration::from_secs(age.seconds.max(0) as u64))
-}
-
-fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
-    let s = String::deserialize(d)?;
-    s.parse().map(Some).map_err(|_| {
-        de::Error::custom(format!(
-            "`{s}` is not an address and port, e.g. \"127.0.0.1:9464\""
-        ))
-    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -259,152 +158,6 @@ pub(crate) enum EngineKind {
 pub(crate) struct PublisherConfig {
     #[serde(default)]
     pub engine: EngineKind,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct RegistryConfig {
-    #[serde(default = "yes")]
-    pub tls_verify: bool,
-    pub auth_file: Option<String>,
-    /// containers-certs.d(5): `*.crt` CAs, `NAME.cert` + `NAME.key` pairs.
-    pub cert_dir: Option<String>,
-    /// Environment variables holding the user name and password.
-    pub username_env: Option<String>,
-    pub password_env: Option<String>,
-    /// How long one operation on this registry may take, tries included.
-    #[serde(default, deserialize_with = "some_duration")]
-    pub timeout: Option<std::time::Duration>,
-}
-
-fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
-    duration(d).map(Some)
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct ImageConfig {
-    pub name: toml::Spanned<String>,
-    #[serde(default, rename = "match")]
-    pub matcher: BTreeMap<String, String>,
-    #[serde(deserialize_with = "repositories")]
-    pub repositories: Vec<Repository>,
-    #[serde(deserialize_with = "tags")]
-    pub tags: Vec<TagRule>,
-    #[serde(default = "default_arch_tag", deserialize_with = "template")]
-    pub arch_tag: Template,
-    /// Written on each index published (values are templates).
-    #[serde(default, deserialize_with = "annotations")]
-    pub annotations: BTreeMap<String, Template>,
-    pub arches: Option<Vec<Arch>>,
-    pub policy: Option<Policy>,
-    /// `false`: what is published for this image is not signed.
-    pub sign: Option<bool>,
-}
-
-fn default_arch_tag() -> Template {
-    Template::parse("{tag}-{arch}").expect("the default arch tag is valid")
-}
-
-fn age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Age>, D::Error> {
-    let s = String::deserialize(d)?;
-    s.parse().map(Some).map_err(de::Error::custom)
-}
-
-fn template<'de, D: Deserializer<'de>>(d: D) -> Result<Template, D::Error> {
-    Template::parse(&String::deserialize(d)?).map_err(de::Error::custom)
-}
-
-/// `tags`: each a template, or `{ tag = TEMPLATE, when = CONDITION }`.
-fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TagRule>, D::Error> {
-    let raw = Vec::<TagEntry>::deserialize(d)?;
-    if raw.is_empty() {
-        return Err(de::Error::custom(
-            "`tags` is empty; name at least one tag, e.g. [\"{release}\", \"latest\"]",
-        ));
-    }
-    Ok(raw.into_iter().map(|t| t.0).collect())
-}
-
-struct TagEntry(TagRule);
-
-impl<'de> Deserialize<'de> for TagEntry {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> de::Visitor<'de> for Visit {
-            type Value = TagEntry;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a tag template, or a table { tag = TEMPLATE, when = CONDITION }")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<TagEntry, E> {
-                let template = Template::parse(v).map_err(E::custom)?;
-                Ok(TagEntry(TagRule {
-                    template,
-                    when: None,
-                }))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<TagEntry, A::Error> {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Table {
-                    #[serde(deserialize_with = "template")]
-                    tag: Template,
-                    #[serde(default, deserialize_with = "when")]
-                    when: Option<When>,
-                }
-                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(TagEntry(TagRule {
-                    template: t.tag,
-                    when: t.when,
-                }))
-            }
-        }
-        d.deserialize_any(Visit)
-    }
-}
-
-fn when<'de, D: Deserializer<'de>>(d: D) -> Result<Option<When>, D::Error> {
-    let s = String::deserialize(d)?;
-    s.parse().map(Some).map_err(de::Error::custom)
-}
-
-fn annotations<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Template>, D::Error> {
-    let raw = BTreeMap::<String, String>::deserialize(d)?;
-    raw.into_iter()
-        .map(|(k, v)| {
-            if k.is_empty() {
-                return Err(de::Error::custom("an annotation key may not be empty"));
-            }
-            if archgate_core::ComposeStamp::is_stamp_key(&k) {
-                return Err(de::Error::custom(format!(
-                    "annotation `{k}` is written by archgate on every index (it names the compose the index came from); leave it out"
-                )));
-            }
-            let t = Template::parse_text(&v).map_err(de::Error::custom)?;
-            if t.uses("arch") {
-                return Err(de::Error::custom(format!(
-                    "annotation `{k}`: an index annotation cannot use {{arch}}"
-                )));
-            }
-            Ok((k, t))
-        })
-        .collect()
-}
-
-fn repositories<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Repository>, D::Error> {
-    let raw = Vec::<String>::deserialize(d)?;
-    if raw.is_empty() {
-        return Err(de::Error::custom(
-            "`repositories` is empty; name at least one, e.g. \"oci:out/fedora\"",
-        ));
-    }
-    raw.iter()
-        .map(|s| Repository::parse(s).map_err(de::Error::custom))
-        .collect()
 }
 
 /// A configuration error: exit code 2.
@@ -656,112 +409,6 @@ pub struct Options {
 }
 
 impl Loaded {
-    /// The service's settings, and the run every message is a copy of (its
-    /// compose is the message's).
-    pub fn consume_spec(
-        &self,
-    ) -> Result<(archgate_service::ConsumeSpec, archgate_runner::RunSpec), ConfigError> {
-        let file = self.path.display();
-        let c = self.config.consume.as_ref().ok_or_else(|| {
-            ConfigError(format!(
-                "{file}: no [consume] table: archgate consume needs one (docs/service.md)"
-            ))
-        })?;
-        if self.config.source.kind != SourceKind::Pungi {
-            return Err(ConfigError(format!(
-                "{file}: archgate consume publishes Pungi composes: [source] kind must be \"pungi\""
-            )));
-        }
-        if !(c.amqp_url.starts_with("amqp://") || c.amqp_url.starts_with("amqps://")) {
-            return Err(ConfigError(format!(
-                "{file}: [consume] amqp-url must start with amqp:// or amqps:// (key `consume.amqp-url`)"
-            )));
-        }
-        if c.allowed_locations.is_empty() {
-            return Err(ConfigError(format!(
-                "{file}: [consume] allowed-locations is empty: name the URL or path prefixes of the composes archgate may read (key `consume.allowed-locations`)"
-            )));
-        }
-        let allowed_locations = archgate_core::AllowedLocations::new(&c.allowed_locations)
-            .map_err(|why| {
-                ConfigError(format!(
-                    "{file}: [consume] allowed-locations: {why} (key `consume.allowed-locations`)"
-                ))
-            })?;
-        if c.max_attempts == 0 || c.prefetch == 0 {
-            return Err(ConfigError(format!(
-                "{file}: [consume] max-attempts and prefetch must be at least 1"
-            )));
-        }
-        let path = |p: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
-            match p {
-                Some(p) => {
-                    let path = self.resolve_path(p);
-                    if !path.is_file() {
-                        return Err(ConfigError(format!(
-                            "{file}: [consume] {} does not exist",
-                            path.display()
-                        )));
-                    }
-                    Ok(Some(path))
-                }
-                None => Ok(None),
-            }
-        };
-        let amqp_password = self.amqp_password(c)?;
-        let mut queue = archgate_service::QueueSpec::durable(&c.queue);
-        queue.arguments = arguments(&c.queue_arguments).map_err(|why| {
-            ConfigError(format!(
-                "{file}: [consume] queue-arguments: {why} (key `consume.queue-arguments`)"
-            ))
-        })?;
-        let spec = archgate_service::ConsumeSpec {
-            amqp_url: c.amqp_url.clone(),
-            amqp_password,
-            ca_file: path(&c.ca_file)?,
-            client_cert: path(&c.client_cert)?,
-            client_key: path(&c.client_key)?,
-            client_properties: c.client_properties.clone(),
-            exchange: c.exchange.clone(),
-            queue,
-            exchanges: vec![archgate_service::ExchangeSpec {
-                name: c.exchange.clone(),
-                kind: "topic".into(),
-                durable: true,
-                auto_delete: false,
-                arguments: BTreeMap::new(),
-            }],
-            bindings: vec![archgate_service::BindingSpec {
-                exchange: c.exchange.clone(),
-                routing_keys: c.routing_keys.clone(),
-            }],
-            passive_declares: c.passive_declares,
-            prefetch: c.prefetch,
-            statuses: c.statuses.clone(),
-            publish_topic_prefix: c.publish_topic_prefix.clone(),
-            max_attempts: c.max_attempts,
-            retry_delay: c.retry_delay,
-            health: c.health,
-            lease_wait: c.lease_wait,
-            allowed_locations,
-        };
-        let mut spec = spec;
-        if let Some(fm) = &self.fedora_messaging {
-            fm.apply(&mut spec);
-        }
-        let run = self.run_spec(&Options {
-            compose: Some("(from each message)".into()),
-            ..Options::default()
-        })?;
-        Ok((spec, run))
-    }
-
-    /// The broker password of `amqp-password-file` or `amqp-password-env`.
-    fn amqp_password(&self, c: &ConsumeConfig) -> Result<Option<String>, ConfigError> {
-        let (file, env) = (&c.amqp_password_file, &c.amqp_password_env);
-        self.secret("consume", "amqp-password", file, env)
-    }
-
     /// A secret from `[SECTION] BASE-file` (its first line) or `BASE-env`
     /// (an environment variable), one of the two at most; none without.
     fn secret(
@@ -860,6 +507,7 @@ impl Loaded {
             dry_run: opts.dry_run,
             allow_older: opts.allow_older,
             allowed_locations: None,
+            fence: None,
             sign: self.sign_spec(opts.verify_only)?,
         })
     }
@@ -956,63 +604,6 @@ impl Loaded {
             secret.as_deref().unwrap_or(""),
         ))
     }
-
-    /// How `host` is reached: `[registry."HOST"]` with the credentials
-    /// (environment variables first, then auth files) and the cert dir read.
-    pub fn registry_spec(&self, host: &str) -> Result<archgate_runner::RegistrySpec, ConfigError> {
-        registry_spec(Some(self), host)
-    }
-}
-
-/// [`Loaded::registry_spec`], or the defaults for a host without a
-/// configuration (`archgate inspect` without `-c`).
-pub fn registry_spec(
-    loaded: Option<&Loaded>,
-    host: &str,
-) -> Result<archgate_runner::RegistrySpec, ConfigError> {
-    let configured = loaded.and_then(|l| l.config.registry.get(host));
-    let resolve = |f: &str| match loaded {
-        Some(l) => l.resolve_path(f),
-        None => PathBuf::from(f),
-    };
-    let error = |e: anyhow::Error| {
-        let place = loaded
-            .map(|l| format!("{}: ", l.path.display()))
-            .unwrap_or_default();
-        ConfigError(format!("{place}[registry.\"{host}\"]: {e:#}"))
-    };
-    let auth_file = configured.and_then(|c| c.auth_file.as_deref()).map(resolve);
-    let env_credentials = match configured
-        .and_then(|c| c.username_env.as_deref().zip(c.password_env.as_deref()))
-    {
-        Some((user, pass)) => Some(archgate_native::env_credentials(user, pass).map_err(error)?),
-        None => None,
-    };
-    let from_env = env_credentials.is_some();
-    let credentials = match env_credentials {
-        Some(c) => Some(c),
-        None => archgate_native::lookup_credentials(host, auth_file.as_deref()).map_err(error)?,
-    };
-    let configured_dir = configured.and_then(|c| c.cert_dir.as_deref()).map(resolve);
-    let cert_dir = archgate_native::cert_dir(host, configured_dir.as_deref()).map_err(error)?;
-    let tls = match &cert_dir {
-        Some(dir) => archgate_native::load_cert_dir(dir).map_err(error)?,
-        None => Default::default(),
-    };
-    if let Some(dir) = &cert_dir {
-        tracing::debug!(host, dir = %dir.display(), cas = tls.cas.len(), client_certificate = tls.identity.is_some(), "cert dir");
-    }
-    Ok(archgate_runner::RegistrySpec {
-        timeout: configured
-            .and_then(|c| c.timeout)
-            .unwrap_or(std::time::Duration::from_secs(60)),
-        tls_verify: configured.is_none_or(|c| c.tls_verify),
-        credentials,
-        cert_dir,
-        tls,
-        auth_file,
-        env_credentials: from_env,
-    })
 }
 
 #[cfg(test)]

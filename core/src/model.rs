@@ -405,9 +405,13 @@ pub enum ErrorKind {
     Auth,
     /// The tag moved between planning and writing (another publisher).
     MovedTag,
-    /// Another publisher held a target longer than archgate waits for it:
-    /// nothing was read or written; worth another try later, and no failure.
-    Busy,
+    /// Another party's fault that it mends in hours, or time does: a
+    /// registry's expired or unknown certificate, its quota, our disk
+    /// filling up. Worth trying again over a long horizon; not ours to mend.
+    External,
+    /// The run was stopped from outside before it ended (the service lost
+    /// the message it was running for): it writes nothing more.
+    Cancelled,
     /// archgate's own fault.
     Internal,
 }
@@ -421,7 +425,8 @@ impl ErrorKind {
             ErrorKind::Transient => "transient",
             ErrorKind::Auth => "auth",
             ErrorKind::MovedTag => "moved-tag",
-            ErrorKind::Busy => "busy",
+            ErrorKind::External => "external",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal",
         }
     }

@@ -120,7 +120,7 @@ impl Runner {
         &self,
         registries: &BTreeMap<String, RegistrySpec>,
     ) -> Result<RunStores, RunError> {
-        self.clients.views(registries, &self.targets)
+        self.clients.views(registries, &self.targets, None)
     }
 
     /// Reads the compose: its results for every image of `spec`.
@@ -144,7 +144,11 @@ impl Runner {
         check_engine(spec)?;
         let results = self.compose(spec).await?;
         tracing::info!(compose = %results.compose.id, status = %results.compose.status, "compose read");
-        let stores = Arc::new(self.stores(&spec.registries)?);
+        let stores = Arc::new(self.clients.views(
+            &spec.registries,
+            &self.targets,
+            spec.fence.as_ref(),
+        )?);
         let dir = run_dir(&self.env.temp_root)?;
         let read_env = ReadEnv {
             cache: self.env.cache_dir.clone(),

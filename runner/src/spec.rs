@@ -172,6 +172,9 @@ pub struct RunSpec {
     /// request and redirect (the service's `allowed-locations`); none:
     /// anywhere.
     pub allowed_locations: Option<archgate_core::AllowedLocations>,
+    /// Once tripped, the run sends nothing more to any registry (the
+    /// service trips it when it loses the message the run is for).
+    pub fence: Option<archgate_native::Fence>,
 }
 
 /// What a [`crate::Runner`] is handed from outside, once.

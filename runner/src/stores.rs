@@ -54,6 +54,7 @@ impl Clients {
         &self,
         registries: &BTreeMap<String, RegistrySpec>,
         targets: &TargetLocks,
+        fence: Option<&archgate_native::Fence>,
     ) -> Result<RunStores, RunError> {
         let mut clients = self.by_host.lock().expect("clients");
         let mut views = HashMap::new();
@@ -71,7 +72,11 @@ impl Clients {
                     client
                 }
             };
-            views.insert(host.clone(), Arc::new(client.view()));
+            let view = match fence {
+                Some(f) => client.view().fenced(f.clone()),
+                None => client.view(),
+            };
+            views.insert(host.clone(), Arc::new(view));
         }
         Ok(RunStores {
             registries: views,

@@ -83,6 +83,7 @@ fn spec(location: String, out: &Path) -> RunSpec {
         dry_run: false,
         allow_older: false,
         allowed_locations: None,
+        fence: None,
         sign: Default::default(),
     }
 }

@@ -1,35 +1,99 @@
 //! One delivery, from its body to its end. Every delivery ends in one of
-//! four ways ([`End`]): acknowledged, sent back (a copy through the delay
-//! queue), set aside (a copy in `QUEUE.failed`), or handed back to the
-//! broker (`nack` with requeue). When even that cannot be done (the channel
-//! broke), the session is told, and closing the connection hands the
-//! message back. A run that panics is an internal error of that attempt;
-//! a panic anywhere else in here hands the message back.
+//! three ways ([`End`]): acknowledged, set aside (a copy in
+//! `QUEUE.failed`, then acknowledged), or handed back to the broker
+//! (`nack` with requeue), which delivers it again at once. When even that
+//! cannot be done (the channel broke), the session is told, and closing
+//! the connection hands the message back.
+//!
+//! A failed try is tried again in this process, on the same message: it
+//! waits (unacknowledged, never longer than half the broker's
+//! `consumer_timeout`: past that it is handed back, and waits on when it
+//! comes again), and a try always starts on a message delivered less than
+//! a minute ago, so that it has the broker's whole `consumer_timeout` to
+//! run. Tries are counted on disk before each run starts
+//! (`crate::attempts`): a run that panics, kills the process or is taken
+//! back by the broker counts, and waits, like one that failed. So every
+//! way a message goes back is delayed, and capped.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use archgate_core::{untrusted, Checked, Decision, ErrorKind, Report};
+use archgate_native::Fence;
 use archgate_runner::{RunError, SourceSpec};
 use futures_util::FutureExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::Channel;
+use lapin::types::AMQPValue;
 use tokio::sync::{mpsc, watch};
 
-use crate::lease::BrokerLeases;
-use crate::retry::{self, attempts_so_far, busy_so_far, worth_retrying};
+use crate::attempts;
+use crate::publisher::Publisher;
+use crate::retry::{self, Next};
+use crate::session::stopped;
 use crate::{messages, results, Service};
 
+/// A try runs only on a message delivered less than this long ago (else
+/// the message is handed back first, and comes again fresh).
+const FRESH: Duration = Duration::from_secs(60);
+
 /// What a delivery's task is handed.
-pub(crate) struct Taken {
+#[derive(Clone)]
+pub(crate) struct Ctx {
     pub(crate) service: Arc<Service>,
-    pub(crate) publisher: Channel,
-    pub(crate) leases: Arc<BrokerLeases>,
+    pub(crate) publisher: Arc<Publisher>,
+    /// The session's fence: each run gets a child of it.
+    pub(crate) fence: Fence,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) takeover: Arc<Takeover>,
     /// Told when a delivery cannot be ended on its channel.
     pub(crate) broken: mpsc::UnboundedSender<String>,
+}
+
+/// After taking over messages another consumer had, runs wait: that
+/// consumer may have been cut off from the broker and not know it yet.
+pub(crate) struct Takeover {
+    since: Instant,
+    grace: Duration,
+    /// A message delivered again came in this session.
+    again: AtomicBool,
+    told: AtomicBool,
+}
+
+impl Takeover {
+    /// Became active now; runs wait `grace` after this moment once a
+    /// message comes that was delivered before.
+    pub(crate) fn new(grace: Duration) -> Takeover {
+        Takeover {
+            since: Instant::now(),
+            grace,
+            again: AtomicBool::new(false),
+            told: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits as the rule says; `false` when the shutdown came meanwhile.
+    async fn wait(&self, redelivered: bool, shutdown: &mut watch::Receiver<bool>) -> bool {
+        if redelivered {
+            self.again.store(true, Ordering::Relaxed);
+        }
+        let until = self.since + self.grace;
+        if !self.again.load(Ordering::Relaxed) || Instant::now() >= until {
+            return true;
+        }
+        if !self.told.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                "took over messages another consumer had: running nothing for {} after becoming active, so that a consumer cut off from the broker has stopped writing",
+                retry::text(self.grace)
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => true,
+            _ = stopped(shutdown) => false,
+        }
+    }
 }
 
 /// How a delivery ends.
@@ -37,13 +101,11 @@ pub(crate) struct Taken {
 enum End {
     /// Done with: published, unchanged, refused, stale, skipped.
     Ack,
-    /// Tried again after `retry-delay`, with these counts.
-    Retry { attempts: u32, busy: u32 },
-    /// Into `QUEUE.failed`, with the reason.
-    SetAside(String),
-    /// Back to the broker as it is (a shutdown in the middle of a wait, a
-    /// result message that could not be sent).
-    HandBack,
+    /// Into `QUEUE.failed`, with the reason and the runs it had.
+    SetAside { why: String, tries: u32 },
+    /// Back to the broker, which delivers it again: to wait on, to run on a
+    /// fresh delivery, or for the next consumer after a shutdown.
+    Requeue,
 }
 
 /// What happened to one message, for the log line and the metrics.
@@ -51,194 +113,382 @@ enum Outcome {
     /// published, unchanged, refused or stale; and the counts.
     Done(&'static str, String),
     Skipped(String),
-    Retried(String),
-    /// Targets' leases held by other consumers too long: sent back.
-    Busy(String),
     Failed(String),
     Invalid(String),
 }
 
-impl Taken {
-    /// Handles one delivery and ends it, whatever happens.
-    pub(crate) async fn handle(self, delivery: Delivery) {
-        let metrics = self.service.metrics.clone();
-        metrics.run_started();
-        let decided = AssertUnwindSafe(self.decide(&delivery))
-            .catch_unwind()
-            .await;
-        metrics.run_ended();
-        let (end, compose, outcome) = match decided {
-            Ok(d) => d,
-            Err(_) => {
-                tracing::error!("internal error: handling a message panicked; handing it back");
-                (End::HandBack, None, None)
-            }
-        };
-        if let Err(why) = self.end(&delivery, end).await {
-            tracing::error!("{why}; closing the connection so the broker takes the message back");
-            let _ = self.broken.send(why);
-            return;
-        }
-        if let Some(outcome) = outcome {
-            log(&self.service, compose.as_deref(), outcome);
+/// The key a message's tries are counted under: the message id
+/// fedora-messaging gives every message, else a digest of its routing key
+/// and body.
+fn message_key(delivery: &Delivery) -> String {
+    if let Some(id) = delivery.properties.message_id() {
+        if !id.as_str().is_empty() {
+            return format!("id:{}", id.as_str());
         }
     }
+    let mut bytes = delivery.routing_key.as_str().as_bytes().to_vec();
+    bytes.push(0);
+    bytes.extend_from_slice(&delivery.data);
+    archgate_native::sha256_digest(&bytes)
+}
 
-    /// What to do with the message, and why.
-    async fn decide(&self, delivery: &Delivery) -> (End, Option<String>, Option<Outcome>) {
-        let spec = &self.service.spec;
-        let message = match read(spec, &delivery.data) {
-            Ok(m) => m,
-            Err(why) => {
-                return (
-                    End::SetAside(why.clone()),
-                    None,
-                    Some(Outcome::Invalid(why)),
-                )
-            }
-        };
-        let compose = Some(untrusted(&message.compose_id));
-        if !spec.statuses.contains(&message.status) {
-            let why = format!(
-                "status {} is not one of {}",
-                untrusted(&message.status),
-                spec.statuses.join(", ")
+/// Handles one delivery and ends it, whatever happens.
+pub(crate) async fn handle(ctx: Ctx, delivery: Delivery) {
+    let received = Instant::now();
+    let key = message_key(&delivery);
+    let decided = AssertUnwindSafe(decide(&ctx, &delivery, &key, received))
+        .catch_unwind()
+        .await;
+    let (end, compose, outcome) = match decided {
+        Ok(d) => d,
+        Err(_) => {
+            // A fault in the handling itself (not in a run): the message
+            // goes back after a pause, its tries counted as they were.
+            let pause = ctx.service.spec.retry_delay;
+            tracing::error!(
+                "internal error: handling a message panicked; handing it back in {}",
+                retry::text(pause)
             );
-            return (End::Ack, compose, Some(Outcome::Skipped(why)));
+            let mut shutdown = ctx.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stopped(&mut shutdown) => {}
+            }
+            (End::Requeue, None, None)
         }
-        let (end, outcome) = self.run(delivery, &message).await;
-        (end, compose, Some(outcome))
+    };
+    let done = match end {
+        End::SetAside { why, tries } => {
+            set_aside(&ctx, &delivery, &key, &why, tries, received).await
+        }
+        End::Ack => ack(&delivery).await.map(|()| true),
+        End::Requeue => requeue(&delivery).await.map(|()| false),
+    };
+    match done {
+        Err(why) => {
+            tracing::error!("{why}; closing the connection so the broker takes the message back");
+            let _ = ctx.broken.send(why);
+        }
+        Ok(ended) => {
+            if !ended {
+                return;
+            }
+            ctx.service.attempts.remove(&key).await;
+            if let Some(outcome) = outcome {
+                log(&ctx.service, compose.as_deref(), outcome);
+            }
+        }
     }
+}
 
-    /// Runs the message's compose; its end by how the run went.
-    async fn run(&self, delivery: &Delivery, message: &Message) -> (End, Outcome) {
-        let service = &self.service;
-        let spec = &service.spec;
-        let (attempts, busy) = (attempts_so_far(delivery), busy_so_far(delivery));
-        let started = Instant::now();
-        let result = self.run_caught(message).await;
-        service.metrics.run_took(started.elapsed().as_secs_f64());
-        if let Ok(report) = &result {
-            log_targets(service, report);
-            // Announced before the message ends, whichever way it ends.
-            let tried_before = attempts > 0;
-            if let Err(e) = results::announce(service, &self.publisher, report, tried_before).await
-            {
-                let why = format!("announcing what was published failed: {e:#}");
-                return (End::HandBack, Outcome::Retried(why));
-            }
-        }
-        match ended(result) {
-            Ended::Done(report) => (
-                End::Ack,
-                Outcome::Done(outcome_of(&report), summary(&report)),
-            ),
-            Ended::Busy(why) if *self.shutdown.borrow() => (
-                End::HandBack,
-                Outcome::Retried(format!("stopped by the shutdown while busy: {why}")),
-            ),
-            Ended::Busy(why) if busy + 1 > spec.max_attempts => {
-                let why = format!(
-                    "waited for other consumers' leases {} times; last: {why}",
-                    busy + 1
+async fn ack(delivery: &Delivery) -> Result<(), String> {
+    match delivery.ack(BasicAckOptions::default()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the delivery's channel is closed".into()),
+        Err(e) => Err(format!("acknowledging a delivery failed: {e}")),
+    }
+}
+
+async fn requeue(delivery: &Delivery) -> Result<(), String> {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
+    match delivery.nack(requeue).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the delivery's channel is closed".into()),
+        Err(e) => Err(format!("handing a delivery back failed: {e}")),
+    }
+}
+
+/// Sets the message aside: a copy in `QUEUE.failed`, then the original
+/// acknowledged (`Ok(true)`). A copy that cannot be sent (the queue
+/// missing, the broker refusing it) is tried again with backoff while the
+/// message is held, and the reason is kept on disk; past the hold the
+/// message goes back (`Ok(false)`) and is set aside when it comes again.
+/// Never dropped.
+async fn set_aside(
+    ctx: &Ctx,
+    delivery: &Delivery,
+    key: &str,
+    why: &str,
+    tries: u32,
+    received: Instant,
+) -> Result<bool, String> {
+    let spec = &ctx.service.spec;
+    let props = retry::aside_properties(delivery, why, tries);
+    let mut failures = 0;
+    loop {
+        match ctx
+            .publisher
+            .set_aside(spec, &delivery.data, props.clone())
+            .await
+        {
+            Ok(()) => return ack(delivery).await.map(|()| true),
+            Err(e) => {
+                failures += 1;
+                let wait = retry::backoff(spec, failures);
+                tracing::error!(
+                    queue = %spec.failed_queue(),
+                    "cannot set a message aside: {e:#}; it is kept, and tried again in {}",
+                    retry::text(wait)
                 );
-                (End::SetAside(why.clone()), Outcome::Failed(why))
-            }
-            Ended::Busy(why) => (
-                End::Retry {
-                    attempts,
-                    busy: busy + 1,
-                },
-                Outcome::Busy(why),
-            ),
-            Ended::Failed(kind, error) if !worth_retrying(kind) => {
-                let why = format!("{} error, not worth another try: {error}", kind.as_str());
-                (End::SetAside(why.clone()), Outcome::Failed(why))
-            }
-            Ended::Failed(_, error) => {
-                let attempt = attempts + 1;
-                if attempt >= spec.max_attempts {
-                    let why = format!("failed {attempt} times; last error: {error}");
-                    (End::SetAside(why.clone()), Outcome::Failed(why))
-                } else {
-                    let why = format!(
-                        "attempt {attempt} of {}: {error}; again in {}",
-                        spec.max_attempts,
-                        retry::delay_text(spec.retry_delay)
-                    );
-                    (
-                        End::Retry {
-                            attempts: attempt,
-                            busy,
-                        },
-                        Outcome::Retried(why),
-                    )
+                let mut record = ctx.service.attempts.load(key).await;
+                if record.aside.is_none() {
+                    record.aside = Some(why.to_string());
+                    record.tries = record.tries.max(tries);
+                    if let Err(e) = ctx.service.attempts.save(key, &record).await {
+                        tracing::warn!("{e:#}");
+                    }
+                }
+                let mut shutdown = ctx.shutdown.clone();
+                let left = hold_limit(spec).saturating_sub(received.elapsed());
+                let requeue_now = tokio::select! {
+                    _ = tokio::time::sleep(wait.min(left)) => wait >= left,
+                    _ = stopped(&mut shutdown) => true,
+                };
+                if requeue_now {
+                    return requeue(delivery).await.map(|()| false);
                 }
             }
         }
     }
+}
 
-    /// The run, on a task of its own: a panic in it is an internal error
-    /// of this attempt, not the end of the consumer.
-    async fn run_caught(&self, message: &Message) -> Result<Report, RunError> {
-        let service = self.service.clone();
-        let leases = self.leases.clone();
-        let mut run = service.template.clone();
-        run.source = SourceSpec::Pungi {
-            location: message.location.clone(),
+/// How long a message is held unacknowledged, at most: half the broker's
+/// `consumer_timeout`.
+fn hold_limit(spec: &crate::ConsumeSpec) -> Duration {
+    spec.consumer_timeout / 2
+}
+
+/// What to do with the message, and why.
+async fn decide(
+    ctx: &Ctx,
+    delivery: &Delivery,
+    key: &str,
+    received: Instant,
+) -> (End, Option<String>, Option<Outcome>) {
+    let spec = &ctx.service.spec;
+    let invalid = |why: String| {
+        (
+            End::SetAside {
+                why: why.clone(),
+                tries: 0,
+            },
+            None,
+            Some(Outcome::Invalid(why)),
+        )
+    };
+    if delivery.data.len() > messages::MAX_BODY {
+        return invalid(format!(
+            "the body is {} bytes, more than the {} a compose message may have",
+            delivery.data.len(),
+            messages::MAX_BODY
+        ));
+    }
+    let message = match read(spec, &delivery.data).await {
+        Ok(m) => m,
+        Err(why) => return invalid(why),
+    };
+    let compose = Some(untrusted(&message.compose_id));
+    if !spec.statuses.contains(&message.status) {
+        let why = format!(
+            "status {} is not one of {}",
+            untrusted(&message.status),
+            spec.statuses.join(", ")
+        );
+        return (End::Ack, compose, Some(Outcome::Skipped(why)));
+    }
+    let (end, outcome) = tries(ctx, delivery, key, &message, received).await;
+    (end, compose, outcome)
+}
+
+/// Waits until `not_before`; `false` when the message must go back first
+/// (held too long, or the shutdown came).
+async fn wait_until(ctx: &Ctx, not_before: i64, received: Instant) -> bool {
+    let wait = Duration::from_secs(not_before.saturating_sub(attempts::now()).max(0) as u64);
+    if wait.is_zero() {
+        return true;
+    }
+    let left = hold_limit(&ctx.service.spec).saturating_sub(received.elapsed());
+    let mut shutdown = ctx.shutdown.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(wait.min(left)) => wait <= left,
+        _ = stopped(&mut shutdown) => false,
+    }
+}
+
+/// The tries of one message: each waits for its time, runs, and ends the
+/// message or counts a failure and waits for the next.
+async fn tries(
+    ctx: &Ctx,
+    delivery: &Delivery,
+    key: &str,
+    message: &Message,
+    received: Instant,
+) -> (End, Option<Outcome>) {
+    let service = &ctx.service;
+    let spec = &service.spec;
+    let compose = untrusted(&message.compose_id);
+    loop {
+        let mut record = service.attempts.load(key).await;
+        let aside = record
+            .aside
+            .clone()
+            .or_else(|| retry::before(spec, &record));
+        if let Some(why) = aside {
+            let tries = record.tries;
+            return (
+                End::SetAside {
+                    why: why.clone(),
+                    tries,
+                },
+                Some(Outcome::Failed(why)),
+            );
+        }
+        if !wait_until(ctx, record.not_before, received).await {
+            return (End::Requeue, None);
+        }
+        if record.tries > 0 && received.elapsed() > FRESH {
+            return (End::Requeue, None);
+        }
+        let mut shutdown = ctx.shutdown.clone();
+        if !ctx.takeover.wait(delivery.redelivered, &mut shutdown).await {
+            return (End::Requeue, None);
+        }
+        let permit = tokio::select! {
+            p = service.permits.clone().acquire_owned() => p.expect("the permits are never closed"),
+            _ = stopped(&mut shutdown) => return (End::Requeue, None),
         };
-        run.allowed_locations = Some(service.spec.allowed_locations.clone());
-        let compose = message.compose_id.clone();
-        let task = tokio::spawn(async move {
-            injected_panic(&compose);
-            service.runner.run_with(&run, &*leases).await
-        });
-        match task.await {
-            Ok(result) => result,
-            Err(e) => Err(RunError::new(
-                ErrorKind::Internal,
-                format!("internal error: the run stopped: {e}"),
-            )),
+        let started = attempts::now();
+        if record.tries == 0 {
+            record.first = started;
+            record.compose = compose.clone();
+        }
+        record.tries += 1;
+        let wait = retry::backoff(spec, record.tries).as_secs() as i64;
+        record.not_before = started + wait;
+        if let Err(e) = service.attempts.save(key, &record).await {
+            tracing::error!(%compose, "the try cannot be counted: {e:#}");
+        }
+        let tried_before =
+            record.tries > 1 || delivery.redelivered || redelivered_count(delivery) > 0;
+        let result = run(ctx, message).await;
+        drop(permit);
+        let result = match result {
+            Ok(report) => {
+                log_targets(service, &report);
+                // Announced before the message ends, whichever way it ends.
+                match results::announce(service, &ctx.publisher, &report, tried_before).await {
+                    Ok(()) => Ok(report),
+                    Err(e) => Err(RunError::new(
+                        ErrorKind::Transient,
+                        format!("announcing what was published failed: {e:#}"),
+                    )),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let (kind, error) = match ended(result) {
+            Ok(report) => {
+                return (
+                    End::Ack,
+                    Some(Outcome::Done(outcome_of(&report), summary(&report))),
+                )
+            }
+            Err(failed) => failed,
+        };
+        if kind == ErrorKind::Cancelled {
+            // The session broke: this task is being stopped with it.
+            return (End::Requeue, None);
+        }
+        record.ended += 1;
+        record.last_error = Some(error.clone());
+        match retry::after(spec, &record, kind, &error, attempts::now()) {
+            Next::SetAside(why) => {
+                let tries = record.tries;
+                return (
+                    End::SetAside {
+                        why: why.clone(),
+                        tries,
+                    },
+                    Some(Outcome::Failed(why)),
+                );
+            }
+            Next::Retry(wait) => {
+                record.not_before = started + wait.as_secs() as i64;
+                if let Err(e) = service.attempts.save(key, &record).await {
+                    tracing::error!(%compose, "the try cannot be counted: {e:#}");
+                }
+                service.metrics.message("retried");
+                tracing::warn!(
+                    %compose,
+                    outcome = "retried",
+                    "try {} failed: {error}; again in {}",
+                    record.tries,
+                    retry::text(wait)
+                );
+            }
         }
     }
+}
 
-    /// Ends the delivery as `end` says. `Err` when the channel cannot end
-    /// it: the session must close the connection.
-    async fn end(&self, delivery: &Delivery, end: End) -> Result<(), String> {
-        let spec = &self.service.spec;
-        let copied = match &end {
-            End::Ack | End::HandBack => None,
-            End::Retry { attempts, busy } => {
-                Some(retry::send_back(&self.publisher, spec, delivery, *attempts, *busy).await)
-            }
-            End::SetAside(why) => {
-                Some(retry::set_aside(&self.publisher, spec, delivery, why).await)
-            }
-        };
-        let ack = match copied {
-            None => end == End::Ack,
-            Some(Ok(())) => true,
-            Some(Err(e)) => {
-                tracing::warn!("a copy of the message could not be published ({e:#}); handing the message back");
-                false
-            }
-        };
-        let done = match ack {
-            true => delivery.ack(BasicAckOptions::default()).await,
-            false => {
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                };
-                delivery.nack(requeue).await
-            }
-        };
-        match done {
-            Ok(true) => Ok(()),
-            Ok(false) => Err("the delivery's channel is closed".into()),
-            Err(e) => Err(format!("ending a delivery failed: {e}")),
-        }
+/// The times a quorum queue delivered the message before.
+fn redelivered_count(delivery: &Delivery) -> i64 {
+    let count = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned());
+    match count {
+        Some(AMQPValue::LongLongInt(n)) => n,
+        Some(AMQPValue::LongInt(n)) => i64::from(n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortShortInt(n)) => i64::from(n),
+        _ => 0,
     }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The run, on a task of its own (a panic in it is an internal error of
+/// this try, not the end of the consumer), fenced by the session: when
+/// the session breaks, it sends nothing more and is aborted with the
+/// delivery's task.
+async fn run(ctx: &Ctx, message: &Message) -> Result<Report, RunError> {
+    let service = ctx.service.clone();
+    let mut run = service.template.clone();
+    run.source = SourceSpec::Pungi {
+        location: message.location.clone(),
+    };
+    run.allowed_locations = Some(service.spec.allowed_locations.clone());
+    run.fence = Some(ctx.fence.child());
+    let compose = message.compose_id.clone();
+    let _running = service.metrics.run_started();
+    let started = Instant::now();
+    let mut task = AbortOnDrop(tokio::spawn(async move {
+        injected_fault(&compose);
+        service.runner.run(&run).await
+    }));
+    let result = match (&mut task.0).await {
+        Ok(result) => result,
+        Err(e) => Err(RunError::new(
+            ErrorKind::Internal,
+            format!("internal error: the run stopped: {e}"),
+        )),
+    };
+    ctx.service
+        .metrics
+        .run_took(started.elapsed().as_secs_f64());
+    result
 }
 
 /// A message that may be run: its compose and where it really is.
@@ -250,12 +500,17 @@ struct Message {
 }
 
 /// Parses a body and checks its location: `Err` says why it is set aside.
-fn read(spec: &crate::ConsumeSpec, body: &[u8]) -> Result<Message, String> {
+/// The real path of a local location is found on a blocking thread (a
+/// hung mount blocks that thread, not the consumer).
+async fn read(spec: &crate::ConsumeSpec, body: &[u8]) -> Result<Message, String> {
     let m = messages::parse(body).map_err(|messages::Invalid(why)| why)?;
-    let checked = spec
-        .allowed_locations
-        .check(&m.root, &|p| std::fs::canonicalize(p))
-        .map_err(|why| format!("`location`: {}; refused", untrusted(&why)))?;
+    let allowed = spec.allowed_locations.clone();
+    let root = m.root.clone();
+    let checked =
+        tokio::task::spawn_blocking(move || allowed.check(&root, &|p| std::fs::canonicalize(p)))
+            .await
+            .map_err(|e| format!("internal error: checking the location: {e}"))?
+            .map_err(|why| format!("`location`: {}; refused", untrusted(&why)))?;
     let location = match checked {
         Checked::Url(u) => u,
         Checked::Path(p) => p.display().to_string(),
@@ -267,31 +522,31 @@ fn read(spec: &crate::ConsumeSpec, body: &[u8]) -> Result<Message, String> {
     })
 }
 
-/// A fault a test can ask a debug build for: `ARCHGATE_TEST_PANIC_RUN=ID`
-/// makes the run of compose ID panic, as a bug in it would. Release
-/// builds have no such switch.
-fn injected_panic(compose: &str) {
+/// Faults a test can ask a debug build for: `ARCHGATE_TEST_PANIC_RUN=ID`
+/// makes the run of compose ID panic, as a bug in it would;
+/// `ARCHGATE_TEST_ABORT_RUN=ID` makes it kill the process. Release builds
+/// have no such switch.
+fn injected_fault(compose: &str) {
     #[cfg(debug_assertions)]
-    if std::env::var("ARCHGATE_TEST_PANIC_RUN").is_ok_and(|c| c == compose) {
-        panic!("injected fault: the run of {compose} panics (ARCHGATE_TEST_PANIC_RUN)");
+    {
+        if std::env::var("ARCHGATE_TEST_PANIC_RUN").is_ok_and(|c| c == compose) {
+            panic!("injected fault: the run of {compose} panics (ARCHGATE_TEST_PANIC_RUN)");
+        }
+        if std::env::var("ARCHGATE_TEST_ABORT_RUN").is_ok_and(|c| c == compose) {
+            eprintln!(
+                "injected fault: the run of {compose} kills the process (ARCHGATE_TEST_ABORT_RUN)"
+            );
+            std::process::abort();
+        }
     }
     let _ = compose;
 }
 
-/// How a run ended, for the message.
-enum Ended {
-    Done(Report),
-    /// Another consumer held a target too long: not a failure.
-    Busy(String),
-    /// An error, of the first kind that matters.
-    Failed(ErrorKind, String),
-}
-
-fn ended(result: Result<Report, RunError>) -> Ended {
+/// A finished run, or its error: of the first kind that matters.
+fn ended(result: Result<Report, RunError>) -> Result<Report, (ErrorKind, String)> {
     let report = match result {
         Ok(report) => report,
-        Err(e) if e.kind == ErrorKind::Busy => return Ended::Busy(e.message),
-        Err(e) => return Ended::Failed(e.kind, format!("{} error: {e}", e.kind.as_str())),
+        Err(e) => return Err((e.kind, format!("{} error: {e}", e.kind.as_str()))),
     };
     let errors: Vec<_> = report
         .targets
@@ -299,7 +554,7 @@ fn ended(result: Result<Report, RunError>) -> Ended {
         .filter(|t| t.decision == Decision::Error)
         .collect();
     if errors.is_empty() {
-        return Ended::Done(report);
+        return Ok(report);
     }
     // A kind no retry mends decides; else the first.
     let kinds = errors
@@ -307,14 +562,14 @@ fn ended(result: Result<Report, RunError>) -> Ended {
         .map(|t| t.error_kind.unwrap_or(ErrorKind::Internal));
     let kind = kinds
         .clone()
-        .find(|k| !worth_retrying(*k))
+        .find(|k| matches!(k, ErrorKind::Auth | ErrorKind::Config))
         .or_else(|| kinds.clone().next())
         .unwrap_or(ErrorKind::Internal);
     let text: Vec<String> = errors
         .iter()
         .map(|t| format!("{}: {}", t.reference, t.reasons.join("; ")))
         .collect();
-    Ended::Failed(kind, text.join(" | "))
+    Err((kind, text.join(" | ")))
 }
 
 /// Each target of a finished run counted; a refusal logged at WARN with
@@ -372,21 +627,38 @@ fn log(service: &Service, compose: Option<&str>, outcome: Outcome) {
             service.metrics.message("skipped");
             tracing::info!(compose, outcome = "skipped", "{why}");
         }
-        Outcome::Retried(why) => {
-            service.metrics.message("retried");
-            tracing::warn!(compose, outcome = "retried", "{why}");
-        }
-        Outcome::Busy(why) => {
-            service.metrics.message("busy");
-            tracing::warn!(compose, outcome = "busy", "{why}");
-        }
         Outcome::Failed(why) => {
             service.metrics.message("failed");
-            tracing::error!(compose, outcome = "failed", "{why}");
+            tracing::error!(compose, outcome = "failed", "set aside: {why}");
         }
         Outcome::Invalid(why) => {
             service.metrics.message("invalid");
-            tracing::error!(compose, outcome = "invalid", "{why}");
+            tracing::error!(compose, outcome = "invalid", "set aside: {why}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attempts::Record;
+
+    #[test]
+    fn the_first_kind_no_retry_mends_decides() {
+        let err = RunError::new(ErrorKind::Transient, "down");
+        assert_eq!(
+            ended(Err(err)).unwrap_err(),
+            (ErrorKind::Transient, "transient error: down".into())
+        );
+    }
+
+    #[test]
+    fn a_record_with_runs_that_died_is_not_retried_forever() {
+        let spec = crate::tests::spec();
+        let r = Record {
+            tries: spec.max_attempts,
+            ..Record::default()
+        };
+        assert!(retry::before(&spec, &r).is_some());
     }
 }

@@ -1,11 +1,14 @@
 //! `/live`, `/ready` and `/metrics` (Prometheus text) on the `health`
 //! address: the consumer's state for a supervisor and a scraper.
 //!
-//! `/ready` answers 200 only while the consumer is connected and
-//! consuming. `/live` answers 200 while the process makes progress: the
-//! session says so at every delivery and every few seconds while it waits
-//! (and the reconnecting loop at each try); past [`STALLED`] without, it
-//! answers 503.
+//! `/ready` answers 200 while the consumer is connected to the broker and
+//! either consuming (the active consumer) or standing by to take over.
+//! `/live` answers 200 while the process makes progress, past [`STALLED`]
+//! without it answers 503: progress is work moving while runs are in
+//! flight (bytes read or sent, registry answers: [`Metrics::progress`],
+//! which `archgate consume` calls for every progress event of a run), and
+//! the session's own loop ticking while none is; a run stuck on a stalled
+//! transfer does not count as progress.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,10 +32,10 @@ pub struct Metrics {
     registry: Registry,
     messages: Family<Labels, Counter>,
     targets: Family<Labels, Counter>,
-    lease_waits: Counter,
     results_sent: Counter,
     runs: Histogram,
     connected: Gauge,
+    active: Gauge,
     in_flight: Gauge,
     /// Connected to the broker and consuming.
     ready: AtomicBool,
@@ -57,16 +60,10 @@ impl Metrics {
             "Targets of finished runs, by decision",
             targets.clone(),
         );
-        let lease_waits = Counter::default();
-        registry.register(
-            "lease_waits",
-            "Times a run waited for a target's lease that another consumer held",
-            lease_waits.clone(),
-        );
         let results_sent = Counter::default();
         registry.register(
             "results_sent",
-            "Result messages (ContainerPublishedV1) confirmed by the broker",
+            "Result messages (ContainerPublishedV1) a queue took, confirmed by the broker",
             results_sent.clone(),
         );
         let runs = Histogram::new(exponential_buckets(0.25, 2.0, 14));
@@ -77,20 +74,22 @@ impl Metrics {
             "1 while connected to the broker and consuming, else 0",
             connected.clone(),
         );
-        let in_flight = Gauge::default();
+        let active = Gauge::default();
         registry.register(
-            "runs_in_flight",
-            "Messages being handled now",
-            in_flight.clone(),
+            "consumer_active",
+            "1 while this consumer is the queue's active one (0: standing by, or not connected)",
+            active.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register("runs_in_flight", "Runs going on now", in_flight.clone());
         Arc::new(Metrics {
             registry,
             messages,
             targets,
-            lease_waits,
             results_sent,
             runs,
             connected,
+            active,
             in_flight,
             ready: AtomicBool::new(false),
             progress: AtomicU64::new(0),
@@ -112,12 +111,7 @@ impl Metrics {
             .inc();
     }
 
-    /// A run found a target's lease held by another consumer.
-    pub fn lease_wait(&self) {
-        self.lease_waits.inc();
-    }
-
-    /// A result message confirmed.
+    /// A result message a queue took.
     pub fn result_sent(&self) {
         self.results_sent.inc();
     }
@@ -127,20 +121,42 @@ impl Metrics {
         self.runs.observe(seconds);
     }
 
-    /// A message is being handled.
-    pub fn run_started(&self) {
+    /// A run starts: counted in flight until the guard is dropped (also
+    /// when its task is aborted).
+    pub fn run_started(self: &Arc<Self>) -> RunGuard {
         self.in_flight.inc();
+        RunGuard(self.clone())
     }
 
-    /// A message's handling ended.
-    pub fn run_ended(&self) {
-        self.in_flight.dec();
+    /// Connected, and the queue's active consumer.
+    pub fn set_active(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+        self.connected.set(1);
+        self.active.set(1);
     }
 
-    /// Connected and consuming (`/ready`, `archgate_consumer_connected`), or not.
+    /// Connected, standing by while another consumer is active.
+    pub fn set_standby(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+        self.connected.set(1);
+        self.active.set(0);
+    }
+
+    /// Not connected (`/ready` 503).
     pub fn set_connected(&self, connected: bool) {
         self.ready.store(connected, Ordering::Relaxed);
         self.connected.set(i64::from(connected));
+        if !connected {
+            self.active.set(0);
+        }
+    }
+
+    /// The session's loop ticks: progress when no run is in flight (a run
+    /// in flight says so by itself).
+    pub fn idle_tick(&self) {
+        if self.in_flight.get() == 0 {
+            self.progress();
+        }
     }
 
     /// The process makes progress (`/live`).
@@ -162,11 +178,26 @@ impl Metrics {
     }
 }
 
+/// A run in flight, until dropped.
+pub struct RunGuard(Arc<Metrics>);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
 /// Serves the three paths until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::warn!("health: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {

@@ -1,42 +1,54 @@
 //! `archgate consume`: the container part of fedora-image-uploader, as an
-//! AMQP 0-9-1 consumer (RabbitMQ) on lapin. One [`Runner`] for the life of
-//! the process; one run per message, exactly as `archgate publish
-//! --compose LOCATION` would do it.
+//! AMQP 0-9-1 consumer (RabbitMQ) on lapin, within the rights Fedora's
+//! broker roles give an app (no configure at all: archgate declares
+//! nothing on such a broker; it only binds its own queues, as
+//! fedora-messaging does). One [`Runner`] for the life of the process; one
+//! run per message, exactly as `archgate publish --compose LOCATION` would
+//! do it.
 //!
 //! A delivery goes through these modules, in order:
-//! - `session`: the connection, the topology (the queue, `QUEUE.failed`,
-//!   the delay queue `QUEUE.retry`), taking deliveries, reconnecting, and
-//!   the shutdown;
-//! - `delivery`: one message: parsed, its location checked against
-//!   `allowed-locations`, run, and ended: acknowledged, sent back (through
-//!   the delay queue), set aside, or handed back to the broker, on every
-//!   path, also when one of those steps fails or the run panics;
-//! - `retry`: what an ending is worth by the error's kind (a 401 or a
-//!   configuration error is set aside at once, a transient one tried
-//!   again), attempts counted (redeliveries too), and the copies archgate
-//!   publishes (`mandatory`, confirmed, the original acknowledged only once
-//!   its copy was routed);
+//! - `session`: the connection, the topology (`topology`: the queue and
+//!   `QUEUE.failed` found or declared, and bound), one *active* consumer
+//!   per queue (an exclusive consumer; other replicas stand by and take
+//!   over when it goes), taking deliveries, reconnecting, the shutdown, and
+//!   the fence that stops every run of a session that broke;
+//! - `delivery`: one message: parsed (its size bounded), its location
+//!   checked against `allowed-locations`, run, and ended: acknowledged,
+//!   set aside, or handed back to the broker, on every path, also when
+//!   one of those steps fails or the run panics. A retry is the same
+//!   delivery tried again in this process after a delay; the attempts are
+//!   counted on disk (`attempts`), so that a run that kills the process
+//!   is capped too;
+//! - `retry`: what an ending is worth by the error's kind (what only our
+//!   operator mends is set aside at once; what another party or time
+//!   mends is retried with backoff over a long horizon);
+//! - `publisher`: everything archgate publishes (set-aside copies, result
+//!   messages), one at a time on a confirm channel, each learning its own
+//!   fate;
 //! - `results`: the `ContainerPublishedV1` announcements: every target a
 //!   try wrote is announced in that try, and a retried or redelivered
 //!   message announces again the targets whose index names its compose;
-//! - `lease`: one writer per target across consumers;
-//! - `health`: `/live`, `/ready`, `/metrics`.
+//! - `replay`: `archgate replay`, which moves what was set aside back;
+//! - `health`: `/live`, `/ready`, `/metrics`; `mail`: errors mailed as
+//!   fedora-messaging's `[log_config]` SMTPHandler says.
 #![warn(missing_docs)]
 
+mod attempts;
 mod delivery;
 mod health;
-mod lease;
 mod messages;
 mod notify;
+mod publisher;
+mod replay;
 mod results;
 mod retry;
 mod session;
 mod topology;
 
 pub use health::Metrics;
-pub use lease::lease_queue;
-pub use messages::{parse, ComposeMessage, Invalid, Published, RESULT_SCHEMA};
-pub use retry::{ATTEMPTS_HEADER, BUSY_HEADER, ERROR_HEADER};
+pub use messages::{parse, ComposeMessage, Invalid, Published, MAX_BODY, RESULT_SCHEMA};
+pub use replay::{replay, ReplayOptions};
+pub use retry::{ATTEMPTS_HEADER, ERROR_HEADER, ROUTING_KEY_HEADER};
 pub use topology::Refused;
 
 use std::collections::BTreeMap;
@@ -66,35 +78,71 @@ pub struct ConsumeSpec {
     pub client_key: Option<PathBuf>,
     /// Connection properties the broker's management shows (`app`, ...).
     pub client_properties: BTreeMap<String, String>,
-    /// `exchange`: where result messages go.
+    /// `exchange`: where result messages go, and where `QUEUE.failed` and
+    /// the replays are routed.
     pub exchange: String,
-    /// The queue messages come from; `QUEUE.failed` and `QUEUE.retry` beside it.
+    /// The queue messages come from; `QUEUE.failed` beside it.
     pub queue: QueueSpec,
     /// Exchanges declared (unless `amq.*` or passive).
     pub exchanges: Vec<ExchangeSpec>,
     /// What the queue is bound to.
     pub bindings: Vec<BindingSpec>,
-    /// Declare nothing but the leases: only check that the exchanges and
-    /// queues exist.
+    /// Declare nothing: only check that the exchanges and queues exist
+    /// (and bind the queues, which needs no configure right).
     pub passive_declares: bool,
-    /// `prefetch`: messages handled at once.
+    /// `prefetch`: messages the active consumer holds at once (running,
+    /// or waiting for their next try).
     pub prefetch: u16,
+    /// `concurrency`: runs at once (whatever the prefetch).
+    pub concurrency: usize,
     /// `statuses` that are published; others are skipped.
     pub statuses: Vec<String>,
     /// `publish-topic-prefix` of result messages; none: no result messages.
     pub publish_topic_prefix: Option<String>,
-    /// `max-attempts` before `QUEUE.failed` (also for waits on leases).
+    /// `max-attempts`: runs of one message (counted on disk, also those
+    /// that killed the process) before it is set aside.
     pub max_attempts: u32,
-    /// `retry-delay` before a failed message is tried again.
+    /// `retry-delay`: the wait before the second try; it doubles at each
+    /// try, up to `max-retry-delay`.
     pub retry_delay: Duration,
+    /// `max-retry-delay`: the longest wait between two tries.
+    pub max_retry_delay: Duration,
+    /// `retry-horizon`: how long what another party mends (their
+    /// certificate, their quota, our disk filling up) is tried again.
+    pub retry_horizon: Duration,
+    /// `consumer-timeout`: the broker's; a message is never held unacked
+    /// longer than half of it (it goes back, and comes again).
+    pub consumer_timeout: Duration,
+    /// `takeover-grace`: after taking over from a consumer that may still
+    /// run (a message delivered again), how long to wait before running;
+    /// none: the connection's heartbeat timeout.
+    pub takeover_grace: Option<Duration>,
+    /// `state-dir`: where the attempts of messages are counted.
+    pub state_dir: PathBuf,
     /// `health`: where `/live`, `/ready`, `/metrics` are served.
     pub health: Option<SocketAddr>,
-    /// How long a run waits, in all, for the leases of targets that other
-    /// consumers hold before its message goes back (`busy`).
-    pub lease_wait: Duration,
     /// Where a message's location may lead; a message elsewhere is set
     /// aside at once.
     pub allowed_locations: AllowedLocations,
+}
+
+impl ConsumeSpec {
+    /// `QUEUE.failed`: where messages are set aside.
+    pub fn failed_queue(&self) -> String {
+        format!("{}.failed", self.queue.name)
+    }
+
+    /// The routing key that reaches `QUEUE.failed` (on `exchange`): its
+    /// name, which no other consumer binds.
+    pub fn failed_key(&self) -> String {
+        self.failed_queue()
+    }
+
+    /// The routing key that reaches `QUEUE` alone (on `exchange`), for
+    /// `archgate replay`.
+    pub fn replay_key(&self) -> String {
+        format!("{}.replay", self.queue.name)
+    }
 }
 
 /// The queue archgate consumes from.
@@ -180,14 +228,15 @@ pub fn redact_url(url: &str) -> String {
 
 /// Runs the consumer until `shutdown` turns true. Reconnects when the
 /// broker goes away; returns after a shutdown once the current runs are
-/// finished and their messages ended.
+/// finished and their messages ended. `metrics` is what the health
+/// listener serves (the caller may feed it progress, see [`Metrics`]).
 pub async fn consume(
     runner: Arc<Runner>,
     template: RunSpec,
     spec: ConsumeSpec,
+    metrics: Arc<Metrics>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let metrics = Metrics::new();
     if let Some(addr) = spec.health {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -209,12 +258,16 @@ pub async fn consume(
             }
         });
     }
+    let attempts = attempts::Attempts::open(&spec.state_dir)
+        .map_err(|e| topology::Refused(format!("[consume] state-dir: {e:#}")))?;
     let tls = session::tls_config(&spec)?;
     let service = Arc::new(Service {
         runner,
         template,
+        permits: Arc::new(tokio::sync::Semaphore::new(spec.concurrency.max(1))),
         spec,
         metrics: metrics.clone(),
+        attempts,
     });
     loop {
         metrics.progress();
@@ -237,7 +290,7 @@ pub async fn consume(
     }
 }
 
-/// This machine's name, for the broker's connection list and lease names.
+/// This machine's name, for the broker's connection list.
 pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -250,11 +303,45 @@ pub(crate) struct Service {
     pub(crate) template: RunSpec,
     pub(crate) spec: ConsumeSpec,
     pub(crate) metrics: Arc<Metrics>,
+    /// `concurrency` runs at once, across sessions.
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// The messages' attempts, on disk.
+    pub(crate) attempts: attempts::Attempts,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A spec with the defaults `[consume]` gives.
+    pub(crate) fn spec() -> ConsumeSpec {
+        ConsumeSpec {
+            amqp_url: "amqp://localhost/%2f".into(),
+            amqp_password: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            client_properties: BTreeMap::new(),
+            exchange: "amq.topic".into(),
+            queue: QueueSpec::durable("archgate-containers"),
+            exchanges: vec![],
+            bindings: vec![],
+            passive_declares: false,
+            prefetch: 1,
+            concurrency: 1,
+            statuses: vec!["FINISHED".into()],
+            publish_topic_prefix: None,
+            max_attempts: 5,
+            retry_delay: Duration::from_secs(30),
+            max_retry_delay: Duration::from_secs(3600),
+            retry_horizon: Duration::from_secs(12 * 3600),
+            consumer_timeout: Duration::from_secs(1800),
+            takeover_grace: None,
+            state_dir: PathBuf::from("/nonexistent"),
+            health: None,
+            allowed_locations: AllowedLocations::new(&["/srv/composes/".to_string()]).unwrap(),
+        }
+    }
 
     #[test]
     fn urls_never_show_a_password() {

@@ -19,6 +19,11 @@ pub const SEVERITY_INFO: i64 = 20;
 /// names it in `fedora_messaging_schema_package`.
 pub const RESULT_SCHEMA_PACKAGE: &str = "fedora_image_uploader_messages";
 
+/// The largest message body archgate reads (Pungi's are under 2 KiB): a
+/// larger one is set aside unread, so that a hostile body costs no more
+/// memory than this.
+pub const MAX_BODY: usize = 64 << 10;
+
 /// A `pungi.compose.status.change` message, as much of it as archgate needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComposeMessage {
@@ -37,6 +42,12 @@ pub struct Invalid(pub String);
 /// Reads a message body. `location` ends in `/compose`; the compose root is
 /// its parent (the Pungi source accepts either, but the root names it).
 pub fn parse(body: &[u8]) -> Result<ComposeMessage, Invalid> {
+    if body.len() > MAX_BODY {
+        return Err(Invalid(format!(
+            "the body is {} bytes, more than the {MAX_BODY} a compose message may have",
+            body.len()
+        )));
+    }
     let doc: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| Invalid(format!("the body is not JSON: {e}")))?;
     let field = |name: &str| -> Result<String, Invalid> {

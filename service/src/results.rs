@@ -12,10 +12,10 @@
 use anyhow::Result;
 use archgate_core::{Decision, Report};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel};
+use lapin::BasicProperties;
 
 use crate::messages::{self, Published};
-use crate::retry::publish_mandatory;
+use crate::publisher::{Fate, Publisher};
 use crate::Service;
 
 /// The report with only the targets to announce: published, and after an
@@ -39,7 +39,7 @@ pub(crate) fn to_announce(report: &Report, tried_before: bool) -> Report {
 /// handed back, and announced by its next try.
 pub(crate) async fn announce(
     service: &Service,
-    publisher: &Channel,
+    publisher: &Publisher,
     report: &Report,
     tried_before: bool,
 ) -> Result<()> {
@@ -68,7 +68,12 @@ pub(crate) async fn announce(
 
 /// One `ContainerPublishedV1`, `mandatory` and confirmed; one that no queue
 /// takes is logged, not an error.
-async fn send(service: &Service, channel: &Channel, prefix: &str, body: &Published) -> Result<()> {
+async fn send(
+    service: &Service,
+    publisher: &Publisher,
+    prefix: &str,
+    body: &Published,
+) -> Result<()> {
     let topic = topic(prefix);
     let json = serde_json::to_vec(body)?;
     let mut headers = FieldTable::default();
@@ -104,13 +109,12 @@ async fn send(service: &Service, channel: &Channel, prefix: &str, body: &Publish
         .with_message_id(uuid4().as_str().into())
         .with_headers(headers);
     let exchange = &service.spec.exchange;
-    let routed = publish_mandatory(channel, exchange, &topic, &json, props).await?;
-    service.metrics.result_sent();
-    match routed {
-        true => {
+    match publisher.publish(exchange, &topic, &json, props).await? {
+        Fate::Routed => {
+            service.metrics.result_sent();
             tracing::info!(topic, repository = %body.repository, registries = ?body.registries, tags = ?body.tags, "result message sent")
         }
-        false => {
+        Fate::Returned => {
             tracing::warn!(topic, repository = %body.repository, "result message sent, but no queue is bound to its topic on {exchange}")
         }
     }

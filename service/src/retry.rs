@@ -1,56 +1,109 @@
-//! Trying again, and setting aside: attempts counted, the error's kind
-//! weighed, and the copies archgate publishes of a message.
+//! What a failed try is worth, by who can mend its cause, and when the next
+//! one comes (docs/service.md, "Retries"):
 //!
-//! - A retry is a copy published to the delay queue `QUEUE.retry`, whose
-//!   messages expire after `retry-delay` and are dead-lettered back to
-//!   `QUEUE`: the original is acknowledged at once, so the consumer's
-//!   prefetch slot is free meanwhile.
-//! - Setting aside is a copy published to `QUEUE.failed`, with the reason.
-//! - Every copy is `mandatory` and confirmed; the original is acknowledged
-//!   only once its copy was routed. A copy the broker returns (its queue
-//!   is gone) makes archgate declare the queue again and publish once more;
-//!   if that fails too, the original is handed back to the broker.
+//! | the error's kind | who mends it | what happens |
+//! |---|---|---|
+//! | `auth` (our credentials refused), `config` | our operator | set aside at once |
+//! | `external` (a registry's certificate, its quota, our disk filling up) | another party, or time | tried again with backoff until `retry-horizon` has passed since the first try |
+//! | `transient`, `internal`, `invalid-input`, `moved-tag`, a run that died | time, mostly | tried again with backoff, `max-attempts` runs in all |
+//!
+//! The wait before the second try is `retry-delay`; it doubles with each
+//! try, up to `max-retry-delay`.
+//!
+//! Also the copy of a message that is set aside: the original's
+//! properties, less what the broker keeps for itself and less its
+//! `expiration` (a set-aside message never expires), with the reason.
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
 use archgate_core::ErrorKind;
 use lapin::message::Delivery;
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::Confirmation;
-use lapin::{BasicProperties, Channel};
+use lapin::BasicProperties;
 
+use crate::attempts::Record;
 use crate::ConsumeSpec;
 
-/// The header that counts failed attempts on a copy sent back for a retry.
+/// The header that says how many runs a set-aside message had.
 pub const ATTEMPTS_HEADER: &str = "x-archgate-attempts";
-/// The header that counts the times a message found its targets' leases
-/// held by other consumers for longer than `lease-wait`.
-pub const BUSY_HEADER: &str = "x-archgate-busy";
 /// The header that says why a message was set aside.
 pub const ERROR_HEADER: &str = "x-archgate-error";
 /// The routing key the message first came with.
-const ROUTING_KEY_HEADER: &str = "x-archgate-routing-key";
+pub const ROUTING_KEY_HEADER: &str = "x-archgate-routing-key";
 
-/// Where failed messages are set aside.
-pub(crate) fn failed_queue(spec: &ConsumeSpec) -> String {
-    format!("{}.failed", spec.queue.name)
+/// The longest reason a set-aside copy carries (AMQP frames are bounded;
+/// the whole reason is in the log).
+const MAX_REASON: usize = 2_000;
+
+/// What comes after a failed try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Another try, this long after the failed one started.
+    Retry(Duration),
+    /// Set aside, for this reason.
+    SetAside(String),
 }
 
-/// Where retries wait for `retry-delay`.
-pub(crate) fn delay_queue(spec: &ConsumeSpec) -> String {
-    format!("{}.retry", spec.queue.name)
+/// The wait after the `tries`-th try: `retry-delay`, doubled at each try,
+/// at most `max-retry-delay`.
+pub(crate) fn backoff(spec: &ConsumeSpec, tries: u32) -> Duration {
+    let doublings = tries.saturating_sub(1).min(30);
+    spec.retry_delay
+        .saturating_mul(1u32 << doublings)
+        .min(spec.max_retry_delay.max(spec.retry_delay))
 }
 
-/// Whether an error of this kind can be mended by trying again: not a
-/// registry that refuses the credentials or the push, not a bad
-/// configuration.
-pub(crate) fn worth_retrying(kind: ErrorKind) -> bool {
-    !matches!(kind, ErrorKind::Auth | ErrorKind::Config)
+/// What follows a try that ended in `kind` (`record` counts it already).
+pub(crate) fn after(
+    spec: &ConsumeSpec,
+    record: &Record,
+    kind: ErrorKind,
+    error: &str,
+    now: i64,
+) -> Next {
+    let tries = record.tries;
+    match kind {
+        ErrorKind::Auth | ErrorKind::Config => Next::SetAside(format!(
+            "{} error, which only this deployment's operator can mend: {error}",
+            kind.as_str()
+        )),
+        ErrorKind::External => {
+            let horizon = spec.retry_horizon.as_secs() as i64;
+            if now - record.first >= horizon {
+                Next::SetAside(format!(
+                    "still failing after {tries} tries over {}: {error}",
+                    text(spec.retry_horizon)
+                ))
+            } else {
+                Next::Retry(backoff(spec, tries))
+            }
+        }
+        _ if tries >= spec.max_attempts => {
+            Next::SetAside(format!("failed {tries} times; last error: {error}"))
+        }
+        _ => Next::Retry(backoff(spec, tries)),
+    }
 }
 
-fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a AMQPValue> {
+/// Before a try: the message's record says its earlier runs died (the
+/// process with them, or the broker took the message back) this often:
+/// set aside once that reaches `max-attempts`.
+pub(crate) fn before(spec: &ConsumeSpec, record: &Record) -> Option<String> {
+    if record.tries < spec.max_attempts || record.died() == 0 {
+        return None;
+    }
+    let last = match &record.last_error {
+        Some(e) => format!("; the last error: {e}"),
+        None => String::new(),
+    };
+    Some(format!(
+        "started {} times, {} of them never ended (the run killed the consumer, or outlived the broker's consumer_timeout){last}",
+        record.tries,
+        record.died()
+    ))
+}
+
+pub(crate) fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a AMQPValue> {
     delivery
         .properties
         .headers()
@@ -58,158 +111,189 @@ fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a AMQPValue> {
         .and_then(|h| h.inner().get(name))
 }
 
-fn count(delivery: &Delivery, name: &str) -> u32 {
-    match header(delivery, name) {
-        Some(AMQPValue::LongLongInt(n)) => (*n).clamp(0, i64::from(u32::MAX)) as u32,
-        Some(AMQPValue::LongInt(n)) => (*n).max(0) as u32,
-        Some(AMQPValue::LongUInt(n)) => *n,
-        Some(AMQPValue::ShortInt(n)) => (*n).max(0) as u32,
-        Some(AMQPValue::ShortShortInt(n)) => (*n).max(0) as u32,
-        _ => 0,
+/// The copy of a message set aside: its properties with the reason (cut
+/// to a bounded length), the runs it had and the routing key it came with;
+/// persistent, never expiring; the broker's own history dropped.
+pub(crate) fn aside_properties(delivery: &Delivery, why: &str, tries: u32) -> BasicProperties {
+    let mut extra = vec![
+        (
+            ERROR_HEADER,
+            AMQPValue::LongString(LongString::from(cut(why, MAX_REASON))),
+        ),
+        (ATTEMPTS_HEADER, AMQPValue::LongLongInt(i64::from(tries))),
+    ];
+    if header(delivery, ROUTING_KEY_HEADER).is_none() {
+        let key = LongString::from(delivery.routing_key.as_str());
+        extra.push((ROUTING_KEY_HEADER, AMQPValue::LongString(key)));
     }
+    copy_properties(delivery, &[], extra)
 }
 
-/// The attempts a message has had before this one: those its header
-/// counts, and those the broker delivered it again for (a consumer died,
-/// or the broker's `consumer_timeout` took it back, in the middle of one):
-/// a quorum queue counts them (`x-delivery-count`); a classic queue only
-/// says it was (`redelivered`), which counts one.
-pub(crate) fn attempts_so_far(delivery: &Delivery) -> u32 {
-    let again = count(delivery, "x-delivery-count").max(u32::from(delivery.redelivered));
-    count(delivery, ATTEMPTS_HEADER).saturating_add(again)
+/// The copy `archgate replay` sends back to the queue: the set-aside
+/// message without its reason and count (its tries start anew).
+pub(crate) fn replay_properties(delivery: &Delivery) -> BasicProperties {
+    copy_properties(delivery, &[ERROR_HEADER, ATTEMPTS_HEADER], vec![])
 }
 
-/// The times this message waited too long for leases before.
-pub(crate) fn busy_so_far(delivery: &Delivery) -> u32 {
-    count(delivery, BUSY_HEADER)
-}
-
-/// A copy of the message for the delay queue: it comes back to the queue
-/// after `retry-delay`, counting `attempts` and `busy`.
-pub(crate) async fn send_back(
-    channel: &Channel,
-    spec: &ConsumeSpec,
+/// A message's properties for a copy of it: its headers less `drop` and
+/// what the broker keeps for itself, plus `extra`; persistent; neither its
+/// expiration (a copy stays) nor its user id (the broker checks that one
+/// against whoever publishes).
+fn copy_properties(
     delivery: &Delivery,
-    attempts: u32,
-    busy: u32,
-) -> Result<()> {
-    let props = copy_properties(
-        delivery,
-        vec![
-            (ATTEMPTS_HEADER, AMQPValue::LongLongInt(i64::from(attempts))),
-            (BUSY_HEADER, AMQPValue::LongLongInt(i64::from(busy))),
-        ],
-    )
-    .with_expiration(spec.retry_delay.as_millis().max(1).to_string().into());
-    let queue = delay_queue(spec);
-    copy(channel, spec, &queue, delivery, props).await
-}
-
-/// A copy of the message in `QUEUE.failed`, saying why.
-pub(crate) async fn set_aside(
-    channel: &Channel,
-    spec: &ConsumeSpec,
-    delivery: &Delivery,
-    why: &str,
-) -> Result<()> {
-    let props = copy_properties(
-        delivery,
-        vec![(ERROR_HEADER, AMQPValue::LongString(LongString::from(why)))],
-    );
-    let queue = failed_queue(spec);
-    copy(channel, spec, &queue, delivery, props).await
-}
-
-/// Publishes a copy to `queue`, routed and confirmed; a copy returned for
-/// want of its queue declares the queue again and goes once more.
-async fn copy(
-    channel: &Channel,
-    spec: &ConsumeSpec,
-    queue: &str,
-    delivery: &Delivery,
-    props: BasicProperties,
-) -> Result<()> {
-    for last in [false, true] {
-        let routed = publish_mandatory(channel, "", queue, &delivery.data, props.clone()).await?;
-        if routed {
-            return Ok(());
-        }
-        if last {
-            break;
-        }
-        tracing::warn!(queue, "the queue is gone; declaring it again");
-        crate::topology::declare_side_queue(channel, spec, queue).await?;
-    }
-    bail!("the broker could not route a copy to {queue}")
-}
-
-/// Publishes `mandatory` and waits for the broker's confirmation: `true`
-/// routed, `false` returned (no queue took it); `Err` when the broker
-/// refused it or the channel broke.
-pub(crate) async fn publish_mandatory(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    body: &[u8],
-    properties: BasicProperties,
-) -> Result<bool> {
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..Default::default()
-    };
-    let confirm = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            options,
-            body,
-            properties,
-        )
-        .await?
-        .await?;
-    match confirm {
-        Confirmation::Ack(None) => Ok(true),
-        Confirmation::Ack(Some(_)) => Ok(false),
-        Confirmation::Nack(_) => bail!("the broker refused a message to {routing_key}"),
-        Confirmation::NotRequested => bail!("internal error: no publisher confirms"),
-    }
-}
-
-/// The original's properties with `extra` headers, persistent; the
-/// broker's own dead-letter history and delivery count dropped (the count
-/// is archgate's, in `x-archgate-attempts`).
-fn copy_properties(delivery: &Delivery, extra: Vec<(&str, AMQPValue)>) -> BasicProperties {
+    drop: &[&str],
+    extra: Vec<(&str, AMQPValue)>,
+) -> BasicProperties {
+    let broker_kept = [
+        "x-death",
+        "x-first-death",
+        "x-last-death",
+        "x-delivery-count",
+    ];
     let mut headers = FieldTable::default();
     if let Some(h) = delivery.properties.headers() {
         for (k, v) in h.inner() {
-            let broker_kept = [
-                "x-death",
-                "x-first-death",
-                "x-last-death",
-                "x-delivery-count",
-            ];
-            if !broker_kept.iter().any(|p| k.as_str().starts_with(p)) {
+            let k_str = k.as_str();
+            let dropped = broker_kept.iter().any(|p| k_str.starts_with(p)) || drop.contains(&k_str);
+            if !dropped {
                 headers.insert(k.clone(), v.clone());
             }
         }
     }
-    if header(delivery, ROUTING_KEY_HEADER).is_none() {
-        headers.insert(
-            ShortString::from(ROUTING_KEY_HEADER),
-            AMQPValue::LongString(LongString::from(delivery.routing_key.as_str())),
-        );
-    }
     for (k, v) in extra {
         headers.insert(ShortString::from(k), v);
     }
-    delivery
-        .properties
-        .clone()
+    let p = &delivery.properties;
+    let mut out = BasicProperties::default()
         .with_headers(headers)
-        .with_delivery_mode(2)
+        .with_delivery_mode(2);
+    if let Some(v) = p.content_type() {
+        out = out.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        out = out.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.priority() {
+        out = out.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        out = out.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        out = out.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        out = out.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        out = out.with_type(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        out = out.with_app_id(v.clone());
+    }
+    out
 }
 
-/// `retry-delay` for messages.
-pub(crate) fn delay_text(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
+/// `s` cut to at most `max` bytes, on a character boundary, marked.
+pub(crate) fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(4);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} ...", &s[..end])
+}
+
+/// A duration for messages: `30 s`, `2.0 h`.
+pub(crate) fn text(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 3600.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else if s >= 120.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ConsumeSpec {
+        crate::tests::spec()
+    }
+
+    #[test]
+    fn the_wait_doubles_up_to_its_bound() {
+        let mut s = spec();
+        s.retry_delay = Duration::from_secs(30);
+        s.max_retry_delay = Duration::from_secs(300);
+        let waits: Vec<u64> = (1..=6).map(|t| backoff(&s, t).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 300, 300]);
+        assert_eq!(backoff(&s, 200).as_secs(), 300);
+    }
+
+    #[test]
+    fn kinds_decide_by_who_mends_them() {
+        let mut s = spec();
+        s.max_attempts = 3;
+        s.retry_horizon = Duration::from_secs(3600);
+        let r = |tries, first| Record {
+            tries,
+            ended: tries,
+            first,
+            ..Record::default()
+        };
+        let now = 10_000;
+        for kind in [ErrorKind::Auth, ErrorKind::Config] {
+            assert!(matches!(
+                after(&s, &r(1, now), kind, "e", now),
+                Next::SetAside(_)
+            ));
+        }
+        assert!(matches!(
+            after(&s, &r(2, now), ErrorKind::Transient, "e", now),
+            Next::Retry(_)
+        ));
+        assert!(matches!(
+            after(&s, &r(3, now), ErrorKind::Transient, "e", now),
+            Next::SetAside(_)
+        ));
+        // What another party mends: tried past max-attempts, until the horizon.
+        assert!(matches!(
+            after(&s, &r(9, now - 3000), ErrorKind::External, "e", now),
+            Next::Retry(_)
+        ));
+        assert!(matches!(
+            after(&s, &r(9, now - 3600), ErrorKind::External, "e", now),
+            Next::SetAside(_)
+        ));
+    }
+
+    #[test]
+    fn runs_that_died_are_capped_too() {
+        let mut s = spec();
+        s.max_attempts = 2;
+        let mut r = Record {
+            tries: 1,
+            ..Record::default()
+        };
+        assert_eq!(before(&s, &r), None);
+        r.tries = 2;
+        assert!(before(&s, &r).unwrap().contains("never ended"));
+        // Runs that ended in errors are the after-try rule's to count.
+        r.ended = 2;
+        assert_eq!(before(&s, &r), None);
+    }
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(3000);
+        let c = cut(&long, MAX_REASON);
+        assert!(c.len() <= MAX_REASON && c.ends_with(" ..."));
+        assert_eq!(cut("short", 10), "short");
+    }
 }

@@ -1,21 +1,23 @@
 //! What archgate needs on the broker, and the check that it has it, before
-//! it takes a message: its exchanges, its queue and the two beside it
-//! (`QUEUE.failed`, `QUEUE.retry`), the bindings, and the right to take
-//! leases (docs/service.md, "Permissions"). Each step names what it needs:
-//! a refusal (`ACCESS_REFUSED`, or with `passive_declares` something that
-//! does not exist) is a [`Refused`] error, which `archgate consume` ends
-//! with exit code 2, having taken nothing.
+//! it takes a message: its exchanges, its queue and `QUEUE.failed` beside
+//! it (docs/service.md, "Permissions"). Where archgate may declare
+//! (`passive-declares` off) it declares them; with passive declares, as on
+//! Fedora's broker where an app has no configure right at all, it only
+//! checks that they are there. Either way it binds its queue (its routing
+//! keys, and the replay key) and `QUEUE.failed` (its own key) to the
+//! exchange, as fedora-messaging binds even with passive declares: binding
+//! needs write on the queue and read on the exchange, which Fedora's roles
+//! give an app on the queues named after it. Each step names what it
+//! needs: a refusal (`ACCESS_REFUSED`, or something that does not exist)
+//! is a [`Refused`] error, which `archgate consume` ends with exit code 2,
+//! having taken nothing.
 
 use anyhow::Result;
-use lapin::options::{
-    BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ExchangeKind};
 
-use crate::retry::{delay_queue, failed_queue};
-use crate::{lease, ArgValue, ConsumeSpec};
+use crate::{ArgValue, ConsumeSpec};
 
 /// A permission archgate lacks, or (passive declares) something that is
 /// not there: the service cannot run as configured.
@@ -43,7 +45,7 @@ fn reply_code(e: &anyhow::Error) -> Option<u16> {
 
 /// One step of the set-up: `Err(Refused)` names the permission (or the
 /// missing resource); any other failure is the broker's (connect again).
-fn step(what: &str, needs: &str, e: impl Into<anyhow::Error>) -> anyhow::Error {
+pub(crate) fn step(what: &str, needs: &str, e: impl Into<anyhow::Error>) -> anyhow::Error {
     let e = e.into();
     match reply_code(&e) {
         Some(ACCESS_REFUSED) => Refused(format!(
@@ -51,7 +53,7 @@ fn step(what: &str, needs: &str, e: impl Into<anyhow::Error>) -> anyhow::Error {
         ))
         .into(),
         Some(NOT_FOUND) => Refused(format!(
-            "cannot {what}: it does not exist, and passive_declares lets archgate declare nothing; the broker said: {e}"
+            "cannot {what}: it does not exist, and passive_declares lets archgate declare nothing (docs/service.md, \"Permissions\", says how an operator makes it); the broker said: {e}"
         ))
         .into(),
         _ => anyhow::anyhow!("cannot {what}: {e}"),
@@ -72,55 +74,43 @@ pub(crate) fn table(args: &std::collections::BTreeMap<String, ArgValue>) -> Fiel
     t
 }
 
-/// The arguments of a queue beside the main one: its queue type, and for
-/// the delay queue the way back.
-pub(crate) fn side_arguments(spec: &ConsumeSpec, name: &str) -> FieldTable {
-    let mut args = FieldTable::default();
-    if let Some(kind) = spec.queue.arguments.get("x-queue-type") {
-        let one = std::collections::BTreeMap::from([("x-queue-type".to_string(), kind.clone())]);
-        args = table(&one);
+/// `QUEUE.failed`'s arguments: the queue type of the main queue, if any.
+fn failed_arguments(spec: &ConsumeSpec) -> FieldTable {
+    match spec.queue.arguments.get("x-queue-type") {
+        Some(kind) => {
+            let one =
+                std::collections::BTreeMap::from([("x-queue-type".to_string(), kind.clone())]);
+            table(&one)
+        }
+        None => FieldTable::default(),
     }
-    if name == delay_queue(spec) {
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from("")),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(LongString::from(spec.queue.name.as_str())),
-        );
-    }
-    args
 }
 
-/// Declares `QUEUE.failed` or `QUEUE.retry` (again, when a copy to it came
-/// back): durable.
-pub(crate) async fn declare_side_queue(
-    channel: &Channel,
-    spec: &ConsumeSpec,
-    name: &str,
-) -> Result<()> {
+/// Declares `QUEUE.failed` (durable), or with passive declares checks
+/// that it is there.
+pub(crate) async fn declare_failed(channel: &Channel, spec: &ConsumeSpec) -> Result<()> {
+    let name = spec.failed_queue();
     let options = QueueDeclareOptions {
         durable: true,
         passive: spec.passive_declares,
         ..Default::default()
     };
-    let needs = match name == delay_queue(spec) {
-        true => {
-            format!("configure on `{name}` and write on `amq.default` (its dead-letter exchange)")
-        }
-        false => format!("configure on `{name}`"),
-    };
     channel
-        .queue_declare(name.into(), options, side_arguments(spec, name))
+        .queue_declare(name.as_str().into(), options, failed_arguments(spec))
         .await
-        .map_err(|e| step(&format!("declare the queue {name}"), &needs, e))?;
+        .map_err(|e| {
+            step(
+                &format!("declare the queue {name}"),
+                &format!("configure on `{name}`"),
+                e,
+            )
+        })?;
     Ok(())
 }
 
 /// Declares (or with `passive_declares` finds) everything archgate uses,
-/// and checks that it may take leases. Each step on a channel of its own:
-/// a refusal closes the channel it came on.
+/// and binds its queues. Each step on a channel of its own: a refusal
+/// closes the channel it came on.
 pub(crate) async fn prepare(conn: &Connection, spec: &ConsumeSpec) -> Result<()> {
     let passive = spec.passive_declares;
     for x in &spec.exchanges {
@@ -165,99 +155,51 @@ pub(crate) async fn prepare(conn: &Connection, spec: &ConsumeSpec) -> Result<()>
             step(&format!("declare the queue {}", q.name), &needs, e)
         })?;
     let _ = channel.close(200, "declared".into()).await;
-    for name in [failed_queue(spec), delay_queue(spec)] {
-        let channel = conn.create_channel().await?;
-        declare_side_queue(&channel, spec, &name).await?;
-        let _ = channel.close(200, "declared".into()).await;
-    }
+    let channel = conn.create_channel().await?;
+    declare_failed(&channel, spec).await?;
+    let _ = channel.close(200, "declared".into()).await;
+    bind(conn, spec).await?;
     if passive {
         tracing::info!(
             queue = %q.name,
-            "passive_declares: exchanges and queues found; bindings are the broker's (AMQP cannot check them)"
+            failed = %spec.failed_queue(),
+            "passive_declares: the exchanges and queues are there; archgate declares nothing"
         );
-    } else {
-        bind(conn, spec).await?;
     }
-    check_leases(conn).await
-}
-
-async fn bind(conn: &Connection, spec: &ConsumeSpec) -> Result<()> {
-    let channel = conn.create_channel().await?;
-    let q = &spec.queue.name;
-    for b in &spec.bindings {
-        for key in &b.routing_keys {
-            let what = format!("bind the queue {q} to {} with {key}", b.exchange);
-            let needs = format!("write on `{q}` and read on `{}`", b.exchange);
-            channel
-                .queue_bind(
-                    q.as_str().into(),
-                    b.exchange.as_str().into(),
-                    key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| step(&what, &needs, e))?;
-        }
-    }
-    let _ = channel.close(200, "bound".into()).await;
     Ok(())
 }
 
-/// A lease queue of its own declared, consumed from, given a token, and
-/// deleted: what taking a lease needs (configure and read on
-/// `archgate.lease.*`, write on `amq.default`).
-async fn check_leases(conn: &Connection) -> Result<()> {
-    let target = format!(
-        "permission-check.{}.{}",
-        crate::hostname(),
-        std::process::id()
-    );
-    let name = lease::lease_queue(&target);
+/// Every binding archgate's queues need: the queue's routing keys and the
+/// replay key, `QUEUE.failed`'s own key.
+async fn bind(conn: &Connection, spec: &ConsumeSpec) -> Result<()> {
+    let q = spec.queue.name.clone();
+    let mut wanted: Vec<(String, String, String)> = Vec::new();
+    for b in &spec.bindings {
+        for key in &b.routing_keys {
+            wanted.push((q.clone(), b.exchange.clone(), key.clone()));
+        }
+    }
+    wanted.push((q.clone(), spec.exchange.clone(), spec.replay_key()));
+    wanted.push((
+        spec.failed_queue(),
+        spec.exchange.clone(),
+        spec.failed_key(),
+    ));
     let channel = conn.create_channel().await?;
-    let needs_configure = "configure on `archgate.lease.*` (the lease queues)";
-    lease::declare(&channel, &name).await.map_err(|e| {
-        step(
-            &format!("declare the lease queue {name}"),
-            needs_configure,
-            e,
-        )
-    })?;
-    channel
-        .basic_consume(
-            name.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| {
-            step(
-                &format!("consume from the lease queue {name}"),
-                "read on `archgate.lease.*`",
-                e,
+    for (queue, exchange, key) in wanted {
+        let what = format!("bind the queue {queue} to {exchange} with {key}");
+        let needs = format!("write on `{queue}` and read on `{exchange}`");
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
             )
-        })?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    lease::publish_token(&channel, &name).await.map_err(|e| {
-        step(
-            &format!("publish a lease token to {name}"),
-            "write on `amq.default` (the default exchange)",
-            e,
-        )
-    })?;
-    channel
-        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .map_err(|e| {
-            step(
-                &format!("delete the lease queue {name}"),
-                needs_configure,
-                e,
-            )
-        })?;
-    let _ = channel.close(200, "checked".into()).await;
+            .await
+            .map_err(|e| step(&what, &needs, e))?;
+    }
+    let _ = channel.close(200, "bound".into()).await;
     Ok(())
 }

@@ -9,6 +9,7 @@ mod archive;
 mod artifact;
 mod auth;
 mod cache;
+mod fence;
 mod layout;
 mod oci;
 pub mod progress;
@@ -26,6 +27,7 @@ pub use artifact::{
 };
 pub use auth::{from_env as env_credentials, lookup as lookup_credentials, Credentials, Secret};
 pub use cache::{default_dir as default_cache_dir, holds as cache_holds};
+pub use fence::Fence;
 pub use layout::{remove_stale_temp, write_atomic, OciLayout};
 pub use oci::{render_index, sha256_digest, Descriptor, OCI_INDEX};
 pub use registry::{Registry, RegistryRepo, RegistrySettings, RetryPolicy};

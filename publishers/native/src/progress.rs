@@ -16,6 +16,12 @@ pub fn pushed(label: &str, bytes: u64) {
     tracing::info!(target: "archgate::progress", kind = "push", label, bytes);
 }
 
+/// A registry answered a request (`label`: its host): work is moving,
+/// for whoever watches (the service's `/live`); nothing to draw.
+pub fn answered(label: &str) {
+    tracing::info!(target: "archgate::progress", kind = "answer", label);
+}
+
 /// `done` of `total` targets finished.
 pub fn targets(done: u64, total: u64) {
     tracing::info!(target: "archgate::progress", kind = "targets", label = "targets", done, total);

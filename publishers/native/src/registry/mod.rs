@@ -79,6 +79,8 @@ pub struct Registry {
     seen: known::Seen,
     /// The connections this view will want at first contact.
     expect: Expect,
+    /// This view's run: once tripped, nothing more is sent.
+    fence: Option<crate::Fence>,
 }
 
 /// How many requests a run will send at once right after first contact,
@@ -114,6 +116,7 @@ impl Registry {
             phases: Default::default(),
             seen: Default::default(),
             expect: Default::default(),
+            fence: None,
         })
     }
 
@@ -130,7 +133,15 @@ impl Registry {
             phases: self.phases.clone(),
             seen: Default::default(),
             expect: Default::default(),
+            fence: None,
         }
+    }
+
+    /// This view, sending nothing once `fence` is tripped (a request in
+    /// flight then is dropped).
+    pub fn fenced(mut self, fence: crate::Fence) -> Registry {
+        self.fence = Some(fence);
+        self
     }
 
     /// Says what this view will send at once right after its first contact

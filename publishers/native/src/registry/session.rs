@@ -246,6 +246,24 @@ impl Registry {
         scopes: &[String],
         make: &(dyn Fn(&str) -> RequestBuilder + Sync),
     ) -> Result<Response, Failure> {
+        match &self.fence {
+            None => self.send_unfenced(scopes, make).await,
+            Some(fence) if fence.is_tripped() => {
+                Err(Failure::Fatal(crate::fence::stopped(&self.host)))
+            }
+            Some(fence) => tokio::select! {
+                biased;
+                _ = fence.tripped() => Err(Failure::Fatal(crate::fence::stopped(&self.host))),
+                answer = self.send_unfenced(scopes, make) => answer,
+            },
+        }
+    }
+
+    async fn send_unfenced(
+        &self,
+        scopes: &[String],
+        make: &(dyn Fn(&str) -> RequestBuilder + Sync),
+    ) -> Result<Response, Failure> {
         let base = self.base().await?;
         let key = scopes.join(" ");
         let mut refreshed = false;
@@ -255,6 +273,7 @@ impl Registry {
             loop {
                 let req = self.authorize(make(&base), scopes, &key).await?;
                 let resp = req.send().await.map_err(|e| self.failure(e))?;
+                crate::progress::answered(&self.host);
                 if resp.status() == StatusCode::UNAUTHORIZED {
                     let mut state = self.state.lock().await;
                     if let Some(c) = challenge_of(resp.headers()) {
