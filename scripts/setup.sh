@@ -34,13 +34,14 @@ ensure_cargo() {
 }
 
 # The Python libraries some tests use as real peers (productmd, koji,
-# fedora-messaging and fedora-image-uploader-messages): installed into a venv
+# fedora-messaging and fedora-image-uploader-messages, aiosmtpd as a mail
+# server): installed into a venv
 # under target/, so that neither
 # the system's Python nor an externally managed one is touched. Exports
 # ARCHGATE_PYTHON, the venv's interpreter, which the tests run.
 ensure_python_tools() {
   local venv="$PWD/target/python"
-  local check='import productmd, koji, fedora_messaging, fedora_image_uploader_messages, pika, yaml'
+  local check='import productmd, koji, fedora_messaging, fedora_image_uploader_messages, pika, yaml, aiosmtpd'
   if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "$check" 2>/dev/null; then
     if ! command -v python3 >/dev/null 2>&1; then
       apt_install python3 python3-venv
@@ -53,7 +54,7 @@ ensure_python_tools() {
     fi
     echo "archgate setup: installing productmd, koji, fedora-messaging into $venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check productmd \
-      fedora-messaging fedora-image-uploader-messages pyyaml
+      fedora-messaging fedora-image-uploader-messages pyyaml aiosmtpd
     # koji's own dependencies include Kerberos bindings that need headers;
     # what importing it needs is these (requests with its own dependencies).
     "$venv/bin/pip" install -q --disable-pip-version-check requests python-dateutil six defusedxml

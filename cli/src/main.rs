@@ -212,7 +212,15 @@ fn main() -> ExitCode {
     // The service's metrics hear of every run's progress (`/live`).
     let metrics = archgate_service::Metrics::new();
     let live = matches!(cli.command, Command::Consume { .. }).then(|| metrics.clone());
-    init_logging(verbose, cli.quiet, live);
+    // Errors mailed as the service's file says (`[log_config]`); the file
+    // is read again, and any problem with it reported, by `consume`.
+    let mail = match &cli.command {
+        Command::Consume { config } => config::load(&config.path())
+            .ok()
+            .and_then(|l| l.mail_spec()),
+        _ => None,
+    };
+    init_logging(verbose, cli.quiet, live, mail);
     let code = match cli.command {
         Command::Plan(run) => run_and_report(&run, true, None),
         Command::Publish {
@@ -263,7 +271,12 @@ fn main() -> ExitCode {
 
 /// Logs on stderr; and, when stderr is a terminal and `--quiet` is not
 /// given, the progress display there too.
-fn init_logging(verbose: u8, quiet: bool, live: Option<std::sync::Arc<archgate_service::Metrics>>) {
+fn init_logging(
+    verbose: u8,
+    quiet: bool,
+    live: Option<std::sync::Arc<archgate_service::Metrics>>,
+    mail: Option<archgate_service::MailSpec>,
+) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
@@ -298,7 +311,8 @@ fn init_logging(verbose: u8, quiet: bool, live: Option<std::sync::Arc<archgate_s
             .with_target(false)
             .with_filter(filter)
             .with_filter(not_progress);
-        registry.with(logs).with(live.map(Live)).init();
+        let mail = mail.map(archgate_service::MailLayer::new);
+        registry.with(logs).with(live.map(Live)).with(mail).init();
     }
 }
 

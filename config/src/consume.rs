@@ -57,6 +57,9 @@ pub(crate) struct ConsumeConfig {
     pub takeover_grace: Option<std::time::Duration>,
     /// Where the tries of messages are counted.
     pub state_dir: Option<String>,
+    /// Errors after a mailed one wait this long, and go in one mail.
+    #[serde(default = "default_mail_every", deserialize_with = "duration")]
+    pub error_mail_every: std::time::Duration,
     /// The broker password, from a file (instead of in the URL).
     pub amqp_password_file: Option<String>,
     /// The broker password, from an environment variable.
@@ -107,13 +110,16 @@ fn default_routing_keys() -> Vec<String> {
     vec!["org.fedoraproject.prod.pungi.compose.status.change".into()]
 }
 fn default_prefetch() -> u16 {
-    1
+    10
 }
 fn default_statuses() -> Vec<String> {
     vec!["FINISHED".into(), "FINISHED_INCOMPLETE".into()]
 }
 fn default_max_attempts() -> u32 {
     5
+}
+fn default_mail_every() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
 }
 fn default_concurrency() -> usize {
     1
@@ -238,6 +244,22 @@ impl Loaded {
             ..Options::default()
         })?;
         Ok((spec, run))
+    }
+
+    /// Where errors are mailed: a fedora-messaging file's `[log_config]`
+    /// SMTPHandler (docs/service.md, "Errors by mail"); none without one.
+    pub fn mail_spec(&self) -> Option<archgate_service::MailSpec> {
+        let mail = self.fedora_messaging.as_ref()?.mail.clone()?;
+        let every = self.config.consume.as_ref().map(|c| c.error_mail_every)?;
+        Some(archgate_service::MailSpec {
+            host: mail.host,
+            port: mail.port,
+            from: mail.from,
+            to: mail.to,
+            subject: mail.subject,
+            level: mail.level,
+            every,
+        })
     }
 
     /// `state-dir`, else systemd's `$STATE_DIRECTORY`, else

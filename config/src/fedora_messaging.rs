@@ -34,7 +34,9 @@ struct FmFile {
     topic_prefix: Option<String>,
     publish_exchange: Option<String>,
     consumer_config: Option<toml::Table>,
-    /// Everything else fedora-messaging knows (callback, log_config, ...).
+    /// Python's logging configuration: its SMTPHandler is honoured.
+    log_config: Option<toml::Table>,
+    /// Everything else fedora-messaging knows (callback, ...).
     #[serde(flatten)]
     _ignored: BTreeMap<String, toml::Value>,
 }
@@ -99,6 +101,20 @@ pub(crate) struct Topology {
     queue: archgate_service::QueueSpec,
     bindings: Vec<archgate_service::BindingSpec>,
     client_properties: BTreeMap<String, String>,
+    /// `[log_config]`'s SMTPHandler, if a logger uses one.
+    pub(crate) mail: Option<Mail>,
+}
+
+/// An SMTPHandler of `[log_config]`: all of the mail's settings but how
+/// often (an archgate key).
+#[derive(Debug, Clone)]
+pub(crate) struct Mail {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) from: String,
+    pub(crate) to: Vec<String>,
+    pub(crate) subject: String,
+    pub(crate) level: tracing::Level,
 }
 
 impl Topology {
@@ -153,7 +169,10 @@ pub(crate) fn translate(file: &str, text: &str) -> Result<(String, Topology), Co
     let consume = consume_table(&fm, &name, consume).map_err(err)?;
     config.insert("consume".into(), toml::Value::Table(consume));
     let text = toml::to_string(&config).map_err(|e| err(format!("[consumer_config]: {e}")))?;
-    let topology = topology(&fm, &name, queue).map_err(err)?;
+    let mut topology = topology(&fm, &name, queue).map_err(err)?;
+    if let Some(log_config) = &fm.log_config {
+        topology.mail = mail(log_config).map_err(|e| err(format!("[log_config] {e}")))?;
+    }
     Ok((text, topology))
 }
 
@@ -270,5 +289,107 @@ fn topology(fm: &FmFile, name: &str, queue: &FmQueue) -> Result<Topology, String
         queue,
         bindings,
         client_properties,
+        mail: None,
     })
+}
+
+/// Python's level names, as `tracing`'s levels (`NOTSET`: everything).
+fn level(name: &str) -> Result<tracing::Level, String> {
+    Ok(match name.to_ascii_uppercase().as_str() {
+        "CRITICAL" | "FATAL" | "ERROR" => tracing::Level::ERROR,
+        "WARNING" | "WARN" => tracing::Level::WARN,
+        "INFO" => tracing::Level::INFO,
+        "DEBUG" | "NOTSET" => tracing::Level::DEBUG,
+        other => {
+            return Err(format!(
+                "level {other:?} is not one of Python's logging levels"
+            ))
+        }
+    })
+}
+
+/// The SMTPHandler that a logger of `[log_config]` uses (the root logger
+/// or a named one): where errors are mailed, as Python's
+/// `logging.handlers.SMTPHandler` would mail them.
+fn mail(log_config: &toml::Table) -> Result<Option<Mail>, String> {
+    let table = |v: Option<&toml::Value>| {
+        v.and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let handlers = table(log_config.get("handlers"));
+    let mut loggers: Vec<toml::Table> = table(log_config.get("loggers"))
+        .values()
+        .filter_map(|v| v.as_table().cloned())
+        .collect();
+    loggers.extend(log_config.get("root").and_then(|v| v.as_table()).cloned());
+    let used = |name: &str| {
+        loggers.iter().any(|l| {
+            l.get("handlers")
+                .and_then(|h| h.as_array())
+                .is_some_and(|h| h.iter().any(|n| n.as_str() == Some(name)))
+        })
+    };
+    let smtp: Vec<(&String, &toml::Value)> = handlers
+        .iter()
+        .filter(|(name, h)| {
+            h.get("class").and_then(|c| c.as_str()) == Some("logging.handlers.SMTPHandler")
+                && used(name)
+        })
+        .collect();
+    let (name, h) = match smtp[..] {
+        [] => return Ok(None),
+        [one] => one,
+        _ => return Err("more than one SMTPHandler is used: archgate mails through one".into()),
+    };
+    let at = |key: &str| format!("handlers.{name}.{key}");
+    for unsupported in ["credentials", "secure"] {
+        if h.get(unsupported).is_some() {
+            return Err(format!(
+                "{}: archgate mails over plain SMTP, without login or TLS (as Fedora's mail host takes it); remove it or mail through a relay that needs neither",
+                at(unsupported)
+            ));
+        }
+    }
+    let text = |key: &str| -> Result<String, String> {
+        h.get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("{}: a string is needed", at(key)))
+    };
+    let (host, port) = match h.get("mailhost") {
+        Some(toml::Value::String(host)) => (host.clone(), 25),
+        Some(toml::Value::Array(a)) => match &a[..] {
+            [toml::Value::String(host), toml::Value::Integer(port)] => {
+                let port = u16::try_from(*port)
+                    .map_err(|_| format!("{}: no such port", at("mailhost")))?;
+                (host.clone(), port)
+            }
+            _ => return Err(format!("{}: \"HOST\" or [\"HOST\", PORT]", at("mailhost"))),
+        },
+        _ => return Err(format!("{}: \"HOST\" or [\"HOST\", PORT]", at("mailhost"))),
+    };
+    let to = match h.get("toaddrs") {
+        Some(toml::Value::String(one)) => vec![one.clone()],
+        Some(toml::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if to.is_empty() {
+        return Err(format!("{}: no address to mail to", at("toaddrs")));
+    }
+    let level = match h.get("level").and_then(|v| v.as_str()) {
+        Some(l) => level(l).map_err(|e| format!("{}: {e}", at("level")))?,
+        None => tracing::Level::DEBUG,
+    };
+    Ok(Some(Mail {
+        host,
+        port,
+        from: text("fromaddr")?,
+        to,
+        subject: text("subject")?,
+        level,
+    }))
 }

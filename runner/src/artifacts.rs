@@ -161,7 +161,7 @@ fn image_inputs(
                 ArchInput::Failed(reason)
             }
             (Outcome::Built(_), Some(Err(ReadFailure::Internal(e)))) => {
-                tracing::error!(image = %name, %arch, "{e}");
+                tracing::warn!(image = %name, %arch, "{e}");
                 inputs.internal.push(format!("{arch}: {e}"));
                 continue;
             }

@@ -8,26 +8,24 @@ use archgate_core::{ComposeResults, CurrentIndex, Policy};
 use archgate_native::{read_current, AnyStore, Depth};
 use futures_util::StreamExt;
 
-use crate::lease::{Hold, Leases};
 use crate::spec::RunSpec;
 use crate::stores::RunStores;
 use crate::targets::Target;
-use crate::RunError;
 
 /// Holds every target a run may write, before its current index is read:
-/// this process's lock on it, then the lease (see [`crate::lease`]), one
-/// target after another in the order of their names, so that runs sharing
-/// targets never wait on each other in a circle. Targets whose tag could
-/// not be named, and those of images the compose's results already refuse
-/// (nothing built, a required arch missing, an unfinished compose), are not
-/// held: nothing is written there.
+/// this process's lock on it (the service runs one consumer at a time per
+/// queue, so this is the one writer per target), one target after another
+/// in the order of their names, so that runs sharing targets never wait on
+/// each other in a circle. Targets whose tag could not be named, and those
+/// of images the compose's results already refuse (nothing built, a
+/// required arch missing, an unfinished compose), are not held: nothing is
+/// written there.
 pub(crate) async fn hold_all(
     spec: &RunSpec,
     stores: &RunStores,
     results: &ComposeResults,
     targets: &mut [Target],
-    leases: &dyn Leases,
-) -> Result<(), RunError> {
+) {
     let mut order: Vec<(String, usize)> = targets
         .iter()
         .enumerate()
@@ -38,29 +36,8 @@ pub(crate) async fn hold_all(
         })
         .collect();
     order.sort();
-    let since = std::time::Instant::now();
     for (name, i) in order {
-        let local = stores.target_lock(&name).await;
-        let lease = match leases.acquire(&name, since).await {
-            Ok(lease) => lease,
-            Err(e) => {
-                drop(local);
-                release_all(targets).await;
-                return Err(e);
-            }
-        };
-        tracing::debug!(target = %name, "lease held");
-        targets[i].hold = Some(Hold { local, lease });
-    }
-    Ok(())
-}
-
-/// Gives back every hold taken so far (a run that cannot take them all).
-async fn release_all(targets: &mut [Target]) {
-    for t in targets.iter_mut() {
-        if let Some(hold) = t.hold.take() {
-            hold.release().await;
-        }
+        targets[i].hold = Some(stores.target_lock(&name).await);
     }
 }
 

@@ -35,7 +35,10 @@ pub(crate) fn decide_all(
                     "cannot read the current index of {}: {e:#}",
                     target.reference
                 );
-                tracing::error!("{msg}");
+                // A warning here: whoever runs the run says whether the
+                // target's error needs an operator (the CLI's exit code,
+                // the service's set-aside).
+                tracing::warn!("{msg}");
                 target.fail(
                     msg,
                     archgate_native::error_kind(&e).unwrap_or(ErrorKind::Transient),
@@ -46,7 +49,7 @@ pub(crate) fn decide_all(
         if !read.internal.is_empty() {
             // archgate's own fault: nothing of this target is decided or pushed.
             for e in &read.internal {
-                tracing::error!(target = %target.reference, "{e}");
+                tracing::warn!(target = %target.reference, "{e}");
                 target.fail(e.clone(), ErrorKind::Internal);
             }
             continue;
@@ -87,7 +90,7 @@ fn gate(
     let mut plan = match decide(&input) {
         Ok(plan) => plan,
         Err(e) => {
-            tracing::error!(target = %target.reference, "{e}");
+            tracing::warn!(target = %target.reference, "{e}");
             target.fail(e.to_string(), ErrorKind::InvalidInput);
             return None;
         }

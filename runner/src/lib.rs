@@ -19,7 +19,6 @@ mod artifacts;
 mod compose;
 mod current;
 mod decide;
-mod lease;
 mod publish;
 mod report;
 mod spec;
@@ -35,7 +34,6 @@ use archgate_core::{
 };
 use archgate_native::{ReadEnv, ResolvedArtifact};
 
-pub use lease::{Acquiring, Held, Lease, Leases, NoLeases};
 pub use spec::{
     Engine, Env, GateSpec, ImageSpec, RegistrySpec, RepoSpec, RunSpec, SignSpec, SourceSpec,
 };
@@ -130,17 +128,11 @@ impl Runner {
 
     /// Reads everything and decides every target; writes nothing but the
     /// blobs of a first publish's archives (invisible until a manifest
-    /// names them), and those only when the plan is to be published.
+    /// names them), and those only when the plan is to be published. Unless
+    /// the spec is a dry run, each target is held (one run of this process
+    /// at a time) from reading its current index until its read-back: plan
+    /// and publish one run before planning another on the same targets.
     pub async fn plan(&self, spec: &RunSpec) -> Result<Plan, RunError> {
-        self.plan_with(spec, &NoLeases).await
-    }
-
-    /// [`Runner::plan`], holding each target with a lease of `leases` as
-    /// well as this process's lock, from reading its current index until
-    /// its read-back (unless the spec is a dry run). A plan holds its
-    /// targets until it is published or dropped: plan and publish one run
-    /// before planning another on the same targets.
-    pub async fn plan_with(&self, spec: &RunSpec, leases: &dyn Leases) -> Result<Plan, RunError> {
         check_engine(spec)?;
         let results = self.compose(spec).await?;
         tracing::info!(compose = %results.compose.id, status = %results.compose.status, "compose read");
@@ -158,7 +150,7 @@ impl Runner {
         let now = (self.env.clock)();
         let mut targets = targets::name_all(spec, &results.compose)?;
         if !spec.dry_run {
-            current::hold_all(spec, &stores, &results, &mut targets, leases).await?;
+            current::hold_all(spec, &stores, &results, &mut targets).await;
         }
         // The artifacts are read while the current indexes are: an image's
         // blobs go up once it is known that no target of it holds a newer
@@ -218,13 +210,7 @@ impl Runner {
 
     /// Plans, then publishes unless the spec is a dry run.
     pub async fn run(&self, spec: &RunSpec) -> Result<Report, RunError> {
-        self.run_with(spec, &NoLeases).await
-    }
-
-    /// [`Runner::run`], holding targets with `leases` (see
-    /// [`Runner::plan_with`]).
-    pub async fn run_with(&self, spec: &RunSpec, leases: &dyn Leases) -> Result<Report, RunError> {
-        let plan = self.plan_with(spec, leases).await?;
+        let plan = self.plan(spec).await?;
         if spec.dry_run {
             return Ok(plan.into_report());
         }
@@ -311,7 +297,6 @@ mod tests {
         fn send<T: Send>(_: T) {}
         send(runner.run(spec));
         send(runner.plan(spec));
-        send(runner.run_with(spec, &NoLeases));
         send(runner.publish(plan));
     }
 }

@@ -145,9 +145,7 @@ async fn publish_counted(
     let image = target.image;
     publish_target(spec, stores, tools, &mut target, &artifacts[image]).await;
     // Read back (or failed): another writer may have the target now.
-    if let Some(hold) = target.hold.take() {
-        hold.release().await;
-    }
+    drop(target.hold.take());
     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
     archgate_native::progress::targets(n, total);
     target
@@ -166,7 +164,7 @@ async fn publish_target(
     }
     let repo = &spec.images[target.image].repositories[target.repo];
     let store = stores.store(repo);
-    // Held since its current index was read (see `crate::lease`); taken
+    // Held since its current index was read (`current::hold_all`); taken
     // here only by a caller that planned a dry run and publishes it anyway.
     let _one_at_a_time = match target.hold {
         Some(_) => None,
@@ -203,7 +201,7 @@ async fn publish_target(
             target.signed = done.signed;
         }
         Err(e) => {
-            tracing::error!(target = %target.reference, "publishing failed: {e:#}");
+            tracing::warn!(target = %target.reference, "publishing failed: {e:#}");
             let kind = archgate_native::error_kind(&e).unwrap_or(ErrorKind::Internal);
             target.fail(
                 format!("publishing {} failed: {e:#}", target.reference),

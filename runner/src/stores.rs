@@ -116,7 +116,13 @@ impl RunStores {
             .entry(reference.to_string())
             .or_default()
             .clone();
-        lock.lock_owned().await
+        if let Ok(held) = lock.clone().try_lock_owned() {
+            return held;
+        }
+        tracing::info!(target = %reference, "waiting for {reference}: another run of this process is publishing it");
+        let held = lock.lock_owned().await;
+        tracing::info!(target = %reference, "{reference}: the other run is done; going on");
+        held
     }
 
     /// Tells each registry what the run will send at once right after its

@@ -8,7 +8,6 @@ use archgate_core::{
     Arch, Compose, ComposeStamp, CurrentIndex, Decision, ErrorKind, Policy, TargetPlan,
 };
 
-use crate::lease::Hold;
 use crate::spec::{ImageSpec, RunSpec};
 use crate::RunError;
 
@@ -37,7 +36,7 @@ pub(crate) struct Target {
     /// This process's lock on the target and the lease on it, held from
     /// reading its current index until its read-back (docs/gate.md, "One
     /// writer per target"); none in a dry run.
-    pub(crate) hold: Option<Hold>,
+    pub(crate) hold: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Target {

@@ -13,7 +13,7 @@
 //! `max-attempts` times by each.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -35,8 +35,9 @@ pub(crate) struct Record {
     /// message). `tries - ended` runs died with the process or were
     /// taken back by the broker.
     pub ended: u32,
-    /// No try before this (Unix seconds).
-    pub not_before: i64,
+    /// When the last try started (Unix seconds): the next one waits the
+    /// backoff of `tries` after it, as the configuration says now.
+    pub last_start: i64,
     /// The last error, for the set-aside message.
     pub last_error: Option<String>,
     /// Set aside for this reason, but the copy could not be sent yet.
@@ -50,13 +51,7 @@ impl Record {
     }
 }
 
-/// Unix seconds now.
-pub(crate) fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::now;
 
 /// The records of one consumer.
 #[derive(Debug, Clone)]

@@ -303,10 +303,10 @@ async fn decide(
     (end, compose, outcome)
 }
 
-/// Waits until `not_before`; `false` when the message must go back first
-/// (held too long, or the shutdown came).
-async fn wait_until(ctx: &Ctx, not_before: i64, received: Instant) -> bool {
-    let wait = Duration::from_secs(not_before.saturating_sub(attempts::now()).max(0) as u64);
+/// Waits until `due` (Unix seconds); `false` when the message must go
+/// back first (held too long, or the shutdown came).
+async fn wait_until(ctx: &Ctx, due: i64, received: Instant) -> bool {
+    let wait = Duration::from_secs(due.saturating_sub(attempts::now()).max(0) as u64);
     if wait.is_zero() {
         return true;
     }
@@ -346,7 +346,8 @@ async fn tries(
                 Some(Outcome::Failed(why)),
             );
         }
-        if !wait_until(ctx, record.not_before, received).await {
+        let due = record.last_start + retry::backoff(spec, record.tries).as_secs() as i64;
+        if record.tries > 0 && !wait_until(ctx, due, received).await {
             return (End::Requeue, None);
         }
         if record.tries > 0 && received.elapsed() > FRESH {
@@ -366,8 +367,7 @@ async fn tries(
             record.compose = compose.clone();
         }
         record.tries += 1;
-        let wait = retry::backoff(spec, record.tries).as_secs() as i64;
-        record.not_before = started + wait;
+        record.last_start = started;
         if let Err(e) = service.attempts.save(key, &record).await {
             tracing::error!(%compose, "the try cannot be counted: {e:#}");
         }
@@ -416,7 +416,6 @@ async fn tries(
                 );
             }
             Next::Retry(wait) => {
-                record.not_before = started + wait.as_secs() as i64;
                 if let Err(e) = service.attempts.save(key, &record).await {
                     tracing::error!(%compose, "the try cannot be counted: {e:#}");
                 }

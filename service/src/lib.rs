@@ -34,8 +34,10 @@
 #![warn(missing_docs)]
 
 mod attempts;
+mod clock;
 mod delivery;
 mod health;
+mod mail;
 mod messages;
 mod notify;
 mod publisher;
@@ -46,6 +48,7 @@ mod session;
 mod topology;
 
 pub use health::Metrics;
+pub use mail::{MailLayer, MailSpec};
 pub use messages::{parse, ComposeMessage, Invalid, Published, MAX_BODY, RESULT_SCHEMA};
 pub use replay::{replay, ReplayOptions};
 pub use retry::{ATTEMPTS_HEADER, ERROR_HEADER, ROUTING_KEY_HEADER};

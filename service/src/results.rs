@@ -91,7 +91,7 @@ async fn send(
     );
     headers.insert(
         "sent-at".into(),
-        AMQPValue::LongString(LongString::from(now_rfc3339())),
+        AMQPValue::LongString(LongString::from(crate::clock::rfc3339(crate::clock::now()))),
     );
     // fedora-messaging mirrors the priority (0 unless configured) here.
     headers.insert("priority".into(), AMQPValue::LongLongInt(0));
@@ -158,31 +158,6 @@ fn uuid4() -> String {
     )
 }
 
-/// Now, as fedora-messaging writes `sent-at`: `2024-11-01T10:00:00+00:00`.
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,7 +175,7 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert_ne!(uuid4(), id);
-        let t = now_rfc3339();
+        let t = crate::clock::rfc3339(crate::clock::now());
         assert!(archgate_core::parse_rfc3339(&t).is_some(), "{t}");
     }
 }

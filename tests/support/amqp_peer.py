@@ -10,8 +10,11 @@
                                                  fedora-messaging does (load_config)
     amqp_peer.py headers BODY_JSON              the headers fedora-messaging builds for a
                                                  ContainerPublishedV1 of that body (no sent-at)
-    amqp_peer.py move URL FROM TO                move every message of FROM to TO, headers kept
-                                                 (what the delay queue's expiry does, at once)
+    amqp_peer.py exchange URL NAME               declare a durable topic exchange (zmq.topic)
+    amqp_peer.py role-queue URL QUEUE KEYS_JSON  what Fedora's roles/rabbit/queue does: a durable
+                                                 queue, not auto-delete, no arguments, bound to
+                                                 amq.topic and zmq.topic with each key
+    amqp_peer.py delete URL QUEUE                delete a queue
     amqp_peer.py drain URL QUEUE                 take every message of QUEUE; print them as JSON,
                                                  each rebuilt and validated by fedora-messaging
                                                  (get_message: its schema class and body schema)
@@ -90,21 +93,28 @@ def headers(body):
     print(json.dumps(built))
 
 
-def move(url, source, dest):
+def exchange(url, name):
     conn = pika.BlockingConnection(params(url))
     ch = conn.channel()
-    ch.confirm_delivery()
-    moved = 0
-    while True:
-        method, props, body = ch.basic_get(source, auto_ack=False)
-        if method is None:
-            break
-        props.expiration = None
-        ch.basic_publish("", dest, body, props, mandatory=True)
-        ch.basic_ack(method.delivery_tag)
-        moved += 1
+    ch.exchange_declare(name, exchange_type="topic", durable=True)
     conn.close()
-    print(moved)
+
+
+def role_queue(url, queue, keys):
+    conn = pika.BlockingConnection(params(url))
+    ch = conn.channel()
+    ch.queue_declare(queue, durable=True, auto_delete=False)
+    for key in json.loads(keys):
+        for x in ("amq.topic", "zmq.topic"):
+            ch.queue_bind(queue, x, key)
+    conn.close()
+
+
+def delete(url, queue):
+    conn = pika.BlockingConnection(params(url))
+    ch = conn.channel()
+    ch.queue_delete(queue)
+    conn.close()
 
 
 def drain(url, queue):
@@ -140,7 +150,7 @@ def drain(url, queue):
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"publish": publish, "publish-raw": publish_raw, "bind": bind, "move": move, "drain": drain, "headers": headers, "declare": declare, "bind-only": bind_only, "check-config": check_config}[cmd](*args)
+    {"publish": publish, "publish-raw": publish_raw, "bind": bind, "exchange": exchange, "role-queue": role_queue, "delete": delete, "drain": drain, "headers": headers, "declare": declare, "bind-only": bind_only, "check-config": check_config}[cmd](*args)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,61 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+const CLIENT_EXT: &str = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n";
+
 impl Pki {
+    /// A leaf certificate `name.crt` (with `name.key`) of common name `cn`,
+    /// signed by the CA `ca`, with the extensions `ext`.
+    fn leaf(dir: &Path, name: &str, cn: &str, ca: &str, ext: &str) {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        );
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{ca}.crt"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.crt"),
+            ],
+        );
+    }
+
+    /// A client pair whose common name is `cn` (a broker user, as Fedora
+    /// names them), signed by the client CA.
+    pub fn client_named(&self, cn: &str) -> (PathBuf, PathBuf) {
+        let name = format!("client-{cn}");
+        Pki::leaf(&self.dir, &name, cn, "client-ca", CLIENT_EXT);
+        (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+        )
+    }
+
     pub fn new(dir: &Path) -> Pki {
         std::fs::create_dir_all(dir).unwrap();
         let ca = |name: &str| {
@@ -156,55 +210,19 @@ impl Pki {
                 ],
             );
         };
-        let leaf = |name: &str, ca: &str, ext: &str| {
-            openssl(
-                dir,
-                &[
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-subj",
-                    &format!("/CN=archgate test {name}"),
-                    "-keyout",
-                    &format!("{name}.key"),
-                    "-out",
-                    &format!("{name}.csr"),
-                ],
-            );
-            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{name}.csr"),
-                    "-CA",
-                    &format!("{ca}.crt"),
-                    "-CAkey",
-                    &format!("{ca}.key"),
-                    "-CAcreateserial",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &format!("{name}.ext"),
-                    "-out",
-                    &format!("{name}.crt"),
-                ],
-            );
-        };
         ca("server-ca");
         ca("client-ca");
         ca("stranger-ca");
+        let leaf = |name: &str, ca: &str, ext: &str| {
+            Pki::leaf(dir, name, &format!("archgate test {name}"), ca, ext)
+        };
         leaf(
             "server",
             "server-ca",
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
         );
-        let client_ext = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n";
-        leaf("client", "client-ca", client_ext);
-        leaf("stranger", "stranger-ca", client_ext);
+        leaf("client", "client-ca", CLIENT_EXT);
+        leaf("stranger", "stranger-ca", CLIENT_EXT);
         let p = |n: &str| dir.join(n);
         Pki {
             dir: dir.to_path_buf(),
@@ -1205,6 +1223,23 @@ impl Rabbit {
         Err(tail.join("\n"))
     }
 
+    /// A node that also listens for amqps on `tls_port` (the server
+    /// certificate of `pki`), asks for client certificates (of `pki`'s
+    /// client CA) and offers EXTERNAL, the user taken from the
+    /// certificate's common name, as Fedora's broker does.
+    pub fn tls(pki: &Pki, tls_port: u16) -> Rabbit {
+        let conf = format!(
+            "listeners.ssl.default = {tls_port}\nssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\nssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = false\nauth_mechanisms.1 = PLAIN\nauth_mechanisms.2 = AMQPLAIN\nauth_mechanisms.3 = EXTERNAL\nssl_cert_login_from = common_name\n",
+            pki.client_ca.display(),
+            pki.server_cert.display(),
+            pki.server_key.display()
+        );
+        Rabbit::start_with(&RabbitSetup {
+            conf,
+            plugins: vec!["rabbitmq_auth_mechanism_ssl"],
+        })
+    }
+
     /// `amqp://` to this node.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
@@ -1227,8 +1262,15 @@ impl Rabbit {
 
     /// (ready, unacknowledged) messages of a queue; `None` when it does not exist.
     pub fn queue(&self, name: &str) -> Option<(u64, u64)> {
+        self.queue_in("/", name)
+    }
+
+    /// [`Rabbit::queue`] in a vhost of its own.
+    pub fn queue_in(&self, vhost: &str, name: &str) -> Option<(u64, u64)> {
         let out = self.ctl(&[
             "list_queues",
+            "-p",
+            vhost,
             "-q",
             "--no-table-headers",
             "name",
