@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::Value;
 use support::consume::{
-    announce, composes, config, drain, metric, settled, wait_for, Consumer, RESULTS, TOPIC,
+    announce, composes, config, drain, metric, settled, wait_for, Consumer, World, RESULTS, TOPIC,
 };
 use support::{amqp_peer, free_port, registry_tag, registry_tags, Auth, Proxy, Rabbit, Registry};
 
@@ -227,23 +227,21 @@ fn an_unreachable_registry_is_retried_then_set_aside() {
     );
 }
 
+/// A consumer killed in the middle of a publish loses nothing: the broker
+/// delivers the message again, to the next consumer. Two consumers on one
+/// queue: one is active and takes every message, the other stands by.
 #[test]
-fn killed_consumers_lose_nothing_and_consumers_share_the_work() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let c = composes(dir);
-    let rabbit = Rabbit::start();
-    let registry = Registry::start(Auth::None);
-    let proxy = Proxy::start(format!("http://{}", registry.host()));
-    let host = proxy.host();
+fn killed_consumers_lose_nothing_and_one_consumer_is_active() {
+    let world = World::new();
+    let (rabbit, dir) = (&world.rabbit, world.dir());
     // SIGKILL in the middle of a publish (a manifest PUT held by the proxy):
     // the broker delivers the message again, to a new consumer, which brings
     // the registry to the right state.
-    let gate = proxy.hold("PUT", "/manifests/");
-    let mut first = Consumer::start(dir, "first", &config(&rabbit, &host, "q3", &c, ""));
+    let gate = world.proxy.hold("PUT", "/manifests/");
+    let mut first = world.start("first", &world.config("q3", ""));
     announce(
-        &rabbit,
-        &c.join("f41-incomplete"),
+        rabbit,
+        &world.compose("f41-incomplete"),
         "Fedora-41-20241101.n.0",
         "FINISHED_INCOMPLETE",
     );
@@ -255,9 +253,9 @@ fn killed_consumers_lose_nothing_and_consumers_share_the_work() {
         rabbit.queue("q3") == Some((1, 0))
     });
     gate.release();
-    let second = Consumer::start(dir, "second", &config(&rabbit, &host, "q3", &c, ""));
-    settled(&rabbit, "q3", 60);
-    let (index, _) = registry_tag(&format!("{}/fedora:41", registry.host())).unwrap();
+    let second = world.start("second", &world.config("q3", ""));
+    settled(rabbit, "q3", 60);
+    let (index, _) = world.tag("fedora:41").unwrap();
     assert_eq!(support::index_platforms(&index).len(), 4);
     assert!(
         second.log().contains("Fedora-41-20241101.n.0"),
@@ -266,97 +264,95 @@ fn killed_consumers_lose_nothing_and_consumers_share_the_work() {
     );
     drop(second);
 
-    // Two consumers on one queue share six messages.
-    let a = Consumer::start(dir, "a", &config(&rabbit, &host, "q4", &c, ""));
-    let b = Consumer::start(dir, "b", &config(&rabbit, &host, "q4", &c, ""));
+    // Two consumers on one queue: the first is active, the second stands
+    // by; the active one takes all six messages.
+    let a = world.start("a", &world.config("q4", ""));
+    let b = world.start("b", &world.config("q4", ""));
+    wait_for("b to stand by", 30, || b.log().contains("standing by"));
     for i in 0..6 {
         let name = format!("copy-{i}");
-        support::copy_tree(&c.join("f41-checksums"), &c.join(&name));
+        support::copy_tree(&world.compose("f41-checksums"), &world.compose(&name));
         announce(
-            &rabbit,
-            &c.join(&name),
+            rabbit,
+            &world.compose(&name),
             "Fedora-41-20241103.n.0",
             "FINISHED",
         );
     }
-    settled(&rabbit, "q4", 120);
-    let handled = |log: &str| log.matches("Fedora-41-20241103.n.0").count();
-    let (na, nb) = (handled(&a.log()), handled(&b.log()));
-    assert!(
-        na >= 1 && nb >= 1,
-        "both consumers took messages: a {na}, b {nb}\n{}\n{}",
-        a.log(),
-        b.log()
-    );
-    let outcomes = a.log().matches("outcome=").count() + b.log().matches("outcome=").count();
-    assert_eq!(outcomes, 6, "{}\n{}", a.log(), b.log());
+    settled(rabbit, "q4", 120);
+    assert_eq!(a.log().matches("outcome=").count(), 6, "{}", a.log());
+    assert_eq!(b.log().matches("outcome=").count(), 0, "{}", b.log());
+    assert_eq!(metric(&b.get("/metrics").1, "archgate_consumer_active"), 0);
+    assert_eq!(b.get("/ready").0, 200, "a standby is ready to take over");
+    let _ = dir;
 }
 
-/// Two composes of one tag in flight at once, on two consumers: the lease
-/// makes them one after another, and the tag ends with the newer compose's
-/// index, never with an arch lost. The first run's index PUT is held by the
-/// proxy while the second consumer says it waits for the lease: both states
-/// last until the test releases them.
+/// Two composes of one tag in flight at once, in one consumer (two runs at
+/// once): this process's lock on the target makes them one after another,
+/// and the tag ends with the newer compose's index, never with an arch
+/// lost. The first run's index PUT is held by the proxy while the second
+/// run says it waits for the target: both states last until the test
+/// releases them. Waiting for its own process is no failure: however long
+/// it lasts (the old `lease-wait`, still accepted, bounds nothing), the
+/// message is not sent back as busy.
 #[test]
 fn two_composes_of_one_tag_end_with_the_newer_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let c = composes(dir);
-    let rabbit = Rabbit::start();
+    for case in ["a", "b"] {
+        one_tag_two_composes(case);
+    }
+}
+
+/// Case `a`: the older compose first; `b`: the newer first.
+fn one_tag_two_composes(case: &str) {
+    let world = World::new();
+    let rabbit = &world.rabbit;
     amqp_peer(&["bind", &rabbit.url(), "results", RESULTS]);
     let older = (
-        c.join("f41-incomplete"),
+        world.compose("f41-incomplete"),
         "Fedora-41-20241101.n.0",
         "FINISHED_INCOMPLETE",
     );
     // aarch64 fails its checksum in the newer compose: hybrid carries it.
     let newer = (
-        c.join("f41-checksums"),
+        world.compose("f41-checksums"),
         "Fedora-41-20241103.n.0",
         "FINISHED",
     );
-    for (case, first, second) in [("a", &older, &newer), ("b", &newer, &older)] {
-        let registry = Registry::start(Auth::None);
-        let proxy = Proxy::start(format!("http://{}", registry.host()));
-        let host = proxy.host();
+    let (first, second) = match case {
+        "a" => (&older, &newer),
+        _ => (&newer, &older),
+    };
+    {
         let queue = format!("q-{case}");
-        let cfg = config(
-            &rabbit,
-            &host,
+        let cfg = world.config(
             &queue,
-            &c,
-            "\n[gate]\npolicy = \"hybrid\"\n",
+            "concurrency = 2\nlease-wait = \"1s\"\n\n[gate]\npolicy = \"hybrid\"\n",
         );
-        let gate = proxy.hold("PUT", "/v2/fedora/manifests/41\0");
-        let one = Consumer::start(dir, &format!("{case}1"), &cfg);
-        announce(&rabbit, &first.0, first.1, first.2);
+        let gate = world.proxy.hold("PUT", "/v2/fedora/manifests/41\0");
+        let one = world.start(&format!("{case}1"), &cfg);
+        announce(rabbit, &first.0, first.1, first.2);
         gate.wait_held(1, 60);
-        // The first consumer is busy (prefetch 1): the second takes the message.
-        let two = Consumer::start(dir, &format!("{case}2"), &cfg);
-        announce(&rabbit, &second.0, second.1, second.2);
-        wait_for("the second consumer to wait for the lease", 60, || {
-            two.log().contains("waiting for the lease on")
+        announce(rabbit, &second.0, second.1, second.2);
+        wait_for("the second run to wait for the target", 60, || {
+            one.log()
+                .contains("another run of this process is publishing it")
         });
         assert_eq!(gate.held(), 1, "nothing else reached the tag meanwhile");
         gate.release();
-        settled(&rabbit, &queue, 120);
-
-        // Contention is no error: nobody polls a lease.
-        for log in [one.log(), two.log()] {
-            assert!(!log.contains("ERROR"), "{case}:\n{log}");
-        }
-        let (index, _) = registry_tag(&format!("{}/fedora:41", registry.host())).unwrap();
+        settled(rabbit, &queue, 120);
+        assert!(!one.log().contains("ERROR"), "{case}:\n{}", one.log());
+        let (index, _) = world.tag("fedora:41").unwrap();
         assert_eq!(
             index["annotations"]["dev.archgate.compose"],
             newer.1,
-            "{case}: the newer compose's index\n{}\n{}",
+            "{case}: the newer compose's index\n{}",
             one.log(),
-            two.log()
         );
-        let results = drain(&rabbit, "results");
-        let (_, metrics) = two.get("/metrics");
-        assert!(
-            metric(&metrics, "archgate_lease_waits_total") >= 1,
+        let results = drain(rabbit, "results");
+        let (_, metrics) = one.get("/metrics");
+        assert_eq!(
+            metric(&metrics, "archgate_messages_total{outcome=\"retried\"}"),
+            0,
             "{metrics}"
         );
         if case == "a" {
@@ -376,7 +372,7 @@ fn two_composes_of_one_tag_end_with_the_newer_one() {
             assert!(
                 metrics.contains("archgate_messages_total{outcome=\"stale\"} 1"),
                 "{metrics}\n{}",
-                two.log()
+                one.log()
             );
             assert_eq!(results.len(), 1, "{results:#?}");
             assert!(results.iter().all(|m| m["body"]["compose_id"] == newer.1));

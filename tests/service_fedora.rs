@@ -218,3 +218,168 @@ fn fius_own_file_within_fedoras_roles_publishes_retries_sets_aside_and_replays()
     );
     drop(consumer);
 }
+
+/// Two replicas with the roles' rights on one queue, each reaching the
+/// registry through a proxy of its own (so that what each wrote can be
+/// told apart): one is active, the other stands by. The active one is
+/// killed in the middle of a run (its blobs sent, its manifest PUTs held
+/// by its proxy, and never let through): the standby takes over by
+/// itself, and publishes the compose once. No tag is written by both.
+#[test]
+fn the_active_replica_killed_mid_run_a_standby_publishes_once() {
+    let mut broker = None;
+    let world = World::with_rabbit(|dir| {
+        let (rabbit, b) = FedoraBroker::start(dir);
+        broker = Some(b);
+        rabbit
+    });
+    let broker = broker.unwrap();
+    let admin = broker.admin_url(&world.rabbit);
+    fedora_queues(&world, &broker);
+    let smtp = SmtpSink::start();
+    let other = support::Proxy::start(format!("http://{}", world.registry.host()));
+    let file = |host: &str| broker.fiu_file(smtp.port, &consumer_config(&world, host, ""));
+    // Each replica on a disk of its own, as pods are.
+    let state = |name: &str| world.dir().join(format!("state-{name}"));
+    let env = |name: &str| vec![("XDG_STATE_HOME", state(name).to_str().unwrap().to_string())];
+    let start = |name: &str, host: &str| {
+        let env = env(name);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Consumer::start_env(world.dir(), name, &file(host), &env)
+    };
+    let mut active = start("one", &world.host());
+    let standby = start("two", &other.host());
+    wait_for("the second replica to stand by", 30, || {
+        standby.log().contains("standing by")
+    });
+    let metrics = standby.get("/metrics").1;
+    assert_eq!(metric(&metrics, "archgate_consumer_active"), 0, "{metrics}");
+    assert_eq!(
+        metric(&active.get("/metrics").1, "archgate_consumer_active"),
+        1
+    );
+
+    let gate = world.proxy.hold("PUT", "/manifests/");
+    let id = "Fedora-41-20241101.n.0";
+    announce_at(
+        &admin,
+        &world.compose("f41-incomplete"),
+        id,
+        "FINISHED_INCOMPLETE",
+    );
+    gate.wait_held(1, 60);
+    assert!(other.requests().is_empty(), "the standby sent nothing");
+    active.signal("-KILL");
+    active.wait(10);
+    wait_or(
+        "the standby to publish",
+        120,
+        || {
+            queue(&world, FIU_QUEUE) == Some((0, 0))
+                && world
+                    .tag("fedora:41")
+                    .is_some_and(|(i, _)| i["annotations"]["dev.archgate.compose"] == id)
+        },
+        || standby.log(),
+    );
+    assert!(standby
+        .log()
+        .contains("took over messages another consumer had"));
+
+    // Tags each replica wrote (a tag PUT its proxy let through): the
+    // first wrote none (its manifest PUTs never left its proxy), the
+    // second every one.
+    let written = |p: &support::Proxy| -> BTreeSet<String> {
+        p.requests()
+            .into_iter()
+            .filter(|(m, path, status)| {
+                m == "PUT"
+                    && *status < 300
+                    && path
+                        .rsplit_once("/manifests/")
+                        .is_some_and(|(_, r)| !r.starts_with("sha256:"))
+            })
+            .map(|(_, path, _)| path)
+            .collect()
+    };
+    let (one, two) = (written(&world.proxy), written(&other));
+    assert!(one.is_disjoint(&two), "written by both: {one:?} {two:?}");
+    assert!(one.is_empty(), "{one:?}");
+    for tag in [
+        "fedora/manifests/41",
+        "fedora/manifests/latest",
+        "mirror/fedora/manifests/41",
+    ] {
+        assert!(two.contains(&format!("/v2/{tag}")), "{two:?}");
+    }
+    assert_eq!(
+        support::index_platforms(&world.tag("fedora:41").unwrap().0).len(),
+        4
+    );
+
+    // Published once: one announcement, by the replica that wrote it.
+    let results = drain_at(&admin, "results");
+    assert_eq!(results.len(), 1, "{results:#?}");
+    assert_eq!(
+        results[0]["body"]["tags"],
+        serde_json::json!(["41", "latest"])
+    );
+    drop(gate);
+}
+
+/// Errors go to the operators as FIU's `[log_config]` says (an
+/// SMTPHandler at ERROR, to a local SMTP server here), and a burst is not
+/// a burst of mails: ten errors within the interval make two mails, the
+/// first at once and the other nine in one more.
+#[test]
+fn errors_are_mailed_and_a_burst_makes_one_more_mail() {
+    let mut broker = None;
+    let world = World::with_rabbit(|dir| {
+        let (rabbit, b) = FedoraBroker::start(dir);
+        broker = Some(b);
+        rabbit
+    });
+    let broker = broker.unwrap();
+    let admin = broker.admin_url(&world.rabbit);
+    fedora_queues(&world, &broker);
+    let smtp = SmtpSink::start();
+    let cfg = consumer_config(&world, &world.host(), "error-mail-every = \"20s\"\n");
+    let consumer = Consumer::start(world.dir(), "mail", &broker.fiu_file(smtp.port, &cfg));
+    // Ten messages that are not compose messages: each set aside, each an
+    // ERROR.
+    for i in 0..10 {
+        support::amqp_peer(&[
+            "publish-raw",
+            &admin,
+            "org.fedoraproject.test.pungi.compose.status.change",
+            &format!("not json {i}"),
+        ]);
+    }
+    let failed = format!("{FIU_QUEUE}.failed");
+    wait_or(
+        "ten messages set aside",
+        60,
+        || queue(&world, &failed) == Some((10, 0)),
+        || consumer.log(),
+    );
+    wait_for("the second mail", 60, || smtp.mails().len() >= 2);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert!(
+        mails[0].contains("Subject: An error occurred in fedora-image-uploader\r\n")
+            && mails[0].contains("the body is not JSON"),
+        "{}",
+        mails[0]
+    );
+    assert!(
+        mails[1].contains("Subject: An error occurred in fedora-image-uploader (9 more)")
+            && mails[1].matches("the body is not JSON").count() == 9,
+        "{}",
+        mails[1]
+    );
+    let (_, metrics) = consumer.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "archgate_messages_total{outcome=\"invalid\"}"),
+        10
+    );
+}

@@ -129,6 +129,9 @@ pub(crate) struct SourceConfig {
     /// plugin: the shared library, and the table handed to it.
     pub library: Option<String>,
     pub settings: Option<toml::Table>,
+    /// How long a fetch over HTTP waits for its next bytes.
+    #[serde(default, deserialize_with = "values::some_duration")]
+    pub read_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -508,6 +511,7 @@ impl Loaded {
             allow_older: opts.allow_older,
             allowed_locations: None,
             fence: None,
+            read_timeout: self.config.source.read_timeout,
             sign: self.sign_spec(opts.verify_only)?,
         })
     }

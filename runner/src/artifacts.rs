@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use archgate_core::{Arch, ArchInput, ComposeResults, Outcome, Repository};
+use archgate_core::{Arch, ArchInput, ComposeResults, ErrorKind, Outcome, Repository};
 use archgate_native::{
     resolve_and_push, AnyStore, ReadEnv, ReadFailure, Reading, ResolvedArtifact, Store,
 };
@@ -23,9 +23,10 @@ pub(crate) struct ImageInputs {
     /// One gate input per arch result.
     pub(crate) inputs: Vec<(Arch, ArchInput)>,
     pub(crate) resolved: BTreeMap<Arch, ResolvedArtifact>,
-    /// archgate's own faults while reading: every target of the image is an
-    /// error, never a `failed` arch.
-    pub(crate) internal: Vec<String>,
+    /// Faults while reading that are not the artifact's (archgate's own,
+    /// or a server's trouble now): every target of the image is an error
+    /// of that kind, never a `failed` arch.
+    pub(crate) errors: Vec<(archgate_core::ErrorKind, String)>,
     /// Sentences for the report: built arches whose file the compose gave no
     /// checksum for.
     pub(crate) notes: Vec<(Arch, String)>,
@@ -162,13 +163,19 @@ fn image_inputs(
             }
             (Outcome::Built(_), Some(Err(ReadFailure::Internal(e)))) => {
                 tracing::warn!(image = %name, %arch, "{e}");
-                inputs.internal.push(format!("{arch}: {e}"));
+                inputs
+                    .errors
+                    .push((ErrorKind::Internal, format!("{arch}: {e}")));
+                continue;
+            }
+            (Outcome::Built(_), Some(Err(ReadFailure::Later(kind, e)))) => {
+                tracing::warn!(image = %name, %arch, "{e}");
+                inputs.errors.push((kind, format!("{arch}: {e}")));
                 continue;
             }
             (Outcome::Built(_), None) => {
-                inputs
-                    .internal
-                    .push(format!("{arch}: internal error: the artifact was not read"));
+                let why = format!("{arch}: internal error: the artifact was not read");
+                inputs.errors.push((ErrorKind::Internal, why));
                 continue;
             }
         };

@@ -46,11 +46,12 @@ pub(crate) fn decide_all(
                 continue;
             }
         }
-        if !read.internal.is_empty() {
-            // archgate's own fault: nothing of this target is decided or pushed.
-            for e in &read.internal {
+        if !read.errors.is_empty() {
+            // Not the artifacts' fault (archgate's own, or a server's
+            // trouble now): nothing of this target is decided or pushed.
+            for (kind, e) in &read.errors {
                 tracing::warn!(target = %target.reference, "{e}");
-                target.fail(e.clone(), ErrorKind::Internal);
+                target.fail(e.clone(), *kind);
             }
             continue;
         }

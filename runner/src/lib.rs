@@ -66,10 +66,6 @@ impl RunError {
         RunError::new(ErrorKind::InvalidInput, message)
     }
 
-    fn internal(message: impl Into<String>) -> RunError {
-        RunError::new(ErrorKind::Internal, message)
-    }
-
     /// `2` for configuration and usage, `1` for everything else.
     pub fn exit_code(&self) -> u8 {
         match self.kind {
@@ -146,6 +142,7 @@ impl Runner {
             cache: self.env.cache_dir.clone(),
             spool: Some(dir.path().join("spool")),
             allowed: spec.allowed_locations.clone(),
+            read_timeout: spec.read_timeout,
         };
         let now = (self.env.clock)();
         let mut targets = targets::name_all(spec, &results.compose)?;
@@ -251,18 +248,20 @@ fn check_engine(spec: &RunSpec) -> Result<(), RunError> {
 /// The run's own temp dir under `root` (after removing what runs killed
 /// before they could clean up left there).
 fn run_dir(root: &Path) -> Result<tempfile::TempDir, RunError> {
-    std::fs::create_dir_all(root)
-        .map_err(|e| RunError::internal(format!("{}: cannot create: {e}", root.display())))?;
+    // A disk (or quota) full is mended as it empties: `external`.
+    let failed = |what: &str, e: std::io::Error| {
+        let kind = match archgate_native::io_disk_full(&e) {
+            true => ErrorKind::External,
+            false => ErrorKind::Internal,
+        };
+        RunError::new(kind, format!("{}: {what}: {e}", root.display()))
+    };
+    std::fs::create_dir_all(root).map_err(|e| failed("cannot create", e))?;
     archgate_native::remove_stale_temp(root, "archgate-run-");
     tempfile::Builder::new()
         .prefix(&format!("archgate-run-{}-", std::process::id()))
         .tempdir_in(root)
-        .map_err(|e| {
-            RunError::internal(format!(
-                "{}: cannot make the run's temp dir: {e}",
-                root.display()
-            ))
-        })
+        .map_err(|e| failed("cannot make the run's temp dir", e))
 }
 
 /// A run, planned: every target decided, ready to publish.

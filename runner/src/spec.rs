@@ -175,6 +175,9 @@ pub struct RunSpec {
     /// Once tripped, the run sends nothing more to any registry (the
     /// service trips it when it loses the message the run is for).
     pub fence: Option<archgate_native::Fence>,
+    /// `[source] read-timeout`: how long a fetch over HTTP waits for its
+    /// next bytes (none: the default).
+    pub read_timeout: Option<std::time::Duration>,
 }
 
 /// What a [`crate::Runner`] is handed from outside, once.

@@ -84,6 +84,7 @@ fn spec(location: String, out: &Path) -> RunSpec {
         allow_older: false,
         allowed_locations: None,
         fence: None,
+        read_timeout: None,
         sign: Default::default(),
     }
 }

@@ -377,7 +377,7 @@ async fn tries(
         drop(permit);
         let result = match result {
             Ok(report) => {
-                log_targets(service, &report);
+                log_targets(service, &report, message);
                 // Announced before the message ends, whichever way it ends.
                 match results::announce(service, &ctx.publisher, &report, tried_before).await {
                     Ok(()) => Ok(report),
@@ -389,7 +389,7 @@ async fn tries(
             }
             Err(e) => Err(e),
         };
-        let (kind, error) = match ended(result) {
+        let (kind, error) = match ended(result).map_err(|(k, e)| (k, message.show(&e))) {
             Ok(report) => {
                 return (
                     End::Ack,
@@ -494,30 +494,81 @@ async fn run(ctx: &Ctx, message: &Message) -> Result<Report, RunError> {
 struct Message {
     compose_id: String,
     status: String,
-    /// The checked location: the normalized URL or the real path.
+    /// Where the run reads: the normalized URL, or for a local compose the
+    /// directory that was checked, through the descriptor this holds
+    /// (`/proc/PID/fd/N`): never its name again, which could lead
+    /// elsewhere by then.
     location: String,
+    /// A local compose's directory, held open for the message's runs.
+    _root: Option<std::fs::File>,
+    /// (what the run reads through, what the operator knows it by), for
+    /// messages.
+    shown: Option<(String, String)>,
+}
+
+impl Message {
+    /// `text` with the descriptor's path named by the checked directory.
+    fn show(&self, text: &str) -> String {
+        match &self.shown {
+            Some((through, real)) => text.replace(through.as_str(), real),
+            None => text.to_string(),
+        }
+    }
+}
+
+/// Opens a local compose's directory as it is now (without reading
+/// anything: `O_PATH`, so a FIFO or a device does nothing) and says where
+/// it really is, from the open descriptor: what is checked is what is
+/// open.
+fn open_dir(path: &std::path::Path) -> std::io::Result<(std::fs::File, std::path::PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
+    Ok((dir, real))
 }
 
 /// Parses a body and checks its location: `Err` says why it is set aside.
-/// The real path of a local location is found on a blocking thread (a
-/// hung mount blocks that thread, not the consumer).
+/// This runs on a blocking thread (a hung mount blocks that thread, not
+/// the consumer). A local location is opened first and the directory
+/// opened is what is checked and then read, through its descriptor.
 async fn read(spec: &crate::ConsumeSpec, body: &[u8]) -> Result<Message, String> {
     let m = messages::parse(body).map_err(|messages::Invalid(why)| why)?;
     let allowed = spec.allowed_locations.clone();
     let root = m.root.clone();
-    let checked =
-        tokio::task::spawn_blocking(move || allowed.check(&root, &|p| std::fs::canonicalize(p)))
-            .await
-            .map_err(|e| format!("internal error: checking the location: {e}"))?
-            .map_err(|why| format!("`location`: {}; refused", untrusted(&why)))?;
-    let location = match checked {
-        Checked::Url(u) => u,
-        Checked::Path(p) => p.display().to_string(),
+    let checked = tokio::task::spawn_blocking(move || {
+        if !root.starts_with('/') {
+            let checked = allowed.check(&root, &|p| std::fs::canonicalize(p));
+            return checked.map(|c| (c, None));
+        }
+        let (dir, real) = open_dir(std::path::Path::new(&root))
+            .map_err(|e| format!("{root:?}: cannot open the directory: {e}"))?;
+        let real_text = real.to_string_lossy().into_owned();
+        let checked = allowed.check(&real_text, &|p| std::fs::canonicalize(p))?;
+        Ok((checked, Some(dir)))
+    })
+    .await
+    .map_err(|e| format!("internal error: checking the location: {e}"))?
+    .map_err(|why| format!("`location`: {}; refused", untrusted(&why)))?;
+    let (location, root, shown) = match checked {
+        (Checked::Url(u), _) => (u, None, None),
+        (Checked::Path(p), Some(dir)) => {
+            use std::os::unix::io::AsRawFd;
+            let through = format!("/proc/{}/fd/{}", std::process::id(), dir.as_raw_fd());
+            let real = p.display().to_string();
+            (through.clone(), Some(dir), Some((through, real)))
+        }
+        (Checked::Path(p), None) => (p.display().to_string(), None, None),
     };
     Ok(Message {
         compose_id: m.compose_id,
         status: m.status,
         location,
+        _root: root,
+        shown,
     })
 }
 
@@ -573,13 +624,13 @@ fn ended(result: Result<Report, RunError>) -> Result<Report, (ErrorKind, String)
 
 /// Each target of a finished run counted; a refusal logged at WARN with
 /// its reasons, a stale target at INFO.
-fn log_targets(service: &Service, report: &Report) {
+fn log_targets(service: &Service, report: &Report, message: &Message) {
     for t in &report.targets {
         service.metrics.target(t.decision.as_str());
         if t.decision != Decision::Refused {
             continue;
         }
-        let reasons = t.reasons.join("; ");
+        let reasons = message.show(&t.reasons.join("; "));
         match t.stale {
             true => tracing::info!(target = %t.reference, "stale: {reasons}"),
             false => tracing::warn!(target = %t.reference, "refused: {reasons}"),

@@ -93,6 +93,11 @@ impl Consumer {
             .unwrap();
     }
 
+    /// Whether the process has exited (by itself or by a signal).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
     /// Waits for the process to exit: its exit code.
     pub fn wait(&mut self, secs: u64) -> Option<i32> {
         let start = Instant::now();

@@ -599,6 +599,9 @@ pub type TagPut = (String, String, bool);
 pub struct Proxy {
     pub server: Server,
     pub log: Arc<Mutex<Vec<(String, String, u16)>>>,
+    /// Requests that reached the proxy, counted as they arrive (the log
+    /// has them once answered).
+    pub arrived: Arc<AtomicUsize>,
     pub faults: Arc<Mutex<VecDeque<Fault>>>,
     /// When set, every manifest PUT under a tag (not a digest, not a
     /// signature tag) is checked against the registry first.
@@ -622,7 +625,9 @@ impl Proxy {
         let client = reqwest::Client::new();
         let me: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
         let tag_puts: Arc<Mutex<Option<Vec<TagPut>>>> = Default::default();
+        let arrived = Arc::new(AtomicUsize::new(0));
         let (l2, f2, me2, w2) = (log.clone(), faults.clone(), me.clone(), tag_puts.clone());
+        let a2 = arrived.clone();
         let server = Server::start(move |req: Request<Incoming>| {
             let (log, faults, client, upstream, me, watch) = (
                 l2.clone(),
@@ -632,6 +637,7 @@ impl Proxy {
                 me2.clone(),
                 w2.clone(),
             );
+            a2.fetch_add(1, Ordering::SeqCst);
             async move {
                 let method = req.method().to_string();
                 let mut path_q = req
@@ -759,9 +765,15 @@ impl Proxy {
         Proxy {
             server,
             log,
+            arrived,
             faults,
             tag_puts,
         }
+    }
+
+    /// How many requests have reached the proxy so far.
+    pub fn arrivals(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
     }
 
     /// From now on, checks at every tag PUT whether the signature of the

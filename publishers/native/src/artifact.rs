@@ -142,27 +142,43 @@ fn resolve_url(
             })
         }
     };
-    let resp = reqwest::blocking::Client::builder()
+    // The blocking client's timeout holds for each read: a transfer that
+    // stalls that long ends, as a server's trouble (transient).
+    let read_timeout = env
+        .read_timeout
+        .unwrap_or(crate::resolved::DEFAULT_READ_TIMEOUT);
+    let sent = reqwest::blocking::Client::builder()
         .redirect(redirects)
         .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
-        .timeout(None)
+        .timeout(read_timeout)
         .build()
-        .and_then(|c| c.get(url).send())
-        .map_err(|e| ReadFailure::Unusable(format!("{url}: cannot fetch: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(ReadFailure::Unusable(format!(
-            "{url}: HTTP {}",
-            resp.status()
-        )));
+        .and_then(|c| c.get(url).send());
+    let resp = match sent {
+        Ok(resp) => resp,
+        // A redirect refused is the location's fault; anything else
+        // (refused, reset, timed out) is the server's or the network's.
+        Err(e) if e.is_redirect() => {
+            return Err(ReadFailure::Unusable(format!("{url}: cannot fetch: {e}")))
+        }
+        Err(e) => return Err(transient(format!("{url}: cannot fetch: {e}"))),
+    };
+    let status = resp.status();
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(transient(format!("{url}: HTTP {status}")));
+    }
+    if !status.is_success() {
+        return Err(ReadFailure::Unusable(format!("{url}: HTTP {status}")));
     }
     let part = path.with_extension("part");
-    let copy = std::fs::File::create(&part).map_err(|e| internal(&part, e))?;
+    let copy = std::fs::File::create(&part).map_err(|e| spool_failure(&part, &e))?;
     let copy_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fetch_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tee = Tee {
         inner: resp,
         copy,
         failed: copy_failed.clone(),
+        fetch_failed: fetch_failed.clone(),
     };
     let resolved = resolve_stream(arch, tee, &path, artifact, sink);
     let resolved = match resolved {
@@ -173,9 +189,18 @@ fn resolve_url(
         Err(e) => {
             let _ = std::fs::remove_file(&part);
             if copy_failed.load(std::sync::atomic::Ordering::Relaxed) {
-                Err(ReadFailure::Internal(format!(
-                    "{}: cannot keep a copy of {url}: {e:#} (archgate's spool)",
-                    part.display()
+                let why = format!("cannot keep a copy of {url}: {e:#} (archgate's spool)");
+                Err(match crate::disk_full(&e) {
+                    true => ReadFailure::Later(
+                        archgate_core::ErrorKind::External,
+                        format!("{}: {why}", part.display()),
+                    ),
+                    false => ReadFailure::Internal(format!("{}: {why}", part.display())),
+                })
+            } else if fetch_failed.load(std::sync::atomic::Ordering::Relaxed) {
+                Err(transient(format!(
+                    "{url}: the transfer broke or stalled (more than {} s without bytes): {e:#}",
+                    read_timeout.as_secs()
                 )))
             } else {
                 Err(unusable(e))
@@ -190,17 +215,38 @@ fn resolve_url(
     resolved
 }
 
+/// A fetch that another try later may mend: the server's or the
+/// network's trouble.
+fn transient(why: String) -> ReadFailure {
+    ReadFailure::Later(archgate_core::ErrorKind::Transient, why)
+}
+
+/// The spool could not be written: this machine's disk full (mended as
+/// it empties: `external`), or archgate's own fault.
+fn spool_failure(path: &Path, e: &io::Error) -> ReadFailure {
+    let why = format!("{}: cannot write (archgate's spool): {e}", path.display());
+    match crate::io_disk_full(e) {
+        true => ReadFailure::Later(archgate_core::ErrorKind::External, why),
+        false => ReadFailure::Internal(why),
+    }
+}
+
 /// Reads through, writing a copy of everything read; `failed` tells a
-/// failure to write the copy (archgate's own file) from one to read.
+/// failure to write the copy (archgate's own file), `fetch_failed` one to
+/// read (the transfer), from what the bytes are worth.
 struct Tee<R> {
     inner: R,
     copy: std::fs::File,
     failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fetch_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<R: io::Read> io::Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|_| {
+            self.fetch_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        })?;
         io::Write::write_all(&mut self.copy, &buf[..n]).inspect_err(|_| {
             self.failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);

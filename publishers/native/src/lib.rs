@@ -48,6 +48,19 @@ pub fn kinded(kind: archgate_core::ErrorKind, message: impl Into<String>) -> any
     })
 }
 
+/// Whether an I/O error is a disk (or a quota) full: ENOSPC, EDQUOT.
+pub fn io_disk_full(e: &std::io::Error) -> bool {
+    // Linux's ENOSPC and EDQUOT.
+    matches!(e.raw_os_error(), Some(28) | Some(122))
+}
+
+/// Whether an error says, anywhere in its chain, that a disk is full.
+pub fn disk_full(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(io_disk_full)
+}
+
 /// The kind an error says it is, anywhere in its chain.
 pub fn error_kind(e: &anyhow::Error) -> Option<archgate_core::ErrorKind> {
     e.chain()

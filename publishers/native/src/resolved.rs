@@ -53,7 +53,7 @@ impl ResolvedArtifact {
     }
 }
 
-/// Why an artifact could not be used. The two kinds lead to different ends,
+/// Why an artifact could not be used. The kinds lead to different ends,
 /// and must never be mixed: only [`ReadFailure::Unusable`] may make an arch
 /// `failed` (which `lose` would then drop from an index).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,13 @@ pub enum ReadFailure {
     /// own files (the spool). Every target of the image is an error and
     /// nothing of it is pushed.
     Internal(String),
+    /// The artifact could not be read now, for a cause another try later
+    /// mends: the compose server's or the network's trouble (a timeout, a
+    /// stalled or dropped transfer, a 5xx or 429: `transient`), or this
+    /// machine's disk full (`external`). Every target of the image is an
+    /// error of that kind; nothing of it is pushed, and the arch is not
+    /// `failed`.
+    Later(archgate_core::ErrorKind, String),
 }
 
 impl ReadFailure {
@@ -78,7 +85,9 @@ impl ReadFailure {
 impl std::fmt::Display for ReadFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReadFailure::Unusable(m) | ReadFailure::Internal(m) => f.write_str(m),
+            ReadFailure::Unusable(m) | ReadFailure::Internal(m) | ReadFailure::Later(_, m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -95,4 +104,11 @@ pub struct ReadEnv {
     /// Where artifacts may be fetched from, at every request and redirect
     /// (the service's `allowed-locations`); none: anywhere.
     pub allowed: Option<archgate_core::AllowedLocations>,
+    /// How long a fetch over HTTP may wait for its next bytes before it
+    /// gives up (a stalled transfer: transient); none: the default,
+    /// [`DEFAULT_READ_TIMEOUT`].
+    pub read_timeout: Option<std::time::Duration>,
 }
+
+/// How long a fetch over HTTP waits for its next bytes, unless told.
+pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);

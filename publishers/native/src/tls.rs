@@ -122,23 +122,35 @@ pub fn load(dir: &Path) -> Result<TlsFiles> {
 /// failed, and what to do. `None` when the text shows no TLS problem.
 /// `presented` says whether archgate presented a client certificate: a
 /// registry refuses a missing one and a wrong one with the same alert.
-pub fn explain(text: &str, cert_dir: Option<&Path>, presented: bool) -> Option<String> {
+pub fn explain(
+    text: &str,
+    cert_dir: Option<&Path>,
+    presented: bool,
+) -> Option<(archgate_core::ErrorKind, String)> {
+    use archgate_core::ErrorKind::{Auth, External};
     let dir = match cert_dir {
         Some(d) => format!("the cert dir {}", d.display()),
         None => "a cert dir (cert-dir, or /etc/containers/certs.d/HOST)".to_string(),
     };
     let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
     Some(if has(&["UnknownIssuer", "unknown issuer"]) {
-        format!("TLS: the registry's certificate is signed by an unknown issuer; put its CA as a *.crt file in {dir}, or set tls-verify = false")
+        (External, format!("TLS: the registry's certificate is signed by an unknown issuer; put its CA as a *.crt file in {dir}, or set tls-verify = false"))
     } else if has(&["NotValidForName", "not valid for name"]) {
-        "TLS: the registry's certificate is not valid for this host name".to_string()
+        (
+            External,
+            "TLS: the registry's certificate is not valid for this host name".to_string(),
+        )
     } else if has(&["Expired", "NotValidYet"]) {
-        "TLS: the registry's certificate has expired or is not valid yet".to_string()
+        (
+            External,
+            "TLS: the registry's certificate has expired or is not valid yet".to_string(),
+        )
     } else if has(&["CertificateRequired", "certificate required"])
         || (!presented && has(&["BadCertificate", "bad certificate"]))
     {
-        format!(
-            "TLS: the registry requires a client certificate; put NAME.cert and NAME.key in {dir}"
+        (
+            Auth,
+            format!("TLS: the registry requires a client certificate; put NAME.cert and NAME.key in {dir}"),
         )
     } else if has(&[
         "BadCertificate",
@@ -147,9 +159,12 @@ pub fn explain(text: &str, cert_dir: Option<&Path>, presented: bool) -> Option<S
         "unknown ca",
         "DecryptError",
     ]) {
-        format!("TLS: the registry refused the client certificate (is it signed by a CA the registry trusts?); see {dir}")
+        (Auth, format!("TLS: the registry refused the client certificate (is it signed by a CA the registry trusts?); see {dir}"))
     } else if has(&["InvalidCertificate", "invalid peer certificate"]) {
-        format!("TLS: the registry's certificate is not valid; see {dir}")
+        (
+            External,
+            format!("TLS: the registry's certificate is not valid; see {dir}"),
+        )
     } else {
         return None;
     })

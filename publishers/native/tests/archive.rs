@@ -22,6 +22,9 @@ fn unusable(arch: Arch, artifact: &Artifact) -> String {
     match resolve(arch, artifact) {
         Err(ReadFailure::Unusable(reason)) => reason,
         Err(ReadFailure::Internal(e)) => panic!("an internal error, not an unusable artifact: {e}"),
+        Err(ReadFailure::Later(_, e)) => {
+            panic!("a transient error, not an unusable artifact: {e}")
+        }
         Ok(_) => panic!("{}: read, but should be unusable", artifact.location),
     }
 }

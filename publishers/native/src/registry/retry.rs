@@ -215,19 +215,55 @@ pub(super) async fn read_limited(resp: Response, limit: u64) -> Result<Vec<u8>, 
 
 impl Registry {
     /// An answer `what` did not expect: fatal, with the registry's error
-    /// text (`HOST/WHAT: STATUS: message`).
-    /// A 401 or 403 is of kind `auth`: the credentials do not allow it,
-    /// and another try would be refused the same way.
+    /// text (`HOST/WHAT: STATUS: message`), of the kind that says who
+    /// mends it ([`denial_kind`]).
     pub(super) async fn refused(&self, what: &str, resp: Response) -> Failure {
-        let denied = matches!(
-            resp.status(),
-            reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
-        );
-        let why = format!("{}/{what}: {}", self.host, error_text(resp).await);
-        match denied {
-            true => Failure::Fatal(crate::kinded(archgate_core::ErrorKind::Auth, why)),
-            false => Failure::Fatal(anyhow!(why)),
+        let status = resp.status();
+        let text = error_text(resp).await;
+        let why = format!("{}/{what}: {text}", self.host);
+        match denial_kind(status, &text) {
+            Some(kind) => Failure::Fatal(crate::kinded(kind, why)),
+            None => Failure::Fatal(anyhow!(why)),
         }
+    }
+}
+
+/// Who mends a refusal: a 401, or a 403 that denies our credentials, is
+/// ours (`auth`: another try is refused the same way until the operator
+/// mends them); a 403 that says a quota or limit is reached is the
+/// registry's (`external`: it clears in hours, by itself or by its
+/// owners). Other answers say nothing of that (`None`).
+pub(super) fn denial_kind(
+    status: reqwest::StatusCode,
+    text: &str,
+) -> Option<archgate_core::ErrorKind> {
+    use archgate_core::ErrorKind::{Auth, External};
+    let lower = text.to_ascii_lowercase();
+    let limit = ["quota", "limit", "exceeded", "toomanyrequests", "storage"]
+        .iter()
+        .any(|w| lower.contains(w));
+    match status {
+        reqwest::StatusCode::UNAUTHORIZED => Some(Auth),
+        reqwest::StatusCode::FORBIDDEN if limit => Some(External),
+        reqwest::StatusCode::FORBIDDEN => Some(Auth),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod denials {
+    use super::*;
+    use archgate_core::ErrorKind::{Auth, External};
+    use reqwest::StatusCode;
+
+    #[test]
+    fn who_mends_a_refusal() {
+        let denied = "403 Forbidden: DENIED requested access to the resource is denied";
+        assert_eq!(denial_kind(StatusCode::FORBIDDEN, denied), Some(Auth));
+        let quota = "403 Forbidden: DENIED Quota has been exceeded on namespace fedora";
+        assert_eq!(denial_kind(StatusCode::FORBIDDEN, quota), Some(External));
+        assert_eq!(denial_kind(StatusCode::UNAUTHORIZED, "401"), Some(Auth));
+        assert_eq!(denial_kind(StatusCode::BAD_REQUEST, "400"), None);
     }
 }
 

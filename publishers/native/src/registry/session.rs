@@ -63,7 +63,7 @@ impl Registry {
     /// thinks the handshake is done, and the request often fails without
     /// the alert. A TLS 1.2 handshake ends with the alert itself, so one
     /// such probe (made only after a failure) tells what happened.
-    pub(super) async fn diagnose_tls(&self, url: &str) -> Option<String> {
+    pub(super) async fn diagnose_tls(&self, url: &str) -> Option<anyhow::Error> {
         let probe = client(
             &self.host,
             &self.settings,
@@ -82,17 +82,24 @@ impl Registry {
     /// [`from_reqwest`] says.
     pub(super) fn failure(&self, e: reqwest::Error) -> Failure {
         match self.tls_problem(&e) {
-            Some(why) => Failure::Fatal(crate::kinded(archgate_core::ErrorKind::Auth, why)),
+            Some(problem) => Failure::Fatal(problem),
             None => from_reqwest(e),
         }
     }
 
-    /// The message for a TLS problem behind `e`, naming the host.
-    pub(super) fn tls_problem(&self, e: &reqwest::Error) -> Option<String> {
+    /// A TLS problem behind `e`, naming the host, of the kind that says
+    /// who mends it: the registry's own certificate (expired, of an unknown
+    /// issuer, for another name) is theirs (`external`, tried again over a
+    /// long horizon); our client certificate refused or missing is ours
+    /// (`auth`, set aside).
+    pub(super) fn tls_problem(&self, e: &reqwest::Error) -> Option<anyhow::Error> {
         let text = chain_text(e);
         let tls = &self.settings.tls;
-        let why = crate::tls::explain(&text, tls.dir.as_deref(), tls.identity.is_some())?;
-        Some(format!("{}: {why} ({text})", self.host))
+        let (kind, why) = crate::tls::explain(&text, tls.dir.as_deref(), tls.identity.is_some())?;
+        Some(crate::kinded(
+            kind,
+            format!("{}: {why} ({text})", self.host),
+        ))
     }
 
     /// Who archgate is on this registry, for messages: never the secret.
@@ -148,51 +155,7 @@ impl Registry {
                 (http, resp)
             }
             Some(Ok(resp)) => (https, resp),
-            Some(Err(e)) => {
-                if let Some(why) = self.tls_problem(&e) {
-                    return Err(Failure::Fatal(crate::kinded(
-                        archgate_core::ErrorKind::Auth,
-                        why,
-                    )));
-                }
-                let connecting = e.is_connect() || e.is_request();
-                match plain {
-                    Some(Ok(resp)) if connecting => {
-                        tracing::debug!(host = %self.host, "no HTTPS ({e}); plain HTTP because tls-verify is off");
-                        (http, resp)
-                    }
-                    plain => {
-                        if connecting {
-                            if let Some(why) = self.diagnose_tls(&format!("{https}/v2/")).await {
-                                return Err(Failure::Fatal(crate::kinded(
-                                    archgate_core::ErrorKind::Auth,
-                                    why,
-                                )));
-                            }
-                        }
-                        if let (true, Some(Err(plain))) = (connecting, plain) {
-                            return Err(self.failure(plain));
-                        }
-                        let hint = if connecting {
-                            "; if it speaks plain HTTP or has a self-signed certificate, set tls-verify = false for it"
-                        } else {
-                            ""
-                        };
-                        return Err(match from_reqwest(e) {
-                            Failure::Transient {
-                                why,
-                                retry_after,
-                                unreachable,
-                            } => Failure::Transient {
-                                why: format!("{why}{hint}"),
-                                retry_after,
-                                unreachable,
-                            },
-                            fatal => fatal,
-                        });
-                    }
-                }
-            }
+            Some(Err(e)) => self.no_https(e, plain, https, http).await?,
         };
         if let Some(f) = transient_status(&resp) {
             return Err(f);
@@ -204,6 +167,58 @@ impl Registry {
         // The connections opened beside the first contact are ready with it.
         futures_util::future::join_all(ahead).await;
         Ok(base)
+    }
+
+    /// First contact when HTTPS failed with `e`: plain HTTP (with
+    /// tls-verify off) if it answered and HTTPS could not connect; else why
+    /// not: a TLS problem (found again by a TLS 1.2 probe when the first
+    /// attempt hid it), or the failure itself with a hint.
+    async fn no_https(
+        &self,
+        e: reqwest::Error,
+        plain: Option<reqwest::Result<Response>>,
+        https: String,
+        http: String,
+    ) -> Result<(String, Response), Failure> {
+        if let Some(problem) = self.tls_problem(&e) {
+            return Err(Failure::Fatal(problem));
+        }
+        let connecting = e.is_connect() || e.is_request();
+        match plain {
+            Some(Ok(resp)) if connecting => {
+                tracing::debug!(host = %self.host, "no HTTPS ({e}); plain HTTP because tls-verify is off");
+                return Ok((http, resp));
+            }
+            Some(Err(plain)) if connecting => {
+                if let Some(problem) = self.diagnose_tls(&format!("{https}/v2/")).await {
+                    return Err(Failure::Fatal(problem));
+                }
+                return Err(self.failure(plain));
+            }
+            _ => {}
+        }
+        if connecting {
+            if let Some(problem) = self.diagnose_tls(&format!("{https}/v2/")).await {
+                return Err(Failure::Fatal(problem));
+            }
+        }
+        let hint = if connecting {
+            "; if it speaks plain HTTP or has a self-signed certificate, set tls-verify = false for it"
+        } else {
+            ""
+        };
+        Err(match from_reqwest(e) {
+            Failure::Transient {
+                why,
+                retry_after,
+                unreachable,
+            } => Failure::Transient {
+                why: format!("{why}{hint}"),
+                retry_after,
+                unreachable,
+            },
+            fatal => fatal,
+        })
     }
 
     /// Opens, beside the first `GET /v2/`, the connections this view said it
