@@ -9,29 +9,13 @@ mod support;
 use std::path::Path;
 
 use support::consume::{announce, composes, drain, settled, wait_for, Consumer, RESULTS, TOPIC};
-use support::{amqp_peer, free_port, registry_tag, Auth, Pki, Rabbit, RabbitSetup, Registry};
+use support::{amqp_peer, free_port, registry_tag, Auth, Pki, Rabbit, Registry};
 
 /// The archgate tables of a consumer's configuration, less `[consume]`.
 fn tables(host: &str) -> String {
     format!(
         "[source]\nkind = \"pungi\"\n\n[gate]\npolicy = \"hybrid\"\n\n[registry.\"{host}\"]\ntls-verify = false\n\n[[image]]\nname = \"fedora\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [\"docker://{host}/fedora\"]\ntags = [\"{{release}}\"]\n"
     )
-}
-
-/// A node that listens for amqps on `tls_port` (server certificate of
-/// `pki`), asks for client certificates (of `pki`'s client CA) and offers
-/// EXTERNAL, with the common name as the user.
-fn tls_node(pki: &Pki, tls_port: u16) -> Rabbit {
-    let conf = format!(
-        "listeners.ssl.default = {tls_port}\nssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\nssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = false\nauth_mechanisms.1 = PLAIN\nauth_mechanisms.2 = AMQPLAIN\nauth_mechanisms.3 = EXTERNAL\nssl_cert_login_from = common_name\n",
-        pki.client_ca.display(),
-        pki.server_cert.display(),
-        pki.server_key.display()
-    );
-    Rabbit::start_with(&RabbitSetup {
-        conf,
-        plugins: vec!["rabbitmq_auth_mechanism_ssl"],
-    })
 }
 
 fn consume_table(url: &str, queue: &str, composes: &Path, extra: &str) -> String {
@@ -48,7 +32,7 @@ fn amqps_with_a_password_and_with_a_certificate_alone() {
     let c = composes(dir);
     let pki = Pki::new(&dir.join("pki"));
     let tls_port = free_port();
-    let rabbit = tls_node(&pki, tls_port);
+    let rabbit = Rabbit::tls(&pki, tls_port);
     let user = "archgate test client";
     rabbit.ctl(&["add_user", "archie", "s3cret@x"]).unwrap();
     rabbit.ctl(&["add_user", user, "unused"]).unwrap();
@@ -146,44 +130,62 @@ fn amqps_with_a_password_and_with_a_certificate_alone() {
     assert_eq!(three.get("/ready").0, 503);
 }
 
-/// A user whose configure permission covers only its own queues: exit 2
-/// naming the lease queues, and the message still in its queue.
+/// A user with the rights Fedora's roles give (no configure at all), and
+/// its queue, but no `QUEUE.failed` made beside it: exit 2 naming the
+/// queue and what makes it, and the message still in its queue. With the
+/// queue made, the same user runs.
 #[test]
-fn a_user_without_lease_permissions_takes_nothing() {
+fn a_missing_failed_queue_is_named_and_nothing_is_taken() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let c = composes(dir);
     let rabbit = Rabbit::start();
     rabbit.ctl(&["add_user", "narrow", "pw"]).unwrap();
+    let (configure, write, read) = support::consume::role_permissions("narrow");
     rabbit
         .ctl(&[
             "set_permissions",
             "-p",
             "/",
             "narrow",
-            "^q-narrow(\\.failed|\\.retry)?$",
-            ".*",
-            ".*",
+            &configure,
+            &write,
+            &read,
         ])
         .unwrap();
-    amqp_peer(&["bind", &rabbit.url(), "q-narrow", TOPIC]);
+    amqp_peer(&["bind", &rabbit.url(), "narrow-q", TOPIC]);
     announce(
         &rabbit,
         &c.join("f41-incomplete"),
         "Fedora-41-20241101.n.0",
         "FINISHED_INCOMPLETE",
     );
-    assert_eq!(rabbit.queue("q-narrow"), Some((1, 0)));
+    assert_eq!(rabbit.queue("narrow-q"), Some((1, 0)));
     let url = format!("amqp://narrow:pw@127.0.0.1:{}/%2f", rabbit.port);
-    let cfg = tables("127.0.0.1:5999") + &consume_table(&url, "q-narrow", &c, "");
+    let cfg = tables("127.0.0.1:5999")
+        + &consume_table(&url, "narrow-q", &c, "passive-declares = true\n");
     let mut consumer = Consumer::spawn(dir, "narrow", &cfg, &[]);
     assert_eq!(consumer.wait(60), Some(2), "{}", consumer.log());
     let log = consumer.log();
     assert!(
-        log.contains("configure on `archgate.lease.*`") && log.contains("ACCESS_REFUSED"),
+        log.contains("narrow-q.failed")
+            && log.contains("NOT_FOUND")
+            && log.contains("\"Permissions\""),
         "{log}"
     );
-    assert_eq!(rabbit.queue("q-narrow"), Some((1, 0)), "nothing taken");
+    assert_eq!(rabbit.queue("narrow-q"), Some((1, 0)), "nothing taken");
+
+    // Without passive declares, the same user may not declare it either:
+    // the refusal names the right it lacks.
+    let cfg = tables("127.0.0.1:5999") + &consume_table(&url, "narrow-q", &c, "");
+    let mut consumer = Consumer::spawn(dir, "narrow2", &cfg, &[]);
+    assert_eq!(consumer.wait(60), Some(2), "{}", consumer.log());
+    assert!(
+        consumer.log().contains("configure on `narrow-q`"),
+        "{}",
+        consumer.log()
+    );
+    assert_eq!(rabbit.queue("narrow-q"), Some((1, 0)), "nothing taken");
 }
 
 /// fedora-messaging's configuration file, as fedora-messaging itself loads
@@ -341,13 +343,15 @@ retry-delay = "1s"
         r#"{"x-queue-type": "quorum"}"#,
     ]);
     amqp_peer(&["declare", &rabbit.url(), "fm-p.failed", "{}"]);
-    let mut missing = Consumer::spawn(dir, "fm-missing", &file("fm-p", true), &[]);
+    amqp_peer(&[
+        "declare",
+        &rabbit.url(),
+        "fm-p2",
+        r#"{"x-queue-type": "quorum"}"#,
+    ]);
+    let mut missing = Consumer::spawn(dir, "fm-missing", &file("fm-p2", true), &[]);
     assert_eq!(missing.wait(60), Some(2), "{}", missing.log());
-    assert!(missing.log().contains("fm-p.retry"), "{}", missing.log());
-    let retry_args =
-        r#"{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "fm-p"}"#.to_string();
-    amqp_peer(&["declare", &rabbit.url(), "fm-p.retry", &retry_args]);
-    amqp_peer(&["bind-only", &rabbit.url(), "fm-p", TOPIC]);
+    assert!(missing.log().contains("fm-p2.failed"), "{}", missing.log());
     let passive = Consumer::start(dir, "fm-passive", &file("fm-p", true));
     announce(
         &rabbit,

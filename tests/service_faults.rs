@@ -791,3 +791,212 @@ fn a_run_that_kills_the_consumer_every_time_is_set_aside() {
     );
     assert_eq!(rabbit.queue("qk"), Some((0, 0)));
 }
+
+/// A transfer that stalls (the compose server holds an artifact's answer)
+/// ends after `[source] read-timeout` as a transient error: the message is
+/// tried again, its arch never `failed` (no refusal, nothing dropped), and
+/// the compose is published once the server answers.
+#[test]
+fn a_stalled_download_times_out_and_is_retried() {
+    let world = World::new();
+    let rabbit = &world.rabbit;
+    let web = world.dir().join("web");
+    support::copy_tree(&world.compose("f41-incomplete"), &web.join("compose/f41"));
+    let gate = std::sync::Arc::new(support::HoldGate::new());
+    let (root, stall) = (web.clone(), gate.clone());
+    let server = Server::start(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (root, stall) = (root.clone(), stall.clone());
+        async move {
+            let path = support::percent_decode(req.uri().path());
+            if path.contains("x86_64") && path.ends_with(".oci.tar.xz") {
+                stall.pass().await;
+            }
+            Ok(
+                match std::fs::read(root.join(path.trim_start_matches('/'))) {
+                    Ok(bytes) => respond(200, &[], bytes),
+                    Err(_) => respond(404, &[], "not found"),
+                },
+            )
+        }
+    });
+    let base = format!("http://{}/compose/", server.addr);
+    let cfg = |delay: &str| {
+        world
+            .config("qs", "")
+            .replace(
+                &format!("\"{}\"", world.composes.display()),
+                &format!("\"{base}\""),
+            )
+            .replace(
+                "retry-delay = \"1s\"",
+                &format!("retry-delay = \"{delay}\""),
+            )
+            .replace("[source]\n", "[source]\nread-timeout = \"2s\"\n")
+    };
+    let mut consumer = world.start("stall", &cfg("600s"));
+    let body = serde_json::json!({
+        "status": "FINISHED", "compose_id": "Fedora-41-20241101.n.0",
+        "location": format!("{base}f41/compose"),
+    });
+    amqp_peer(&["publish", &rabbit.url(), TOPIC, &body.to_string()]);
+    gate.wait_held(1, 60);
+    wait_or(
+        "the stalled try to fail",
+        60,
+        || {
+            metric(
+                &consumer.get("/metrics").1,
+                "archgate_messages_total{outcome=\"retried\"}",
+            ) == 1
+        },
+        || consumer.log(),
+    );
+    let log = consumer.log();
+    assert!(
+        log.contains("the transfer broke or stalled") || log.contains("cannot fetch"),
+        "{log}"
+    );
+    let (_, metrics) = consumer.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "archgate_targets_total{decision=\"refused\"}"),
+        0,
+        "{metrics}"
+    );
+    assert!(world.tag("fedora:41").is_none());
+    // The server answers again; the next try (a second after the failed
+    // one, in a consumer told so) publishes all four arches.
+    gate.release();
+    consumer.signal("-TERM");
+    assert_eq!(consumer.wait(30), Some(0), "{}", consumer.log());
+    let consumer = world.start("stall2", &cfg("1s"));
+    wait_or(
+        "the compose to be published",
+        120,
+        || rabbit.queue("qs") == Some((0, 0)) && world.tag("fedora:41").is_some(),
+        || consumer.log(),
+    );
+    assert_eq!(
+        support::index_platforms(&world.tag("fedora:41").unwrap().0).len(),
+        4
+    );
+}
+
+/// A local location is checked once, and read through the directory that
+/// was checked, never by its name again: a directory swapped for a link
+/// out of `allowed-locations` between the check and the run (the run
+/// waits for the one run slot, taken by another compose held at the
+/// registry) leads nowhere. What is published is the compose that was
+/// checked.
+#[test]
+fn a_directory_swapped_after_its_check_is_not_followed() {
+    let world = World::new();
+    let rabbit = &world.rabbit;
+    let checked = world.compose("checked");
+    support::copy_tree(&world.compose("f41-incomplete"), &checked);
+    // Outside the allowed composes: another compose, which must not be read.
+    let secret = world.dir().join("secret");
+    support::copy_tree(&world.compose("f41-checksums"), &secret);
+    let consumer = world.start("swap", &world.config("qw", "[gate]\npolicy = \"hybrid\"\n"));
+    let gate = world.proxy.hold("PUT", "/v2/fedora/manifests/30\0");
+    announce(
+        rabbit,
+        &world.compose("f30-armhfp"),
+        "Fedora-30-20190801.n.0",
+        "FINISHED",
+    );
+    gate.wait_held(1, 60);
+    let id = "Fedora-41-20241101.n.0";
+    announce(rabbit, &checked, id, "FINISHED_INCOMPLETE");
+    wait_for("the second compose to wait for a run slot", 60, || {
+        consumer.log().contains("waiting for a run slot")
+    });
+    std::fs::rename(&checked, world.compose("checked.moved")).unwrap();
+    std::os::unix::fs::symlink(&secret, &checked).unwrap();
+    gate.release();
+    wait_or(
+        "both composes to be done",
+        120,
+        || rabbit.queue("qw") == Some((0, 0)) && world.tag("fedora:41").is_some(),
+        || consumer.log(),
+    );
+    let (index, _) = world.tag("fedora:41").unwrap();
+    assert_eq!(
+        index["annotations"]["dev.archgate.compose"],
+        id,
+        "{}",
+        consumer.log()
+    );
+    assert!(!consumer.log().contains("secret"), "{}", consumer.log());
+}
+
+/// A body larger than any compose message is set aside unread: its size
+/// is bounded before it is parsed.
+#[test]
+fn a_huge_body_is_set_aside_unread() {
+    let world = World::new();
+    let rabbit = &world.rabbit;
+    let consumer = world.start("huge", &world.config("qh", ""));
+    // A megabyte of a JSON array: valid JSON, no compose message.
+    let huge = world.dir().join("huge.json");
+    std::fs::write(&huge, format!("[{}0]", "0,".repeat(512 * 1024))).unwrap();
+    let file = format!("@{}", huge.display());
+    amqp_peer(&["publish-raw", &rabbit.url(), TOPIC, &file]);
+    wait_for("the message to be set aside", 60, || {
+        rabbit.queue("qh.failed") == Some((1, 0))
+    });
+    let failed = drain(rabbit, "qh.failed");
+    let why = failed[0]["headers"]["x-archgate-error"].as_str().unwrap();
+    assert!(
+        why.contains("more than the 65536 a compose message may have"),
+        "{why}"
+    );
+    assert_eq!(
+        metric(
+            &consumer.get("/metrics").1,
+            "archgate_messages_total{outcome=\"invalid\"}"
+        ),
+        1
+    );
+}
+
+/// Who mends a registry's refusal decides what happens: its certificate of
+/// an issuer archgate does not know is the registry's to mend (or the
+/// operator's, in hours), so the message is tried again with backoff, not
+/// set aside at once; the credentials it refuses are ours, set aside at
+/// once (`refused_credentials_are_set_aside_at_once`).
+#[test]
+fn a_registry_certificate_of_an_unknown_issuer_is_tried_again() {
+    let world = World::new();
+    let rabbit = &world.rabbit;
+    let pki = support::Pki::new(&world.dir().join("pki"));
+    let registry = Registry::start_with(Auth::None, Some(pki.tls(false)));
+    let host = registry.host();
+    let cfg = config(rabbit, &host, "qt", &world.composes, "")
+        .replace("tls-verify = false\n", "")
+        .replace("retry-delay = \"1s\"", "retry-delay = \"600s\"");
+    let consumer = world.start("tls", &cfg);
+    announce(
+        rabbit,
+        &world.compose("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    wait_or(
+        "the try to fail",
+        60,
+        || {
+            metric(
+                &consumer.get("/metrics").1,
+                "archgate_messages_total{outcome=\"retried\"}",
+            ) == 1
+        },
+        || consumer.log(),
+    );
+    assert!(
+        consumer.log().contains("unknown issuer"),
+        "{}",
+        consumer.log()
+    );
+    assert_eq!(rabbit.queue("qt.failed"), Some((0, 0)), "not set aside");
+    assert_eq!(rabbit.queue("qt"), Some((0, 1)), "kept for its next try");
+}

@@ -357,9 +357,19 @@ async fn tries(
         if !ctx.takeover.wait(delivery.redelivered, &mut shutdown).await {
             return (End::Requeue, None);
         }
-        let permit = tokio::select! {
-            p = service.permits.clone().acquire_owned() => p.expect("the permits are never closed"),
-            _ = stopped(&mut shutdown) => return (End::Requeue, None),
+        let permit = match service.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::info!(
+                    %compose,
+                    "waiting for a run slot: {} run(s) at once (concurrency)",
+                    spec.concurrency
+                );
+                tokio::select! {
+                    p = service.permits.clone().acquire_owned() => p.expect("the permits are never closed"),
+                    _ = stopped(&mut shutdown) => return (End::Requeue, None),
+                }
+            }
         };
         let started = attempts::now();
         if record.tries == 0 {

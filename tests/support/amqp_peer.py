@@ -2,7 +2,8 @@
 """The other side of archgate's service in the tests: fedora-messaging itself.
 
     amqp_peer.py publish URL TOPIC BODY_JSON     publish as fedora-messaging does (api.publish)
-    amqp_peer.py publish-raw URL ROUTING_KEY TEXT  publish raw bytes (an invalid message)
+    amqp_peer.py publish-raw URL ROUTING_KEY TEXT  publish raw bytes (an invalid message);
+                                                 @FILE: the bytes of FILE
     amqp_peer.py bind URL QUEUE KEY              declare a durable queue bound to amq.topic on KEY
     amqp_peer.py bind-only URL QUEUE KEY         bind an existing queue to amq.topic on KEY
     amqp_peer.py declare URL QUEUE ARGS_JSON     declare a durable queue with these arguments
@@ -48,9 +49,14 @@ def publish(url, topic, body):
 
 
 def publish_raw(url, key, text):
+    if text.startswith("@"):
+        with open(text[1:], "rb") as f:
+            body = f.read()
+    else:
+        body = text.encode()
     conn = pika.BlockingConnection(params(url))
     ch = conn.channel()
-    ch.basic_publish("amq.topic", key, text.encode(), pika.BasicProperties(delivery_mode=2))
+    ch.basic_publish("amq.topic", key, body, pika.BasicProperties(delivery_mode=2))
     conn.close()
 
 

@@ -577,6 +577,14 @@ impl HoldGate {
     pub fn release(&self) {
         self.open.send_replace(true);
     }
+
+    /// Holds the caller (a request of a server of the test's own) until
+    /// the gate is released; counted as held.
+    pub async fn pass(&self) {
+        let mut open = self.open.subscribe();
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let _ = open.wait_for(|o| *o).await;
+    }
 }
 
 #[derive(Clone)]

@@ -250,23 +250,6 @@ pub(super) fn denial_kind(
     }
 }
 
-#[cfg(test)]
-mod denials {
-    use super::*;
-    use archgate_core::ErrorKind::{Auth, External};
-    use reqwest::StatusCode;
-
-    #[test]
-    fn who_mends_a_refusal() {
-        let denied = "403 Forbidden: DENIED requested access to the resource is denied";
-        assert_eq!(denial_kind(StatusCode::FORBIDDEN, denied), Some(Auth));
-        let quota = "403 Forbidden: DENIED Quota has been exceeded on namespace fedora";
-        assert_eq!(denial_kind(StatusCode::FORBIDDEN, quota), Some(External));
-        assert_eq!(denial_kind(StatusCode::UNAUTHORIZED, "401"), Some(Auth));
-        assert_eq!(denial_kind(StatusCode::BAD_REQUEST, "400"), None);
-    }
-}
-
 /// `STATUS CODE: message` from a registry error answer.
 pub(super) async fn error_text(resp: Response) -> String {
     let status = resp.status();
@@ -310,5 +293,22 @@ pub(super) async fn error_text(resp: Response) -> String {
                 format!("{status}: {}", archgate_core::untrusted(&body))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod denials {
+    use super::*;
+    use archgate_core::ErrorKind::{Auth, External};
+    use reqwest::StatusCode;
+
+    #[test]
+    fn who_mends_a_refusal() {
+        let denied = "403 Forbidden: DENIED requested access to the resource is denied";
+        assert_eq!(denial_kind(StatusCode::FORBIDDEN, denied), Some(Auth));
+        let quota = "403 Forbidden: DENIED Quota has been exceeded on namespace fedora";
+        assert_eq!(denial_kind(StatusCode::FORBIDDEN, quota), Some(External));
+        assert_eq!(denial_kind(StatusCode::UNAUTHORIZED, "401"), Some(Auth));
+        assert_eq!(denial_kind(StatusCode::BAD_REQUEST, "400"), None);
     }
 }
