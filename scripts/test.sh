@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # registry tests; rabbitmq-server gives the service tests a private node (the
 # system service is not used); man-db renders the generated man pages;
 # python3-venv holds the Python peers (productmd, koji, fedora-messaging);
-# gcc links the Rust code; systemd-analyze checks the service's unit.
-apt_install skopeo buildah docker-registry apache2-utils openssl rabbitmq-server man-db python3-venv gcc libc6-dev systemd
+# gcc links the Rust code; systemd-analyze checks the service's unit, and
+# strace and setpriv (util-linux) what the tools engines call under it.
+apt_install skopeo buildah docker-registry apache2-utils openssl rabbitmq-server man-db python3-venv gcc libc6-dev systemd strace util-linux
 ensure_cargo
 ensure_python_tools
 # The generator checks of fixtures/real must run here, not be skipped.

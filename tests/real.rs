@@ -567,3 +567,102 @@ fn the_fedora_example_plans() {
         "{references:?}"
     );
 }
+
+/// The manifest digest of the one image an archive holds (its
+/// `index.json`'s entry), read with xz and tar: what archgate must publish
+/// from that file.
+fn archive_digest(file: &Path) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("xz -dcf \"$1\" | tar -xO index.json")
+        .arg("sh")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index: Value = serde_json::from_slice(&out.stdout).unwrap();
+    index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `examples/fedora.toml` against FIU's own mapping, over a compose that
+/// productmd wrote holding every image FIU publishes (each with its real
+/// variant, subvariant, type and format; IoT's bootc image beside the base
+/// one): every one of the ten repositories, on both registries, gets the
+/// image of the subvariant FIU maps to it, read from its own file.
+#[test]
+fn the_fedora_example_maps_every_image_fiu_publishes() {
+    let tmp = composes();
+    let dir = tmp.path();
+    let example =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fedora.toml"))
+            .unwrap();
+    let text = example
+        .replace(
+            "docker://registry.fedoraproject.org/",
+            "oci:out/registry.fedoraproject.org/",
+        )
+        .replace("docker://quay.io/fedora/", "oci:out/quay.io/fedora/");
+    let cfg = dir.join("fedora.toml");
+    fs::write(&cfg, text).unwrap();
+    let root = compose(dir, "f41-everything");
+    let (code, r) = report(
+        dir,
+        &[0],
+        &["plan", "-c", cfg.to_str().unwrap(), "--compose", &root],
+    );
+    assert_eq!(code, 0, "{r:#}");
+    // fedora-image-uploader's [consumer_config.container.repos].
+    let fiu = [
+        ("Container_Toolbox", "fedora-toolbox"),
+        ("Container_Minimal_Base", "fedora-minimal"),
+        ("Container_Base", "fedora"),
+        ("BaseOS", "eln"),
+        ("Silverblue", "fedora-silverblue"),
+        ("Kinoite", "fedora-kinoite"),
+        ("Onyx", "fedora-budgie-atomic"),
+        ("Sericea", "fedora-sway-atomic"),
+        ("base", "fedora-bootc"),
+        ("IoT", "fedora-iot"),
+    ];
+    let images: Value = serde_json::from_str(
+        &fs::read_to_string(Path::new(&root).join("compose/metadata/images.json")).unwrap(),
+    )
+    .unwrap();
+    let targets = r["targets"].as_array().unwrap();
+    let mut seen = 0;
+    for (subvariant, repo) in fiu {
+        let mut file = None;
+        for variant in images["payload"]["images"].as_object().unwrap().values() {
+            for entry in variant["x86_64"].as_array().into_iter().flatten() {
+                if entry["subvariant"] == subvariant {
+                    file = Some(entry["path"].as_str().unwrap().to_string());
+                }
+            }
+        }
+        let file = file.unwrap_or_else(|| panic!("no {subvariant} image in the compose"));
+        let want = archive_digest(&Path::new(&root).join("compose").join(&file));
+        let tag = if repo == "eln" { "latest" } else { "41" };
+        for registry in ["registry.fedoraproject.org", "quay.io/fedora"] {
+            let reference = format!("oci:out/{registry}/{repo}:{tag}");
+            let t = targets
+                .iter()
+                .find(|t| t["reference"] == reference.as_str())
+                .unwrap_or_else(|| panic!("no {reference} in the plan"));
+            assert_eq!(t["decision"], "published", "{t:#}");
+            assert_eq!(
+                support::arch_of(t, "x86_64")["digest"],
+                want.as_str(),
+                "{reference}: not the {subvariant} image ({file})"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 20);
+}
