@@ -149,35 +149,7 @@ impl Loaded {
                 "{file}: no [consume] table: archgate consume needs one (docs/service.md)"
             ))
         })?;
-        if self.config.source.kind != SourceKind::Pungi {
-            return Err(ConfigError(format!(
-                "{file}: archgate consume publishes Pungi composes: [source] kind must be \"pungi\""
-            )));
-        }
-        if !(c.amqp_url.starts_with("amqp://") || c.amqp_url.starts_with("amqps://")) {
-            return Err(ConfigError(format!(
-                "{file}: [consume] amqp-url must start with amqp:// or amqps:// (key `consume.amqp-url`)"
-            )));
-        }
-        if c.allowed_locations.is_empty() {
-            return Err(ConfigError(format!(
-                "{file}: [consume] allowed-locations is empty: name the URL or path prefixes of the composes archgate may read (key `consume.allowed-locations`)"
-            )));
-        }
-        let allowed_locations = archgate_core::AllowedLocations::new(&c.allowed_locations)
-            .map_err(|why| {
-                ConfigError(format!(
-                    "{file}: [consume] allowed-locations: {why} (key `consume.allowed-locations`)"
-                ))
-            })?;
-        if c.max_attempts == 0 || c.prefetch == 0 || c.concurrency == 0 {
-            return Err(ConfigError(format!(
-                "{file}: [consume] max-attempts, prefetch and concurrency must be at least 1"
-            )));
-        }
-        if c.lease_wait.is_some() {
-            tracing::warn!("{file}: [consume] lease-wait no longer applies (one consumer is active at a time; docs/service.md): ignored");
-        }
+        let allowed_locations = self.check_consume(c)?;
         let path = |p: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
             match p {
                 Some(p) => {
@@ -244,6 +216,46 @@ impl Loaded {
             ..Options::default()
         })?;
         Ok((spec, run))
+    }
+
+    /// The checks of `[consume]` that no type makes: a Pungi source, an
+    /// AMQP URL, allowed locations (given: what it gives), counts of one
+    /// or more.
+    fn check_consume(
+        &self,
+        c: &ConsumeConfig,
+    ) -> Result<archgate_core::AllowedLocations, ConfigError> {
+        let file = self.path.display();
+        if self.config.source.kind != SourceKind::Pungi {
+            return Err(ConfigError(format!(
+                "{file}: archgate consume publishes Pungi composes: [source] kind must be \"pungi\""
+            )));
+        }
+        if !(c.amqp_url.starts_with("amqp://") || c.amqp_url.starts_with("amqps://")) {
+            return Err(ConfigError(format!(
+                "{file}: [consume] amqp-url must start with amqp:// or amqps:// (key `consume.amqp-url`)"
+            )));
+        }
+        if c.allowed_locations.is_empty() {
+            return Err(ConfigError(format!(
+                "{file}: [consume] allowed-locations is empty: name the URL or path prefixes of the composes archgate may read (key `consume.allowed-locations`)"
+            )));
+        }
+        let allowed =
+            archgate_core::AllowedLocations::new(&c.allowed_locations).map_err(|why| {
+                ConfigError(format!(
+                    "{file}: [consume] allowed-locations: {why} (key `consume.allowed-locations`)"
+                ))
+            })?;
+        if c.max_attempts == 0 || c.prefetch == 0 || c.concurrency == 0 {
+            return Err(ConfigError(format!(
+                "{file}: [consume] max-attempts, prefetch and concurrency must be at least 1"
+            )));
+        }
+        if c.lease_wait.is_some() {
+            tracing::warn!("{file}: [consume] lease-wait no longer applies (one consumer is active at a time; docs/service.md): ignored");
+        }
+        Ok(allowed)
     }
 
     /// Where errors are mailed: a fedora-messaging file's `[log_config]`

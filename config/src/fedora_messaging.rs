@@ -293,6 +293,22 @@ fn topology(fm: &FmFile, name: &str, queue: &FmQueue) -> Result<Topology, String
     })
 }
 
+/// SMTPHandler's `mailhost`: `"HOST"` (port 25) or `["HOST", PORT]`.
+fn mailhost(v: Option<&toml::Value>) -> Result<(String, u16), String> {
+    let want = || "\"HOST\" or [\"HOST\", PORT]".to_string();
+    match v {
+        Some(toml::Value::String(host)) => Ok((host.clone(), 25)),
+        Some(toml::Value::Array(a)) => match &a[..] {
+            [toml::Value::String(host), toml::Value::Integer(port)] => {
+                let port = u16::try_from(*port).map_err(|_| format!("no such port {port}"))?;
+                Ok((host.clone(), port))
+            }
+            _ => Err(want()),
+        },
+        _ => Err(want()),
+    }
+}
+
 /// Python's level names, as `tracing`'s levels (`NOTSET`: everything).
 fn level(name: &str) -> Result<tracing::Level, String> {
     Ok(match name.to_ascii_uppercase().as_str() {
@@ -357,18 +373,8 @@ fn mail(log_config: &toml::Table) -> Result<Option<Mail>, String> {
             .map(str::to_string)
             .ok_or_else(|| format!("{}: a string is needed", at(key)))
     };
-    let (host, port) = match h.get("mailhost") {
-        Some(toml::Value::String(host)) => (host.clone(), 25),
-        Some(toml::Value::Array(a)) => match &a[..] {
-            [toml::Value::String(host), toml::Value::Integer(port)] => {
-                let port = u16::try_from(*port)
-                    .map_err(|_| format!("{}: no such port", at("mailhost")))?;
-                (host.clone(), port)
-            }
-            _ => return Err(format!("{}: \"HOST\" or [\"HOST\", PORT]", at("mailhost"))),
-        },
-        _ => return Err(format!("{}: \"HOST\" or [\"HOST\", PORT]", at("mailhost"))),
-    };
+    let (host, port) =
+        mailhost(h.get("mailhost")).map_err(|e| format!("{}: {e}", at("mailhost")))?;
     let to = match h.get("toaddrs") {
         Some(toml::Value::String(one)) => vec![one.clone()],
         Some(toml::Value::Array(a)) => a

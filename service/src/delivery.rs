@@ -328,48 +328,18 @@ async fn tries(
     received: Instant,
 ) -> (End, Option<Outcome>) {
     let service = &ctx.service;
-    let spec = &service.spec;
     let compose = untrusted(&message.compose_id);
     loop {
         let mut record = service.attempts.load(key).await;
-        let aside = record
+        if let Some(why) = record
             .aside
             .clone()
-            .or_else(|| retry::before(spec, &record));
-        if let Some(why) = aside {
-            let tries = record.tries;
-            return (
-                End::SetAside {
-                    why: why.clone(),
-                    tries,
-                },
-                Some(Outcome::Failed(why)),
-            );
+            .or_else(|| retry::before(&service.spec, &record))
+        {
+            return set_aside_for(why, record.tries);
         }
-        let due = record.last_start + retry::backoff(spec, record.tries).as_secs() as i64;
-        if record.tries > 0 && !wait_until(ctx, due, received).await {
+        let Some(permit) = ready(ctx, delivery, &record, received, &compose).await else {
             return (End::Requeue, None);
-        }
-        if record.tries > 0 && received.elapsed() > FRESH {
-            return (End::Requeue, None);
-        }
-        let mut shutdown = ctx.shutdown.clone();
-        if !ctx.takeover.wait(delivery.redelivered, &mut shutdown).await {
-            return (End::Requeue, None);
-        }
-        let permit = match service.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                tracing::info!(
-                    %compose,
-                    "waiting for a run slot: {} run(s) at once (concurrency)",
-                    spec.concurrency
-                );
-                tokio::select! {
-                    p = service.permits.clone().acquire_owned() => p.expect("the permits are never closed"),
-                    _ = stopped(&mut shutdown) => return (End::Requeue, None),
-                }
-            }
         };
         let started = attempts::now();
         if record.tries == 0 {
@@ -383,28 +353,12 @@ async fn tries(
         }
         let tried_before =
             record.tries > 1 || delivery.redelivered || redelivered_count(delivery) > 0;
-        let result = run(ctx, message).await;
+        let result = run_and_announce(ctx, message, tried_before).await;
         drop(permit);
-        let result = match result {
-            Ok(report) => {
-                log_targets(service, &report, message);
-                // Announced before the message ends, whichever way it ends.
-                match results::announce(service, &ctx.publisher, &report, tried_before).await {
-                    Ok(()) => Ok(report),
-                    Err(e) => Err(RunError::new(
-                        ErrorKind::Transient,
-                        format!("announcing what was published failed: {e:#}"),
-                    )),
-                }
-            }
-            Err(e) => Err(e),
-        };
         let (kind, error) = match ended(result).map_err(|(k, e)| (k, message.show(&e))) {
             Ok(report) => {
-                return (
-                    End::Ack,
-                    Some(Outcome::Done(outcome_of(&report), summary(&report))),
-                )
+                let outcome = Outcome::Done(outcome_of(&report), summary(&report));
+                return (End::Ack, Some(outcome));
             }
             Err(failed) => failed,
         };
@@ -414,17 +368,8 @@ async fn tries(
         }
         record.ended += 1;
         record.last_error = Some(error.clone());
-        match retry::after(spec, &record, kind, &error, attempts::now()) {
-            Next::SetAside(why) => {
-                let tries = record.tries;
-                return (
-                    End::SetAside {
-                        why: why.clone(),
-                        tries,
-                    },
-                    Some(Outcome::Failed(why)),
-                );
-            }
+        match retry::after(&service.spec, &record, kind, &error, attempts::now()) {
+            Next::SetAside(why) => return set_aside_for(why, record.tries),
             Next::Retry(wait) => {
                 if let Err(e) = service.attempts.save(key, &record).await {
                     tracing::error!(%compose, "the try cannot be counted: {e:#}");
@@ -439,6 +384,67 @@ async fn tries(
                 );
             }
         }
+    }
+}
+
+/// The end that sets the message aside, and its outcome.
+fn set_aside_for(why: String, tries: u32) -> (End, Option<Outcome>) {
+    let outcome = Outcome::Failed(why.clone());
+    (End::SetAside { why, tries }, Some(outcome))
+}
+
+/// Waits until the message may be tried: its time come (after a failed
+/// try), on a fresh delivery, past a takeover's grace, with a run slot.
+/// `None`: the message goes back first (held too long, not fresh, or the
+/// shutdown came).
+async fn ready(
+    ctx: &Ctx,
+    delivery: &Delivery,
+    record: &attempts::Record,
+    received: Instant,
+    compose: &str,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let spec = &ctx.service.spec;
+    if record.tries > 0 {
+        let due = record.last_start + retry::backoff(spec, record.tries).as_secs() as i64;
+        if !wait_until(ctx, due, received).await || received.elapsed() > FRESH {
+            return None;
+        }
+    }
+    let mut shutdown = ctx.shutdown.clone();
+    if !ctx.takeover.wait(delivery.redelivered, &mut shutdown).await {
+        return None;
+    }
+    let permits = ctx.service.permits.clone();
+    if let Ok(p) = permits.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    tracing::info!(
+        %compose,
+        "waiting for a run slot: {} run(s) at once (concurrency)",
+        spec.concurrency
+    );
+    tokio::select! {
+        p = permits.acquire_owned() => Some(p.expect("the permits are never closed")),
+        _ = stopped(&mut shutdown) => None,
+    }
+}
+
+/// One run, and the announcement of what it published (before the message
+/// ends, whichever way it ends); a failed announcement fails the try.
+async fn run_and_announce(
+    ctx: &Ctx,
+    message: &Message,
+    tried_before: bool,
+) -> Result<Report, RunError> {
+    let report = run(ctx, message).await?;
+    log_targets(&ctx.service, &report, message);
+    match results::announce(&ctx.service, &ctx.publisher, &report, tried_before).await {
+        Ok(()) => Ok(report),
+        Err(e) => Err(RunError::new(
+            ErrorKind::Transient,
+            format!("announcing what was published failed: {e:#}"),
+        )),
     }
 }
 

@@ -246,28 +246,7 @@ async fn consume_on(
             let _ = channel
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await;
-            let mut events = conn.events_listener().boxed();
-            let mut tick = tokio::time::interval(TICK);
-            loop {
-                let broke = tokio::select! {
-                    done = running.join_next() => match done {
-                        None => break,
-                        Some(_) => false,
-                    },
-                    _ = tick.tick() => {
-                        service.metrics.idle_tick();
-                        !conn.status().connected() || !channel.status().connected()
-                    }
-                    Some(event) = events.next() => matches!(event, lapin::Event::Error(_)),
-                };
-                if broke {
-                    // The messages went back to the broker: their runs
-                    // stop, as in a session that broke.
-                    tracing::warn!("the connection broke while stopping: the current runs stop");
-                    fence.trip();
-                    running.abort_all();
-                }
-            }
+            drain(service, conn, &channel, &fence, &mut running).await;
             service.metrics.set_connected(false);
         }
     }
@@ -276,6 +255,38 @@ async fn consume_on(
     publisher.close().await;
     let _ = channel.close(200, "archgate consume stopping".into()).await;
     stopped
+}
+
+/// Waits for the current runs to end their messages; if the connection
+/// breaks meanwhile, their messages went back to the broker, and the runs
+/// stop as in a session that broke.
+async fn drain(
+    service: &Arc<Service>,
+    conn: &Connection,
+    channel: &Channel,
+    fence: &Fence,
+    running: &mut tokio::task::JoinSet<()>,
+) {
+    let mut events = conn.events_listener().boxed();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        let broke = tokio::select! {
+            done = running.join_next() => match done {
+                None => return,
+                Some(_) => false,
+            },
+            _ = tick.tick() => {
+                service.metrics.idle_tick();
+                !conn.status().connected() || !channel.status().connected()
+            }
+            Some(event) = events.next() => matches!(event, lapin::Event::Error(_)),
+        };
+        if broke {
+            tracing::warn!("the connection broke while stopping: the current runs stop");
+            fence.trip();
+            running.abort_all();
+        }
+    }
 }
 
 /// The broker URL as lapin takes it: the password from

@@ -128,48 +128,12 @@ fn resolve_url(
     };
     std::fs::create_dir_all(&dir).map_err(|e| internal(&dir, e))?;
     let started = std::time::Instant::now();
-    let redirects = match env.allowed.clone() {
-        None => reqwest::redirect::Policy::default(),
-        Some(allowed) => {
-            allowed
-                .check_url(url)
-                .map_err(|why| ReadFailure::Unusable(format!("{url}: refused: {why}")))?;
-            reqwest::redirect::Policy::custom(move |hop| {
-                match allowed.redirect(hop.url().as_str(), hop.previous().len()) {
-                    Ok(()) => hop.follow(),
-                    Err(why) => hop.error(why),
-                }
-            })
-        }
-    };
     // The blocking client's timeout holds for each read: a transfer that
     // stalls that long ends, as a server's trouble (transient).
     let read_timeout = env
         .read_timeout
         .unwrap_or(crate::resolved::DEFAULT_READ_TIMEOUT);
-    let sent = reqwest::blocking::Client::builder()
-        .redirect(redirects)
-        .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(30))
-        .timeout(read_timeout)
-        .build()
-        .and_then(|c| c.get(url).send());
-    let resp = match sent {
-        Ok(resp) => resp,
-        // A redirect refused is the location's fault; anything else
-        // (refused, reset, timed out) is the server's or the network's.
-        Err(e) if e.is_redirect() => {
-            return Err(ReadFailure::Unusable(format!("{url}: cannot fetch: {e}")))
-        }
-        Err(e) => return Err(transient(format!("{url}: cannot fetch: {e}"))),
-    };
-    let status = resp.status();
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Err(transient(format!("{url}: HTTP {status}")));
-    }
-    if !status.is_success() {
-        return Err(ReadFailure::Unusable(format!("{url}: HTTP {status}")));
-    }
+    let resp = fetch(url, env, read_timeout)?;
     let part = path.with_extension("part");
     let copy = std::fs::File::create(&part).map_err(|e| spool_failure(&part, &e))?;
     let copy_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -213,6 +177,53 @@ fn resolve_url(
         "artifact streamed from HTTP"
     );
     resolved
+}
+
+/// The answer to a GET of `url`, every redirect hop inside
+/// `allowed-locations`; a refused location or a 4xx is the artifact's
+/// fault (unusable), a failed connection, a timeout, a 5xx or 429 the
+/// server's or the network's (transient).
+fn fetch(
+    url: &str,
+    env: &ReadEnv,
+    read_timeout: std::time::Duration,
+) -> Result<reqwest::blocking::Response, ReadFailure> {
+    let redirects = match env.allowed.clone() {
+        None => reqwest::redirect::Policy::default(),
+        Some(allowed) => {
+            allowed
+                .check_url(url)
+                .map_err(|why| ReadFailure::Unusable(format!("{url}: refused: {why}")))?;
+            reqwest::redirect::Policy::custom(move |hop| {
+                match allowed.redirect(hop.url().as_str(), hop.previous().len()) {
+                    Ok(()) => hop.follow(),
+                    Err(why) => hop.error(why),
+                }
+            })
+        }
+    };
+    let sent = reqwest::blocking::Client::builder()
+        .redirect(redirects)
+        .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .timeout(read_timeout)
+        .build()
+        .and_then(|c| c.get(url).send());
+    let resp = match sent {
+        Ok(resp) => resp,
+        Err(e) if e.is_redirect() => {
+            return Err(ReadFailure::Unusable(format!("{url}: cannot fetch: {e}")))
+        }
+        Err(e) => return Err(transient(format!("{url}: cannot fetch: {e}"))),
+    };
+    let status = resp.status();
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(transient(format!("{url}: HTTP {status}")));
+    }
+    if !status.is_success() {
+        return Err(ReadFailure::Unusable(format!("{url}: HTTP {status}")));
+    }
+    Ok(resp)
 }
 
 /// A fetch that another try later may mend: the server's or the
