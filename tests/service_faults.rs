@@ -1000,3 +1000,62 @@ fn a_registry_certificate_of_an_unknown_issuer_is_tried_again() {
     assert_eq!(rabbit.queue("qt.failed"), Some((0, 0)), "not set aside");
     assert_eq!(rabbit.queue("qt"), Some((0, 1)), "kept for its next try");
 }
+
+/// What a set-aside copy carries: never the original's `expiration` (a
+/// message set aside stays), and a reason of bounded length (the whole of
+/// it is in the log).
+#[test]
+fn a_set_aside_copy_stays_and_its_reason_is_bounded() {
+    let world = World::new();
+    let rabbit = &world.rabbit;
+    let _consumer = world.start("copies", &world.config("qe", ""));
+    // Expires in an hour: the copy must not.
+    amqp_peer(&["publish-raw", &rabbit.url(), TOPIC, "not json", "3600000"]);
+    // A location outside the allowed ones, ten thousand bytes long.
+    let long = format!("/elsewhere/{}/compose", "x".repeat(10_000));
+    let body = serde_json::json!({"status": "FINISHED", "compose_id": "C", "location": long});
+    amqp_peer(&["publish", &rabbit.url(), TOPIC, &body.to_string()]);
+    wait_for("both set aside", 60, || {
+        rabbit.queue("qe.failed") == Some((2, 0))
+    });
+    let failed = drain(rabbit, "qe.failed");
+    for m in &failed {
+        assert!(m["expiration"].is_null(), "{m:#}");
+        let why = m["headers"]["x-archgate-error"].as_str().unwrap();
+        assert!(why.len() <= 2_000, "{} bytes", why.len());
+    }
+    assert!(failed.iter().any(|m| m["headers"]["x-archgate-error"]
+        .as_str()
+        .unwrap()
+        .ends_with(" ...")));
+}
+
+/// SIGTERM is heard from the first moment: while connecting to a broker
+/// that accepted the connection and never answers, the consumer exits 0.
+#[test]
+fn a_shutdown_while_connecting_is_heard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = composes(dir);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let cfg = format!(
+        "[source]\nkind = \"pungi\"\n\n[[image]]\nname = \"fedora\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [\"oci:out\"]\ntags = [\"x\"]\n\n[consume]\namqp-url = \"amqp://guest:guest@127.0.0.1:{port}/%2f\"\nhealth = \"HEALTH\"\nallowed-locations = [\"{}\"]\n",
+        c.display()
+    );
+    let mut consumer = Consumer::spawn(dir, "silent", &cfg, &[]);
+    wait_for("the consumer to connect", 30, || {
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    });
+    consumer.signal("-TERM");
+    assert_eq!(consumer.wait(30), Some(0), "{}", consumer.log());
+}

@@ -2,7 +2,8 @@
 """The other side of archgate's service in the tests: fedora-messaging itself.
 
     amqp_peer.py publish URL TOPIC BODY_JSON     publish as fedora-messaging does (api.publish)
-    amqp_peer.py publish-raw URL ROUTING_KEY TEXT  publish raw bytes (an invalid message);
+    amqp_peer.py publish-raw URL ROUTING_KEY TEXT [EXPIRATION_MS]
+                                                 publish raw bytes (an invalid message);
                                                  @FILE: the bytes of FILE
     amqp_peer.py bind URL QUEUE KEY              declare a durable queue bound to amq.topic on KEY
     amqp_peer.py bind-only URL QUEUE KEY         bind an existing queue to amq.topic on KEY
@@ -48,7 +49,7 @@ def publish(url, topic, body):
     print(msg.id)
 
 
-def publish_raw(url, key, text):
+def publish_raw(url, key, text, expiration=None):
     if text.startswith("@"):
         with open(text[1:], "rb") as f:
             body = f.read()
@@ -56,7 +57,7 @@ def publish_raw(url, key, text):
         body = text.encode()
     conn = pika.BlockingConnection(params(url))
     ch = conn.channel()
-    ch.basic_publish("amq.topic", key, body, pika.BasicProperties(delivery_mode=2))
+    ch.basic_publish("amq.topic", key, body, pika.BasicProperties(delivery_mode=2, expiration=expiration))
     conn.close()
 
 
@@ -138,6 +139,7 @@ def drain(url, queue):
             "headers": {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (props.headers or {}).items()},
             "delivery_mode": props.delivery_mode,
             "message_id": props.message_id,
+            "expiration": props.expiration,
             "raw": body.decode("utf-8", "replace"),
         }
         try:
