@@ -520,12 +520,8 @@ fn a_broken_cache_entry_is_a_miss() {
     }
 }
 
-/// `examples/fedora.toml`, Fedora's own mapping, planned over a compose
-/// productmd wrote; its two registries stand in as layouts.
-#[test]
-fn the_fedora_example_plans() {
-    let tmp = composes();
-    let dir = tmp.path();
+/// `examples/fedora.toml` in `dir`, its two registries as layouts there.
+fn fedora_example(dir: &Path) -> std::path::PathBuf {
     let example =
         fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fedora.toml"))
             .unwrap();
@@ -538,6 +534,16 @@ fn the_fedora_example_plans() {
     assert_ne!(text, example);
     let cfg = dir.join("fedora.toml");
     fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// `examples/fedora.toml`, Fedora's own mapping, planned over a compose
+/// productmd wrote; its two registries stand in as layouts.
+#[test]
+fn the_fedora_example_plans() {
+    let tmp = composes();
+    let dir = tmp.path();
+    let cfg = fedora_example(dir);
     let cfg = cfg.to_str().unwrap();
     // fedora-minimal is not in this compose: refused, exit 3.
     let (_, r) = report(
@@ -600,17 +606,7 @@ fn archive_digest(file: &Path) -> String {
 fn the_fedora_example_maps_every_image_fiu_publishes() {
     let tmp = composes();
     let dir = tmp.path();
-    let example =
-        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fedora.toml"))
-            .unwrap();
-    let text = example
-        .replace(
-            "docker://registry.fedoraproject.org/",
-            "oci:out/registry.fedoraproject.org/",
-        )
-        .replace("docker://quay.io/fedora/", "oci:out/quay.io/fedora/");
-    let cfg = dir.join("fedora.toml");
-    fs::write(&cfg, text).unwrap();
+    let cfg = fedora_example(dir);
     let root = compose(dir, "f41-everything");
     let (code, r) = report(
         dir,

@@ -63,6 +63,20 @@ fn fedora_queues(world: &World, broker: &FedoraBroker) {
     broker.role_queue(rabbit, "datanommer", &["#"]);
 }
 
+/// The service tests' set-up on a broker set up as Fedora's, with the
+/// queues the roles make.
+fn fedora() -> (World, FedoraBroker) {
+    let mut broker = None;
+    let world = World::with_rabbit(|dir| {
+        let (rabbit, b) = FedoraBroker::start(dir);
+        broker = Some(b);
+        rabbit
+    });
+    let broker = broker.unwrap();
+    fedora_queues(&world, &broker);
+    (world, broker)
+}
+
 /// (ready, unacknowledged) of a queue on `/pubsub`.
 fn queue(world: &World, name: &str) -> Option<(u64, u64)> {
     world.rabbit.queue_in("/pubsub", name)
@@ -78,15 +92,8 @@ fn keys(messages: &[Value]) -> Vec<String> {
 
 #[test]
 fn fius_own_file_within_fedoras_roles_publishes_retries_sets_aside_and_replays() {
-    let mut broker = None;
-    let world = World::with_rabbit(|dir| {
-        let (rabbit, b) = FedoraBroker::start(dir);
-        broker = Some(b);
-        rabbit
-    });
-    let broker = broker.unwrap();
+    let (world, broker) = fedora();
     let admin = broker.admin_url(&world.rabbit);
-    fedora_queues(&world, &broker);
     let smtp = SmtpSink::start();
     let host = world.host();
     let file = broker.fiu_file(smtp.port, &consumer_config(&world, &host, ""));
@@ -227,15 +234,8 @@ fn fius_own_file_within_fedoras_roles_publishes_retries_sets_aside_and_replays()
 /// itself, and publishes the compose once. No tag is written by both.
 #[test]
 fn the_active_replica_killed_mid_run_a_standby_publishes_once() {
-    let mut broker = None;
-    let world = World::with_rabbit(|dir| {
-        let (rabbit, b) = FedoraBroker::start(dir);
-        broker = Some(b);
-        rabbit
-    });
-    let broker = broker.unwrap();
+    let (world, broker) = fedora();
     let admin = broker.admin_url(&world.rabbit);
-    fedora_queues(&world, &broker);
     let smtp = SmtpSink::start();
     let other = support::Proxy::start(format!("http://{}", world.registry.host()));
     let file = |host: &str| broker.fiu_file(smtp.port, &consumer_config(&world, host, ""));
@@ -333,15 +333,8 @@ fn the_active_replica_killed_mid_run_a_standby_publishes_once() {
 /// first at once and the other nine in one more.
 #[test]
 fn errors_are_mailed_and_a_burst_makes_one_more_mail() {
-    let mut broker = None;
-    let world = World::with_rabbit(|dir| {
-        let (rabbit, b) = FedoraBroker::start(dir);
-        broker = Some(b);
-        rabbit
-    });
-    let broker = broker.unwrap();
+    let (world, broker) = fedora();
     let admin = broker.admin_url(&world.rabbit);
-    fedora_queues(&world, &broker);
     let smtp = SmtpSink::start();
     let cfg = consumer_config(&world, &world.host(), "error-mail-every = \"20s\"\n");
     let consumer = Consumer::start(world.dir(), "mail", &broker.fiu_file(smtp.port, &cfg));
