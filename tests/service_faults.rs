@@ -1055,3 +1055,31 @@ fn a_shutdown_while_connecting_is_heard() {
     consumer.signal("-TERM");
     assert_eq!(consumer.wait(30), Some(0), "{}", consumer.log());
 }
+
+/// `archgate_results_sent_total` counts the result messages a queue took:
+/// one that no queue is bound to is sent, logged, and not counted.
+#[test]
+fn a_result_no_queue_takes_is_not_counted_as_sent() {
+    let world = World::new();
+    let rabbit = &world.rabbit;
+    let consumer = world.start("unbound", &world.config("qr", ""));
+    announce(
+        rabbit,
+        &world.compose("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    settled(rabbit, "qr", 60);
+    assert!(world.tag("fedora:41").is_some(), "{}", consumer.log());
+    assert!(
+        consumer.log().contains("no queue is bound to its topic"),
+        "{}",
+        consumer.log()
+    );
+    let (_, metrics) = consumer.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "archgate_results_sent_total"),
+        0,
+        "{metrics}"
+    );
+}
