@@ -202,11 +202,7 @@ async fn publish_target(
         }
         Err(e) => {
             tracing::warn!(target = %target.reference, "publishing failed: {e:#}");
-            // A disk (or quota) full is mended as it empties: `external`.
-            let kind = match archgate_native::disk_full(&e) {
-                true => ErrorKind::External,
-                false => archgate_native::error_kind(&e).unwrap_or(ErrorKind::Internal),
-            };
+            let kind = archgate_native::error_kind(&e).unwrap_or(ErrorKind::Internal);
             target.fail(
                 format!("publishing {} failed: {e:#}", target.reference),
                 kind,

@@ -182,11 +182,8 @@ pub(crate) async fn handle(ctx: Ctx, delivery: Delivery) {
 }
 
 async fn ack(delivery: &Delivery) -> Result<(), String> {
-    match delivery.ack(BasicAckOptions::default()).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err("the delivery's channel is closed".into()),
-        Err(e) => Err(format!("acknowledging a delivery failed: {e}")),
-    }
+    let done = delivery.ack(BasicAckOptions::default()).await;
+    on_channel(done, "acknowledging")
 }
 
 async fn requeue(delivery: &Delivery) -> Result<(), String> {
@@ -194,10 +191,15 @@ async fn requeue(delivery: &Delivery) -> Result<(), String> {
         requeue: true,
         ..Default::default()
     };
-    match delivery.nack(requeue).await {
+    on_channel(delivery.nack(requeue).await, "handing back")
+}
+
+/// Whether ending a delivery (`what`) reached its channel.
+fn on_channel(done: lapin::Result<bool>, what: &str) -> Result<(), String> {
+    match done {
         Ok(true) => Ok(()),
         Ok(false) => Err("the delivery's channel is closed".into()),
-        Err(e) => Err(format!("handing a delivery back failed: {e}")),
+        Err(e) => Err(format!("{what} a delivery failed: {e}")),
     }
 }
 
@@ -241,13 +243,7 @@ async fn set_aside(
                         tracing::warn!("{e:#}");
                     }
                 }
-                let mut shutdown = ctx.shutdown.clone();
-                let left = hold_limit(spec).saturating_sub(received.elapsed());
-                let requeue_now = tokio::select! {
-                    _ = tokio::time::sleep(wait.min(left)) => wait >= left,
-                    _ = stopped(&mut shutdown) => true,
-                };
-                if requeue_now {
+                if !hold(ctx, wait, received).await {
                     return requeue(delivery).await.map(|()| false);
                 }
             }
@@ -255,10 +251,17 @@ async fn set_aside(
     }
 }
 
-/// How long a message is held unacknowledged, at most: half the broker's
-/// `consumer_timeout`.
-fn hold_limit(spec: &crate::ConsumeSpec) -> Duration {
-    spec.consumer_timeout / 2
+/// Holds the message `wait` longer; `false` when it must go back first:
+/// it would be held past half the broker's `consumer_timeout` (it then is
+/// held until then), or the shutdown came.
+async fn hold(ctx: &Ctx, wait: Duration, received: Instant) -> bool {
+    let limit = ctx.service.spec.consumer_timeout / 2;
+    let left = limit.saturating_sub(received.elapsed());
+    let mut shutdown = ctx.shutdown.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(wait.min(left)) => wait < left,
+        _ = stopped(&mut shutdown) => false,
+    }
 }
 
 /// What to do with the message, and why.
@@ -307,15 +310,7 @@ async fn decide(
 /// back first (held too long, or the shutdown came).
 async fn wait_until(ctx: &Ctx, due: i64, received: Instant) -> bool {
     let wait = Duration::from_secs(due.saturating_sub(attempts::now()).max(0) as u64);
-    if wait.is_zero() {
-        return true;
-    }
-    let left = hold_limit(&ctx.service.spec).saturating_sub(received.elapsed());
-    let mut shutdown = ctx.shutdown.clone();
-    tokio::select! {
-        _ = tokio::time::sleep(wait.min(left)) => wait <= left,
-        _ = stopped(&mut shutdown) => false,
-    }
+    wait.is_zero() || hold(ctx, wait, received).await
 }
 
 /// The tries of one message: each waits for its time, runs, and ends the

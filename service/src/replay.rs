@@ -11,13 +11,13 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::Connection;
 
 use crate::publisher::{Fate, Publisher};
-use crate::{redact_url, ConsumeSpec};
+use crate::ConsumeSpec;
 
 /// What `archgate replay` is asked.
 #[derive(Debug, Clone, Default)]
@@ -41,16 +41,7 @@ pub struct SetAside {
 
 /// Lists, or moves back, what `QUEUE.failed` holds.
 pub async fn replay(spec: &ConsumeSpec, opts: &ReplayOptions) -> Result<Vec<SetAside>> {
-    let conn = Arc::new(
-        Connection::connect_uri_with_config(
-            crate::session::amqp_uri(spec)?,
-            crate::session::connection_properties(spec),
-            crate::session::tls_config(spec)?,
-            async_rs::Runtime::tokio_current(),
-        )
-        .await
-        .map_err(|e| anyhow!("cannot connect to {}: {e}", redact_url(&spec.amqp_url)))?,
-    );
+    let conn = crate::session::connect(spec, crate::session::tls_config(spec)?).await?;
     let result = move_back(&conn, spec, opts).await;
     let _ = conn.close(200, "archgate replay done".into()).await;
     result

@@ -90,15 +90,7 @@ pub(crate) async fn session(
     let spec = &service.spec;
     let mut watch = shutdown.clone();
     let connecting = async {
-        let conn = Connection::connect_uri_with_config(
-            amqp_uri(spec)?,
-            connection_properties(spec),
-            tls,
-            async_rs::Runtime::tokio_current(),
-        )
-        .await
-        .map_err(|e| anyhow!("cannot connect to {}: {e}", redact_url(&spec.amqp_url)))?;
-        let conn = Arc::new(conn);
+        let conn = connect(spec, tls).await?;
         crate::topology::prepare(&conn, spec).await?;
         Ok::<_, anyhow::Error>(conn)
     };
@@ -111,6 +103,20 @@ pub(crate) async fn session(
     // unacknowledged goes back to the broker.
     let _ = conn.close(200, "archgate consume stopping".into()).await;
     result
+}
+
+/// A connection to the broker, as `spec` says (URL, TLS, client
+/// properties).
+pub(crate) async fn connect(spec: &ConsumeSpec, tls: OwnedTLSConfig) -> Result<Arc<Connection>> {
+    let conn = Connection::connect_uri_with_config(
+        amqp_uri(spec)?,
+        connection_properties(spec),
+        tls,
+        async_rs::Runtime::tokio_current(),
+    )
+    .await
+    .map_err(|e| anyhow!("cannot connect to {}: {e}", redact_url(&spec.amqp_url)))?;
+    Ok(Arc::new(conn))
 }
 
 /// Whether the broker refused a consumer because another one consumes the
@@ -294,7 +300,7 @@ async fn drain(
 /// EXTERNAL where a client certificate is given and no password (as
 /// fedora-messaging does: Fedora's broker takes the user from the
 /// certificate).
-pub(crate) fn amqp_uri(spec: &ConsumeSpec) -> Result<lapin::uri::AMQPUri> {
+fn amqp_uri(spec: &ConsumeSpec) -> Result<lapin::uri::AMQPUri> {
     use lapin::uri::{AMQPUri, SASLMechanism};
     let redacted = redact_url(&spec.amqp_url);
     let mut uri: AMQPUri = spec
@@ -316,7 +322,7 @@ pub(crate) fn amqp_uri(spec: &ConsumeSpec) -> Result<lapin::uri::AMQPUri> {
 
 /// The client properties the broker shows: `app` (default `archgate`),
 /// `app_version`, `hostname`, `connection_name`, and those configured.
-pub(crate) fn connection_properties(spec: &ConsumeSpec) -> ConnectionProperties {
+fn connection_properties(spec: &ConsumeSpec) -> ConnectionProperties {
     let host = crate::hostname();
     let mut props = BTreeMap::from([
         ("app".to_string(), "archgate".to_string()),

@@ -135,7 +135,13 @@ fn resolve_url(
         .unwrap_or(crate::resolved::DEFAULT_READ_TIMEOUT);
     let resp = fetch(url, env, read_timeout)?;
     let part = path.with_extension("part");
-    let copy = std::fs::File::create(&part).map_err(|e| spool_failure(&part, &e))?;
+    let copy = std::fs::File::create(&part).map_err(|e| {
+        spool_failure(
+            &part,
+            &format!("cannot write: {e}"),
+            crate::io_disk_full(&e),
+        )
+    })?;
     let copy_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let fetch_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tee = Tee {
@@ -153,14 +159,8 @@ fn resolve_url(
         Err(e) => {
             let _ = std::fs::remove_file(&part);
             if copy_failed.load(std::sync::atomic::Ordering::Relaxed) {
-                let why = format!("cannot keep a copy of {url}: {e:#} (archgate's spool)");
-                Err(match crate::disk_full(&e) {
-                    true => ReadFailure::Later(
-                        archgate_core::ErrorKind::External,
-                        format!("{}: {why}", part.display()),
-                    ),
-                    false => ReadFailure::Internal(format!("{}: {why}", part.display())),
-                })
+                let why = format!("cannot keep a copy of {url}: {e:#}");
+                Err(spool_failure(&part, &why, crate::disk_full(&e)))
             } else if fetch_failed.load(std::sync::atomic::Ordering::Relaxed) {
                 Err(transient(format!(
                     "{url}: the transfer broke or stalled (more than {} s without bytes): {e:#}",
@@ -232,11 +232,11 @@ fn transient(why: String) -> ReadFailure {
     ReadFailure::Later(archgate_core::ErrorKind::Transient, why)
 }
 
-/// The spool could not be written: this machine's disk full (mended as
+/// The spool could not be written: this machine's disk `full` (mended as
 /// it empties: `external`), or archgate's own fault.
-fn spool_failure(path: &Path, e: &io::Error) -> ReadFailure {
-    let why = format!("{}: cannot write (archgate's spool): {e}", path.display());
-    match crate::io_disk_full(e) {
+fn spool_failure(path: &Path, why: &str, full: bool) -> ReadFailure {
+    let why = format!("{}: {why} (archgate's spool)", path.display());
+    match full {
         true => ReadFailure::Later(archgate_core::ErrorKind::External, why),
         false => ReadFailure::Internal(why),
     }

@@ -61,8 +61,12 @@ pub fn disk_full(e: &anyhow::Error) -> bool {
         .any(io_disk_full)
 }
 
-/// The kind an error says it is, anywhere in its chain.
+/// The kind an error says it is, anywhere in its chain; a disk (or quota)
+/// full is `external`, mended as it empties, whatever else it says.
 pub fn error_kind(e: &anyhow::Error) -> Option<archgate_core::ErrorKind> {
+    if disk_full(e) {
+        return Some(archgate_core::ErrorKind::External);
+    }
     e.chain()
         .find_map(|c| c.downcast_ref::<archgate_core::KindedError>())
         .map(|k| k.kind)
