@@ -1083,3 +1083,307 @@ fn a_result_no_queue_takes_is_not_counted_as_sent() {
         "{metrics}"
     );
 }
+
+/// A location on a hung mount (a FUSE file system that never answers, as
+/// a stuck NFS server makes one: tests/support/fuse_hang.py, mounted in
+/// the consumer's own user and mount namespaces) blocks no more than the
+/// thread that looks at it: with three such messages held (more than the
+/// runtime's two workers), `/metrics` answers, another compose is
+/// published, and each hung message ends set aside once its mount has not
+/// answered within `read-timeout` over `retry-horizon`. A SIGTERM then
+/// ends the process, whose stuck threads it does not wait for.
+#[test]
+fn a_location_on_a_hung_mount_blocks_nothing_else() {
+    let world = World::new();
+    let rabbit = &world.rabbit;
+    let mount = world.compose("hung");
+    std::fs::create_dir(&mount).unwrap();
+    let held = world.dir().join("fuse.log");
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/fuse_hang.py");
+    let python = std::env::var("ARCHGATE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = format!(
+        "'{python}' '{}' '{}' '{}' & while [ ! -s '{}' ]; do kill -0 $! || exit 1; sleep 0.1; done; exec \"$@\"",
+        helper.display(),
+        mount.display(),
+        held.display(),
+        held.display()
+    );
+    let cfg = world
+        .config("qh", "retry-horizon = \"1s\"\n")
+        .replace("[source]\n", "[source]\nread-timeout = \"2s\"\n");
+    let mut consumer = Consumer::spawn_under(
+        world.dir(),
+        "hung",
+        &cfg,
+        &[],
+        &["unshare", "-Urm", "sh", "-c", &script, "sh"],
+    );
+    wait_or(
+        "the consumer to be ready",
+        30,
+        || consumer.get("/ready").0 == 200,
+        || consumer.log(),
+    );
+    for i in 0..3 {
+        announce(
+            rabbit,
+            &mount.join(format!("c{i}")),
+            &format!("Fedora-41-2024110{i}.n.0"),
+            "FINISHED",
+        );
+    }
+    // Three lookups held by the mount: three threads blocked until the
+    // file system answers, which it never does.
+    wait_or(
+        "three lookups on the hung mount",
+        60,
+        || {
+            let text = std::fs::read_to_string(&held).unwrap_or_default();
+            text.lines().filter(|l| *l == "1").count() >= 3
+        },
+        || consumer.log(),
+    );
+    let (status, metrics) = consumer.get("/metrics");
+    assert_eq!(status, 200, "{}", consumer.log());
+    assert!(metrics.contains("archgate_consumer_active 1"), "{metrics}");
+    announce(
+        rabbit,
+        &world.compose("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    wait_or(
+        "the other compose to be published and the hung ones set aside",
+        180,
+        || world.tag("fedora:41").is_some() && rabbit.queue("qh.failed") == Some((3, 0)),
+        || consumer.log(),
+    );
+    for m in drain(rabbit, "qh.failed") {
+        let why = m["headers"]["x-archgate-error"].as_str().unwrap_or("");
+        assert!(why.contains("did not answer in 2.0 s"), "{why}");
+    }
+    assert_eq!(rabbit.queue("qh"), Some((0, 0)));
+    consumer.signal("-TERM");
+    assert_eq!(consumer.wait(30), Some(0), "{}", consumer.log());
+}
+
+/// A second SIGTERM during a drain ends the process at once (143): the
+/// run held at the registry is not waited for, and the broker takes its
+/// message back, ready for the next consumer.
+#[test]
+fn a_second_signal_ends_a_drain_at_once() {
+    let world = World::new();
+    let rabbit = &world.rabbit;
+    let mut consumer = world.start("twice", &world.config("q2s", ""));
+    let gate = world.proxy.hold("PUT", "/v2/fedora/manifests/41\0");
+    announce(
+        rabbit,
+        &world.compose("f41-incomplete"),
+        "Fedora-41-20241101.n.0",
+        "FINISHED_INCOMPLETE",
+    );
+    gate.wait_held(1, 60);
+    consumer.signal("-TERM");
+    // Draining: the run waits on the held PUT, which stays held.
+    wait_or(
+        "the consumer to start draining",
+        30,
+        || consumer.log().contains("SIGTERM: stopping"),
+        || consumer.log(),
+    );
+    assert!(!consumer.exited(), "{}", consumer.log());
+    consumer.signal("-TERM");
+    assert_eq!(consumer.wait(30), Some(143), "{}", consumer.log());
+    wait_for("the broker to take the message back", 30, || {
+        rabbit.queue("q2s") == Some((1, 0))
+    });
+    assert!(world.tag("fedora:41").is_none());
+    drop(gate);
+}
+
+/// Out of file descriptors, the health endpoint's accept loop waits
+/// instead of spinning on EMFILE: over a few seconds with a connection
+/// it cannot accept, the consumer uses a small part of one CPU; once
+/// descriptors are free again, that connection is answered.
+#[test]
+fn out_of_descriptors_the_health_endpoint_waits() {
+    let world = World::new();
+    let consumer = world.start("emfile", &world.config("qe", ""));
+    let pid = consumer.child.id().to_string();
+    let limit = |soft: &str| {
+        let ok = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={soft}:")])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    // The descriptors open now stay; not one more can be opened.
+    limit("3");
+    let mut waiting = std::net::TcpStream::connect(("127.0.0.1", consumer.health)).unwrap();
+    use std::io::{Read, Write};
+    waiting
+        .write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let ticks = |pid: &str| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = stat.rsplit(')').next().unwrap();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // utime and stime: fields 14 and 15 of stat, 12 and 13 here.
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let (before, since) = (ticks(&pid), std::time::Instant::now());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let used = (ticks(&pid) - before) as f64 / 100.0;
+    let wall = since.elapsed().as_secs_f64();
+    assert!(
+        used < wall / 3.0,
+        "{used:.2} s of CPU in {wall:.2} s out of descriptors"
+    );
+    // It was out of descriptors (the test measured what it meant to).
+    assert!(
+        consumer
+            .log()
+            .contains("health: accept: Too many open files"),
+        "{}",
+        consumer.log()
+    );
+    limit("1024");
+    let mut answer = String::new();
+    waiting
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    waiting.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// How [`trickle_server`] sends the x86_64 artifact.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// A byte every 100 ms: slow, and moving.
+    Trickle,
+    /// Nothing: stalled.
+    Hold,
+    /// The rest at once.
+    Rest,
+}
+
+/// A compose server (files beneath `root`, plain HTTP/1.0 written here)
+/// that sends the x86_64 `.oci.tar.xz` at the pace the test sets; `started`
+/// is set once that artifact's answer began.
+fn trickle_server(
+    root: std::path::PathBuf,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Pace>>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pace = std::sync::Arc::new(std::sync::Mutex::new(Pace::Trickle));
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (p, s) = (pace.clone(), started.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (root, pace, started) = (root.clone(), p.clone(), s.clone());
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                while reader.read_line(&mut String::new()).is_ok_and(|n| n > 2) {}
+                let path = support::percent_decode(line.split_whitespace().nth(1).unwrap_or("/"));
+                let mut out = stream;
+                let Ok(bytes) = std::fs::read(root.join(path.trim_start_matches('/'))) else {
+                    let _ = out.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                };
+                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", bytes.len());
+                let _ = out.write_all(head.as_bytes());
+                if !(path.contains("x86_64") && path.ends_with(".oci.tar.xz")) {
+                    let _ = out.write_all(&bytes);
+                    return;
+                }
+                started.store(true, std::sync::atomic::Ordering::SeqCst);
+                let mut sent = 0;
+                while sent < bytes.len() {
+                    let now = *pace.lock().unwrap();
+                    match now {
+                        Pace::Trickle => {
+                            if out.write_all(&bytes[sent..sent + 1]).is_err() {
+                                return;
+                            }
+                            sent += 1;
+                        }
+                        Pace::Hold => {}
+                        Pace::Rest => {
+                            let _ = out.write_all(&bytes[sent..]);
+                            return;
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    (port, pace, started)
+}
+
+/// `/live` follows work, also while draining: after SIGTERM, a run whose
+/// download moves slowly (a byte every 100 ms, far below what the
+/// progress display reports by size) keeps `/live` at 200 well past the
+/// stall limit (2 s here, `ARCHGATE_TEST_STALLED`; 60 s in release
+/// builds); the same download stalled turns it to 503; once it moves
+/// again the drain ends the run, publishes, and exits 0.
+#[test]
+fn a_slow_drain_is_live_and_a_stalled_one_is_not() {
+    let world = World::new();
+    let rabbit = &world.rabbit;
+    let web = world.dir().join("web");
+    support::copy_tree(&world.compose("f41-incomplete"), &web.join("compose/f41"));
+    let (port, pace, started) = trickle_server(web);
+    let base = format!("http://127.0.0.1:{port}/compose/");
+    let cfg = world.config("qd", "").replace(
+        &format!("\"{}\"", world.composes.display()),
+        &format!("\"{base}\""),
+    );
+    let mut consumer = Consumer::start_env(
+        world.dir(),
+        "drain",
+        &cfg,
+        &[("ARCHGATE_TEST_STALLED", "2")],
+    );
+    let body = serde_json::json!({
+        "status": "FINISHED", "compose_id": "Fedora-41-20241101.n.0",
+        "location": format!("{base}f41/compose"),
+    });
+    amqp_peer(&["publish", &rabbit.url(), TOPIC, &body.to_string()]);
+    wait_for("the artifact to trickle", 60, || {
+        started.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    consumer.signal("-TERM");
+    wait_or(
+        "the consumer to start draining",
+        30,
+        || consumer.log().contains("SIGTERM: stopping"),
+        || consumer.log(),
+    );
+    // Three times the stall limit, the download moving all along.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert_eq!(consumer.get("/live").0, 200, "{}", consumer.log());
+    *pace.lock().unwrap() = Pace::Hold;
+    wait_or(
+        "/live to say the stalled drain is stalled",
+        30,
+        || consumer.get("/live").0 == 503,
+        || consumer.log(),
+    );
+    *pace.lock().unwrap() = Pace::Rest;
+    assert_eq!(consumer.wait(120), Some(0), "{}", consumer.log());
+    assert_eq!(
+        support::index_platforms(&world.tag("fedora:41").unwrap().0).len(),
+        4,
+        "{}",
+        consumer.log()
+    );
+    assert_eq!(rabbit.queue("qd"), Some((0, 0)));
+}

@@ -478,6 +478,9 @@ fn consume(config: &Path, metrics: std::sync::Arc<archgate_service::Metrics>) ->
         });
         archgate_service::consume(runner, template, service, metrics, stopped).await
     });
+    // A check stuck on a hung mount is a blocking thread that may never
+    // end: the process does not wait for it.
+    rt.shutdown_background();
     service_exit(result)
 }
 

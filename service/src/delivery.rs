@@ -282,26 +282,35 @@ async fn decide(
             Some(Outcome::Invalid(why)),
         )
     };
-    if delivery.data.len() > messages::MAX_BODY {
-        return invalid(format!(
-            "the body is {} bytes, more than the {} a compose message may have",
-            delivery.data.len(),
-            messages::MAX_BODY
-        ));
-    }
-    let message = match read(spec, &delivery.data).await {
+    let parsed = match messages::parse(&delivery.data) {
         Ok(m) => m,
-        Err(why) => return invalid(why),
+        Err(messages::Invalid(why)) => return invalid(why),
     };
-    let compose = Some(untrusted(&message.compose_id));
-    if !spec.statuses.contains(&message.status) {
+    let compose = Some(untrusted(&parsed.compose_id));
+    if !spec.statuses.contains(&parsed.status) {
         let why = format!(
             "status {} is not one of {}",
-            untrusted(&message.status),
+            untrusted(&parsed.status),
             spec.statuses.join(", ")
         );
         return (End::Ack, compose, Some(Outcome::Skipped(why)));
     }
+    // A location that did not answer before waits its backoff first.
+    if !due(ctx, key, received).await {
+        return (End::Requeue, None, None);
+    }
+    let message = loop {
+        match read(ctx, &parsed).await {
+            Ok(m) => break m,
+            Err(Unread::Refused(why)) => return invalid(why),
+            Err(Unread::Unanswered(why)) => match unanswered(ctx, key, &parsed, why).await {
+                Ok(wait) if hold(ctx, wait, received).await => continue,
+                Ok(_) => return (End::Requeue, None, None),
+                Err((end, outcome)) => return (end, Some(untrusted(&parsed.compose_id)), outcome),
+            },
+        }
+    };
+    let compose = Some(untrusted(&message.compose_id));
     let (end, outcome) = tries(ctx, delivery, key, &message, received).await;
     (end, compose, outcome)
 }
@@ -365,21 +374,31 @@ async fn tries(
         record.last_error = Some(error.clone());
         match retry::after(&service.spec, &record, kind, &error, attempts::now()) {
             Next::SetAside(why) => return set_aside_for(why, record.tries),
-            Next::Retry(wait) => {
-                if let Err(e) = service.attempts.save(key, &record).await {
-                    tracing::error!(%compose, "the try cannot be counted: {e:#}");
-                }
-                service.metrics.message("retried");
-                tracing::warn!(
-                    %compose,
-                    outcome = "retried",
-                    "try {} failed: {error}; again in {}",
-                    record.tries,
-                    retry::text(wait)
-                );
-            }
+            Next::Retry(wait) => retried(service, key, &record, &error, wait).await,
         }
     }
+}
+
+/// A failed try that is tried again after `wait`: counted, and said.
+async fn retried(
+    service: &Service,
+    key: &str,
+    record: &attempts::Record,
+    error: &str,
+    wait: Duration,
+) {
+    let compose = &record.compose;
+    if let Err(e) = service.attempts.save(key, record).await {
+        tracing::error!(%compose, "the try cannot be counted: {e:#}");
+    }
+    service.metrics.message("retried");
+    tracing::warn!(
+        %compose,
+        outcome = "retried",
+        "try {} failed: {error}; again in {}",
+        record.tries,
+        retry::text(wait)
+    );
 }
 
 /// The end that sets the message aside, and its outcome.
@@ -504,7 +523,6 @@ async fn run(ctx: &Ctx, message: &Message) -> Result<Report, RunError> {
 /// A message that may be run: its compose and where it really is.
 struct Message {
     compose_id: String,
-    status: String,
     /// Where the run reads: the normalized URL, or for a local compose the
     /// directory that was checked, through the descriptor this holds
     /// (`/proc/PID/fd/N`): never its name again, which could lead
@@ -542,15 +560,24 @@ fn open_dir(path: &std::path::Path) -> std::io::Result<(std::fs::File, std::path
     Ok((dir, real))
 }
 
-/// Parses a body and checks its location: `Err` says why it is set aside.
-/// This runs on a blocking thread (a hung mount blocks that thread, not
-/// the consumer). A local location is opened first and the directory
-/// opened is what is checked and then read, through its descriptor.
-async fn read(spec: &crate::ConsumeSpec, body: &[u8]) -> Result<Message, String> {
-    let m = messages::parse(body).map_err(|messages::Invalid(why)| why)?;
-    let allowed = spec.allowed_locations.clone();
+/// Why a message's location was not read.
+enum Unread {
+    /// Refused (not allowed, not there): the message is set aside.
+    Refused(String),
+    /// Its file system did not answer within `[source] read-timeout` (a
+    /// hung mount): a failed try, retried like any `external` error.
+    Unanswered(String),
+}
+
+/// Checks a message's location. This runs on a blocking thread, within
+/// `[source] read-timeout`: a hung mount blocks that thread (until the
+/// mount answers), never the consumer. A local location is opened first
+/// and the directory opened is what is checked and then read, through its
+/// descriptor.
+async fn read(ctx: &Ctx, m: &messages::ComposeMessage) -> Result<Message, Unread> {
+    let allowed = ctx.service.spec.allowed_locations.clone();
     let root = m.root.clone();
-    let checked = tokio::task::spawn_blocking(move || {
+    let check = tokio::task::spawn_blocking(move || {
         if !root.starts_with('/') {
             let checked = allowed.check(&root, &|p| std::fs::canonicalize(p));
             return checked.map(|c| (c, None));
@@ -560,10 +587,24 @@ async fn read(spec: &crate::ConsumeSpec, body: &[u8]) -> Result<Message, String>
         let real_text = real.to_string_lossy().into_owned();
         let checked = allowed.check(&real_text, &|p| std::fs::canonicalize(p))?;
         Ok((checked, Some(dir)))
-    })
-    .await
-    .map_err(|e| format!("internal error: checking the location: {e}"))?
-    .map_err(|why| format!("`location`: {}; refused", untrusted(&why)))?;
+    });
+    let limit = ctx
+        .service
+        .template
+        .read_timeout
+        .unwrap_or(archgate_native::DEFAULT_READ_TIMEOUT);
+    let checked = match tokio::time::timeout(limit, check).await {
+        Err(_) => {
+            return Err(Unread::Unanswered(format!(
+                "`location` {}: its file system did not answer in {} (a hung mount?)",
+                untrusted(&m.root),
+                retry::text(limit)
+            )))
+        }
+        Ok(joined) => joined
+            .map_err(|e| Unread::Refused(format!("internal error: checking the location: {e}")))?
+            .map_err(|why| Unread::Refused(format!("`location`: {}; refused", untrusted(&why))))?,
+    };
     let (location, root, shown) = match checked {
         (Checked::Url(u), _) => (u, None, None),
         (Checked::Path(p), Some(dir)) => {
@@ -575,12 +616,54 @@ async fn read(spec: &crate::ConsumeSpec, body: &[u8]) -> Result<Message, String>
         (Checked::Path(p), None) => (p.display().to_string(), None, None),
     };
     Ok(Message {
-        compose_id: m.compose_id,
-        status: m.status,
+        compose_id: m.compose_id.clone(),
         location,
         _root: root,
         shown,
     })
+}
+
+/// Waits for the backoff of a message whose location did not answer
+/// before; `false` when it must go back first.
+async fn due(ctx: &Ctx, key: &str, received: Instant) -> bool {
+    let record = ctx.service.attempts.load(key).await;
+    if record.tries == 0 {
+        return true;
+    }
+    let due = record.last_start + retry::backoff(&ctx.service.spec, record.tries).as_secs() as i64;
+    wait_until(ctx, due, received).await
+}
+
+/// Counts a try whose location did not answer: `Ok(wait)` before the next
+/// one, or `Err` with the end that sets the message aside.
+async fn unanswered(
+    ctx: &Ctx,
+    key: &str,
+    m: &messages::ComposeMessage,
+    error: String,
+) -> Result<Duration, (End, Option<Outcome>)> {
+    let service = &ctx.service;
+    let compose = untrusted(&m.compose_id);
+    let mut record = service.attempts.load(key).await;
+    if let Some(why) = record.aside.clone() {
+        return Err(set_aside_for(why, record.tries));
+    }
+    let now = attempts::now();
+    if record.tries == 0 {
+        record.first = now;
+        record.compose = compose.clone();
+    }
+    record.tries += 1;
+    record.ended += 1;
+    record.last_start = now;
+    record.last_error = Some(error.clone());
+    match retry::after(&service.spec, &record, ErrorKind::External, &error, now) {
+        Next::SetAside(why) => Err(set_aside_for(why, record.tries)),
+        Next::Retry(wait) => {
+            retried(service, key, &record, &error, wait).await;
+            Ok(wait)
+        }
+    }
 }
 
 /// Faults a test can ask a debug build for: `ARCHGATE_TEST_PANIC_RUN=ID`

@@ -27,6 +27,20 @@ type Labels = Vec<(String, String)>;
 /// How long without progress before `/live` fails.
 pub const STALLED: Duration = Duration::from_secs(60);
 
+/// [`STALLED`]; a debug build takes `ARCHGATE_TEST_STALLED` (seconds)
+/// instead, so that a test sees a drain outlive it. Release builds have
+/// no such switch.
+fn stalled() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(secs) = std::env::var("ARCHGATE_TEST_STALLED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return Duration::from_secs(secs);
+    }
+    STALLED
+}
+
 /// What the service counts.
 pub struct Metrics {
     registry: Registry,
@@ -41,6 +55,8 @@ pub struct Metrics {
     ready: AtomicBool,
     /// Milliseconds since `started` of the last sign of progress.
     progress: AtomicU64,
+    /// [`STALLED`], or what a test asked for.
+    stalled: Duration,
     started: Instant,
 }
 
@@ -93,6 +109,7 @@ impl Metrics {
             in_flight,
             ready: AtomicBool::new(false),
             progress: AtomicU64::new(0),
+            stalled: stalled(),
             started: Instant::now(),
         })
     }
@@ -168,7 +185,7 @@ impl Metrics {
     /// Whether the process made progress lately (`/live`, the watchdog).
     pub fn live(&self) -> bool {
         let last = Duration::from_millis(self.progress.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last) < STALLED
+        self.started.elapsed().saturating_sub(last) < self.stalled
     }
 
     fn text(&self) -> String {

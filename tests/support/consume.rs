@@ -42,6 +42,18 @@ impl Consumer {
 
     /// The consumer started, not waited for (it may never be ready).
     pub fn spawn(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Consumer {
+        Consumer::spawn_under(dir, name, config, env, &[])
+    }
+
+    /// [`Consumer::spawn`] as the last arguments of `wrapper` (a command
+    /// that ends by running them: `unshare ... sh -c '...; exec "$@"'`).
+    pub fn spawn_under(
+        dir: &Path,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Consumer {
         let health = free_port();
         let cfg = dir.join(format!("{name}.toml"));
         fs::write(
@@ -50,7 +62,16 @@ impl Consumer {
         )
         .unwrap();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_archgate"))
+        let archgate = env!("CARGO_BIN_EXE_archgate");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(archgate);
+                c
+            }
+            None => Command::new(archgate),
+        };
+        let child = command
             .args(["consume", "-c"])
             .arg(&cfg)
             .current_dir(dir)

@@ -300,7 +300,7 @@ fn resolve_stream(
     artifact: &Artifact,
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact> {
-    use std::io::BufRead;
+    use std::io::Read as _;
     // Never more than the compose says the file holds (plus one byte, to
     // tell a longer file from one of the right size).
     let raw = raw.take(artifact.size.map_or(u64::MAX, |n| n.saturating_add(1)));
@@ -315,8 +315,13 @@ fn resolve_stream(
     let meter = crate::progress::ReadMeter::new(format!("read {arch} {name}"), total);
     let mut hashing = archive::HashingReader::new(raw, checksum.map(|c| c.algo)).with_meter(meter);
     let (scan, compression) = {
-        let mut buffered = io::BufReader::with_capacity(1 << 20, &mut hashing);
-        let compression = archive::detect_bytes(buffered.fill_buf()?);
+        // The magic bytes whole, however few each read gives (a slow
+        // transfer may give one at a time).
+        let mut magic = [0u8; 6];
+        let got = archive::read_up_to(&mut hashing, &mut magic)?;
+        let compression = archive::detect_bytes(&magic[..got]);
+        let head = io::Cursor::new(magic[..got].to_vec());
+        let mut buffered = io::BufReader::with_capacity(1 << 20, head.chain(&mut hashing));
         let scan = {
             let stream = archive::decompress(&mut buffered, compression)?;
             archive::scan(stream, sink, &BTreeMap::new())?
@@ -656,4 +661,33 @@ fn read_docker_image(arch: Arch, scan: &Scan) -> Result<(Image, crate::archive::
         layers: layer_descs,
     };
     Ok((image, layers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gives one byte per read, as a slow transfer may.
+    struct OneByte(std::fs::File);
+
+    impl io::Read for OneByte {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(1);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    /// The compression is found from the whole magic, not from what the
+    /// first read happened to give.
+    #[test]
+    fn an_archive_read_a_byte_at_a_time_is_read_whole() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../../fixtures/real/data/pungi/f41-incomplete/compose/Container/x86_64/images/Fedora-Container-Base-Generic-41-20241101.n.0.x86_64.oci.tar.xz",
+        );
+        let artifact = Artifact::at(Location::Path(path.clone()));
+        let raw = OneByte(std::fs::File::open(&path).unwrap());
+        let resolved = resolve_stream(Arch::X86_64, raw, &path, &artifact, &mut NoSink).unwrap();
+        let whole = resolve_archive(Arch::X86_64, &path, &artifact, &mut NoSink).unwrap();
+        assert_eq!(resolved.manifest, whole.manifest);
+    }
 }

@@ -27,14 +27,19 @@ pub fn targets(done: u64, total: u64) {
     tracing::info!(target: "archgate::progress", kind = "targets", label = "targets", done, total);
 }
 
-/// Reports reading progress every `STEP` bytes.
+/// Reports reading progress every `STEP` bytes, and at least every
+/// `EVERY` while bytes come: a slow transfer is seen moving (the
+/// service's `/live`), not only a fast one.
 pub struct ReadMeter {
     label: String,
     total: Option<u64>,
     next: u64,
+    reported: u64,
+    at: std::time::Instant,
 }
 
 const STEP: u64 = 4 << 20;
+const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ReadMeter {
     /// A meter named `label` of `total` bytes (when known).
@@ -44,14 +49,18 @@ impl ReadMeter {
             label,
             total,
             next: STEP,
+            reported: 0,
+            at: std::time::Instant::now(),
         }
     }
 
     /// `done` bytes read so far.
     pub fn at(&mut self, done: u64) {
-        if done >= self.next {
+        if done >= self.next || (done > self.reported && self.at.elapsed() >= EVERY) {
             read(&self.label, done, self.total);
             self.next = done + STEP;
+            self.reported = done;
+            self.at = std::time::Instant::now();
         }
     }
 
