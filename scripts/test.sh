@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # system service is not used); man-db renders the generated man pages;
 # python3-venv holds the Python peers (productmd, koji, fedora-messaging);
 # gcc links the Rust code; systemd-analyze checks the service's unit, and
-# strace and setpriv (util-linux) what the tools engines call under it.
+# strace and setpriv (util-linux) what the tools engines call under it;
+# unshare (util-linux) gives a test its own mount namespace for a FUSE mount.
 apt_install skopeo buildah docker-registry apache2-utils openssl rabbitmq-server man-db python3-venv gcc libc6-dev systemd strace util-linux
 ensure_cargo
 ensure_python_tools
