@@ -190,6 +190,10 @@ struct RunArgs {
     /// rollback (without it, a tag never goes back to an older compose).
     #[arg(long)]
     allow_older: bool,
+    /// The build id (the `registry` source): overrides [source] build; a
+    /// tag never goes back to an older build.
+    #[arg(long, value_name = "ID")]
+    build_id: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -375,6 +379,7 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
         dry_run,
         allow_older: args.allow_older,
         verify_only: false,
+        build: args.build_id.clone(),
     };
     let (spec, rt, runner) = match setup(&args.config.config, &opts) {
         Ok(s) => s,

@@ -20,6 +20,7 @@ mod consume;
 mod fedora_messaging;
 mod image;
 mod registry;
+mod source_registry;
 mod values;
 
 pub(crate) use consume::{arguments, ConsumeConfig};
@@ -116,6 +117,7 @@ pub(crate) enum SourceKind {
     Koji,
     Dir,
     Plugin,
+    Registry,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +134,16 @@ pub(crate) struct SourceConfig {
     /// How long a fetch over HTTP waits for its next bytes.
     #[serde(default, deserialize_with = "values::some_duration")]
     pub read_timeout: Option<std::time::Duration>,
+    /// registry: the repository a digests directory's images were pushed
+    /// to, a template of per-arch references, or a reference per arch.
+    pub repository: Option<String>,
+    pub template: Option<String>,
+    pub references: Option<BTreeMap<String, String>>,
+    /// registry: the arches that should be there.
+    pub arches: Option<Vec<String>>,
+    /// registry: the build id (`--build-id` overrides it), `{version}`.
+    pub build: Option<String>,
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -409,6 +421,8 @@ pub struct Options {
     /// Read `[sign] public-key` only, not the private key (`status`
     /// verifies, it never signs).
     pub verify_only: bool,
+    /// `--build-id`: overrides `[source] build` (the `registry` source).
+    pub build: Option<String>,
 }
 
 impl Loaded {
@@ -451,6 +465,11 @@ impl Loaded {
         use archgate_runner::{Engine, GateSpec, ImageSpec, RepoSpec, RunSpec};
         let config = &self.config;
         let mut registries = BTreeMap::new();
+        for host in self.source_hosts(opts)? {
+            if !registries.contains_key(&host) {
+                registries.insert(host.clone(), self.registry_spec(&host)?);
+            }
+        }
         for image in &config.image {
             for repo in &image.repositories {
                 if let Repository::Registry { host, .. } = repo {
@@ -553,6 +572,7 @@ impl Loaded {
                     })?,
                 }
             }
+            SourceKind::Registry => SourceSpec::Registry(self.registry_source(opts, location)?),
             SourceKind::Plugin => SourceSpec::Plugin {
                 library: self.resolve_path(source.library.as_deref().ok_or_else(|| {
                     ConfigError(format!("{file}: [source] kind \"plugin\" needs `library`"))

@@ -70,6 +70,34 @@ impl Arch {
         }
     }
 
+    /// The name Docker's official images give this arch's namespace
+    /// (`amd64/debian`, `arm64v8/debian`, `arm32v7/debian`).
+    pub fn docker_name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64v8",
+            Arch::Ppc64le => "ppc64le",
+            Arch::S390x => "s390x",
+            Arch::Armhfp => "arm32v7",
+            Arch::I686 => "i386",
+            Arch::Riscv64 => "riscv64",
+        }
+    }
+
+    /// The platform's architecture name, as Go and OCI name it (`amd64`,
+    /// `arm64`, `arm`): per-arch tags such as `1.2-arm64` use it.
+    pub fn goarch(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+            Arch::Ppc64le => "ppc64le",
+            Arch::S390x => "s390x",
+            Arch::Armhfp => "arm",
+            Arch::I686 => "386",
+            Arch::Riscv64 => "riscv64",
+        }
+    }
+
     /// The compose arch a registry platform stands for, if any.
     ///
     /// Only Linux platforms map. `arm64` with or without variant `v8` is aarch64;

@@ -30,7 +30,7 @@ pub use gate::{
 pub use locations::{AllowedLocations, Checked};
 pub use model::{
     ArchInput, ArchResult, Artifact, Checksum, ChecksumAlgo, Compose, ComposeResults,
-    ComposeStatus, CurrentIndex, Entry, ErrorKind, KindedError, Location, Outcome,
+    ComposeStatus, CurrentIndex, Entry, ErrorKind, ImageRef, KindedError, Location, Outcome,
 };
 pub use order::{
     ComposeOrder, ComposeStamp, ComposeType, COMPOSE_ANNOTATION, CREATED_ANNOTATION,

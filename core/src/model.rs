@@ -102,6 +102,10 @@ pub struct Compose {
     /// precisely than its date.
     #[serde(skip)]
     pub created_at: Option<String>,
+    /// A CI pipeline's build id (the `registry` source): the order of its
+    /// builds.
+    #[serde(skip)]
+    pub build: Option<String>,
 }
 
 impl Compose {
@@ -118,6 +122,7 @@ impl Compose {
             kind: None,
             task: None,
             created_at: None,
+            build: None,
         };
         match ComposeOrder::from_id(id) {
             Some(ComposeOrder::Dated { date, kind, respin }) => {
@@ -126,6 +131,7 @@ impl Compose {
                 compose.respin = respin;
             }
             Some(ComposeOrder::Task(task)) => compose.task = Some(task),
+            Some(ComposeOrder::Build(build)) => compose.build = Some(build),
             None => {}
         }
         compose
@@ -134,6 +140,9 @@ impl Compose {
     /// Its place among composes (docs/gate.md, "Compose order"): a Koji
     /// task's id, else its date, type and respin; `None` without a date.
     pub fn order(&self) -> Option<ComposeOrder> {
+        if let Some(build) = &self.build {
+            return Some(ComposeOrder::Build(build.clone()));
+        }
         if let Some(task) = self.task {
             return Some(ComposeOrder::Task(task));
         }
@@ -164,6 +173,8 @@ pub enum Location {
     Path(PathBuf),
     /// An `http(s)://` URL.
     Url(String),
+    /// An image already in a registry (the `registry` source).
+    Image(ImageRef),
 }
 
 impl fmt::Display for Location {
@@ -171,7 +182,29 @@ impl fmt::Display for Location {
         match self {
             Location::Path(p) => write!(f, "{}", p.display()),
             Location::Url(u) => f.write_str(u),
+            Location::Image(i) => write!(f, "{i}"),
         }
+    }
+}
+
+/// An image manifest in a registry, by digest, and the attestation
+/// manifests that came with it (buildx's `unknown/unknown` entries whose
+/// `vnd.docker.reference.digest` names it), in the same repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `host[:port]`.
+    pub host: String,
+    /// The repository's path on it.
+    pub repository: String,
+    /// The image manifest's digest.
+    pub digest: String,
+    /// Its attestation manifests, as the index that came with it lists them.
+    pub attestations: Vec<Entry>,
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}@{}", self.host, self.repository, self.digest)
     }
 }
 

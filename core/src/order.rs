@@ -75,6 +75,9 @@ pub enum ComposeOrder {
     },
     /// A Koji task: its id.
     Task(u64),
+    /// A CI pipeline's build id: numbers compared as numbers, the rest as
+    /// text, part by part (`20261207.10` after `20261207.9`).
+    Build(String),
 }
 
 impl ComposeOrder {
@@ -84,6 +87,7 @@ impl ComposeOrder {
         use ComposeOrder::*;
         match (self, other) {
             (Task(a), Task(b)) => Some(a.cmp(b)),
+            (Build(a), Build(b)) => Some(compare_builds(a, b)),
             (
                 Dated {
                     date: d1,
@@ -120,6 +124,9 @@ impl ComposeOrder {
         if let Some(task) = id.strip_prefix("koji-task-") {
             return task.parse().ok().map(ComposeOrder::Task);
         }
+        if let Some(build) = id.strip_prefix("build-") {
+            return Some(ComposeOrder::Build(build.to_string()));
+        }
         let last = id.rsplit('-').next()?;
         let mut parts = last.split('.');
         let date = parts.next()?;
@@ -151,6 +158,9 @@ impl ComposeOrder {
         if let Some(task) = fields.get("koji-task") {
             return task.parse().ok().map(ComposeOrder::Task);
         }
+        if let Some(build) = fields.get("build") {
+            return Some(ComposeOrder::Build(build.to_string()));
+        }
         let date = fields.get("date")?;
         if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -168,6 +178,7 @@ impl fmt::Display for ComposeOrder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ComposeOrder::Task(id) => write!(f, "koji-task={id}"),
+            ComposeOrder::Build(id) => write!(f, "build={id}"),
             ComposeOrder::Dated { date, kind, respin } => {
                 write!(f, "date={date}")?;
                 if let Some(k) = kind {
@@ -342,5 +353,55 @@ mod tests {
             !stamp.is_newer_than(&stamp),
             "the same compose is not older"
         );
+    }
+}
+
+/// Two build ids, part by part: runs of digits as numbers, anything else
+/// as text.
+fn compare_builds(a: &str, b: &str) -> Ordering {
+    fn parts(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (pa, pb) = (parts(a), parts(b));
+    for ((da, xa), (db, xb)) in pa.iter().zip(&pb) {
+        let by = if *da && *db {
+            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
+            ta.len().cmp(&tb.len()).then(ta.cmp(tb))
+        } else {
+            xa.cmp(xb)
+        };
+        if by != Ordering::Equal {
+            return by;
+        }
+    }
+    pa.len().cmp(&pb.len())
+}
+
+#[cfg(test)]
+mod build_tests {
+    use super::*;
+
+    #[test]
+    fn build_ids_compare_numbers_as_numbers() {
+        let b = |s: &str| ComposeOrder::Build(s.into());
+        assert_eq!(
+            b("20261207.10").compare(&b("20261207.9")),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(b("99").compare(&b("100")), Some(Ordering::Less));
+        assert_eq!(b("7").compare(&b("7")), Some(Ordering::Equal));
+        assert_eq!(b("1.2-rc1").compare(&b("1.2")), Some(Ordering::Greater));
+        assert_eq!(b("5").compare(&ComposeOrder::Task(5)), None);
+        assert_eq!(ComposeOrder::parse("build=42"), Some(b("42")));
+        assert_eq!(b("42").to_string(), "build=42");
     }
 }

@@ -73,10 +73,17 @@ pub(crate) async fn read_all(
     let jobs: Vec<_> = jobs
         .into_iter()
         .map(|(i, k, arch, artifact, push_to)| {
+            let in_registry = match &artifact.location {
+                archgate_core::Location::Image(image) => {
+                    Some((image.clone(), stores.registry(&image.host)))
+                }
+                _ => None,
+            };
             read_one(
                 (i, k),
                 arch,
                 artifact,
+                in_registry,
                 push_to,
                 env.clone(),
                 reading.clone(),
@@ -203,10 +210,26 @@ async fn read_one(
     key: (usize, usize),
     arch: Arch,
     artifact: archgate_core::Artifact,
+    in_registry: Option<(
+        archgate_core::ImageRef,
+        Option<Arc<archgate_native::Registry>>,
+    )>,
     push_to: Option<Early>,
     env: ReadEnv,
     reading: Reading,
 ) -> ((usize, usize), Result<ResolvedArtifact, ReadFailure>) {
+    // An image already in a registry: read there; its blobs stay there
+    // until publishing mounts (or streams) them.
+    if let Some((image, registry)) = in_registry {
+        let got = match registry {
+            Some(registry) => archgate_native::resolve_image(registry, arch, &image).await,
+            None => Err(ReadFailure::Internal(format!(
+                "{image}: internal error: no client for the registry {}",
+                image.host
+            ))),
+        };
+        return (key, got);
+    }
     let got = match push_to {
         Some(early) => {
             let got = resolve_and_push(

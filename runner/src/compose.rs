@@ -4,10 +4,25 @@
 use archgate_core::{Arch, ComposeResults, ErrorKind, ImageQuery, Outcome, Source};
 
 use crate::spec::{ImageSpec, RunSpec, SourceSpec};
+use crate::stores::RunStores;
 use crate::RunError;
 
-/// Reads the compose: its results for every image of `spec`.
-pub(crate) async fn load(spec: &RunSpec) -> Result<ComposeResults, RunError> {
+/// Reads the compose: its results for every image of `spec`. The
+/// `registry` source reads through the run's registry views (`stores`).
+pub(crate) async fn load(spec: &RunSpec, stores: &RunStores) -> Result<ComposeResults, RunError> {
+    if let SourceSpec::Registry(settings) = &spec.source {
+        let mut results = archgate_source_registry::load(settings, &Views(stores))
+            .await
+            .map_err(|e| RunError::input(e.to_string()))?;
+        // One build, the same results for every configured image.
+        let list = results.images.remove("").unwrap_or_default();
+        results.images = spec
+            .images
+            .iter()
+            .map(|i| (i.name.clone(), list.clone()))
+            .collect();
+        return Ok(results);
+    }
     let source = spec.source.clone();
     let allowed = spec.allowed_locations.clone();
     let queries: Vec<ImageQuery> = spec
@@ -35,6 +50,46 @@ pub(crate) async fn load(spec: &RunSpec) -> Result<ComposeResults, RunError> {
     })?
 }
 
+/// The `registry` source's reads, through the run's registry views (what
+/// it reads is kept there: the artifacts' reads ask nothing again).
+struct Views<'a>(&'a RunStores);
+
+impl Views<'_> {
+    fn view(&self, host: &str) -> anyhow::Result<std::sync::Arc<archgate_native::Registry>> {
+        self.0
+            .registry(host)
+            .ok_or_else(|| anyhow::anyhow!("internal error: no client for the registry {host}"))
+    }
+}
+
+impl archgate_source_registry::Fetch for Views<'_> {
+    async fn manifest(
+        &self,
+        host: &str,
+        repository: &str,
+        reference: &str,
+    ) -> anyhow::Result<Option<archgate_source_registry::Document>> {
+        let got = self.view(host)?.get_tag(repository, reference).await?;
+        Ok(got.map(|(desc, bytes)| archgate_source_registry::Document {
+            digest: desc.digest,
+            bytes,
+        }))
+    }
+
+    async fn blob(&self, host: &str, repository: &str, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let desc = archgate_native::Descriptor {
+            media_type: String::new(),
+            digest: digest.to_string(),
+            size: 0,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        };
+        self.view(host)?.get_blob(repository, &desc).await
+    }
+}
+
 fn make_source(
     spec: &SourceSpec,
     allowed: &Option<archgate_core::AllowedLocations>,
@@ -55,6 +110,12 @@ fn make_source(
             archgate_source_koji::KojiSource::new(hub, topurl, task)
                 .map_err(|e| RunError::config(e.to_string()))?,
         ),
+        SourceSpec::Registry(_) => {
+            return Err(RunError::new(
+                ErrorKind::Internal,
+                "internal error: the registry source is read with the run's registries",
+            ))
+        }
         SourceSpec::Plugin {
             library,
             location,

@@ -119,7 +119,8 @@ impl Runner {
 
     /// Reads the compose: its results for every image of `spec`.
     pub async fn compose(&self, spec: &RunSpec) -> Result<ComposeResults, RunError> {
-        compose::load(spec).await
+        let stores = self.stores(&spec.registries)?;
+        compose::load(spec, &stores).await
     }
 
     /// Reads everything and decides every target; writes nothing but the
@@ -130,13 +131,13 @@ impl Runner {
     /// and publish one run before planning another on the same targets.
     pub async fn plan(&self, spec: &RunSpec) -> Result<Plan, RunError> {
         check_engine(spec)?;
-        let results = self.compose(spec).await?;
-        tracing::info!(compose = %results.compose.id, status = %results.compose.status, "compose read");
         let stores = Arc::new(self.clients.views(
             &spec.registries,
             &self.targets,
             spec.fence.as_ref(),
         )?);
+        let results = compose::load(spec, &stores).await?;
+        tracing::info!(compose = %results.compose.id, status = %results.compose.status, "compose read");
         let dir = run_dir(&self.env.temp_root)?;
         let read_env = ReadEnv {
             cache: self.env.cache_dir.clone(),

@@ -34,6 +34,8 @@ pub enum SourceSpec {
         /// The directory.
         location: PathBuf,
     },
+    /// Images already in a registry (CI pipelines).
+    Registry(archgate_source_registry::Settings),
     /// A source plugin.
     Plugin {
         /// The shared library.

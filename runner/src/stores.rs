@@ -134,6 +134,11 @@ impl RunStores {
         }
     }
 
+    /// The run's view of the registry at `host`.
+    pub(crate) fn registry(&self, host: &str) -> Option<Arc<Registry>> {
+        self.registries.get(host).cloned()
+    }
+
     /// The store of a repository.
     pub fn store(&self, repo: &RepoSpec) -> AnyStore {
         match &repo.repository {

@@ -59,6 +59,7 @@ pub fn resolve_in(
     let path = match &artifact.location {
         Location::Path(p) => p,
         Location::Url(url) => return resolve_url(arch, url, artifact, env, &mut NoSink),
+        Location::Image(image) => return Err(in_registry(image)),
     };
     if let Some(hit) = cache.and_then(|dir| crate::cache::load(dir, arch, artifact)) {
         return Ok(hit);
@@ -101,7 +102,82 @@ pub fn resolve_archive_with(
         Location::Path(path) => resolve_archive(arch, path, artifact, sink)
             .map_err(|e| ReadFailure::Unusable(format!("{}: {e:#}", path.display()))),
         Location::Url(url) => resolve_url(arch, url, artifact, env, sink),
+        Location::Image(image) => Err(in_registry(image)),
     }
+}
+
+fn in_registry(image: &archgate_core::ImageRef) -> ReadFailure {
+    ReadFailure::Internal(format!(
+        "{image}: internal error: an image in a registry is read with the run's registry client (resolve_image)"
+    ))
+}
+
+/// Reads an image already in a registry (the `registry` source): its
+/// manifest and config (once per run: the view keeps them), checked as an
+/// artifact's are, its platform against `arch`. Its blobs stay there: a
+/// repository of the same registry mounts them, another registry gets
+/// them streamed.
+pub async fn resolve_image(
+    registry: std::sync::Arc<crate::Registry>,
+    arch: Arch,
+    image: &archgate_core::ImageRef,
+) -> Result<ResolvedArtifact, ReadFailure> {
+    let repo = image.repository.as_str();
+    let later = |e: anyhow::Error| match crate::error_kind(&e) {
+        Some(kind) => ReadFailure::Later(kind, format!("{image}: {e:#}")),
+        None => ReadFailure::Later(
+            archgate_core::ErrorKind::Transient,
+            format!("{image}: {e:#}"),
+        ),
+    };
+    let wanted = Descriptor {
+        media_type: String::new(),
+        digest: image.digest.clone(),
+        size: 0,
+        urls: None,
+        annotations: None,
+        platform: None,
+        artifact_type: None,
+    };
+    let manifest = registry.get_manifest(repo, &wanted).await.map_err(later)?;
+    let parsed: Manifest = serde_json::from_slice(&manifest)
+        .map_err(|e| ReadFailure::Unusable(format!("{image}: not a valid image manifest: {e}")))?;
+    let config = registry
+        .get_blob(repo, &parsed.config)
+        .await
+        .map_err(later)?;
+    let mut media_type = parsed.media_type.clone().unwrap_or_default();
+    if media_type.is_empty() {
+        media_type = OCI_MANIFEST.to_string();
+    }
+    let desc = Descriptor {
+        media_type,
+        size: manifest.len() as u64,
+        ..wanted
+    };
+    let index = Index {
+        manifests: vec![desc.clone()],
+        ..Index::empty()
+    };
+    let docs = BTreeMap::from([
+        (desc.digest.clone(), manifest),
+        (parsed.config.digest.clone(), config),
+    ]);
+    let read = read_oci_image(arch, &index, |d| {
+        docs.get(&d.digest)
+            .cloned()
+            .ok_or_else(|| anyhow!("{} is not read", d.digest))
+    })
+    .map_err(|e| ReadFailure::Unusable(format!("{image}: {e:#}")))?;
+    for layer in &read.layers {
+        registry.note_present(repo, &layer.digest);
+    }
+    registry.note_present(repo, &read.config.digest);
+    let source = BlobSource::Registry {
+        registry: registry.clone(),
+        repository: repo.to_string(),
+    };
+    Ok(read.into_resolved(arch, source))
 }
 
 /// Reads an archive served over HTTP as it downloads, keeping a copy in the
@@ -271,6 +347,7 @@ pub fn is_archive(artifact: &Artifact) -> bool {
     match &artifact.location {
         Location::Path(p) => p.is_file(),
         Location::Url(_) => true,
+        Location::Image(_) => false,
     }
 }
 

@@ -23,7 +23,8 @@ mod transport;
 
 pub use archive::{decompress, Compression};
 pub use artifact::{
-    is_archive, resolve, resolve_cached, resolve_in, ReadEnv, ReadFailure, ResolvedArtifact,
+    is_archive, resolve, resolve_cached, resolve_image, resolve_in, ReadEnv, ReadFailure,
+    ResolvedArtifact,
 };
 pub use auth::{from_env as env_credentials, lookup as lookup_credentials, Credentials, Secret};
 pub use cache::{default_dir as default_cache_dir, holds as cache_holds};

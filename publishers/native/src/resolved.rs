@@ -25,6 +25,14 @@ pub enum BlobSource {
         /// docker-archive layer paths and the gzip layers they become.
         layers: crate::archive::LayerMap,
     },
+    /// An image already in a registry (the `registry` source): blobs are
+    /// mounted within that registry, streamed from it to any other store.
+    Registry {
+        /// The run's view of that registry.
+        registry: std::sync::Arc<crate::Registry>,
+        /// The repository the image is in.
+        repository: String,
+    },
 }
 
 /// A built artifact, read and checked: ready to publish.

@@ -147,6 +147,8 @@ fn unknown_platform() -> Platform {
 enum Source<'a> {
     File(PathBuf),
     Memory(&'a [u8]),
+    /// In a registry's repository (mounted there, else streamed from it).
+    Registry(&'a crate::Registry, &'a str),
 }
 
 /// How many passes over an archive may be needed to get its blobs up when
@@ -343,6 +345,12 @@ async fn entry_present<S: Store>(store: &S, entry: &Entry) -> Result<()> {
 /// Pushes one blob from a file or memory, unless the store has it.
 async fn push_one<S: Store>(store: &S, desc: &Descriptor, source: Source<'_>) -> Result<()> {
     let _flight = store.guard(&desc.digest).await;
+    if let Source::Registry(..) = source {
+        // Within the registry the image is in: mounted, no bytes move.
+        if store.mount_blob(desc).await? {
+            return Ok(());
+        }
+    }
     if store.has_blob(desc).await? {
         return Ok(());
     }
@@ -350,6 +358,10 @@ async fn push_one<S: Store>(store: &S, desc: &Descriptor, source: Source<'_>) ->
     match source {
         Source::File(path) => store.push_blob(desc, &path).await,
         Source::Memory(bytes) => store.push_blob_bytes(desc, bytes).await,
+        Source::Registry(registry, repo) => {
+            let chunks = registry.blob_chunks(repo, desc).await?;
+            store.push_blob_stream(desc, chunks).await
+        }
     }
     .with_context(|| format!("blob {}", desc.digest))?;
     tracing::info!(store = %store.name(), digest = %desc.digest, size = desc.size, secs = started.elapsed().as_secs_f32(), "blob pushed");
@@ -468,6 +480,8 @@ struct ArchWork<'a> {
     from_files: BTreeMap<&'a str, (&'a Descriptor, PathBuf)>,
     from_memory: BTreeMap<&'a str, (&'a Descriptor, &'a [u8])>,
     from_archives: Vec<(&'a ResolvedArtifact, Vec<&'a Descriptor>)>,
+    /// Blobs of images in a registry: (that registry, its repository).
+    from_registries: BTreeMap<&'a str, (&'a Descriptor, &'a crate::Registry, &'a str)>,
 }
 
 impl<'a> ArchWork<'a> {
@@ -501,6 +515,7 @@ impl<'a> ArchWork<'a> {
             from_files: BTreeMap::new(),
             from_memory: BTreeMap::new(),
             from_archives: Vec::new(),
+            from_registries: BTreeMap::new(),
         };
         for ((arch, arch_tag), already) in arch_tags.iter().zip(tagged) {
             if !already {
@@ -521,6 +536,13 @@ impl<'a> ArchWork<'a> {
                         .insert(&blob.digest, (blob, layout.blob_path(&blob.digest)?));
                 }
                 BlobSource::Archive { .. } => streamed.push(blob),
+                BlobSource::Registry {
+                    registry,
+                    repository,
+                } => {
+                    self.from_registries
+                        .insert(&blob.digest, (blob, registry, repository));
+                }
             }
         }
         if !streamed.is_empty() {
@@ -542,6 +564,9 @@ impl<'a> ArchWork<'a> {
         }
         for (desc, path) in self.from_files.values() {
             uploads.push(push_one(store, desc, Source::File(path.clone())));
+        }
+        for (desc, registry, repo) in self.from_registries.values() {
+            uploads.push(push_one(store, desc, Source::Registry(registry, repo)));
         }
         futures_util::stream::iter(uploads)
             .buffer_unordered(UPLOAD_CONCURRENCY)

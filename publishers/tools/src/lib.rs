@@ -169,6 +169,14 @@ impl Tools {
     fn source_ref(&self, art: &ResolvedArtifact) -> Result<String> {
         match &art.source {
             BlobSource::Layout(layout) => Ok(format!("oci:{}", layout.root().display())),
+            BlobSource::Registry {
+                registry,
+                repository,
+            } => Ok(format!(
+                "docker://{}/{repository}@{}",
+                registry.host(),
+                art.entry.digest
+            )),
             BlobSource::Archive {
                 path,
                 compression,

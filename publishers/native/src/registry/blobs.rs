@@ -295,3 +295,51 @@ impl Registry {
         Ok(())
     }
 }
+
+impl Registry {
+    /// A blob's bytes as they arrive (a layer copied from one registry to
+    /// another, never on disk): the store it goes to checks its digest.
+    pub async fn blob_chunks(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+    ) -> Result<
+        impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
+    > {
+        let scopes = [pull(repo)];
+        let what = format!("GET blob {repo}@{}", desc.digest);
+        let resp = self
+            .retrying(&what, || async {
+                let resp = self
+                    .send(&scopes, &|base| {
+                        self.http
+                            .get(format!("{base}/v2/{repo}/blobs/{}", desc.digest))
+                    })
+                    .await?;
+                if !resp.status().is_success() {
+                    return Err(self.refused(&what, resp).await);
+                }
+                Ok(resp)
+            })
+            .await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let item = chunk.map_err(std::io::Error::other);
+                let end = item.is_err();
+                if tx.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+
+    /// This run knows `digest` is in `repo` (read from there): a
+    /// repository of this registry that needs it mounts it from there.
+    pub(crate) fn note_present(&self, repo: &str, digest: &str) {
+        self.remember(digest, repo);
+    }
+}

@@ -55,6 +55,14 @@ struct State {
     tokens: HashMap<String, Secret>,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
 /// One registry host. The HTTP client (its connections) and the tokens are
 /// shared by every [`Registry::view`]; what is known to exist where, and the
 /// documents already read, belong to one view (one run), since a registry
