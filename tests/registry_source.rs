@@ -235,3 +235,222 @@ fn arch_tags_from_a_template_mismatches_and_older_builds() {
         latest
     );
 }
+
+/// Writes a blob into an OCI layout: its descriptor.
+fn blob(layout: &Path, media_type: &str, bytes: &[u8]) -> Value {
+    let digest = support::sha256(bytes);
+    let dir = layout.join("blobs/sha256");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(digest.trim_start_matches("sha256:")), bytes).unwrap();
+    serde_json::json!({"mediaType": media_type, "digest": digest, "size": bytes.len()})
+}
+
+/// Pushes `image` as buildx pushes a platform's build with provenance: an
+/// index of the image and its attestation manifest (`unknown/unknown`,
+/// naming the image). (index digest, image digest, attestation digest).
+fn push_with_attestation(
+    dir: &Path,
+    registry: &Registry,
+    tag: &str,
+    image: &Image,
+) -> (String, String, String) {
+    let layout = dir.join(format!("attested-{tag}"));
+    let (image_digest, manifest) = archgate_fixtures::write_image_blobs(&layout, image).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let statement = br#"{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://slsa.dev/provenance/v0.2","subject":[],"predicate":{}}"#;
+    let layer = blob(&layout, "application/vnd.in-toto+json", statement);
+    let config = blob(
+        &layout,
+        "application/vnd.oci.image.config.v1+json",
+        br#"{"architecture":"unknown","os":"unknown","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+    );
+    let att = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config,
+        "layers": [layer],
+    });
+    let att = blob(
+        &layout,
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::to_vec(&att).unwrap(),
+    );
+    let platform = serde_json::json!({"os": "linux", "architecture": image.architecture});
+    let mut image_desc = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": image_digest, "size": manifest.len(), "platform": platform,
+    });
+    if let Some(v) = image.variant {
+        image_desc["platform"]["variant"] = v.into();
+    }
+    let mut att_desc = att.clone();
+    att_desc["platform"] = serde_json::json!({"os": "unknown", "architecture": "unknown"});
+    att_desc["annotations"] = serde_json::json!({
+        "vnd.docker.reference.digest": image_digest,
+        "vnd.docker.reference.type": "attestation-manifest",
+    });
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [image_desc, att_desc],
+    });
+    let index = blob(
+        &layout,
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [index]})).unwrap(),
+    )
+    .unwrap();
+    let digestfile = dir.join("digest");
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            "--digestfile",
+        ])
+        .arg(&digestfile)
+        .arg(format!("oci:{}", layout.display()))
+        .arg(format!("docker://{}/ci/app:{tag}", registry.host()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed = fs::read_to_string(&digestfile).unwrap().trim().to_string();
+    assert_eq!(pushed, index["digest"].as_str().unwrap());
+    (
+        pushed,
+        image_digest,
+        att["digest"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A platform pushed with its provenance (buildx's index of the image and
+/// an attestation manifest): the merged index lists the attestation right
+/// after its image, and the attestation is in the target repository; the
+/// platform pushed without one has none.
+#[test]
+fn attestations_are_kept_with_their_image() {
+    let registry = Registry::start(Auth::None);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let host = registry.host();
+    let (x86, x86_image, x86_att) =
+        push_with_attestation(dir, &registry, "b1-x86_64", &Image::for_arch("x86_64", "x"));
+    let arm = push(
+        dir,
+        &registry,
+        "ci/app",
+        "b1-aarch64",
+        &Image::for_arch("aarch64", "a"),
+    );
+    let d = digests_dir(dir, "digests", &[&x86, &arm]);
+    let source = format!(
+        "location = \"{}\"\nrepository = \"{host}/ci/app\"\narches = [\"x86_64\", \"aarch64\"]\nversion = \"1.0\"\n",
+        d.display()
+    );
+    let cfg = config(dir, &registry, &source, "refuse");
+    let (code, report, err) = run(dir, &cfg, &["--build-id", "1"]);
+    assert_eq!(code, 0, "{report}\n{err}");
+    let (index, _) = registry_tag(&format!("{host}/app:1.0")).unwrap();
+    let digests: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        digests,
+        [x86_image.as_str(), x86_att.as_str(), arm.as_str()],
+        "{index}"
+    );
+    let att = &index["manifests"][1];
+    assert_eq!(att["annotations"]["vnd.docker.reference.digest"], x86_image);
+    assert_eq!(att["platform"]["architecture"], "unknown");
+    assert!(support::skopeo_raw(&format!("{host}/app@{x86_att}"), None).is_some());
+    // A re-run of the same build changes nothing.
+    let (_, report, err) = run(dir, &cfg, &["--build-id", "1"]);
+    assert_eq!(decision(&report, "1.0"), "unchanged", "{report}\n{err}");
+}
+
+/// Within the registry the images were pushed to, no blob bytes move:
+/// every blob is mounted. To another registry the blobs are streamed (each
+/// read once), and that registry then holds every image whole.
+#[test]
+fn blobs_are_mounted_within_a_registry_and_streamed_to_another() {
+    let registry = Registry::start(Auth::None);
+    let other = Registry::start(Auth::None);
+    let proxy = support::Proxy::start(format!("http://{}", registry.host()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut digests = Vec::new();
+    for arch in ARCHES {
+        digests.push(push(
+            dir,
+            &registry,
+            "ci/app",
+            &format!("b-{arch}"),
+            &Image::for_arch(arch, arch),
+        ));
+    }
+    let refs: Vec<&str> = digests.iter().map(String::as_str).collect();
+    let d = digests_dir(dir, "digests", &refs);
+    let (via, far) = (proxy.host(), other.host());
+    let cfg = dir.join("archgate.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[source]\nkind = \"registry\"\nlocation = \"{}\"\nrepository = \"{via}/ci/app\"\narches = [\"x86_64\", \"aarch64\", \"ppc64le\", \"s390x\"]\nversion = \"1.0\"\n\n[registry.\"{via}\"]\ntls-verify = false\n\n[registry.\"{far}\"]\ntls-verify = false\n\n[[image]]\nname = \"app\"\nrepositories = [\"docker://{via}/app\", \"docker://{far}/app\"]\ntags = [\"{{release}}\"]\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let (code, report, err) = run(dir, &cfg, &["--build-id", "1"]);
+    assert_eq!(code, 0, "{report}\n{err}");
+    let uploads = proxy.count("PATCH", "/blobs/uploads") + proxy.count("PUT", "/blobs/uploads");
+    assert_eq!(uploads, 0, "{:#?}", proxy.requests());
+    assert!(proxy.count("POST", "mount=") > 0, "{:#?}", proxy.requests());
+    // Read once each: the four configs (for the platforms), and the four
+    // layers as they stream to the other registry.
+    let gets: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|(m, p, _)| m == "GET" && p.contains("/blobs/"))
+        .map(|(_, p, _)| p)
+        .collect();
+    let once: std::collections::BTreeSet<&String> = gets.iter().collect();
+    assert_eq!(
+        (gets.len(), once.len()),
+        (2 * ARCHES.len(), 2 * ARCHES.len()),
+        "{gets:#?}"
+    );
+    eprintln!(
+        "requests to the registry the images were in: {}",
+        proxy.requests().len()
+    );
+    let (index, _) = registry_tag(&format!("{far}/app:1.0")).unwrap();
+    assert_eq!(index_platforms(&index).len(), 4, "{index}");
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{far}/app:1.0"))
+        .arg(format!("oci:{}", dir.join("copy").display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

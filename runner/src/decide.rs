@@ -96,6 +96,9 @@ fn gate(
             return None;
         }
     };
+    if plan.decision == Decision::Published {
+        attach(&mut plan.index, &read.resolved);
+    }
     // Built arches that are pushed but could not be checked against
     // the compose: the report says so.
     plan.reasons.extend(
@@ -138,4 +141,27 @@ fn settle(
     tracing::info!(target = %target.reference, decision = plan.decision.as_str(), "planned");
     target.plan = Some(plan);
     Ok(())
+}
+
+/// The attestation manifests that came with a built image (the `registry`
+/// source) follow it into the index, right after it.
+fn attach(
+    index: &mut Vec<archgate_core::Entry>,
+    resolved: &std::collections::BTreeMap<archgate_core::Arch, archgate_native::ResolvedArtifact>,
+) {
+    for art in resolved.values() {
+        let archgate_native::BlobSource::Registry { attestations, .. } = &art.source else {
+            continue;
+        };
+        let Some(at) = index.iter().position(|e| e.digest == art.entry.digest) else {
+            continue;
+        };
+        let mut after = at + 1;
+        for a in attestations {
+            if !index.iter().any(|e| e.digest == a.entry.digest) {
+                index.insert(after, a.entry.clone());
+                after += 1;
+            }
+        }
+    }
 }

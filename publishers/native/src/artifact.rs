@@ -173,9 +173,28 @@ pub async fn resolve_image(
         registry.note_present(repo, &layer.digest);
     }
     registry.note_present(repo, &read.config.digest);
+    let mut attestations = Vec::new();
+    for entry in &image.attestations {
+        let desc = Descriptor::of_entry(entry);
+        let manifest = registry.get_manifest(repo, &desc).await.map_err(later)?;
+        let parsed: Manifest = serde_json::from_slice(&manifest).map_err(|e| {
+            ReadFailure::Unusable(format!("{image}: attestation {}: {e}", entry.digest))
+        })?;
+        let mut blobs = parsed.layers.clone();
+        blobs.push(parsed.config.clone());
+        for b in &blobs {
+            registry.note_present(repo, &b.digest);
+        }
+        attestations.push(crate::resolved::Attached {
+            entry: entry.clone(),
+            manifest,
+            blobs,
+        });
+    }
     let source = BlobSource::Registry {
         registry: registry.clone(),
         repository: repo.to_string(),
+        attestations,
     };
     Ok(read.into_resolved(arch, source))
 }

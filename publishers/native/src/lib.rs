@@ -32,7 +32,7 @@ pub use fence::Fence;
 pub use layout::{remove_stale_temp, write_atomic, OciLayout};
 pub use oci::{render_index, sha256_digest, Descriptor, OCI_INDEX};
 pub use registry::{Registry, RegistryRepo, RegistrySettings, RetryPolicy};
-pub use resolved::{BlobSource, DEFAULT_READ_TIMEOUT};
+pub use resolved::{Attached, BlobSource, DEFAULT_READ_TIMEOUT};
 pub use store::{
     check_not_moved, knows_all_blobs, nothing_to_write, publish, read_back, read_current,
     read_only, resolve_and_push, sign_all, AnyStore, Depth, Published, Target,

@@ -32,7 +32,21 @@ pub enum BlobSource {
         registry: std::sync::Arc<crate::Registry>,
         /// The repository the image is in.
         repository: String,
+        /// The attestation manifests that came with the image (they go
+        /// where it goes, and the index lists them after it).
+        attestations: Vec<Attached>,
     },
+}
+
+/// An attestation manifest of an image in a registry, read.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    /// Its index entry (`unknown/unknown`, naming the image).
+    pub entry: archgate_core::Entry,
+    /// The manifest's bytes.
+    pub manifest: Vec<u8>,
+    /// Its config and layers.
+    pub blobs: Vec<crate::oci::Descriptor>,
 }
 
 /// A built artifact, read and checked: ready to publish.

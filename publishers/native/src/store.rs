@@ -482,6 +482,8 @@ struct ArchWork<'a> {
     from_archives: Vec<(&'a ResolvedArtifact, Vec<&'a Descriptor>)>,
     /// Blobs of images in a registry: (that registry, its repository).
     from_registries: BTreeMap<&'a str, (&'a Descriptor, &'a crate::Registry, &'a str)>,
+    /// Attestation manifests that go with the arch manifests.
+    attached: Vec<&'a crate::resolved::Attached>,
 }
 
 impl<'a> ArchWork<'a> {
@@ -516,6 +518,7 @@ impl<'a> ArchWork<'a> {
             from_memory: BTreeMap::new(),
             from_archives: Vec::new(),
             from_registries: BTreeMap::new(),
+            attached: Vec::new(),
         };
         for ((arch, arch_tag), already) in arch_tags.iter().zip(tagged) {
             if !already {
@@ -539,10 +542,25 @@ impl<'a> ArchWork<'a> {
                 BlobSource::Registry {
                     registry,
                     repository,
+                    ..
                 } => {
                     self.from_registries
                         .insert(&blob.digest, (blob, registry, repository));
                 }
+            }
+        }
+        if let BlobSource::Registry {
+            registry,
+            repository,
+            attestations,
+        } = &art.source
+        {
+            for attached in attestations {
+                for blob in &attached.blobs {
+                    self.from_registries
+                        .insert(&blob.digest, (blob, registry, repository));
+                }
+                self.attached.push(attached);
             }
         }
         if !streamed.is_empty() {
@@ -593,6 +611,14 @@ impl<'a> ArchWork<'a> {
             .map(|(arch_tag, desc, art)| push_arch_manifest(store, arch_tag, desc, art))
             .collect();
         futures_util::future::try_join_all(pushes).await?;
+        let attached = self.attached.iter().map(|a| async move {
+            let desc = Descriptor::of_entry(&a.entry);
+            store
+                .push_manifest(&desc, &a.manifest, None)
+                .await
+                .with_context(|| format!("attestation manifest {}", desc.digest))
+        });
+        futures_util::future::try_join_all(attached).await?;
         Ok(())
     }
 }

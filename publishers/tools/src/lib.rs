@@ -172,6 +172,7 @@ impl Tools {
             BlobSource::Registry {
                 registry,
                 repository,
+                ..
             } => Ok(format!(
                 "docker://{}/{repository}@{}",
                 registry.host(),
