@@ -209,36 +209,16 @@ fn the_systemd_unit_lets_every_engine_run() {
     );
 }
 
-/// Each YAML document of a file, as JSON (parsed by PyYAML).
-fn yaml(path: &Path) -> Vec<Value> {
-    let python = std::env::var("ARCHGATE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]))",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Every object a kustomization applies, its resources followed (files,
 /// and directories with a kustomization of their own).
 fn kustomized(dir: &Path) -> Vec<Value> {
-    let kustomization = &yaml(&dir.join("kustomization.yaml"))[0];
+    let kustomization = &support::yaml(&dir.join("kustomization.yaml"))[0];
     let mut docs = Vec::new();
     for r in kustomization["resources"].as_array().unwrap() {
         let path = dir.join(r.as_str().unwrap());
         match path.is_dir() {
             true => docs.extend(kustomized(&path)),
-            false => docs.extend(yaml(&path)),
+            false => docs.extend(support::yaml(&path)),
         }
     }
     docs
@@ -251,7 +231,7 @@ fn kustomized(dir: &Path) -> Vec<Value> {
 /// `org.fedoraproject.stg`); production's images are examples/fedora.toml's.
 #[test]
 fn the_openshift_manifests_are_as_fedora_deploys() {
-    let secrets = yaml(&deploy().join("openshift/secrets.example.yaml"));
+    let secrets = support::yaml(&deploy().join("openshift/secrets.example.yaml"));
     let secret_keys = |name: &str| -> Vec<String> {
         let s = secrets
             .iter()

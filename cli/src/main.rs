@@ -183,9 +183,9 @@ struct RunArgs {
     /// Override the gate policy of every image.
     #[arg(long, value_parser = parse_policy)]
     policy: Option<Policy>,
-    /// How to print the report on stdout.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// How to print the report on stdout (markdown: a CI job summary).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
     /// Publish even where a target holds a newer compose: an intended
     /// rollback (without it, a tag never goes back to an older compose).
     #[arg(long)]
@@ -200,6 +200,13 @@ struct RunArgs {
 enum Format {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -428,10 +435,11 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
         }
     }
     let out = match args.format {
-        Format::Json => {
+        ReportFormat::Json => {
             serde_json::to_string_pretty(&report).expect("a report always serializes") + "\n"
         }
-        Format::Text => report.to_text(),
+        ReportFormat::Text => report.to_text(),
+        ReportFormat::Markdown => report.to_markdown(),
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
     report.exit_code() as u8

@@ -157,6 +157,60 @@ impl Report {
     }
 }
 
+impl Report {
+    /// A CI job summary (GitHub's `$GITHUB_STEP_SUMMARY`, a merge request
+    /// note): one table row per target (decision, arches, digest), then
+    /// each target's reasons.
+    pub fn to_markdown(&self) -> String {
+        let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+        let mut out = String::new();
+        let dry = if self.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "### archgate: {} ({}){dry}\n",
+            cell(&self.compose.id),
+            self.compose.status
+        );
+        let _ = writeln!(out, "| target | decision | arches | digest |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for t in &self.targets {
+            let arches: Vec<String> = t
+                .arches
+                .iter()
+                .map(|a| format!("{} {}", a.arch.as_str(), a.action.as_str()))
+                .collect();
+            let digest = t
+                .digest
+                .as_deref()
+                .map(|d| format!("`{}`", short(d)))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {digest} |",
+                cell(&t.reference),
+                t.decision.as_str(),
+                cell(&arches.join(", "))
+            );
+        }
+        for t in self.targets.iter().filter(|t| !t.reasons.is_empty()) {
+            let _ = writeln!(
+                out,
+                "\n**`{}`** {}:\n",
+                cell(&t.reference),
+                t.decision.as_str()
+            );
+            for r in &t.reasons {
+                let _ = writeln!(out, "- {}", cell(r));
+            }
+        }
+        out
+    }
+}
+
 /// `sha256:` and the first 12 hex digits.
 fn short(digest: &str) -> &str {
     digest.get(..19).unwrap_or(digest)

@@ -1389,3 +1389,23 @@ pub fn two_arch_compose(root: &Path, id: &str, release: &str, content: &str) -> 
     .unwrap();
     root.to_str().unwrap().to_string()
 }
+
+/// Each YAML document of a file, as JSON (parsed by PyYAML).
+pub fn yaml(path: &Path) -> Vec<serde_json::Value> {
+    let python = std::env::var("ARCHGATE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]))",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
