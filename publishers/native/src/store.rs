@@ -147,8 +147,9 @@ fn unknown_platform() -> Platform {
 enum Source<'a> {
     File(PathBuf),
     Memory(&'a [u8]),
-    /// In a registry's repository (mounted there, else streamed from it).
-    Registry(&'a crate::Registry, &'a str),
+    /// In a registry's repository (mounted there, else sent from memory
+    /// when this run holds it, else streamed from there).
+    Registry(&'a crate::Registry, &'a str, Option<&'a [u8]>),
 }
 
 /// How many passes over an archive may be needed to get its blobs up when
@@ -346,8 +347,11 @@ async fn entry_present<S: Store>(store: &S, entry: &Entry) -> Result<()> {
 async fn push_one<S: Store>(store: &S, desc: &Descriptor, source: Source<'_>) -> Result<()> {
     let _flight = store.guard(&desc.digest).await;
     if let Source::Registry(..) = source {
-        // Within the registry the image is in: mounted, no bytes move.
-        if store.mount_blob(desc).await? {
+        // Mounted once (a second mount of a blob the repository has would
+        // rewrite its link under another target's manifest PUT, which
+        // docker-registry then refuses); within the registry the image is
+        // in, no bytes move.
+        if store.knows_blob(desc) || store.mount_blob(desc).await? {
             return Ok(());
         }
     }
@@ -358,7 +362,8 @@ async fn push_one<S: Store>(store: &S, desc: &Descriptor, source: Source<'_>) ->
     match source {
         Source::File(path) => store.push_blob(desc, &path).await,
         Source::Memory(bytes) => store.push_blob_bytes(desc, bytes).await,
-        Source::Registry(registry, repo) => {
+        Source::Registry(_, _, Some(bytes)) => store.push_blob_bytes(desc, bytes).await,
+        Source::Registry(registry, repo, None) => {
             let chunks = registry.blob_chunks(repo, desc).await?;
             store.push_blob_stream(desc, chunks).await
         }
@@ -481,7 +486,15 @@ struct ArchWork<'a> {
     from_memory: BTreeMap<&'a str, (&'a Descriptor, &'a [u8])>,
     from_archives: Vec<(&'a ResolvedArtifact, Vec<&'a Descriptor>)>,
     /// Blobs of images in a registry: (that registry, its repository).
-    from_registries: BTreeMap<&'a str, (&'a Descriptor, &'a crate::Registry, &'a str)>,
+    from_registries: BTreeMap<
+        &'a str,
+        (
+            &'a Descriptor,
+            &'a crate::Registry,
+            &'a str,
+            Option<&'a [u8]>,
+        ),
+    >,
     /// Attestation manifests that go with the arch manifests.
     attached: Vec<&'a crate::resolved::Attached>,
 }
@@ -529,8 +542,22 @@ impl<'a> ArchWork<'a> {
     }
 
     fn add(&mut self, arch_tag: &'a str, art: &'a ResolvedArtifact) -> Result<()> {
-        self.from_memory
-            .insert(&art.config.digest, (&art.config, &art.config_json));
+        if let BlobSource::Registry {
+            registry,
+            repository,
+            ..
+        } = &art.source
+        {
+            // The config too is mounted from where the image is (or sent
+            // from memory to another registry).
+            self.from_registries.insert(
+                &art.config.digest,
+                (&art.config, registry, repository, Some(&art.config_json)),
+            );
+        } else {
+            self.from_memory
+                .insert(&art.config.digest, (&art.config, &art.config_json));
+        }
         let mut streamed = Vec::new();
         for blob in &art.layers {
             match &art.source {
@@ -545,7 +572,7 @@ impl<'a> ArchWork<'a> {
                     ..
                 } => {
                     self.from_registries
-                        .insert(&blob.digest, (blob, registry, repository));
+                        .insert(&blob.digest, (blob, registry, repository, None));
                 }
             }
         }
@@ -558,7 +585,7 @@ impl<'a> ArchWork<'a> {
             for attached in attestations {
                 for blob in &attached.blobs {
                     self.from_registries
-                        .insert(&blob.digest, (blob, registry, repository));
+                        .insert(&blob.digest, (blob, registry, repository, None));
                 }
                 self.attached.push(attached);
             }
@@ -583,8 +610,12 @@ impl<'a> ArchWork<'a> {
         for (desc, path) in self.from_files.values() {
             uploads.push(push_one(store, desc, Source::File(path.clone())));
         }
-        for (desc, registry, repo) in self.from_registries.values() {
-            uploads.push(push_one(store, desc, Source::Registry(registry, repo)));
+        for (desc, registry, repo, held) in self.from_registries.values() {
+            uploads.push(push_one(
+                store,
+                desc,
+                Source::Registry(registry, repo, *held),
+            ));
         }
         futures_util::stream::iter(uploads)
             .buffer_unordered(UPLOAD_CONCURRENCY)
