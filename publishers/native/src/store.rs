@@ -478,23 +478,25 @@ pub fn nothing_to_write(plan: &TargetPlan, planned_from: Option<&str>) -> Option
     })
 }
 
+/// A blob in a registry's repository, and its bytes when this run holds
+/// them.
+type InRegistry<'a> = (
+    &'a Descriptor,
+    &'a crate::Registry,
+    &'a str,
+    Option<&'a [u8]>,
+);
+
 /// What a target's built arches need: the arch manifests to put under their
-/// arch tags, and the blobs of those (by file, from memory, from archives).
+/// arch tags, and the blobs of those (by file, from memory, from archives,
+/// in a registry).
 struct ArchWork<'a> {
     to_tag: Vec<(&'a str, Descriptor, &'a ResolvedArtifact)>,
     from_files: BTreeMap<&'a str, (&'a Descriptor, PathBuf)>,
     from_memory: BTreeMap<&'a str, (&'a Descriptor, &'a [u8])>,
     from_archives: Vec<(&'a ResolvedArtifact, Vec<&'a Descriptor>)>,
     /// Blobs of images in a registry: (that registry, its repository).
-    from_registries: BTreeMap<
-        &'a str,
-        (
-            &'a Descriptor,
-            &'a crate::Registry,
-            &'a str,
-            Option<&'a [u8]>,
-        ),
-    >,
+    from_registries: BTreeMap<&'a str, InRegistry<'a>>,
     /// Attestation manifests that go with the arch manifests.
     attached: Vec<&'a crate::resolved::Attached>,
 }
