@@ -77,7 +77,7 @@ baseline() {
 }
 export -f baseline
 export host digests
-measure "buildah manifest create/add/push" 3 bash -c baseline
+measure "buildah manifest create, add, push" 3 bash -c baseline
 measure "buildah manifest, again" 3 bash -c baseline
 
 echo
