@@ -106,6 +106,44 @@ pub fn resolve_archive_with(
     }
 }
 
+/// The attestation manifests that came with an image in a registry: each
+/// read, its blobs known to be there.
+async fn read_attestations(
+    registry: &crate::Registry,
+    image: &archgate_core::ImageRef,
+) -> Result<Vec<crate::resolved::Attached>, ReadFailure> {
+    let repo = image.repository.as_str();
+    let mut attestations = Vec::new();
+    for entry in &image.attestations {
+        let desc = Descriptor::of_entry(entry);
+        let manifest = registry
+            .get_manifest(repo, &desc)
+            .await
+            .map_err(|e| later(image, e))?;
+        let parsed: Manifest = serde_json::from_slice(&manifest).map_err(|e| {
+            ReadFailure::Unusable(format!("{image}: attestation {}: {e}", entry.digest))
+        })?;
+        let mut blobs = parsed.layers.clone();
+        blobs.push(parsed.config.clone());
+        for b in &blobs {
+            registry.note_present(repo, &b.digest);
+        }
+        attestations.push(crate::resolved::Attached {
+            entry: entry.clone(),
+            manifest,
+            blobs,
+        });
+    }
+    Ok(attestations)
+}
+
+/// A registry's failure to answer about an image: tried again later, of
+/// the kind the failure says (transient when it says none).
+fn later(image: &archgate_core::ImageRef, e: anyhow::Error) -> ReadFailure {
+    let kind = crate::error_kind(&e).unwrap_or(archgate_core::ErrorKind::Transient);
+    ReadFailure::Later(kind, format!("{image}: {e:#}"))
+}
+
 fn in_registry(image: &archgate_core::ImageRef) -> ReadFailure {
     ReadFailure::Internal(format!(
         "{image}: internal error: an image in a registry is read with the run's registry client (resolve_image)"
@@ -123,13 +161,7 @@ pub async fn resolve_image(
     image: &archgate_core::ImageRef,
 ) -> Result<ResolvedArtifact, ReadFailure> {
     let repo = image.repository.as_str();
-    let later = |e: anyhow::Error| match crate::error_kind(&e) {
-        Some(kind) => ReadFailure::Later(kind, format!("{image}: {e:#}")),
-        None => ReadFailure::Later(
-            archgate_core::ErrorKind::Transient,
-            format!("{image}: {e:#}"),
-        ),
-    };
+    let later = |e: anyhow::Error| later(image, e);
     let wanted = Descriptor {
         media_type: String::new(),
         digest: image.digest.clone(),
@@ -173,24 +205,7 @@ pub async fn resolve_image(
         registry.note_present(repo, &layer.digest);
     }
     registry.note_present(repo, &read.config.digest);
-    let mut attestations = Vec::new();
-    for entry in &image.attestations {
-        let desc = Descriptor::of_entry(entry);
-        let manifest = registry.get_manifest(repo, &desc).await.map_err(later)?;
-        let parsed: Manifest = serde_json::from_slice(&manifest).map_err(|e| {
-            ReadFailure::Unusable(format!("{image}: attestation {}: {e}", entry.digest))
-        })?;
-        let mut blobs = parsed.layers.clone();
-        blobs.push(parsed.config.clone());
-        for b in &blobs {
-            registry.note_present(repo, &b.digest);
-        }
-        attestations.push(crate::resolved::Attached {
-            entry: entry.clone(),
-            manifest,
-            blobs,
-        });
-    }
+    let attestations = read_attestations(&registry, image).await?;
     let source = BlobSource::Registry {
         registry: registry.clone(),
         repository: repo.to_string(),

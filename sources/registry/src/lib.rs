@@ -302,6 +302,21 @@ async fn read_one(named: &Named, fetch: &impl Fetch) -> Result<Vec<Found>, Sourc
     };
     let json: serde_json::Value = serde_json::from_slice(&doc.bytes)
         .map_err(|e| SourceError(format!("{shown}: not a manifest: {e}")))?;
+    let images = images_in(named, &doc, &json, fetch).await?;
+    assign(named, json.get("manifests").is_some(), images)
+}
+
+/// The images a document holds, each with the attestations that name it:
+/// an index's entries (platforms as it lists them), or one image (its
+/// platform from its config).
+async fn images_in(
+    named: &Named,
+    doc: &Document,
+    json: &serde_json::Value,
+    fetch: &impl Fetch,
+) -> Result<Vec<(Entry, Vec<Entry>)>, SourceError> {
+    let shown = &named.shown;
+    let fault = |e: anyhow::Error| SourceError(format!("{shown}: {e:#}"));
     let mut images: Vec<(Entry, Vec<Entry>)> = Vec::new();
     if let Some(list) = json.get("manifests").and_then(|m| m.as_array()) {
         let entries: Vec<Entry> = list.iter().filter_map(entry_of).collect();
@@ -340,6 +355,17 @@ async fn read_one(named: &Named, fetch: &impl Fetch) -> Result<Vec<Found>, Sourc
         };
         images.push((entry, Vec::new()));
     }
+    Ok(images)
+}
+
+/// Which arch each image is for: its platform's; for a named slot, only
+/// an image of that slot's arch (none: the slot failed, a mismatch).
+fn assign(
+    named: &Named,
+    is_index: bool,
+    images: Vec<(Entry, Vec<Entry>)>,
+) -> Result<Vec<Found>, SourceError> {
+    let shown = &named.shown;
     let have: Vec<String> = images.iter().map(|(e, _)| e.platform.to_string()).collect();
     let mut found = Vec::new();
     for (entry, attestations) in images {
@@ -373,11 +399,7 @@ async fn read_one(named: &Named, fetch: &impl Fetch) -> Result<Vec<Found>, Sourc
         }
     }
     if let (Some(slot), true) = (named.slot, found.is_empty()) {
-        let what = if json.get("manifests").is_some() {
-            "an index"
-        } else {
-            "an image"
-        };
+        let what = if is_index { "an index" } else { "an image" };
         return Ok(vec![Found::Failed(
             slot,
             format!(
