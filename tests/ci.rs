@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use archgate_fixtures::{write_layout, Image};
+use archgate_fixtures::Image;
 use serde_json::Value;
 use support::{index_platforms, registry_tag, yaml, Auth, Registry};
 
@@ -22,24 +22,15 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Pushes a fixture image for `arch` with skopeo: its digest.
+/// Pushes a fixture image for `arch` to `builds:TAG`: its digest.
 fn push(dir: &Path, registry: &Registry, tag: &str, arch: &str, content: &str) -> String {
-    let layout = dir.join(format!("layout-{tag}"));
-    write_layout(&layout, &Image::for_arch(arch, content)).unwrap();
-    let digestfile = dir.join("digest");
-    let out = Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false", "--digestfile"])
-        .arg(&digestfile)
-        .arg(format!("oci:{}", layout.display()))
-        .arg(format!("docker://{}/builds:{tag}", registry.host()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fs::read_to_string(&digestfile).unwrap().trim().to_string()
+    support::push_image(
+        dir,
+        registry,
+        "builds",
+        tag,
+        &Image::for_arch(arch, content),
+    )
 }
 
 /// Replaces every `open NAME close` in `text` by `values[NAME]` (GitHub's

@@ -9,29 +9,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use archgate_fixtures::{write_layout, Image};
+use archgate_fixtures::Image;
 use serde_json::Value;
 use support::{archgate, index_platforms, registry_tag, Auth, Registry};
 
-/// Pushes a fixture image for `arch` with skopeo under `repo:tag` (as a
-/// platform's job does): its manifest digest.
+/// Pushes a fixture image under `repo:tag` (as a platform's job does):
+/// its manifest digest.
 fn push(dir: &Path, registry: &Registry, repo: &str, tag: &str, image: &Image) -> String {
-    let layout = dir.join(format!("layout-{repo}-{tag}").replace('/', "_"));
-    write_layout(&layout, image).unwrap();
-    let digestfile = dir.join("digest");
-    let out = Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false", "--digestfile"])
-        .arg(&digestfile)
-        .arg(format!("oci:{}", layout.display()))
-        .arg(format!("docker://{}/{repo}:{tag}", registry.host()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fs::read_to_string(&digestfile).unwrap().trim().to_string()
+    support::push_image(dir, registry, repo, tag, image)
 }
 
 /// A digests directory as build-push-action's pattern leaves it: one

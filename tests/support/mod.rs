@@ -1409,3 +1409,34 @@ pub fn yaml(path: &Path) -> Vec<serde_json::Value> {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Pushes `image` with skopeo to `repo:tag` on a plain-HTTP registry, as a
+/// CI platform job pushes its build: the manifest digest. The layout it
+/// goes through is written under `dir`.
+pub fn push_image(
+    dir: &Path,
+    registry: &Registry,
+    repo: &str,
+    tag: &str,
+    image: &archgate_fixtures::Image,
+) -> String {
+    let layout = dir.join(format!("layout-{repo}-{tag}").replace('/', "_"));
+    archgate_fixtures::write_layout(&layout, image).unwrap();
+    let digestfile = dir.join("digest");
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false", "--digestfile"])
+        .arg(&digestfile)
+        .arg(format!("oci:{}", layout.display()))
+        .arg(format!("docker://{}/{repo}:{tag}", registry.host()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&digestfile)
+        .unwrap()
+        .trim()
+        .to_string()
+}

@@ -52,19 +52,10 @@ impl Registry {
                 desc.size
             );
         }
-        let scopes = [pull(repo)];
         let what = format!("GET blob {repo}@{}", desc.digest);
         let body = self
             .retrying(&what, || async {
-                let resp = self
-                    .send(&scopes, &|base| {
-                        self.http
-                            .get(format!("{base}/v2/{repo}/blobs/{}", desc.digest))
-                    })
-                    .await?;
-                if !resp.status().is_success() {
-                    return Err(self.refused(&what, resp).await);
-                }
+                let resp = self.blob_answer(repo, desc, &what).await?;
                 read_limited(resp, MAX_DOCUMENT).await
             })
             .await?;
@@ -306,21 +297,9 @@ impl Registry {
     ) -> Result<
         impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static,
     > {
-        let scopes = [pull(repo)];
         let what = format!("GET blob {repo}@{}", desc.digest);
         let resp = self
-            .retrying(&what, || async {
-                let resp = self
-                    .send(&scopes, &|base| {
-                        self.http
-                            .get(format!("{base}/v2/{repo}/blobs/{}", desc.digest))
-                    })
-                    .await?;
-                if !resp.status().is_success() {
-                    return Err(self.refused(&what, resp).await);
-                }
-                Ok(resp)
-            })
+            .retrying(&what, || self.blob_answer(repo, desc, &what))
             .await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
         tokio::spawn(async move {
@@ -335,6 +314,26 @@ impl Registry {
             }
         });
         Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+
+    /// One GET of a blob: the registry's answer, once it is a success.
+    async fn blob_answer(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        what: &str,
+    ) -> std::result::Result<reqwest::Response, Failure> {
+        let scopes = [pull(repo)];
+        let resp = self
+            .send(&scopes, &|base| {
+                self.http
+                    .get(format!("{base}/v2/{repo}/blobs/{}", desc.digest))
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.refused(what, resp).await);
+        }
+        Ok(resp)
     }
 
     /// This run knows `digest` is in `repo` (read from there): a
