@@ -493,3 +493,57 @@ fn arch_namespaces_merge_into_a_shared_tag() {
     pushed.sort();
     assert_eq!(digests, pushed);
 }
+
+/// What a digests directory must not hold is an error that names it:
+/// a file that is no digest, two images of one platform.
+#[test]
+fn bad_digest_files_are_errors_that_name_them() {
+    let registry = Registry::start(Auth::None);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let host = registry.host();
+    let a = push(
+        dir,
+        &registry,
+        "ci/app",
+        "a",
+        &Image::for_arch("x86_64", "a"),
+    );
+    let b = push(
+        dir,
+        &registry,
+        "ci/app",
+        "b",
+        &Image::for_arch("x86_64", "b"),
+    );
+    let source = |d: &Path| {
+        format!(
+            "location = \"{}\"\nrepository = \"{host}/ci/app\"\narches = [\"x86_64\"]\n",
+            d.display()
+        )
+    };
+    let d = digests_dir(dir, "not-a-digest", &[&a]);
+    fs::write(d.join("digest.txt"), "").unwrap();
+    let cfg = config(dir, &registry, &source(&d), "refuse");
+    let (code, _, err) = archgate(
+        dir,
+        &["publish", "-c", cfg.to_str().unwrap(), "--build-id", "1"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: not a digest file",
+            d.join("digest.txt").display()
+        )),
+        "{err}"
+    );
+    let d = digests_dir(dir, "two", &[&a, &b]);
+    let cfg = config(dir, &registry, &source(&d), "refuse");
+    let (code, _, err) = archgate(
+        dir,
+        &["publish", "-c", cfg.to_str().unwrap(), "--build-id", "1"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("two images for x86_64"), "{err}");
+    assert!(registry_tag(&format!("{host}/app:latest")).is_none());
+}
