@@ -666,7 +666,7 @@ mod tests {
         insta::assert_snapshot!(err(&GOOD.replace("{release}", "{relase}")), @"DIR/archgate.toml:8: unknown placeholder `{relase}` in `{relase}`; known: {release}, {version}, {compose_id}, {date}, {respin}, {tag}, {arch} (key `image[0].tags[0]`)");
         insta::assert_snapshot!(err(&GOOD.replace("oci:out/fedora", "fedora")), @"DIR/archgate.toml:7: `fedora` names no registry host; write docker://HOST/PATH (key `image[0].repositories`)");
         insta::assert_snapshot!(err(&format!("{GOOD}\n[gate]\nmax-carry-age = \"two weeks\"\n")), @"DIR/archgate.toml:11: bad duration `two weeks`: write a number and a unit (s, m, h, d, w), e.g. `14d` or `1d12h` (key `gate.max-carry-age`)");
-        insta::assert_snapshot!(err(&GOOD.replace("kind = \"dir\"", "kind = \"svn\"")), @"DIR/archgate.toml:2: unknown variant `svn`, expected one of `pungi`, `koji`, `dir`, `plugin` (key `source.kind`)");
+        insta::assert_snapshot!(err(&GOOD.replace("kind = \"dir\"", "kind = \"svn\"")), @"DIR/archgate.toml:2: unknown variant `svn`, expected one of `pungi`, `koji`, `dir`, `plugin`, `registry` (key `source.kind`)");
         insta::assert_snapshot!(err("[source\nkind = 1"), @"DIR/archgate.toml:1: unclosed table, expected `]`");
         insta::assert_snapshot!(err(&format!("{GOOD}\n[[image]]\nname = \"fedora\"\nrepositories = [\"oci:x\"]\ntags = [\"a\"]\n")), @"DIR/archgate.toml:11: image `fedora` is named twice (first on line 6)");
         insta::assert_snapshot!(err("[source]\nkind = \"dir\"\n"), @"DIR/archgate.toml: no [[image]]: name at least one image to publish");
