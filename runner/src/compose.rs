@@ -77,15 +77,7 @@ impl archgate_source_registry::Fetch for Views<'_> {
     }
 
     async fn blob(&self, host: &str, repository: &str, digest: &str) -> anyhow::Result<Vec<u8>> {
-        let desc = archgate_native::Descriptor {
-            media_type: String::new(),
-            digest: digest.to_string(),
-            size: 0,
-            urls: None,
-            annotations: None,
-            platform: None,
-            artifact_type: None,
-        };
+        let desc = archgate_native::Descriptor::of_digest(digest);
         self.view(host)?.get_blob(repository, &desc).await
     }
 }

@@ -296,7 +296,7 @@ async fn decide(
         return (End::Ack, compose, Some(Outcome::Skipped(why)));
     }
     // A location that did not answer before waits its backoff first.
-    if !due(ctx, key, received).await {
+    if !backed_off(ctx, key, received).await {
         return (End::Requeue, None, None);
     }
     let message = loop {
@@ -420,7 +420,7 @@ async fn ready(
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
     let spec = &ctx.service.spec;
     if record.tries > 0 {
-        let due = record.last_start + retry::backoff(spec, record.tries).as_secs() as i64;
+        let due = retry::due(spec, record);
         if !wait_until(ctx, due, received).await || received.elapsed() > FRESH {
             return None;
         }
@@ -625,13 +625,12 @@ async fn read(ctx: &Ctx, m: &messages::ComposeMessage) -> Result<Message, Unread
 
 /// Waits for the backoff of a message whose location did not answer
 /// before; `false` when it must go back first.
-async fn due(ctx: &Ctx, key: &str, received: Instant) -> bool {
+async fn backed_off(ctx: &Ctx, key: &str, received: Instant) -> bool {
     let record = ctx.service.attempts.load(key).await;
     if record.tries == 0 {
         return true;
     }
-    let due = record.last_start + retry::backoff(&ctx.service.spec, record.tries).as_secs() as i64;
-    wait_until(ctx, due, received).await
+    wait_until(ctx, retry::due(&ctx.service.spec, &record), received).await
 }
 
 /// Counts a try whose location did not answer: `Ok(wait)` before the next

@@ -44,6 +44,12 @@ pub(crate) enum Next {
     SetAside(String),
 }
 
+/// When the next try of a message with this record is due (Unix seconds):
+/// its last try's start and the backoff of its tries.
+pub(crate) fn due(spec: &ConsumeSpec, record: &Record) -> i64 {
+    record.last_start + backoff(spec, record.tries).as_secs() as i64
+}
+
 /// The wait after the `tries`-th try: `retry-delay`, doubled at each try,
 /// at most `max-retry-delay`.
 pub(crate) fn backoff(spec: &ConsumeSpec, tries: u32) -> Duration {

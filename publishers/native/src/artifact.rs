@@ -162,15 +162,7 @@ pub async fn resolve_image(
 ) -> Result<ResolvedArtifact, ReadFailure> {
     let repo = image.repository.as_str();
     let later = |e: anyhow::Error| later(image, e);
-    let wanted = Descriptor {
-        media_type: String::new(),
-        digest: image.digest.clone(),
-        size: 0,
-        urls: None,
-        annotations: None,
-        platform: None,
-        artifact_type: None,
-    };
+    let wanted = Descriptor::of_digest(&image.digest);
     let manifest = registry.get_manifest(repo, &wanted).await.map_err(later)?;
     let parsed: Manifest = serde_json::from_slice(&manifest)
         .map_err(|e| ReadFailure::Unusable(format!("{image}: not a valid image manifest: {e}")))?;
@@ -178,12 +170,12 @@ pub async fn resolve_image(
         .get_blob(repo, &parsed.config)
         .await
         .map_err(later)?;
-    let mut media_type = parsed.media_type.clone().unwrap_or_default();
-    if media_type.is_empty() {
-        media_type = OCI_MANIFEST.to_string();
-    }
     let desc = Descriptor {
-        media_type,
+        media_type: parsed
+            .media_type
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| OCI_MANIFEST.to_string()),
         size: manifest.len() as u64,
         ..wanted
     };

@@ -84,6 +84,20 @@ impl Descriptor {
         self.annotations.as_ref()?.get(REF_NAME).map(String::as_str)
     }
 
+    /// What a read by digest asks for: the digest alone (media type and
+    /// size are learnt from what is read).
+    pub fn of_digest(digest: &str) -> Descriptor {
+        Descriptor {
+            media_type: String::new(),
+            digest: digest.to_string(),
+            size: 0,
+            urls: None,
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        }
+    }
+
     /// The index descriptor of an entry.
     pub fn of_entry(entry: &Entry) -> Descriptor {
         Descriptor {
