@@ -1,7 +1,7 @@
 //! Stage 2: read the artifacts (while stage 1 reads the current indexes).
-//! Every built artifact of every image is read once, several at a time; on
-//! a first publish with the native engine an archive's blobs go to the
-//! image's first registry repository in the same pass (once the image is
+//! Every built artifact of every image is read once, several at a time;
+//! with the native engine an archive's blobs go, in the same pass, to the
+//! image's first repository on each of its registries (once the image is
 //! known not to be stale), are mounted into its other repositories there,
 //! and its manifest's signatures are prepared.
 
@@ -34,11 +34,11 @@ pub(crate) struct ImageInputs {
 
 /// Reads every built artifact of every image once, as many at a time as
 /// there are cores. One that cannot be used turns its arch into `failed`
-/// with the reason; archgate's own failure while reading is kept apart. On
-/// a first publish with the native engine, archive blobs go to the image's
-/// first registry repository in the same pass, once the image's `go` says
-/// it may be written (no target of it holds a newer compose): the reads
-/// start while the current indexes are still being read.
+/// with the reason; archgate's own failure while reading is kept apart.
+/// With the native engine, archive blobs go to the image's first
+/// repository on each of its registries in the same pass, once the image's
+/// `go` says it may be written (no target of it holds a newer compose):
+/// the reads start while the current indexes are still being read.
 pub(crate) async fn read_all(
     spec: &RunSpec,
     results: &ComposeResults,
@@ -53,9 +53,9 @@ pub(crate) async fn read_all(
     let reading = Reading::new(readers, alive);
     let mut jobs = Vec::new();
     for (i, image) in spec.images.iter().enumerate() {
-        let push_to = early_push_store(spec, stores, results, image).map(|(store, also)| Early {
-            store,
-            also,
+        let dests = early_push_stores(spec, stores, results, image);
+        let push_to = (!dests.is_empty()).then(|| Early {
+            dests,
             sign: spec.sign.key.clone().filter(|_| image.sign),
             go: go.get(i).cloned().flatten(),
         });
@@ -121,9 +121,10 @@ pub(crate) fn uploads_at_once<'a>(
 ) -> HashMap<&'a str, usize> {
     let mut uploads: HashMap<&str, usize> = HashMap::new();
     for image in &spec.images {
-        let Some(host) = streams_to(spec, results, image) else {
+        let hosts = streams_to(spec, results, image);
+        if hosts.is_empty() {
             continue;
-        };
+        }
         let list = results.images.get(&image.name).into_iter().flatten();
         let read = list.filter(|r| match &r.outcome {
             Outcome::Built(a) => {
@@ -135,7 +136,10 @@ pub(crate) fn uploads_at_once<'a>(
             }
             Outcome::Failed { .. } => false,
         });
-        *uploads.entry(host).or_default() += read.count();
+        let n = read.count();
+        for host in hosts {
+            *uploads.entry(host).or_default() += n;
+        }
     }
     let readers = readers();
     uploads.values_mut().for_each(|n| *n = (*n).min(readers));
@@ -195,17 +199,17 @@ fn image_inputs(
 /// its manifests will be signed with.
 #[derive(Clone)]
 struct Early {
-    store: AnyStore,
-    /// The image's other repositories on that registry (blobs mounted).
-    also: Vec<AnyStore>,
+    /// Per registry: the image's first repository there (blobs streamed)
+    /// and its other repositories there (blobs mounted).
+    dests: Vec<(AnyStore, Vec<AnyStore>)>,
     sign: Option<Arc<archgate_sign::SigningKey>>,
     /// Whether the image may be written, once known.
     go: archgate_native::Go,
 }
 
-/// Reads one artifact (pushing its blobs on the way to `push_to`'s store,
-/// mounting them into its other repositories, and getting the signatures
-/// of its manifest ready there).
+/// Reads one artifact (pushing its blobs on the way to `push_to`'s stores,
+/// mounting them into their other repositories, and getting the
+/// signatures of its manifest ready there).
 async fn read_one(
     key: (usize, usize),
     arch: Arch,
@@ -233,8 +237,7 @@ async fn read_one(
     let got = match push_to {
         Some(early) => {
             let got = resolve_and_push(
-                &early.store,
-                &early.also,
+                &early.dests,
                 &reading,
                 early.go.clone(),
                 arch,
@@ -246,8 +249,13 @@ async fn read_one(
             // cache answered for: a re-run asks nothing it need not).
             if let (Ok(art), Some(key)) = (&got, &early.sign) {
                 let manifest = archgate_native::Descriptor::of_entry(&art.entry);
-                if early.store.knows_blob(&manifest) && archgate_native::may_send(&early.go).await {
-                    sign_ahead(&early, key, &art.entry.digest).await;
+                let sent: Vec<_> = early
+                    .dests
+                    .iter()
+                    .filter(|(store, _)| store.knows_blob(&manifest))
+                    .collect();
+                if !sent.is_empty() && archgate_native::may_send(&early.go).await {
+                    sign_ahead(&sent, key, &art.entry.digest).await;
                 }
             }
             got
@@ -260,8 +268,14 @@ async fn read_one(
 /// Gets the signatures of an arch manifest ready in every repository its
 /// blobs went to, while other artifacts are read: publishing then only
 /// puts them in place. A failure here is left for publishing to meet.
-async fn sign_ahead(early: &Early, key: &archgate_sign::SigningKey, digest: &str) {
-    let stores = std::iter::once(&early.store).chain(&early.also);
+async fn sign_ahead(
+    dests: &[&(AnyStore, Vec<AnyStore>)],
+    key: &archgate_sign::SigningKey,
+    digest: &str,
+) {
+    let stores = dests
+        .iter()
+        .flat_map(|(store, also)| std::iter::once(store).chain(also));
     let ready = stores.map(|store| async move {
         if let Err(e) = store.prepare_signature_ahead(key, digest).await {
             tracing::debug!(store = %store.name(), %digest, "signature not prepared ahead (done when publishing): {e:#}");
@@ -270,45 +284,60 @@ async fn sign_ahead(early: &Early, key: &archgate_sign::SigningKey, digest: &str
     futures_util::future::join_all(ready).await;
 }
 
-/// Where an image's archive blobs go while they are read: its first
-/// registry repository, and (by mounts) its other repositories on that
-/// registry; none when nothing goes while reading ([`streams_to`]).
-fn early_push_store(
+/// Where an image's archive blobs go while they are read: per registry,
+/// its first repository there, and (by mounts) its other repositories
+/// there; none when nothing goes while reading ([`streams_to`]).
+fn early_push_stores(
     spec: &RunSpec,
     stores: &RunStores,
     results: &ComposeResults,
     image: &ImageSpec,
-) -> Option<(AnyStore, Vec<AnyStore>)> {
-    let host = streams_to(spec, results, image)?;
-    let on_host = |r: &&crate::spec::RepoSpec| registry_host(r) == Some(host);
-    let mut repos = image.repositories.iter().filter(on_host);
-    let first = repos.next()?;
-    Some((
-        stores.store(first),
-        repos.map(|r| stores.store(r)).collect(),
-    ))
+) -> Vec<(AnyStore, Vec<AnyStore>)> {
+    let hosts = streams_to(spec, results, image);
+    hosts
+        .into_iter()
+        .filter_map(|host| {
+            let on_host = |r: &&crate::spec::RepoSpec| registry_host(r) == Some(host);
+            let mut repos = image.repositories.iter().filter(on_host);
+            let first = repos.next()?;
+            Some((
+                stores.store(first),
+                repos.map(|r| stores.store(r)).collect(),
+            ))
+        })
+        .collect()
 }
 
-/// The registry an image's archive blobs go to while they are read: none
-/// with another engine than the native one, in a dry run, or when nothing
-/// may be pushed for the image (a hard refusal that the source's results
-/// already show).
+/// The registries an image's archive blobs go to while they are read:
+/// none with another engine than the native one, in a dry run, or when
+/// nothing may be pushed for the image (a hard refusal that the source's
+/// results already show).
 fn streams_to<'a>(
     spec: &RunSpec,
     results: &ComposeResults,
     image: &'a ImageSpec,
-) -> Option<&'a str> {
+) -> Vec<&'a str> {
     let may = spec.engine == Engine::Native
         && !spec.dry_run
         && crate::compose::may_write(spec, results, image);
-    may.then(|| early_push_host(image)).flatten()
+    match may {
+        true => early_push_hosts(image),
+        false => Vec::new(),
+    }
 }
 
-/// The registry an image's archive blobs go to while they are read (the
-/// native engine only): that of its first registry repository. Registries
-/// only: a layout is written only once publishing checks it.
-pub(crate) fn early_push_host(image: &ImageSpec) -> Option<&str> {
-    image.repositories.iter().find_map(registry_host)
+/// The registries an image's archive blobs go to while they are read (the
+/// native engine only): those of its registry repositories, in order, each
+/// once. Registries only: a layout is written only once publishing checks
+/// it.
+pub(crate) fn early_push_hosts(image: &ImageSpec) -> Vec<&str> {
+    let mut hosts: Vec<&str> = Vec::new();
+    for host in image.repositories.iter().filter_map(registry_host) {
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    hosts
 }
 
 pub(crate) fn registry_host(r: &crate::spec::RepoSpec) -> Option<&str> {

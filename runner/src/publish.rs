@@ -1,6 +1,6 @@
-//! Stage 5: publish. Per image, its targets on the registry its blobs went
-//! to while they were read all at once (they find every blob there); of
-//! the others, the first alone (the image's blobs and manifests go up
+//! Stage 5: publish. Per image, its targets on the registries its blobs
+//! went to while they were read all at once (they find every blob there);
+//! of the others, the first alone (the image's blobs and manifests go up
 //! once), then the rest at once, which find them or mount them; images
 //! several at a time. Within a target the order of docs/gate.md holds
 //! (blobs, manifests and arch tags, the index last), written by the native
@@ -73,7 +73,7 @@ pub(crate) async fn publish_all(
     targets
 }
 
-/// Publishes one image. Its targets on the registry its blobs went to
+/// Publishes one image. Its targets on the registries its blobs went to
 /// while they were read (see `crate::artifacts`) all at once: they find
 /// every blob there. Of the others, the first alone (the image's blobs go
 /// up once to that registry or layout), then the rest at once (they find
@@ -89,11 +89,11 @@ async fn publish_image(
 ) -> Vec<Target> {
     let early = match (tools, targets.first()) {
         (None, Some(t)) => streamed_to(spec, stores, &artifacts[t.image], t.image),
-        _ => None,
+        _ => Vec::new(),
     };
     let (ready, rest): (Vec<Target>, Vec<Target>) = targets.into_iter().partition(|t| {
         let repo = &spec.images[t.image].repositories[t.repo].repository;
-        matches!(repo, Repository::Registry { host, .. } if Some(host.as_str()) == early)
+        matches!(repo, Repository::Registry { host, .. } if early.contains(&host.as_str()))
     });
     let publish = |t| publish_counted(spec, stores, tools, artifacts, t, done, total);
     let ready = futures_util::future::join_all(ready.into_iter().map(publish));
@@ -111,25 +111,32 @@ async fn publish_image(
     out
 }
 
-/// The registry whose repositories of image `image` got every blob of its
-/// artifacts while they were read (streamed into the first, mounted into
-/// the others): none when the read sent nothing (layouts, what the cache
-/// answered, a stale image).
+/// The registries whose repositories of image `image` got every blob of
+/// its artifacts while they were read (streamed into the first there,
+/// mounted into the others): none when the read sent nothing (layouts,
+/// what the cache answered, a stale image, an upload that failed).
 fn streamed_to<'a>(
     spec: &'a RunSpec,
     stores: &RunStores,
     artifacts: &BTreeMap<Arch, ResolvedArtifact>,
     image: usize,
-) -> Option<&'a str> {
+) -> Vec<&'a str> {
     let image = &spec.images[image];
-    let host = crate::artifacts::early_push_host(image)?;
-    let first = image
-        .repositories
-        .iter()
-        .find(|r| crate::artifacts::registry_host(r) == Some(host))?;
-    let store = stores.store(first);
-    let known = |art: &ResolvedArtifact| archgate_native::knows_all_blobs(&store, art);
-    (!artifacts.is_empty() && artifacts.values().all(known)).then_some(host)
+    let got_all = |host: &&str| {
+        let Some(first) = image
+            .repositories
+            .iter()
+            .find(|r| crate::artifacts::registry_host(r) == Some(*host))
+        else {
+            return false;
+        };
+        let store = stores.store(first);
+        let known = |art: &ResolvedArtifact| archgate_native::knows_all_blobs(&store, art);
+        !artifacts.is_empty() && artifacts.values().all(known)
+    };
+    let mut hosts = crate::artifacts::early_push_hosts(image);
+    hosts.retain(got_all);
+    hosts
 }
 
 /// Publishes one target and counts it done for the progress display.

@@ -221,11 +221,14 @@ async fn stream_pass<S: Store>(
         crate::archive::scan(stream, sink, &layers).with_context(|| path.display().to_string())?;
         Ok(())
     };
-    Ok(
-        crate::stream::stream_archive(store, &[], Some(needed), crate::stream::AHEAD, None, work)
-            .await?
-            .1,
-    )
+    let dests = [(store, &[][..])];
+    let streamed =
+        crate::stream::stream_archive(&dests, Some(needed), crate::stream::AHEAD, None, work)
+            .await?;
+    match streamed.failed.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(streamed.pushed),
+    }
 }
 
 /// Reads a built artifact (nothing pushed) on a blocking thread, holding a
@@ -245,16 +248,17 @@ pub async fn read_only(
 }
 
 /// Reads a built artifact, and when it is an archive pushes its blobs to
-/// `store` in the same pass (and mounts them into `also`), so that a first
-/// publish reads each archive once. Blobs are content-addressed and
-/// invisible until a manifest names them; the gate still decides about
-/// every manifest and tag. The reading holds a permit of `reading` (a
-/// decoder's memory and a core); the uploads after it do not. Nothing is
-/// sent (or mounted) before `go` says yes; when it says no, the artifact
-/// is only read.
+/// each destination's store in the same pass (and mounts them into its
+/// `also`), so that a first publish reads each archive once, whatever the
+/// registries. Blobs are content-addressed and invisible until a manifest
+/// names them; the gate still decides about every manifest and tag. The
+/// reading holds a permit of `reading` (a decoder's memory and a core);
+/// the uploads after it do not. Nothing is sent (or mounted) before `go`
+/// says yes; when it says no, the artifact is only read. A destination
+/// whose upload fails does not stop the read: publishing sends it what it
+/// lacks.
 pub async fn resolve_and_push<S: Store>(
-    store: &S,
-    also: &[S],
+    dests: &[(S, Vec<S>)],
     reading: &crate::stream::Reading,
     go: crate::stream::Go,
     arch: Arch,
@@ -274,32 +278,23 @@ pub async fn resolve_and_push<S: Store>(
     let permit = reading.permit().await?;
     let started = std::time::Instant::now();
     let for_pass = artifact.clone();
-    let pass_env = env.clone();
     let work = move |sink: &mut dyn crate::archive::BlobSink| {
         let _reading = permit;
         Ok(crate::artifact::resolve_archive_with(
-            arch, &for_pass, &pass_env, sink,
+            arch, &for_pass, &env, sink,
         ))
     };
-    match crate::stream::stream_archive(store, also, None, reading.ahead, go, work).await {
-        Ok((Ok(resolved), n)) => {
-            tracing::info!(store = %store.name(), %arch, blobs = n, secs = started.elapsed().as_secs_f32(), "archive read and streamed");
-            if let Some(dir) = &cache {
-                crate::cache::store(dir, &artifact, &resolved);
-            }
-            Ok(resolved)
-        }
-        Ok((Err(reason), _)) => Err(reason),
-        Err(e) => {
-            // Pushing failed, not reading: read it again without pushing;
-            // publishing pushes (and reports) later.
-            tracing::warn!(store = %store.name(), %arch, "pushing while reading failed: {e:#}");
-            let blocking = tokio::task::spawn_blocking(move || {
-                crate::artifact::resolve_in(arch, &artifact, &env)
-            });
-            blocking.await.map_err(ReadFailure::stopped)?
-        }
+    let dests: Vec<_> = dests.iter().map(|(s, also)| (s, also.as_slice())).collect();
+    let streamed = crate::stream::stream_archive(&dests, None, reading.ahead, go, work)
+        .await
+        .map_err(|e| ReadFailure::stopped(format!("{e:#}")))?;
+    let resolved = streamed.value?;
+    let names: Vec<String> = dests.iter().map(|(s, _)| s.name()).collect();
+    tracing::info!(stores = ?names, %arch, blobs = streamed.pushed, failed = streamed.failed.len(), secs = started.elapsed().as_secs_f32(), "archive read and streamed");
+    if let Some(dir) = &cache {
+        crate::cache::store(dir, &artifact, &resolved);
     }
+    Ok(resolved)
 }
 
 /// Whether this run knows that `store` has every blob of `art` (its config

@@ -1,17 +1,25 @@
-//! One pass over an archive, its blobs streamed to a store while they are
-//! read. The reader (a blocking thread) never waits on the store's round
-//! trips: each blob it meets is offered at once, and its bytes go into a
-//! buffer of at most [`AHEAD`] bytes per pass while the store is asked
-//! about it. Every blob is asked about at once (a registry: whether it has
-//! it, with its upload session opened in the same round trip); the bytes
-//! go up one blob after another, each starting once the one before has
-//! been sent.
+//! One pass over an archive, its blobs streamed to every registry that
+//! needs them while they are read: each byte is read once (from disk or
+//! from the compose server) and shared by every destination (one
+//! reference-counted buffer, no copy per registry). The reader (a blocking
+//! thread) never waits on a store's round trips: each blob it meets is
+//! offered to every destination at once, and its bytes go into a buffer of
+//! at most [`AHEAD`] bytes per pass while the stores are asked about it.
+//! Every blob is asked about at once (a registry: whether it has it, with
+//! its upload session opened in the same round trip); at each destination
+//! the bytes go up one blob after another, each starting once the one
+//! before has been sent there.
 //!
 //! Why one blob's bytes at a time: the blob being read is the only one
-//! whose bytes are not all in the buffer; with one upload per pass taking
-//! bytes, that upload is either the blob being read (the buffer drains as
-//! it goes) or one whose bytes are all there, so a pass never waits on
-//! itself, however many passes share the registry's requests.
+//! whose bytes are not all in the buffer; with one upload per pass and
+//! destination taking bytes, that upload is either the blob being read
+//! (the buffer drains as it goes) or one whose bytes are all there, so a
+//! pass never waits on itself, however many passes share the registry's
+//! requests. A chunk's budget is freed once every destination has sent it.
+//!
+//! A destination whose upload fails is left out of the rest of the pass;
+//! the others go on, and the reader reads (and checks) to the end.
+//! Publishing sends that destination what it still lacks.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -142,7 +150,9 @@ impl Drop for Held {
     }
 }
 
-type Chunk = (Bytes, Held);
+/// A chunk's bytes, and its hold on the budget, shared by every
+/// destination: freed once the last one has sent (or dropped) it.
+type Chunk = (Bytes, Arc<Held>);
 
 /// A chunk's bytes; its buffer goes back to the pass's spares once they are
 /// written (dropped).
@@ -163,26 +173,39 @@ impl Drop for Recycled {
     }
 }
 
-/// A blob the reader has come to; its bytes follow on `chunks`.
+/// A blob the reader has come to; its bytes follow on `chunks`, one
+/// receiver per destination.
 struct Offer {
     desc: Descriptor,
-    chunks: mpsc::UnboundedReceiver<Chunk>,
+    chunks: Vec<mpsc::UnboundedReceiver<Chunk>>,
+}
+
+/// Where a pass's blobs go: a store (a registry repository), and other
+/// repositories of the same registry that get each blob mounted from it.
+pub(crate) type Dest<'a, S> = (&'a S, &'a [S]);
+
+/// What a pass gave: the reader's value, blobs pushed (over every
+/// destination), and each destination's failure (by its index), if any.
+pub(crate) struct Streamed<T> {
+    pub(crate) value: T,
+    pub(crate) pushed: usize,
+    pub(crate) failed: Vec<(usize, anyhow::Error)>,
 }
 
 /// Runs `work` (one pass over an archive) on a blocking thread; each blob
-/// it meets is offered to `store`, which takes those it lacks (and cannot
-/// mount), limited to `only` when given. A blob in `store` is then mounted
-/// into each of `also` (other repositories of the same registry), so that
-/// their targets find it. Returns what `work` returned and how many blobs
-/// were pushed.
+/// it meets is offered to every destination's store, which takes those it
+/// lacks (and cannot mount), limited to `only` when given. A blob in a
+/// destination's store is then mounted into its `also` (other repositories
+/// of the same registry), so that their targets find it. An upload that
+/// fails ends that destination's part of the pass, not the pass: the
+/// failures come back with what `work` returned.
 pub(crate) async fn stream_archive<S, T, W>(
-    store: &S,
-    also: &[S],
+    dests: &[Dest<'_, S>],
     only: Option<BTreeMap<String, Descriptor>>,
     ahead: usize,
     go: Go,
     work: W,
-) -> Result<(T, usize)>
+) -> Result<Streamed<T>>
 where
     S: Store,
     T: Send + 'static,
@@ -190,37 +213,61 @@ where
 {
     let (tx, mut rx) = mpsc::channel::<Offer>(1);
     let budget = Arc::new(Budget::new(ahead));
-    let reader = tokio::task::spawn_blocking(move || work(&mut ChannelSink { tx, budget }));
+    let ways = dests.len();
+    let reader =
+        tokio::task::spawn_blocking(move || work(&mut ChannelSink { tx, budget, ways }));
     // `rx` moves in, so that when the uploads stop early the reader's next
     // offer fails instead of waiting for a receiver that is gone.
     let uploads = async move {
         let (only, go) = (only.as_ref(), &go);
-        let mut n = 0;
+        let mut pushed = 0;
+        let mut failed: Vec<(usize, anyhow::Error)> = Vec::new();
         let mut tasks = FuturesUnordered::new();
-        // Fires once the bytes of the last blob offered have been sent
-        // (or were not needed).
-        let mut before: Option<oneshot::Receiver<()>> = None;
+        // Per destination: fires once the bytes of the last blob offered
+        // there have been sent (or were not needed).
+        let mut before: Vec<Option<oneshot::Receiver<()>>> = (0..ways).map(|_| None).collect();
         let mut offers = true;
         loop {
             tokio::select! {
                 offer = rx.recv(), if offers => match offer {
-                    Some(offer) => {
-                        let (done, next) = oneshot::channel();
-                        let after = before.replace(next);
-                        tasks.push(take_blob(store, also, (only, go), offer, after, done));
+                    Some(Offer { desc, chunks }) => {
+                        for (d, chunks) in chunks.into_iter().enumerate() {
+                            // A destination that failed takes nothing more
+                            // (its receiver dropped: no bytes kept for it).
+                            if failed.iter().any(|(f, _)| *f == d) {
+                                continue;
+                            }
+                            let (done, next) = oneshot::channel();
+                            let after = before[d].replace(next);
+                            let offer = Offer { desc: desc.clone(), chunks: vec![chunks] };
+                            let (store, also) = dests[d];
+                            let task = take_blob(store, also, (only, go), offer, after, done);
+                            tasks.push(async move { (d, task.await) });
+                        }
                     }
                     None => offers = false,
                 },
-                Some(taken) = tasks.next(), if !tasks.is_empty() => n += taken?,
+                Some((d, taken)) = tasks.next(), if !tasks.is_empty() => match taken {
+                    Ok(n) => pushed += n,
+                    Err(e) => {
+                        tracing::warn!(store = %dests[d].0.name(), "streaming while reading failed (sent again when publishing): {e:#}");
+                        if !failed.iter().any(|(f, _)| *f == d) {
+                            failed.push((d, e));
+                        }
+                    }
+                },
                 else => break,
             }
         }
-        anyhow::Ok(n)
+        (pushed, failed)
     };
-    let (read, uploaded) = tokio::join!(reader, uploads);
-    let n = uploaded?;
+    let (read, (pushed, failed)) = tokio::join!(reader, uploads);
     let value = read.map_err(|e| anyhow!("archive reader stopped: {e}"))??;
-    Ok((value, n))
+    Ok(Streamed {
+        value,
+        pushed,
+        failed,
+    })
 }
 
 /// Takes one offered blob: asks the store about it at once; sends its
@@ -235,6 +282,7 @@ async fn take_blob<S: Store>(
     done: oneshot::Sender<()>,
 ) -> Result<usize> {
     let Offer { desc, chunks } = offer;
+    let chunks = chunks.into_iter().next().expect("one receiver per destination");
     let desc = match only {
         None => desc,
         Some(only) => match only.get(&desc.digest) {
@@ -362,6 +410,8 @@ async fn mount_into<S: Store>(stores: &[S], desc: &Descriptor) {
 struct ChannelSink {
     tx: mpsc::Sender<Offer>,
     budget: Arc<Budget>,
+    /// How many destinations each blob's bytes go to.
+    ways: usize,
 }
 
 impl crate::archive::BlobSink for ChannelSink {
@@ -369,7 +419,8 @@ impl crate::archive::BlobSink for ChannelSink {
         let mut desc = Descriptor::new("application/octet-stream", b"");
         desc.digest = digest.to_string();
         desc.size = size;
-        let (tx, chunks) = mpsc::unbounded_channel();
+        let (tx, chunks): (Vec<_>, Vec<_>) =
+            (0..self.ways).map(|_| mpsc::unbounded_channel()).unzip();
         self.tx
             .blocking_send(Offer { desc, chunks })
             .map_err(|_| anyhow!("the upload stopped"))?;
@@ -381,31 +432,40 @@ impl crate::archive::BlobSink for ChannelSink {
     }
 }
 
-/// A blob's bytes on their way to its upload, in chunks of [`CHUNK`].
+/// A blob's bytes on their way to its uploads (one per destination), in
+/// chunks of [`CHUNK`].
 struct ChannelWriter {
-    tx: mpsc::UnboundedSender<Chunk>,
+    tx: Vec<mpsc::UnboundedSender<Chunk>>,
     budget: Arc<Budget>,
     /// The chunk being filled (at most [`CHUNK`] bytes).
     buf: Vec<u8>,
 }
 
 impl ChannelWriter {
-    /// Sends a chunk, once the budget has room for it.
+    /// Whether no destination takes this blob's bytes any more.
+    fn unwanted(&self) -> bool {
+        self.tx.iter().all(|tx| tx.is_closed())
+    }
+
+    /// Sends a chunk to every destination still taking it, once the budget
+    /// has room for it.
     fn send(&mut self, buf: Vec<u8>) {
-        let held = self.budget.take(buf.len());
+        let held = Arc::new(self.budget.take(buf.len()));
         let bytes = Bytes::from_owner(Recycled {
             buf,
             budget: self.budget.clone(),
         });
         // A closed channel: the store had the blob, or the upload failed
         // (its own result says so). The pass reads on and hashes.
-        let _ = self.tx.send((bytes, held));
+        for tx in &self.tx {
+            let _ = tx.send((bytes.clone(), held.clone()));
+        }
     }
 }
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.tx.is_closed() {
+        if self.unwanted() {
             return Ok(buf.len());
         }
         let mut rest = buf;
@@ -428,7 +488,7 @@ impl std::io::Write for ChannelWriter {
 impl Drop for ChannelWriter {
     fn drop(&mut self) {
         let last = std::mem::take(&mut self.buf);
-        match !self.tx.is_closed() && !last.is_empty() {
+        match !self.unwanted() && !last.is_empty() {
             true => self.send(last),
             false => self.budget.give_back(last),
         }

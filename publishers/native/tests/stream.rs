@@ -30,20 +30,28 @@ fn archive(dir: &Path, arch: &str, content: &str) -> (Artifact, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_blobs_of_several_archives_stream_whole_through_one_reader() {
+async fn large_blobs_of_several_archives_stream_whole_through_one_reader_to_each_destination() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, a_digest) = archive(tmp.path(), "x86_64", &noise(12 << 20, 1));
     let (b, b_digest) = archive(tmp.path(), "aarch64", &noise(9 << 20, 2));
-    let layout = OciLayout::new(tmp.path().join("out"));
-    let store = AnyStore::Layout(layout.clone());
-    store.prepare().await.unwrap();
+    // Two destinations of one pass: each gets every blob whole.
+    let layouts = [
+        OciLayout::new(tmp.path().join("out")),
+        OciLayout::new(tmp.path().join("other")),
+    ];
+    let dests: Vec<(AnyStore, Vec<AnyStore>)> = layouts
+        .iter()
+        .map(|l| (AnyStore::Layout(l.clone()), Vec::new()))
+        .collect();
+    for (store, _) in &dests {
+        store.prepare().await.unwrap();
+    }
     // One reader for both passes: a pass gives its permit back when it has
     // read, while its blobs may still be going up.
     let reading = Reading::new(1, 2);
     let (ra, rb) = tokio::join!(
         resolve_and_push(
-            &store,
-            &[],
+            &dests,
             &reading,
             None,
             Arch::X86_64,
@@ -51,8 +59,7 @@ async fn large_blobs_of_several_archives_stream_whole_through_one_reader() {
             ReadEnv::default()
         ),
         resolve_and_push(
-            &store,
-            &[],
+            &dests,
             &reading,
             None,
             Arch::Aarch64,
@@ -69,7 +76,10 @@ async fn large_blobs_of_several_archives_stream_whole_through_one_reader() {
             "the layer must be larger than a pass reads ahead: {}",
             art.layers[0].size
         );
-        for blob in art.layers.iter().chain([&art.config]) {
+        for (layout, blob) in layouts
+            .iter()
+            .flat_map(|l| art.layers.iter().chain([&art.config]).map(move |b| (l, b)))
+        {
             let bytes = std::fs::read(layout.blob_path(&blob.digest).unwrap()).unwrap();
             assert_eq!(bytes.len() as u64, blob.size, "{}", blob.digest);
             assert_eq!(archgate_native::sha256_digest(&bytes), blob.digest);
