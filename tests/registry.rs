@@ -786,9 +786,10 @@ fn archives_stream_to_registry_and_layout() {
     )
     .unwrap();
     // Two streamed uploads are cut off: the x86_64 layer while its archive is
-    // first read (the archive is read again without pushing), and the
-    // aarch64 layer (converted from the docker-archive, so only pushed when
-    // publishing) in the publishing pass (the archive is streamed again).
+    // first read (the read goes on; publishing streams the archive again for
+    // that registry), and the aarch64 layer (converted from the
+    // docker-archive, so only pushed when publishing) in the publishing pass
+    // (the archive is streamed again).
     let layer = {
         let tmp = tempfile::tempdir().unwrap();
         let (_, manifest) =
@@ -832,7 +833,7 @@ fn archives_stream_to_registry_and_layout() {
         "an oci-archive keeps its manifest digest"
     );
     assert!(
-        run.stderr.contains("pushing while reading failed"),
+        run.stderr.contains("streaming while reading failed"),
         "{}",
         run.stderr
     );

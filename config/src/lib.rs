@@ -134,6 +134,10 @@ pub(crate) struct SourceConfig {
     /// How long a fetch over HTTP waits for its next bytes.
     #[serde(default, deserialize_with = "values::some_duration")]
     pub read_timeout: Option<std::time::Duration>,
+    /// How many bytes the run may keep of artifacts from a server that
+    /// offers no Range requests.
+    #[serde(default, deserialize_with = "values::some_size")]
+    pub spool_limit: Option<u64>,
     /// registry: the repository a digests directory's images were pushed
     /// to, a template of per-arch references, or a reference per arch.
     pub repository: Option<String>,
@@ -531,6 +535,7 @@ impl Loaded {
             allowed_locations: None,
             fence: None,
             read_timeout: self.config.source.read_timeout,
+            spool_limit: self.config.source.spool_limit,
             sign: self.sign_spec(opts.verify_only)?,
         })
     }

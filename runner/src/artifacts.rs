@@ -54,8 +54,13 @@ pub(crate) async fn read_all(
     let mut jobs = Vec::new();
     for (i, image) in spec.images.iter().enumerate() {
         let dests = early_push_stores(spec, stores, results, image);
-        let push_to = (!dests.is_empty()).then(|| Early {
+        let layouts = match may_stream(spec, results, image) {
+            true => layout_stores(stores, image),
+            false => Vec::new(),
+        };
+        let push_to = (!dests.is_empty() || !layouts.is_empty()).then(|| Early {
             dests,
+            layouts,
             sign: spec.sign.key.clone().filter(|_| image.sign),
             go: go.get(i).cloned().flatten(),
         });
@@ -202,6 +207,9 @@ struct Early {
     /// Per registry: the image's first repository there (blobs streamed)
     /// and its other repositories there (blobs mounted).
     dests: Vec<(AnyStore, Vec<AnyStore>)>,
+    /// The image's layouts: an archive fetched over HTTP goes there in
+    /// the same pass too (nothing of it is kept to be read again).
+    layouts: Vec<AnyStore>,
     sign: Option<Arc<archgate_sign::SigningKey>>,
     /// Whether the image may be written, once known.
     go: archgate_native::Go,
@@ -236,15 +244,21 @@ async fn read_one(
     }
     let got = match push_to {
         Some(early) => {
-            let got = resolve_and_push(
-                &early.dests,
-                &reading,
-                early.go.clone(),
-                arch,
-                artifact,
-                env,
-            )
-            .await;
+            let mut dests = early.dests.clone();
+            if matches!(artifact.location, archgate_core::Location::Url(_))
+                && archgate_native::may_send(&early.go).await
+            {
+                for layout in &early.layouts {
+                    match layout.prepare().await {
+                        Ok(()) => dests.push((layout.clone(), Vec::new())),
+                        Err(e) => {
+                            tracing::debug!(store = %layout.name(), "not written while reading (publishing meets it): {e:#}")
+                        }
+                    }
+                }
+            }
+            let got =
+                resolve_and_push(&dests, &reading, early.go.clone(), arch, artifact, env).await;
             // Only for a manifest this read found or sent (not one the
             // cache answered for: a re-run asks nothing it need not).
             if let (Ok(art), Some(key)) = (&got, &early.sign) {
@@ -308,22 +322,33 @@ fn early_push_stores(
         .collect()
 }
 
+/// The image's layout repositories (`oci:`).
+fn layout_stores(stores: &RunStores, image: &ImageSpec) -> Vec<AnyStore> {
+    let layouts = image
+        .repositories
+        .iter()
+        .filter(|r| registry_host(r).is_none());
+    layouts.map(|r| stores.store(r)).collect()
+}
+
 /// The registries an image's archive blobs go to while they are read:
 /// none with another engine than the native one, in a dry run, or when
 /// nothing may be pushed for the image (a hard refusal that the source's
 /// results already show).
-fn streams_to<'a>(
-    spec: &RunSpec,
-    results: &ComposeResults,
-    image: &'a ImageSpec,
-) -> Vec<&'a str> {
-    let may = spec.engine == Engine::Native
-        && !spec.dry_run
-        && crate::compose::may_write(spec, results, image);
-    match may {
+fn streams_to<'a>(spec: &RunSpec, results: &ComposeResults, image: &'a ImageSpec) -> Vec<&'a str> {
+    match may_stream(spec, results, image) {
         true => early_push_hosts(image),
         false => Vec::new(),
     }
+}
+
+/// Whether anything of an image may go out while it is read: the native
+/// engine, not a dry run, and no hard refusal that the source's results
+/// already show.
+fn may_stream(spec: &RunSpec, results: &ComposeResults, image: &ImageSpec) -> bool {
+    spec.engine == Engine::Native
+        && !spec.dry_run
+        && crate::compose::may_write(spec, results, image)
 }
 
 /// The registries an image's archive blobs go to while they are read (the

@@ -144,6 +144,8 @@ impl Runner {
             spool: Some(dir.path().join("spool")),
             allowed: spec.allowed_locations.clone(),
             read_timeout: spec.read_timeout,
+            spool_limit: spec.spool_limit,
+            spool_used: Default::default(),
         };
         let now = (self.env.clock)();
         let mut targets = targets::name_all(spec, &results.compose)?;

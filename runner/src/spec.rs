@@ -180,6 +180,9 @@ pub struct RunSpec {
     /// `[source] read-timeout`: how long a fetch over HTTP waits for its
     /// next bytes (none: the default).
     pub read_timeout: Option<std::time::Duration>,
+    /// `[source] spool-limit`: how many bytes the run may keep of
+    /// artifacts from servers without Range requests (none: the default).
+    pub spool_limit: Option<u64>,
 }
 
 /// What a [`crate::Runner`] is handed from outside, once.

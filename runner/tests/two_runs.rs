@@ -85,6 +85,7 @@ fn spec(location: String, out: &Path) -> RunSpec {
         allowed_locations: None,
         fence: None,
         read_timeout: None,
+        spool_limit: None,
         sign: Default::default(),
     }
 }

@@ -23,7 +23,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-pub type Body = Full<Bytes>;
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -73,7 +73,35 @@ pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) ->
     for (k, v) in headers {
         r = r.header(*k, *v);
     }
-    r.body(Full::new(body.into())).unwrap()
+    r.body(full(body.into())).unwrap()
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|e| match e {}).boxed()
+}
+
+/// A body that sends `data`, then breaks (the connection is closed short of
+/// the length its headers said). Once between the two it is not ready, so
+/// that hyper sends what it has before the break.
+struct Broken(Option<Bytes>, bool);
+
+impl hyper::body::Body for Broken {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        if let Some(data) = self.0.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+        }
+        if !self.1 {
+            self.1 = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("cut off (test)"))))
+    }
 }
 
 /// How the registry authenticates.
@@ -764,9 +792,9 @@ impl Proxy {
                 if truncate && bytes.len() > 1 {
                     let half = bytes.slice(..bytes.len() / 2);
                     out = out.header("content-length", bytes.len().to_string());
-                    return Ok(out.body(Full::new(half)).unwrap());
+                    return Ok(out.body(full(half)).unwrap());
                 }
-                Ok(out.body(Full::new(bytes)).unwrap())
+                Ok(out.body(full(bytes)).unwrap())
             }
         });
         *me.lock().unwrap() = format!("http://{}", server.addr);
@@ -1072,29 +1100,137 @@ pub type Log = Arc<Mutex<Vec<String>>>;
 
 /// A static file server for a directory, as a compose is served: `GET
 /// /PATH` gives `root/PATH`; `/fail/...` answers 500. Notes every path
-/// asked for (without the leading `/`).
+/// asked for (without the leading `/`). No Range requests.
 pub fn serve_dir(root: PathBuf) -> (Server, Log) {
-    let log = Log::default();
-    let seen = log.clone();
+    let (server, served) = serve_compose(root, Serving::default());
+    (server, served.log)
+}
+
+/// How [`serve_compose`] serves.
+#[derive(Clone, Default)]
+pub struct Serving {
+    /// Offer Range requests (`Accept-Ranges: bytes`, an `ETag`, 206
+    /// answers), as Fedora's compose servers do.
+    pub ranges: bool,
+    /// The first GET of the path ending so is cut off (the connection
+    /// closed) after this many bytes.
+    pub cut: Option<(String, usize)>,
+    /// GETs of a path ending so wait until the gate is opened.
+    pub hold: Option<(String, Gate)>,
+}
+
+/// A gate that requests wait at until the test opens it.
+#[derive(Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+}
+
+impl Gate {
+    pub fn open(&self) {
+        self.0.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+/// What a [`serve_compose`] server saw: each path asked for, each Range
+/// asked for (path, header), and the bytes of files it sent.
+#[derive(Clone, Default)]
+pub struct Served {
+    pub log: Log,
+    pub ranges: Arc<Mutex<Vec<(String, String)>>>,
+    pub bytes: Arc<AtomicUsize>,
+}
+
+/// [`serve_dir`], as `how` says: with Range requests, a transfer cut off,
+/// a request held.
+pub fn serve_compose(root: PathBuf, how: Serving) -> (Server, Served) {
+    let served = Served::default();
+    let seen = served.clone();
+    let cut_done = Arc::new(AtomicBool::new(false));
     let server = Server::start(move |req: Request<Incoming>| {
-        let (root, seen) = (root.clone(), seen.clone());
+        let (root, seen, how, cut_done) =
+            (root.clone(), seen.clone(), how.clone(), cut_done.clone());
         async move {
             let path = percent_decode(req.uri().path());
             let path = path.trim_start_matches('/').to_string();
-            seen.lock().unwrap().push(path.clone());
+            seen.log.lock().unwrap().push(path.clone());
             if path.starts_with("fail/") {
                 return Ok(respond(500, &[], "boom"));
             }
             if path.split('/').any(|c| c == "..") {
                 return Ok(respond(400, &[], ""));
             }
-            Ok(match std::fs::read(root.join(&path)) {
-                Ok(bytes) => respond(200, &[], bytes),
-                Err(_) => respond(404, &[], "not found"),
-            })
+            if let Some((end, gate)) = &how.hold {
+                if path.ends_with(end.as_str()) {
+                    let _ = gate.0.acquire().await;
+                }
+            }
+            let Ok(bytes) = std::fs::read(root.join(&path)) else {
+                return Ok(respond(404, &[], "not found"));
+            };
+            let etag = format!("\"{}\"", &sha256(&bytes)[7..23]);
+            let range = req
+                .headers()
+                .get("range")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let (status, body) = match (&range, how.ranges) {
+                (Some(r), true) => {
+                    seen.ranges.lock().unwrap().push((path.clone(), r.clone()));
+                    let same = req
+                        .headers()
+                        .get("if-range")
+                        .is_none_or(|v| v.to_str().ok() == Some(etag.as_str()));
+                    let from: usize = r
+                        .strip_prefix("bytes=")
+                        .and_then(|r| r.strip_suffix('-'))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap();
+                    match same {
+                        true => (206, bytes[from.min(bytes.len())..].to_vec()),
+                        false => (200, bytes),
+                    }
+                }
+                _ => (200, bytes),
+            };
+            let whole = body.len();
+            let mut headers = vec![("content-length".to_string(), whole.to_string())];
+            if how.ranges {
+                headers.push(("accept-ranges".into(), "bytes".into()));
+                headers.push(("etag".into(), etag));
+            }
+            if status == 206 {
+                let start = std::fs::metadata(root.join(&path)).unwrap().len() as usize - whole;
+                let total = start + whole;
+                headers.push((
+                    "content-range".into(),
+                    format!("bytes {start}-{}/{total}", total - 1),
+                ));
+            }
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            if let Some((end, n)) = &how.cut {
+                if path.ends_with(end.as_str()) && !cut_done.swap(true, Ordering::SeqCst) {
+                    // Says the whole length, sends `n` bytes, breaks.
+                    let part = Bytes::from(body[..*n].to_vec());
+                    seen.bytes.fetch_add(part.len(), Ordering::SeqCst);
+                    let mut r = Response::builder().status(status);
+                    for (k, v) in &headers {
+                        r = r.header(*k, *v);
+                    }
+                    return Ok(r.body(Broken(Some(part), false).boxed()).unwrap());
+                }
+            }
+            seen.bytes.fetch_add(body.len(), Ordering::SeqCst);
+            Ok(respond(status, &headers, body))
         }
     });
-    (server, log)
+    (server, served)
 }
 
 /// The report schema of the project's docs.

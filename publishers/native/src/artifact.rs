@@ -206,8 +206,12 @@ pub async fn resolve_image(
     Ok(read.into_resolved(arch, source))
 }
 
-/// Reads an archive served over HTTP as it downloads, keeping a copy in the
-/// spool for later passes; one download per run.
+/// Reads an archive served over HTTP as it downloads: nothing of it is
+/// written to disk when the server offers Range requests (a broken
+/// transfer resumes where it stopped; a pass done again fetches it again).
+/// From a server without them, a copy is kept in the run's spool while
+/// `[source] spool-limit` has room for it (a pass done again reads it
+/// there), and the run says so.
 fn resolve_url(
     arch: Arch,
     url: &str,
@@ -216,61 +220,59 @@ fn resolve_url(
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact, ReadFailure> {
     let unusable = |e: anyhow::Error| ReadFailure::Unusable(format!("{url}: {e:#}"));
-    let Some(dir) = env.spool.clone() else {
-        return Err(ReadFailure::Internal(format!(
-            "{url}: internal error: no spool directory for artifacts fetched over HTTP"
-        )));
-    };
-    let path = dir.join(&crate::oci::sha256_digest(url.as_bytes())["sha256:".len()..]);
-    if path.is_file() {
-        return resolve_archive(arch, &path, artifact, sink).map_err(unusable);
-    }
-    let internal = |what: &Path, e: std::io::Error| {
-        ReadFailure::Internal(format!("{}: {e} (archgate's spool)", what.display()))
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| internal(&dir, e))?;
     let started = std::time::Instant::now();
-    // The blocking client's timeout holds for each read: a transfer that
-    // stalls that long ends, as a server's trouble (transient).
-    let read_timeout = env
-        .read_timeout
-        .unwrap_or(crate::resolved::DEFAULT_READ_TIMEOUT);
-    let resp = fetch(url, env, read_timeout)?;
-    let part = path.with_extension("part");
-    let copy = std::fs::File::create(&part).map_err(|e| {
-        spool_failure(
-            &part,
-            &format!("cannot write: {e}"),
-            crate::io_disk_full(&e),
-        )
-    })?;
+    let body = crate::http::Body::get(url, env)?;
+    let fetch_failed = body.failed.clone();
+    let total = artifact.size.or(body.length);
+    let name = url.rsplit('/').next().unwrap_or(url).to_string();
+    let spooled = spool_for(url, env, &body)?;
     let copy_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let fetch_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tee = Tee {
-        inner: resp,
-        copy,
-        failed: copy_failed.clone(),
-        fetch_failed: fetch_failed.clone(),
+    let mut at = crate::resolved::HttpArtifact {
+        url: url.to_string(),
+        env: env.clone(),
+        spooled: None,
     };
-    let resolved = resolve_stream(arch, tee, &path, artifact, sink);
-    let resolved = match resolved {
-        Ok(r) => {
-            std::fs::rename(&part, &path).map_err(|e| internal(&path, e))?;
+    let resolved = match &spooled {
+        None => resolve_stream(arch, body, &name, total, artifact, sink),
+        Some((part, _)) => {
+            let copy = std::fs::File::create(part).map_err(|e| {
+                spool_failure(part, &format!("cannot write: {e}"), crate::io_disk_full(&e))
+            })?;
+            let tee = Tee {
+                inner: body,
+                copy,
+                failed: copy_failed.clone(),
+            };
+            resolve_stream(arch, tee, &name, total, artifact, sink)
+        }
+    };
+    let resolved = match (resolved, spooled) {
+        (Ok(r), None) => Ok(r),
+        (Ok(r), Some((part, path))) => {
+            std::fs::rename(&part, &path).map_err(|e| {
+                ReadFailure::Internal(format!("{}: {e} (archgate's spool)", path.display()))
+            })?;
+            at.spooled = Some(path);
             Ok(r)
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&part);
-            if copy_failed.load(std::sync::atomic::Ordering::Relaxed) {
-                let why = format!("cannot keep a copy of {url}: {e:#}");
-                Err(spool_failure(&part, &why, crate::disk_full(&e)))
-            } else if fetch_failed.load(std::sync::atomic::Ordering::Relaxed) {
-                Err(transient(format!(
-                    "{url}: the transfer broke or stalled (more than {} s without bytes): {e:#}",
-                    read_timeout.as_secs()
-                )))
-            } else {
-                Err(unusable(e))
+        (Err(e), spooled) => {
+            if let Some((part, _)) = spooled {
+                let _ = std::fs::remove_file(&part);
             }
+            Err(if copy_failed.load(std::sync::atomic::Ordering::Relaxed) {
+                let why = format!("cannot keep a copy of {url}: {e:#}");
+                spool_failure(Path::new(url), &why, crate::disk_full(&e))
+            } else if fetch_failed.load(std::sync::atomic::Ordering::Relaxed) {
+                let secs = env
+                    .read_timeout
+                    .unwrap_or(crate::resolved::DEFAULT_READ_TIMEOUT)
+                    .as_secs();
+                crate::http::transient(format!(
+                    "{url}: the transfer broke or stalled (more than {secs} s without bytes): {e:#}"
+                ))
+            } else {
+                unusable(e)
+            })
         }
     };
     tracing::info!(
@@ -278,60 +280,42 @@ fn resolve_url(
         secs = started.elapsed().as_secs_f32(),
         "artifact streamed from HTTP"
     );
-    resolved
+    resolved.map(|mut r| {
+        if let BlobSource::Archive { at: where_, .. } = &mut r.source {
+            *where_ = crate::resolved::ArchiveAt::Http(std::sync::Arc::new(at));
+        }
+        r
+    })
 }
 
-/// The answer to a GET of `url`, every redirect hop inside
-/// `allowed-locations`; a refused location or a 4xx is the artifact's
-/// fault (unusable), a failed connection, a timeout, a 5xx or 429 the
-/// server's or the network's (transient).
-fn fetch(
+/// Where a copy of an artifact from a server without Range requests is
+/// kept while it is read (`.part`) and once read: none when the server
+/// offers ranges, or when the spool has no room (then a pass done again
+/// fetches it whole again).
+fn spool_for(
     url: &str,
     env: &ReadEnv,
-    read_timeout: std::time::Duration,
-) -> Result<reqwest::blocking::Response, ReadFailure> {
-    let redirects = match env.allowed.clone() {
-        None => reqwest::redirect::Policy::default(),
-        Some(allowed) => {
-            allowed
-                .check_url(url)
-                .map_err(|why| ReadFailure::Unusable(format!("{url}: refused: {why}")))?;
-            reqwest::redirect::Policy::custom(move |hop| {
-                match allowed.redirect(hop.url().as_str(), hop.previous().len()) {
-                    Ok(()) => hop.follow(),
-                    Err(why) => hop.error(why),
-                }
-            })
-        }
-    };
-    let sent = reqwest::blocking::Client::builder()
-        .redirect(redirects)
-        .user_agent(concat!("archgate/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(30))
-        .timeout(read_timeout)
-        .build()
-        .and_then(|c| c.get(url).send());
-    let resp = match sent {
-        Ok(resp) => resp,
-        Err(e) if e.is_redirect() => {
-            return Err(ReadFailure::Unusable(format!("{url}: cannot fetch: {e}")))
-        }
-        Err(e) => return Err(transient(format!("{url}: cannot fetch: {e}"))),
-    };
-    let status = resp.status();
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Err(transient(format!("{url}: HTTP {status}")));
+    body: &crate::http::Body,
+) -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>, ReadFailure> {
+    if body.ranges {
+        return Ok(None);
     }
-    if !status.is_success() {
-        return Err(ReadFailure::Unusable(format!("{url}: HTTP {status}")));
+    let Some(dir) = env.spool.clone() else {
+        return Ok(None);
+    };
+    let limit = env
+        .spool_limit
+        .unwrap_or(crate::resolved::DEFAULT_SPOOL_LIMIT);
+    let room = body.length.is_some_and(|n| env.spool_room(n));
+    if !room {
+        tracing::warn!(url, length = ?body.length, spool_limit = limit, "the server offers no Range requests and the spool has no room for this artifact: it is not kept, and a pass done again fetches it whole");
+        return Ok(None);
     }
-    Ok(resp)
-}
-
-/// A fetch that another try later may mend: the server's or the
-/// network's trouble.
-fn transient(why: String) -> ReadFailure {
-    ReadFailure::Later(archgate_core::ErrorKind::Transient, why)
+    tracing::warn!(url, length = ?body.length, spool_limit = limit, "the server offers no Range requests: a copy is kept in the run's spool");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ReadFailure::Internal(format!("{}: {e} (archgate's spool)", dir.display())))?;
+    let path = dir.join(&crate::oci::sha256_digest(url.as_bytes())["sha256:".len()..]);
+    Ok(Some((path.with_extension("part"), path)))
 }
 
 /// The spool could not be written: this machine's disk `full` (mended as
@@ -345,21 +329,17 @@ fn spool_failure(path: &Path, why: &str, full: bool) -> ReadFailure {
 }
 
 /// Reads through, writing a copy of everything read; `failed` tells a
-/// failure to write the copy (archgate's own file), `fetch_failed` one to
-/// read (the transfer), from what the bytes are worth.
+/// failure to write the copy (archgate's own file) from what the bytes are
+/// worth.
 struct Tee<R> {
     inner: R,
     copy: std::fs::File,
     failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    fetch_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<R: io::Read> io::Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf).inspect_err(|_| {
-            self.fetch_failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        })?;
+        let n = self.inner.read(buf)?;
         io::Write::write_all(&mut self.copy, &buf[..n]).inspect_err(|_| {
             self.failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -390,16 +370,28 @@ fn resolve_archive(
         bail!("not a regular file; refused");
     }
     let file = std::fs::File::open(path).map_err(|e| anyhow!("cannot read artifact: {e}"))?;
-    resolve_stream(arch, file, path, artifact, sink)
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let total = artifact.size.or(Some(meta.len()));
+    let mut resolved = resolve_stream(arch, file, &name, total, artifact, sink)?;
+    if let BlobSource::Archive { at, .. } = &mut resolved.source {
+        *at = crate::resolved::ArchiveAt::File(path.to_path_buf());
+    }
+    Ok(resolved)
 }
 
 /// One pass over an archive's bytes as they arrive (from a file, or from
-/// HTTP while they are also kept in `path`): the compression is found from
-/// the first bytes, the whole is hashed for the compose checksum.
+/// HTTP): the compression is found from the first bytes, the whole is
+/// hashed for the compose checksum. `name` and `total` are for progress.
+/// The resolved artifact's [`BlobSource::Archive`] is the caller's to
+/// point at where the bytes came from.
 fn resolve_stream(
     arch: Arch,
     raw: impl io::Read,
-    path: &Path,
+    name: &str,
+    total: Option<u64>,
     artifact: &Artifact,
     sink: &mut dyn archive::BlobSink,
 ) -> Result<ResolvedArtifact> {
@@ -408,13 +400,6 @@ fn resolve_stream(
     // tell a longer file from one of the right size).
     let raw = raw.take(artifact.size.map_or(u64::MAX, |n| n.saturating_add(1)));
     let checksum = artifact.checksum.as_ref();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let total = artifact
-        .size
-        .or_else(|| std::fs::metadata(path).ok().map(|m| m.len()));
     let meter = crate::progress::ReadMeter::new(format!("read {arch} {name}"), total);
     let mut hashing = archive::HashingReader::new(raw, checksum.map(|c| c.algo)).with_meter(meter);
     let (scan, compression) = {
@@ -469,7 +454,7 @@ fn resolve_stream(
         bail!("neither an oci-archive (no index.json) nor a docker-archive (no manifest.json)");
     };
     let source = BlobSource::Archive {
-        path: path.to_path_buf(),
+        at: crate::resolved::ArchiveAt::File(std::path::PathBuf::new()),
         compression,
         layers,
     };
@@ -789,7 +774,8 @@ mod tests {
         );
         let artifact = Artifact::at(Location::Path(path.clone()));
         let raw = OneByte(std::fs::File::open(&path).unwrap());
-        let resolved = resolve_stream(Arch::X86_64, raw, &path, &artifact, &mut NoSink).unwrap();
+        let resolved =
+            resolve_stream(Arch::X86_64, raw, "a.tar.xz", None, &artifact, &mut NoSink).unwrap();
         let whole = resolve_archive(Arch::X86_64, &path, &artifact, &mut NoSink).unwrap();
         assert_eq!(resolved.manifest, whole.manifest);
     }

@@ -105,7 +105,7 @@ pub fn load(dir: &Path, arch: Arch, artifact: &Artifact) -> Option<ResolvedArtif
     Some(ResolvedArtifact {
         arch,
         source: BlobSource::Archive {
-            path: path.to_path_buf(),
+            at: crate::resolved::ArchiveAt::File(path.to_path_buf()),
             compression: cached.compression,
             layers: cached.layer_map,
         },

@@ -10,6 +10,7 @@ mod artifact;
 mod auth;
 mod cache;
 mod fence;
+mod http;
 mod layout;
 mod oci;
 pub mod progress;
@@ -32,7 +33,9 @@ pub use fence::Fence;
 pub use layout::{remove_stale_temp, write_atomic, OciLayout};
 pub use oci::{render_index, sha256_digest, Descriptor, OCI_INDEX};
 pub use registry::{Registry, RegistryRepo, RegistrySettings, RetryPolicy};
-pub use resolved::{Attached, BlobSource, DEFAULT_READ_TIMEOUT};
+pub use resolved::{
+    ArchiveAt, Attached, BlobSource, HttpArtifact, DEFAULT_READ_TIMEOUT, DEFAULT_SPOOL_LIMIT,
+};
 pub use store::{
     check_not_moved, knows_all_blobs, nothing_to_write, publish, read_back, read_current,
     read_only, resolve_and_push, sign_all, AnyStore, Depth, Published, Target,

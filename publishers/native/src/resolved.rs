@@ -18,8 +18,8 @@ pub enum BlobSource {
     Layout(OciLayout),
     /// Read again in one streaming pass.
     Archive {
-        /// The archive file.
-        path: PathBuf,
+        /// Where the archive is read from again.
+        at: ArchiveAt,
         /// How it is compressed.
         compression: Compression,
         /// docker-archive layer paths and the gzip layers they become.
@@ -36,6 +36,61 @@ pub enum BlobSource {
         /// where it goes, and the index lists them after it).
         attestations: Vec<Attached>,
     },
+}
+
+/// Where an archive is read from when a pass must be done again (a
+/// destination that failed while it was first read, a layout target).
+#[derive(Debug, Clone)]
+pub enum ArchiveAt {
+    /// A file on this machine.
+    File(PathBuf),
+    /// An artifact served over HTTP: fetched again (resuming with Range
+    /// requests where the server offers them), or read from the run's
+    /// bounded spool where it was kept (a server without Range).
+    Http(std::sync::Arc<HttpArtifact>),
+}
+
+/// An archive served over HTTP, as a pass reads it again.
+#[derive(Debug)]
+pub struct HttpArtifact {
+    /// Its URL.
+    pub url: String,
+    /// How it is fetched (allowed locations, read timeout).
+    pub env: ReadEnv,
+    /// Its copy in the run's spool, when it was kept (a server that offers
+    /// no Range requests, within `[source] spool-limit`).
+    pub spooled: Option<PathBuf>,
+}
+
+impl ArchiveAt {
+    /// For messages, and the key of one pass at a time per store.
+    pub fn name(&self) -> String {
+        match self {
+            ArchiveAt::File(p) => p.display().to_string(),
+            ArchiveAt::Http(h) => h.url.clone(),
+        }
+    }
+
+    /// Its bytes from the start, on a blocking thread: the file, the
+    /// spooled copy, or a new fetch.
+    pub fn open(&self) -> anyhow::Result<Box<dyn std::io::Read + Send>> {
+        use anyhow::anyhow;
+        let file = |p: &std::path::Path| {
+            std::fs::File::open(p).map_err(|e| anyhow!("{}: cannot read: {e}", p.display()))
+        };
+        match self {
+            ArchiveAt::File(p) => Ok(Box::new(file(p)?)),
+            ArchiveAt::Http(h) => match &h.spooled {
+                Some(p) => Ok(Box::new(file(p)?)),
+                None => {
+                    tracing::info!(url = %h.url, "fetching the artifact again (not kept on disk)");
+                    let body =
+                        crate::http::Body::get(&h.url, &h.env).map_err(|e| anyhow!("{e}"))?;
+                    Ok(Box::new(body))
+                }
+            },
+        }
+    }
 }
 
 /// An attestation manifest of an image in a registry, read.
@@ -121,8 +176,14 @@ impl std::fmt::Display for ReadFailure {
 pub struct ReadEnv {
     /// The archive cache directory, if any.
     pub cache: Option<PathBuf>,
-    /// The run's spool for HTTP artifacts, if any.
+    /// The run's spool for HTTP artifacts from a server that offers no
+    /// Range requests, if any.
     pub spool: Option<PathBuf>,
+    /// How many bytes the spool may hold, all artifacts together
+    /// (`[source] spool-limit`); none: [`DEFAULT_SPOOL_LIMIT`].
+    pub spool_limit: Option<u64>,
+    /// Bytes the spool holds or has promised (shared by the run's reads).
+    pub spool_used: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Where artifacts may be fetched from, at every request and redirect
     /// (the service's `allowed-locations`); none: anywhere.
     pub allowed: Option<archgate_core::AllowedLocations>,
@@ -130,6 +191,22 @@ pub struct ReadEnv {
     /// gives up (a stalled transfer: transient); none: the default,
     /// [`DEFAULT_READ_TIMEOUT`].
     pub read_timeout: Option<std::time::Duration>,
+}
+
+/// How many bytes a run's spool may hold, unless told: 2 GiB.
+pub const DEFAULT_SPOOL_LIMIT: u64 = 2 << 30;
+
+impl ReadEnv {
+    /// Room in the spool for `n` more bytes: taken (true) or not.
+    pub(crate) fn spool_room(&self, n: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let limit = self.spool_limit.unwrap_or(DEFAULT_SPOOL_LIMIT);
+        self.spool_used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                (used.checked_add(n)? <= limit).then_some(used + n)
+            })
+            .is_ok()
+    }
 }
 
 /// How long a fetch over HTTP waits for its next bytes, unless told.

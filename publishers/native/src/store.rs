@@ -164,14 +164,14 @@ async fn push_from_archive<S: Store>(
     blobs: Vec<&Descriptor>,
 ) -> Result<()> {
     let BlobSource::Archive {
-        path,
+        at,
         compression,
         layers,
     } = &art.source
     else {
         bail!("internal: not an archive artifact");
     };
-    let _flight = store.guard(&path.display().to_string()).await;
+    let _flight = store.guard(&at.name()).await;
     let mut pass = 1;
     loop {
         // Every blob checked (and mounted where it is known) at once: over
@@ -193,14 +193,14 @@ async fn push_from_archive<S: Store>(
             return Ok(());
         }
         let started = std::time::Instant::now();
-        match stream_pass(store, path.clone(), *compression, layers.clone(), needed).await {
+        match stream_pass(store, at.clone(), *compression, layers.clone(), needed).await {
             Ok(n) => {
                 tracing::info!(store = %store.name(), arch = %art.arch, blobs = n, secs = started.elapsed().as_secs_f32(), "archive streamed");
             }
             Err(e) if pass < ARCHIVE_PASSES => {
-                tracing::warn!(store = %store.name(), arch = %art.arch, "streaming {} failed: {e:#}; reading it again", path.display());
+                tracing::warn!(store = %store.name(), arch = %art.arch, "streaming {} failed: {e:#}; reading it again", at.name());
             }
-            Err(e) => return Err(e.context(format!("{} (after {pass} passes)", path.display()))),
+            Err(e) => return Err(e.context(format!("{} (after {pass} passes)", at.name()))),
         }
         pass += 1;
     }
@@ -209,16 +209,14 @@ async fn push_from_archive<S: Store>(
 /// One pass pushing the `needed` blobs of an archive already read once.
 async fn stream_pass<S: Store>(
     store: &S,
-    path: PathBuf,
+    at: crate::resolved::ArchiveAt,
     compression: crate::archive::Compression,
     layers: crate::archive::LayerMap,
     needed: BTreeMap<String, Descriptor>,
 ) -> Result<usize> {
     let work = move |sink: &mut dyn crate::archive::BlobSink| -> Result<()> {
-        let file = std::fs::File::open(&path)
-            .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
-        let stream = crate::archive::decompress(file, compression)?;
-        crate::archive::scan(stream, sink, &layers).with_context(|| path.display().to_string())?;
+        let stream = crate::archive::decompress(at.open()?, compression)?;
+        crate::archive::scan(stream, sink, &layers).with_context(|| at.name())?;
         Ok(())
     };
     let dests = [(store, &[][..])];

@@ -214,8 +214,7 @@ where
     let (tx, mut rx) = mpsc::channel::<Offer>(1);
     let budget = Arc::new(Budget::new(ahead));
     let ways = dests.len();
-    let reader =
-        tokio::task::spawn_blocking(move || work(&mut ChannelSink { tx, budget, ways }));
+    let reader = tokio::task::spawn_blocking(move || work(&mut ChannelSink { tx, budget, ways }));
     // `rx` moves in, so that when the uploads stop early the reader's next
     // offer fails instead of waiting for a receiver that is gone.
     let uploads = async move {
@@ -282,7 +281,10 @@ async fn take_blob<S: Store>(
     done: oneshot::Sender<()>,
 ) -> Result<usize> {
     let Offer { desc, chunks } = offer;
-    let chunks = chunks.into_iter().next().expect("one receiver per destination");
+    let chunks = chunks
+        .into_iter()
+        .next()
+        .expect("one receiver per destination");
     let desc = match only {
         None => desc,
         Some(only) => match only.get(&desc.digest) {

@@ -50,22 +50,8 @@ async fn large_blobs_of_several_archives_stream_whole_through_one_reader_to_each
     // read, while its blobs may still be going up.
     let reading = Reading::new(1, 2);
     let (ra, rb) = tokio::join!(
-        resolve_and_push(
-            &dests,
-            &reading,
-            None,
-            Arch::X86_64,
-            a,
-            ReadEnv::default()
-        ),
-        resolve_and_push(
-            &dests,
-            &reading,
-            None,
-            Arch::Aarch64,
-            b,
-            ReadEnv::default()
-        ),
+        resolve_and_push(&dests, &reading, None, Arch::X86_64, a, ReadEnv::default()),
+        resolve_and_push(&dests, &reading, None, Arch::Aarch64, b, ReadEnv::default()),
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.entry.digest, a_digest);

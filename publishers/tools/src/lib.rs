@@ -179,23 +179,27 @@ impl Tools {
                 art.entry.digest
             )),
             BlobSource::Archive {
-                path,
+                at,
                 compression,
                 layers,
             } => {
                 let docker = !layers.is_empty();
-                let plain = if *compression == Compression::None {
-                    path.clone()
-                } else {
-                    let out = self.dir.path().join(format!("{}.tar", art.arch));
-                    if !out.exists() {
-                        let file = std::fs::File::open(path)
-                            .with_context(|| path.display().to_string())?;
-                        let mut reader = archgate_native::decompress(file, *compression)?;
-                        let mut dest = std::fs::File::create(&out)?;
-                        std::io::copy(&mut reader, &mut dest)?;
+                let plain = match at {
+                    archgate_native::ArchiveAt::File(path) if *compression == Compression::None => {
+                        path.clone()
                     }
-                    out
+                    _ => {
+                        // The tools read files: an archive from HTTP, or a
+                        // compressed one, is written out once, plain.
+                        let out = self.dir.path().join(format!("{}.tar", art.arch));
+                        if !out.exists() {
+                            let file = at.open().with_context(|| at.name())?;
+                            let mut reader = archgate_native::decompress(file, *compression)?;
+                            let mut dest = std::fs::File::create(&out)?;
+                            std::io::copy(&mut reader, &mut dest)?;
+                        }
+                        out
+                    }
                 };
                 Ok(format!(
                     "{}:{}",
