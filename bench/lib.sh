@@ -27,8 +27,14 @@ trap cleanup EXIT
 # given). Sets $reg (the registry), $host (the proxy), $log (the registry's
 # log), $data (its storage) and $stats (the proxy's `UP DOWN` byte counts).
 start_registry() {
-  local d=$1 rtt=$2 rate=${3:-}
   cleanup
+  add_registry "$@"
+}
+
+# add_registry DIR RTT_MS [RATE_MBIT]: start_registry, leaving running
+# what was started before (a second registry, a compose server).
+add_registry() {
+  local d=$1 rtt=$2 rate=${3:-}
   rm -rf "$d"; mkdir -p "$d"
   data="$d/data"
   local tls=

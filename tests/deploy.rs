@@ -338,7 +338,7 @@ fn the_openshift_manifests_are_as_fedora_deploys() {
             }
         }
         // The state dir and the spool are on the pod's volume, sized to
-        // what a run may spool (docs/sources.md: up to 100 GB).
+        // hold every concurrent run's bounded spool, and room to spare.
         let state = cc["consume"]["state-dir"].as_str().unwrap();
         assert!(mounted(state), "{state}");
         let work = pod["volumes"]
@@ -356,7 +356,10 @@ fn the_openshift_manifests_are_as_fedora_deploys() {
             .as_str()
             .unwrap();
         let gib: u64 = size.trim_end_matches("Gi").parse().unwrap();
-        assert!(gib >= 100, "{size}");
+        let spool = cc["source"]["spool-limit"].as_str().unwrap();
+        let spool: u64 = spool.trim_end_matches("GiB").parse().unwrap();
+        let runs = cc["consume"]["concurrency"].as_integer().unwrap() as u64;
+        assert!(gib > runs * spool, "{size}: {runs} runs of a {spool} GiB spool");
         // Metrics scraped from the health port.
         let service = kind("Service");
         let monitor = kind("ServiceMonitor");
