@@ -39,7 +39,7 @@ os.makedirs(f"{root}/compose/metadata", exist_ok=True)
 open(f"{root}/STATUS", "w").write("FINISHED\n")
 images = {"Container": {}}
 for arch in arches:
-    name = f"Fedora-Container-Base.{arch}.oci.tar.xz"
+    name = f"Fedora-Container-Base-41.{arch}.oci.tar.xz"
     rel = f"Container/{arch}/images/{name}"
     os.makedirs(os.path.dirname(f"{root}/compose/{rel}"), exist_ok=True)
     os.link(f"{built}/fedora/{arch}/{name}", f"{root}/compose/{rel}")
