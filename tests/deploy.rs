@@ -359,7 +359,10 @@ fn the_openshift_manifests_are_as_fedora_deploys() {
         let spool = cc["source"]["spool-limit"].as_str().unwrap();
         let spool: u64 = spool.trim_end_matches("GiB").parse().unwrap();
         let runs = cc["consume"]["concurrency"].as_integer().unwrap() as u64;
-        assert!(gib > runs * spool, "{size}: {runs} runs of a {spool} GiB spool");
+        assert!(
+            gib > runs * spool,
+            "{size}: {runs} runs of a {spool} GiB spool"
+        );
         // Metrics scraped from the health port.
         let service = kind("Service");
         let monitor = kind("ServiceMonitor");
