@@ -256,6 +256,10 @@ impl Store for OciLayout {
         Ok(OciLayout::has_blob(self, &desc.digest, desc.size))
     }
 
+    fn checks_digests(&self) -> bool {
+        true
+    }
+
     async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
         Ok(OciLayout::has_blob(self, &desc.digest, desc.size))
     }

@@ -276,6 +276,7 @@ pub async fn resolve_and_push<S: Store>(
     let permit = reading.permit().await?;
     let started = std::time::Instant::now();
     let for_pass = artifact.clone();
+    let env_again = env.clone();
     let work = move |sink: &mut dyn crate::archive::BlobSink| {
         let _reading = permit;
         Ok(crate::artifact::resolve_archive_with(
@@ -286,9 +287,18 @@ pub async fn resolve_and_push<S: Store>(
     let streamed = crate::stream::stream_archive(&dests, None, reading.ahead, go, work)
         .await
         .map_err(|e| ReadFailure::stopped(format!("{e:#}")))?;
-    let resolved = streamed.value?;
+    let mut resolved = streamed.value?;
     let names: Vec<String> = dests.iter().map(|(s, _)| s.name()).collect();
     tracing::info!(stores = ?names, %arch, blobs = streamed.pushed, failed = streamed.failed.len(), secs = started.elapsed().as_secs_f32(), "archive read and streamed");
+    // Its layers were left to the destinations to check, and one of them
+    // failed: that may have been the artifact's fault (a layer that is not
+    // what its name says), which makes the arch `failed`. Unless the
+    // compose's checksum vouched for the file, it is read again, checking
+    // every blob here.
+    if !streamed.failed.is_empty() && streamed.checked && artifact.checksum.is_none() {
+        tracing::info!(%arch, "reading the artifact again to check every blob (a destination failed)");
+        resolved = read_only(reading, arch, artifact.clone(), env_again).await?;
+    }
     if let Some(dir) = &cache {
         crate::cache::store(dir, &artifact, &resolved);
     }
@@ -845,6 +855,9 @@ impl Store for AnyStore {
     }
     fn knows_blob(&self, desc: &Descriptor) -> bool {
         delegate!(self, s => Store::knows_blob(s, desc))
+    }
+    fn checks_digests(&self) -> bool {
+        delegate!(self, s => Store::checks_digests(s))
     }
     async fn intake(&self, desc: &Descriptor) -> Result<Option<crate::transport::Intake>> {
         delegate!(self, s => Store::intake(s, desc).await)

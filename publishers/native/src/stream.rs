@@ -190,6 +190,8 @@ pub(crate) struct Streamed<T> {
     pub(crate) value: T,
     pub(crate) pushed: usize,
     pub(crate) failed: Vec<(usize, anyhow::Error)>,
+    /// Whether the layers sent were left to the destinations to check.
+    pub(crate) checked: bool,
 }
 
 /// Runs `work` (one pass over an archive) on a blocking thread; each blob
@@ -198,7 +200,9 @@ pub(crate) struct Streamed<T> {
 /// destination's store is then mounted into its `also` (other repositories
 /// of the same registry), so that their targets find it. An upload that
 /// fails ends that destination's part of the pass, not the pass: the
-/// failures come back with what `work` returned.
+/// failures come back with what `work` returned. A layer that every
+/// destination checks against its digest itself is not hashed by the pass
+/// ([`Streamed::checked`]).
 pub(crate) async fn stream_archive<S, T, W>(
     dests: &[Dest<'_, S>],
     only: Option<BTreeMap<String, Descriptor>>,
@@ -214,7 +218,17 @@ where
     let (tx, mut rx) = mpsc::channel::<Offer>(1);
     let budget = Arc::new(Budget::new(ahead));
     let ways = dests.len();
-    let reader = tokio::task::spawn_blocking(move || work(&mut ChannelSink { tx, budget, ways }));
+    // Every destination checks what it is sent: the pass does not hash it
+    // too.
+    let checked = !dests.is_empty() && dests.iter().all(|(s, _)| s.checks_digests());
+    let reader = tokio::task::spawn_blocking(move || {
+        work(&mut ChannelSink {
+            tx,
+            budget,
+            ways,
+            checked,
+        })
+    });
     // `rx` moves in, so that when the uploads stop early the reader's next
     // offer fails instead of waiting for a receiver that is gone.
     let uploads = async move {
@@ -266,6 +280,7 @@ where
         value,
         pushed,
         failed,
+        checked,
     })
 }
 
@@ -414,9 +429,15 @@ struct ChannelSink {
     budget: Arc<Budget>,
     /// How many destinations each blob's bytes go to.
     ways: usize,
+    /// Whether every destination checks what it is sent.
+    checked: bool,
 }
 
 impl crate::archive::BlobSink for ChannelSink {
+    fn checked_downstream(&self) -> bool {
+        self.checked
+    }
+
     fn open(&mut self, digest: &str, size: u64) -> Result<Option<Box<dyn std::io::Write + '_>>> {
         let mut desc = Descriptor::new("application/octet-stream", b"");
         desc.digest = digest.to_string();

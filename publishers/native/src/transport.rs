@@ -79,6 +79,12 @@ pub trait Store {
     fn knows_blob(&self, _desc: &Descriptor) -> bool {
         false
     }
+    /// Whether the store itself checks a streamed blob's bytes against its
+    /// digest before keeping it (a registry on `PUT ?digest=`, a layout
+    /// before its rename), so that a pass need not hash what it sends.
+    fn checks_digests(&self) -> bool {
+        false
+    }
     /// Gets ready to take a blob that arrives as a stream: `None` when the
     /// store has it (or got it by a mount), else where its bytes go. A
     /// registry asks whether it has the blob and opens the upload session

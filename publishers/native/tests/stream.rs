@@ -73,3 +73,48 @@ async fn large_blobs_of_several_archives_stream_whole_through_one_reader_to_each
     }
     assert_eq!(reading.readers.available_permits(), 1);
 }
+
+/// A layer that is not what its name says, in an archive the compose gave
+/// no checksum for: the pass leaves the layer to its destination to check
+/// (a layout checks before its rename, a registry on upload), the
+/// destination refuses it, and the artifact is read again checking every
+/// blob: the arch is `failed`, naming the blob, and nothing of it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_that_is_not_what_its_name_says_fails_its_arch_though_only_its_destination_hashed_it(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (art, _) = archive(tmp.path(), "x86_64", &noise(12 << 20, 3));
+    let Location::Path(path) = &art.location else {
+        unreachable!()
+    };
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(path, bytes).unwrap();
+    let layout = OciLayout::new(tmp.path().join("out"));
+    let dests = vec![(AnyStore::Layout(layout.clone()), Vec::new())];
+    dests[0].0.prepare().await.unwrap();
+    let got = resolve_and_push(
+        &dests,
+        &Reading::new(1, 2),
+        None,
+        Arch::X86_64,
+        art,
+        ReadEnv::default(),
+    )
+    .await;
+    match got {
+        Err(archgate_native::ReadFailure::Unusable(why)) => {
+            assert!(why.contains("in the archive has content"), "{why}")
+        }
+        other => panic!("the arch must be failed: {other:?}"),
+    }
+    let kept: Vec<_> = std::fs::read_dir(tmp.path().join("out/blobs/sha256"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    let large: Vec<_> = kept
+        .iter()
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 4 << 20)
+        .collect();
+    assert!(large.is_empty(), "the bad layer is not kept: {large:?}");
+}

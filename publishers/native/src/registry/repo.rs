@@ -56,6 +56,12 @@ impl Store for RegistryRepo {
         format!("{}/{}", self.registry.host, self.path)
     }
 
+    /// The registry checks an upload against the digest it is PUT under
+    /// (`DIGEST_INVALID` otherwise).
+    fn checks_digests(&self) -> bool {
+        true
+    }
+
     /// A blob's digest is one flight per registry, whichever repository
     /// asks: a blob goes up once per registry in a run, and every other
     /// repository that waited for it mounts it. Any other key is one
