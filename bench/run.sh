@@ -180,18 +180,27 @@ results+=("  registry CPU (archgate cold):  $(reg_cpu) s")
 n=$(( $(count) - before ))
 results+=("  requests (archgate cold, 4 targets): $n, $(echo "scale=1; $n / 4" | bc) per target")
 if [ "$form" = ociarchive ]; then
-  # The floor and archgate once more, in turns, each on a fresh registry:
-  # two ratios from this run.
-  start_registry
-  inputs=("$blobs")
-  measure "floor again" bash -c "$(declare -f ingest); blobs=$blobs reg=$reg; ingest"
-  results+=("  registry CPU (floor again):  $(reg_cpu) s")
-  start_registry
-  config "$work/run/archgate.toml"
-  rm -rf "$ARCHGATE_CACHE_DIR"
-  inputs=("${files[@]}")
-  measure "archgate cold again" "$archgate" publish -c "$work/run/archgate.toml"
-  results+=("  registry CPU (archgate cold again):  $(reg_cpu) s")
+  # The floor and archgate in turns, BENCH_ROUNDS times (default 5), each
+  # on a fresh registry: per round the wall ratio (archgate cold over the
+  # floor) and the CPU ratio (archgate's CPU seconds over curl's); their
+  # medians.
+  walls=(); cpus=()
+  for round in $(seq "${BENCH_ROUNDS:-5}"); do
+    start_registry
+    inputs=("$blobs")
+    measure "floor, round $round" bash -c "$(declare -f ingest); blobs=$blobs reg=$reg; ingest"
+    floor_secs=$secs; floor_cpu=$(echo "$user + $sys" | bc)
+    start_registry
+    config "$work/run/archgate.toml"
+    rm -rf "$ARCHGATE_CACHE_DIR"
+    inputs=("${files[@]}")
+    measure "archgate cold, round $round" "$archgate" publish -c "$work/run/archgate.toml"
+    walls+=("$(echo "scale=3; $secs / $floor_secs" | bc)")
+    cpus+=("$(echo "scale=3; ($user + $sys) / $floor_cpu" | bc)")
+  done
+  median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+  results+=("  archgate cold over the floor, ${#walls[@]} rounds: wall ratios ${walls[*]} (median $(median "${walls[@]}")); CPU ratios to curl ${cpus[*]} (median $(median "${cpus[@]}"))")
+  echo "${results[-1]}" >&2
   rm -rf "$blobs"
 fi
 measure "archgate warm (unchanged)" "$archgate" publish -c "$work/run/archgate.toml"
