@@ -67,6 +67,7 @@ cold() {
   sent=$(( $(up) - before ))
   needed=$(find "$data" -path '*/blobs/sha256/*' -name data -printf '%s\n' | awk '{s += $1} END {print s}')
   requests=$(requests)
+  ratios+=("$(awk -v w="$secs" -v b="$needed" -v r="$rate" 'BEGIN { printf "%.3f", w / (b * 8 / (r * 1e6)) }')")
   results+=("$(awk -v n="$count" -v t="$targets" -v w="$secs" -v s="$sent" -v b="$needed" -v r="$rate" -v q="$requests" -v m="$((kb / 1024))" 'BEGIN {
     floor = b * 8 / (r * 1e6)
     printf "%d image(s), %2d targets: %6.2f s  floor %5.2f s  wall/floor %.2f  sent %6.1f MB  must cross %6.1f MB  sent/needed %.3f  %4d requests (%.1f per target)  %3d MB",
@@ -74,8 +75,14 @@ cold() {
   echo "${results[-1]}" >&2
 }
 
-cold 1
-cold 4
+# Each figure BENCH_ROUNDS times (default 3): the median of wall/floor.
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+summary=()
+for count in 1 4; do
+  ratios=()
+  for _ in $(seq "${BENCH_ROUNDS:-3}"); do cold "$count"; done
+  summary+=("$count image(s): wall/floor ${ratios[*]}, median $(median "${ratios[@]}")")
+done
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); link $rate Mbit/s each way, round trip $rtt ms"
-printf '%s\n' "${results[@]}"
+printf '%s\n' "${results[@]}" "${summary[@]}"

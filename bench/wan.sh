@@ -7,7 +7,8 @@
 #   BENCH_NO_BASELINE=1 bash bench/wan.sh         (archgate only: no skopeo + buildah)
 #
 # Measures, with requests counted from the registry's access log:
-#   - archgate cold publish of 12 targets (2 images x 2 repositories x 3 tags)
+#   - archgate cold publish of 12 targets (2 images x 2 repositories x 3 tags),
+#     without the delay and with it (what latency adds)
 #   - archgate warm re-run of those 12, and of 60 targets (10 images x 2
 #     repositories x 3 tags), all unchanged
 #   - the skopeo + buildah way through the same proxy, cold and warm, 12 targets
@@ -45,7 +46,7 @@ measure() {
   local before; before=$(requests)
   /usr/bin/time -f '%e %M' -o "$run/time" "$@" > "$run/$name.log" 2>&1 || {
     echo "$name failed, see $run/$name.log" >&2; tail -20 "$run/$name.log" >&2; exit 1; }
-  local secs kb after n
+  local kb after n
   read -r secs kb < "$run/time"
   after=$(requests)
   n=$((after - before))
@@ -67,9 +68,18 @@ config() {
 }
 
 export ARCHGATE_CACHE_DIR="$run/cache"
+# The same cold publish without the delay (the proxy in place, 0 ms): what
+# latency adds is the difference.
+start_registry "$run/registry" 0
+config "$run/12.toml" 2
+rm -rf "$ARCHGATE_CACHE_DIR"
+measure "archgate cold publish, no delay" 12 "$archgate" publish -c "$run/12.toml"
+undelayed=$secs
 start
 config "$run/12.toml" 2
+rm -rf "$ARCHGATE_CACHE_DIR"
 measure "archgate cold publish" 12 "$archgate" publish -c "$run/12.toml"
+cold=$secs
 measure "archgate warm re-run" 12 "$archgate" publish -c "$run/12.toml"
 config "$run/60.toml" 10
 "$archgate" publish -c "$run/60.toml" > "$run/60-first.log" 2>&1
@@ -84,7 +94,9 @@ config "$run/signed.toml" 2
 printf '[sign]\nsigstore-private-key = "%s/bench.key"\npassphrase-file = "%s/bench.pass"\n' "$keys" "$keys" >> "$run/signed.toml"
 rm -rf "$ARCHGATE_CACHE_DIR"
 measure "archgate cold publish, signed" 12 "$archgate" publish -c "$run/signed.toml"
+secs_signed=$secs
 measure "archgate warm re-run, signed" 12 "$archgate" publish -c "$run/signed.toml"
+results+=("  latency adds to the cold publish: $(echo "$cold - $undelayed" | bc) s; signing adds: $(echo "$secs_signed - $cold" | bc) s")
 
 if [ -n "${BENCH_NO_BASELINE:-}" ]; then
   echo

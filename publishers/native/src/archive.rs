@@ -143,7 +143,7 @@ pub fn decompress<'a, R: Read + 'a>(
     raw: R,
     compression: Compression,
 ) -> Result<Box<dyn Read + 'a>> {
-    let raw = BufReader::with_capacity(1 << 20, raw);
+    let raw = BufReader::with_capacity(64 << 10, raw);
     Ok(match compression {
         Compression::None => Box::new(raw),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
@@ -344,7 +344,7 @@ fn copy_maybe_hashing(
     mut each: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<(Option<String>, u64)> {
     let mut hasher = hash.then(Sha256::new);
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     let mut n = 0u64;
     loop {
         let k = match source.read(&mut buf) {

@@ -409,7 +409,7 @@ fn resolve_stream(
         let got = archive::read_up_to(&mut hashing, &mut magic)?;
         let compression = archive::detect_bytes(&magic[..got]);
         let head = io::Cursor::new(magic[..got].to_vec());
-        let mut buffered = io::BufReader::with_capacity(1 << 20, head.chain(&mut hashing));
+        let mut buffered = io::BufReader::with_capacity(64 << 10, head.chain(&mut hashing));
         let scan = {
             let stream = archive::decompress(&mut buffered, compression)?;
             archive::scan(stream, sink, &BTreeMap::new())?
