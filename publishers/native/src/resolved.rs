@@ -211,3 +211,25 @@ impl ReadEnv {
 
 /// How long a fetch over HTTP waits for its next bytes, unless told.
 pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::ReadEnv;
+
+    #[test]
+    fn the_spool_takes_what_its_limit_has_room_for() {
+        let env = ReadEnv {
+            spool_limit: Some(100),
+            ..Default::default()
+        };
+        assert!(env.spool_room(60));
+        assert!(!env.spool_room(41), "60 + 41 is over the limit");
+        assert!(env.spool_room(40));
+        assert!(!env.spool_room(1));
+        // Shared by the clones a run hands to its reads.
+        let clone = env.clone();
+        assert!(!clone.spool_room(1));
+        assert!(ReadEnv::default().spool_room(2 << 30));
+        assert!(!ReadEnv::default().spool_room((2 << 30) + 1));
+    }
+}
