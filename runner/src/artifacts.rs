@@ -311,8 +311,7 @@ fn early_push_stores(
     hosts
         .into_iter()
         .filter_map(|host| {
-            let on_host = |r: &&crate::spec::RepoSpec| registry_host(r) == Some(host);
-            let mut repos = image.repositories.iter().filter(on_host);
+            let mut repos = repos_on(image, host);
             let first = repos.next()?;
             Some((
                 stores.store(first),
@@ -320,6 +319,17 @@ fn early_push_stores(
             ))
         })
         .collect()
+}
+
+/// The image's repositories on the registry `host`, in order.
+pub(crate) fn repos_on<'a>(
+    image: &'a ImageSpec,
+    host: &'a str,
+) -> impl Iterator<Item = &'a crate::spec::RepoSpec> {
+    image
+        .repositories
+        .iter()
+        .filter(move |r| registry_host(r) == Some(host))
 }
 
 /// The image's layout repositories (`oci:`).

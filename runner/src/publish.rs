@@ -123,11 +123,7 @@ fn streamed_to<'a>(
 ) -> Vec<&'a str> {
     let image = &spec.images[image];
     let got_all = |host: &&str| {
-        let Some(first) = image
-            .repositories
-            .iter()
-            .find(|r| crate::artifacts::registry_host(r) == Some(*host))
-        else {
+        let Some(first) = crate::artifacts::repos_on(image, host).next() else {
             return false;
         };
         let store = stores.store(first);

@@ -256,17 +256,16 @@ fn resolve_url(
             Ok(r)
         }
         (Err(e), spooled) => {
-            if let Some((part, _)) = spooled {
-                let _ = std::fs::remove_file(&part);
+            let part = spooled.map(|(part, _)| part);
+            if let Some(part) = &part {
+                let _ = std::fs::remove_file(part);
             }
             Err(if copy_failed.load(std::sync::atomic::Ordering::Relaxed) {
                 let why = format!("cannot keep a copy of {url}: {e:#}");
-                spool_failure(Path::new(url), &why, crate::disk_full(&e))
+                let path = part.as_deref().unwrap_or(Path::new(url));
+                spool_failure(path, &why, crate::disk_full(&e))
             } else if fetch_failed.load(std::sync::atomic::Ordering::Relaxed) {
-                let secs = env
-                    .read_timeout
-                    .unwrap_or(crate::resolved::DEFAULT_READ_TIMEOUT)
-                    .as_secs();
+                let secs = env.stall_limit().as_secs();
                 crate::http::transient(format!(
                     "{url}: the transfer broke or stalled (more than {secs} s without bytes): {e:#}"
                 ))

@@ -126,9 +126,7 @@ pub(crate) fn fetch(
 ) -> Result<reqwest::blocking::Response, ReadFailure> {
     // The blocking client's timeout holds for each read: a transfer that
     // stalls that long ends, as a server's trouble (transient).
-    let read_timeout = env
-        .read_timeout
-        .unwrap_or(crate::resolved::DEFAULT_READ_TIMEOUT);
+    let read_timeout = env.stall_limit();
     let redirects = match env.allowed.clone() {
         None => reqwest::redirect::Policy::default(),
         Some(allowed) => {

@@ -197,6 +197,12 @@ pub struct ReadEnv {
 pub const DEFAULT_SPOOL_LIMIT: u64 = 2 << 30;
 
 impl ReadEnv {
+    /// How long a fetch over HTTP waits for its next bytes: `read_timeout`,
+    /// else [`DEFAULT_READ_TIMEOUT`].
+    pub(crate) fn stall_limit(&self) -> std::time::Duration {
+        self.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT)
+    }
+
     /// Room in the spool for `n` more bytes: taken (true) or not.
     pub(crate) fn spool_room(&self, n: u64) -> bool {
         use std::sync::atomic::Ordering;
