@@ -1,16 +1,17 @@
 //! Stage 2: read the artifacts (while stage 1 reads the current indexes).
-//! Every built artifact of every image is read once, several at a time;
-//! with the native engine an archive's blobs go, in the same pass, to the
-//! image's first repository on each of its registries (once the image is
-//! known not to be stale), are mounted into its other repositories there,
-//! and its manifest's signatures are prepared.
+//! Every built artifact is read once, several at a time, however many
+//! images use it (hard links, one URL); with the native engine an
+//! archive's blobs go, in the same pass, to the first repository on each
+//! registry of each of those images (once the image is known not to be
+//! stale), are mounted into their other repositories there, and its
+//! manifest's signatures are prepared.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use archgate_core::{Arch, ArchInput, ComposeResults, ErrorKind, Outcome, Repository};
 use archgate_native::{
-    resolve_and_push, AnyStore, ReadEnv, ReadFailure, Reading, ResolvedArtifact, Store,
+    resolve_and_push, AnyStore, Destination, ReadEnv, ReadFailure, Reading, ResolvedArtifact, Store,
 };
 use futures_util::StreamExt;
 
@@ -32,82 +33,168 @@ pub(crate) struct ImageInputs {
     pub(crate) notes: Vec<(Arch, String)>,
 }
 
-/// Reads every built artifact of every image once, as many at a time as
-/// there are cores. One that cannot be used turns its arch into `failed`
-/// with the reason; archgate's own failure while reading is kept apart.
-/// With the native engine, archive blobs go to the image's first
-/// repository on each of its registries in the same pass, once the image's
-/// `go` says it may be written (no target of it holds a newer compose):
-/// the reads start while the current indexes are still being read.
+/// One read of an artifact: the results (image number, result number)
+/// it stands for. Images built from one file (hard links, one URL) share
+/// a read.
+pub(crate) struct Read {
+    arch: Arch,
+    artifact: archgate_core::Artifact,
+    members: Vec<(usize, usize)>,
+}
+
+/// Every built artifact of every image, one [`Read`] per file: results of
+/// the same arch whose artifacts are one file (the same device and inode,
+/// or the same URL) and that the compose vouches for alike (checksum,
+/// size) are read once. Images already in a registry are read apart (a
+/// read there costs no transfer).
+pub(crate) fn reads(spec: &RunSpec, results: &ComposeResults) -> Vec<Read> {
+    let mut reads: Vec<Read> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, image) in spec.images.iter().enumerate() {
+        let list = results.images.get(&image.name).into_iter().flatten();
+        for (k, r) in list.enumerate() {
+            let Outcome::Built(artifact) = &r.outcome else {
+                continue;
+            };
+            let key = same_file(r.arch, artifact);
+            if let Some(&at) = key.as_ref().and_then(|key| seen.get(key)) {
+                reads[at].members.push((i, k));
+                continue;
+            }
+            if let Some(key) = key {
+                seen.insert(key, reads.len());
+            }
+            reads.push(Read {
+                arch: r.arch,
+                artifact: artifact.clone(),
+                members: vec![(i, k)],
+            });
+        }
+    }
+    reads
+}
+
+/// What makes two results one read: the arch, the file (device and inode,
+/// or the URL), and what the compose says of it. None for what is not
+/// shared (an image in a registry, a file that cannot be looked at: its
+/// read says why).
+fn same_file(arch: Arch, artifact: &archgate_core::Artifact) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let file = match &artifact.location {
+        archgate_core::Location::Path(p) => {
+            let meta = std::fs::metadata(p).ok()?;
+            format!("file {}:{}", meta.dev(), meta.ino())
+        }
+        archgate_core::Location::Url(url) => format!("url {url}"),
+        archgate_core::Location::Image(_) => return None,
+    };
+    let checksum = artifact.checksum.as_ref().map(ToString::to_string);
+    Some(format!(
+        "{arch} {file} {} {:?}",
+        checksum.unwrap_or_default(),
+        artifact.size
+    ))
+}
+
+/// Reads every artifact of `reads` once, as many at a time as there are
+/// cores. One that cannot be used turns its arch into `failed` (in every
+/// image it stands for) with the reason; archgate's own failure while
+/// reading is kept apart. With the native engine, archive blobs go to the
+/// first repository on each registry of every image the read stands for
+/// in the same pass, once that image's `go` says it may be written (no
+/// target of it holds a newer compose): the reads start while the current
+/// indexes are still being read. Each image is handed to `ready` (with
+/// its number) as soon as all of its own artifacts are read.
 pub(crate) async fn read_all(
     spec: &RunSpec,
     results: &ComposeResults,
+    reads: &[Read],
     stores: &RunStores,
-    env: &ReadEnv,
-    go: &[archgate_native::Go],
-) -> Vec<ImageInputs> {
+    (env, go): (&ReadEnv, &[archgate_native::Go]),
+    mut ready: impl FnMut(usize, ImageInputs) + Send,
+) {
     let readers = readers();
     // Four times the readers may be alive, reading or sending what they
     // read (or waiting for another image's upload of the same blobs).
     let alive = 4 * readers;
     let reading = Reading::new(readers, alive);
-    let mut jobs = Vec::new();
-    for (i, image) in spec.images.iter().enumerate() {
-        let dests = early_push_stores(spec, stores, results, image);
-        let layouts = match may_stream(spec, results, image) {
-            true => layout_stores(stores, image),
-            false => Vec::new(),
-        };
-        let push_to = (!dests.is_empty() || !layouts.is_empty()).then(|| Early {
-            dests,
-            layouts,
-            sign: spec.sign.key.clone().filter(|_| image.sign),
-            go: go.get(i).cloned().flatten(),
-        });
-        let list = results
-            .images
-            .get(&image.name)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for (k, r) in list.iter().enumerate() {
-            if let Outcome::Built(artifact) = &r.outcome {
-                jobs.push((i, k, r.arch, artifact.clone(), push_to.clone()));
-            }
-        }
-    }
-    let jobs: Vec<_> = jobs
-        .into_iter()
-        .map(|(i, k, arch, artifact, push_to)| {
-            let in_registry = match &artifact.location {
+    let early: Vec<Option<Early>> = spec
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            let go = go.get(i).cloned().flatten();
+            let dests: Vec<_> = early_push_stores(spec, stores, results, image)
+                .into_iter()
+                .map(|(store, also)| Destination {
+                    store,
+                    also,
+                    go: go.clone(),
+                })
+                .collect();
+            let layouts = match may_stream(spec, results, image) {
+                true => layout_stores(stores, image),
+                false => Vec::new(),
+            };
+            (!dests.is_empty() || !layouts.is_empty()).then(|| Early {
+                dests,
+                layouts,
+                sign: spec.sign.key.clone().filter(|_| image.sign),
+                go,
+            })
+        })
+        .collect();
+    let jobs: Vec<_> = reads
+        .iter()
+        .map(|read| {
+            let in_registry = match &read.artifact.location {
                 archgate_core::Location::Image(image) => {
                     Some((image.clone(), stores.registry(&image.host)))
                 }
                 _ => None,
             };
+            let members = read
+                .members
+                .iter()
+                .map(|&(i, k)| ((i, k), early[i].clone()))
+                .collect();
             read_one(
-                (i, k),
-                arch,
-                artifact,
+                read.arch,
+                read.artifact.clone(),
+                members,
                 in_registry,
-                push_to,
                 env.clone(),
                 reading.clone(),
             )
         })
         .collect();
-    let mut read: HashMap<(usize, usize), Result<ResolvedArtifact, ReadFailure>> =
-        futures_util::stream::iter(jobs)
-            .buffer_unordered(alive)
-            .collect()
-            .await;
-    spec.images
-        .iter()
-        .enumerate()
-        .map(|(i, image)| {
-            let list = results.images.get(&image.name).map(Vec::as_slice);
-            image_inputs(i, &image.name, list.unwrap_or_default(), &mut read)
-        })
-        .collect()
+    // Per image, the reads it still waits for.
+    let mut left = vec![0usize; spec.images.len()];
+    for &(i, _) in reads.iter().flat_map(|r| &r.members) {
+        left[i] += 1;
+    }
+    let mut read: HashMap<(usize, usize), Result<ResolvedArtifact, ReadFailure>> = HashMap::new();
+    let mut done = |i: usize, read: &mut HashMap<_, _>| {
+        let image = &spec.images[i];
+        let list = results.images.get(&image.name).map(Vec::as_slice);
+        ready(
+            i,
+            image_inputs(i, &image.name, list.unwrap_or_default(), read),
+        );
+    };
+    for i in (0..left.len()).filter(|&i| left[i] == 0) {
+        done(i, &mut read);
+    }
+    let mut answers = futures_util::stream::iter(jobs).buffer_unordered(alive);
+    while let Some(answer) = answers.next().await {
+        for ((i, k), got) in answer {
+            read.insert((i, k), got);
+            left[i] -= 1;
+            if left[i] == 0 {
+                done(i, &mut read);
+            }
+        }
+    }
 }
 
 /// How many artifacts are read at once: twice the cores (a read waits on
@@ -122,28 +209,30 @@ fn readers() -> usize {
 pub(crate) fn uploads_at_once<'a>(
     spec: &'a RunSpec,
     results: &ComposeResults,
+    reads: &[Read],
     env: &ReadEnv,
 ) -> HashMap<&'a str, usize> {
     let mut uploads: HashMap<&str, usize> = HashMap::new();
-    for image in &spec.images {
-        let hosts = streams_to(spec, results, image);
-        if hosts.is_empty() {
+    for read in reads {
+        let a = &read.artifact;
+        if !archgate_native::is_archive(a)
+            || env
+                .cache
+                .as_deref()
+                .is_some_and(|dir| archgate_native::cache_holds(dir, a))
+        {
             continue;
         }
-        let list = results.images.get(&image.name).into_iter().flatten();
-        let read = list.filter(|r| match &r.outcome {
-            Outcome::Built(a) => {
-                archgate_native::is_archive(a)
-                    && !env
-                        .cache
-                        .as_deref()
-                        .is_some_and(|dir| archgate_native::cache_holds(dir, a))
+        let mut hosts: Vec<&str> = Vec::new();
+        for &(i, _) in &read.members {
+            for host in streams_to(spec, results, &spec.images[i]) {
+                if !hosts.contains(&host) {
+                    hosts.push(host);
+                }
             }
-            Outcome::Failed { .. } => false,
-        });
-        let n = read.count();
+        }
         for host in hosts {
-            *uploads.entry(host).or_default() += n;
+            *uploads.entry(host).or_default() += 1;
         }
     }
     let readers = readers();
@@ -206,7 +295,7 @@ fn image_inputs(
 struct Early {
     /// Per registry: the image's first repository there (blobs streamed)
     /// and its other repositories there (blobs mounted).
-    dests: Vec<(AnyStore, Vec<AnyStore>)>,
+    dests: Vec<Destination<AnyStore>>,
     /// The image's layouts: an archive fetched over HTTP goes there in
     /// the same pass too (nothing of it is kept to be read again).
     layouts: Vec<AnyStore>,
@@ -215,81 +304,103 @@ struct Early {
     go: archgate_native::Go,
 }
 
-/// Reads one artifact (pushing its blobs on the way to `push_to`'s stores,
-/// mounting them into their other repositories, and getting the
-/// signatures of its manifest ready there).
+/// Reads one artifact for every result it stands for (`members`, with
+/// where each one's image wants its blobs): pushes its blobs on the way to
+/// every image's stores, mounts them into their other repositories, and
+/// gets the signatures of its manifest ready there. Each member gets the
+/// same answer.
 async fn read_one(
-    key: (usize, usize),
     arch: Arch,
     artifact: archgate_core::Artifact,
+    members: Vec<((usize, usize), Option<Early>)>,
     in_registry: Option<(
         archgate_core::ImageRef,
         Option<Arc<archgate_native::Registry>>,
     )>,
-    push_to: Option<Early>,
     env: ReadEnv,
     reading: Reading,
-) -> ((usize, usize), Result<ResolvedArtifact, ReadFailure>) {
-    // An image already in a registry: read there; its blobs stay there
-    // until publishing mounts (or streams) them.
-    if let Some((image, registry)) = in_registry {
-        let got = match registry {
+) -> Vec<((usize, usize), Result<ResolvedArtifact, ReadFailure>)> {
+    let got = match in_registry {
+        // An image already in a registry: read there; its blobs stay there
+        // until publishing mounts (or streams) them.
+        Some((image, registry)) => match registry {
             Some(registry) => archgate_native::resolve_image(registry, arch, &image).await,
             None => Err(ReadFailure::Internal(format!(
                 "{image}: internal error: no client for the registry {}",
                 image.host
             ))),
-        };
-        return (key, got);
+        },
+        None => read_and_push(arch, artifact, &members, env, reading).await,
+    };
+    members
+        .into_iter()
+        .map(|(key, _)| (key, got.clone()))
+        .collect()
+}
+
+/// Reads an artifact from the compose, sending its blobs to where the
+/// images of `members` want them (see [`read_one`]).
+async fn read_and_push(
+    arch: Arch,
+    artifact: archgate_core::Artifact,
+    members: &[((usize, usize), Option<Early>)],
+    env: ReadEnv,
+    reading: Reading,
+) -> Result<ResolvedArtifact, ReadFailure> {
+    let early: Vec<&Early> = members.iter().filter_map(|(_, e)| e.as_ref()).collect();
+    if early.is_empty() {
+        return archgate_native::read_only(&reading, arch, artifact, env).await;
     }
-    let got = match push_to {
-        Some(early) => {
-            let mut dests = early.dests.clone();
-            if matches!(artifact.location, archgate_core::Location::Url(_))
-                && archgate_native::may_send(&early.go).await
-            {
-                for layout in &early.layouts {
-                    match layout.prepare().await {
-                        Ok(()) => dests.push((layout.clone(), Vec::new())),
-                        Err(e) => {
-                            tracing::debug!(store = %layout.name(), "not written while reading (publishing meets it): {e:#}")
-                        }
+    let mut dests = Vec::new();
+    for e in &early {
+        dests.extend(e.dests.iter().cloned());
+        if matches!(artifact.location, archgate_core::Location::Url(_))
+            && archgate_native::may_send(&e.go).await
+        {
+            for layout in &e.layouts {
+                match layout.prepare().await {
+                    Ok(()) => dests.push(Destination {
+                        go: e.go.clone(),
+                        ..Destination::to(layout.clone())
+                    }),
+                    Err(e) => {
+                        tracing::debug!(store = %layout.name(), "not written while reading (publishing meets it): {e:#}")
                     }
                 }
             }
-            let got =
-                resolve_and_push(&dests, &reading, early.go.clone(), arch, artifact, env).await;
-            // Only for a manifest this read found or sent (not one the
-            // cache answered for: a re-run asks nothing it need not).
-            if let (Ok(art), Some(key)) = (&got, &early.sign) {
-                let manifest = archgate_native::Descriptor::of_entry(&art.entry);
-                let sent: Vec<_> = early
-                    .dests
-                    .iter()
-                    .filter(|(store, _)| store.knows_blob(&manifest))
-                    .collect();
-                if !sent.is_empty() && archgate_native::may_send(&early.go).await {
-                    sign_ahead(&sent, key, &art.entry.digest).await;
-                }
-            }
-            got
         }
-        None => archgate_native::read_only(&reading, arch, artifact, env).await,
-    };
-    (key, got)
+    }
+    let got = resolve_and_push(&dests, &reading, arch, artifact, env).await;
+    // Only for a manifest this read found or sent (not one the cache
+    // answered for: a re-run asks nothing it need not).
+    if let Ok(art) = &got {
+        let manifest = archgate_native::Descriptor::of_entry(&art.entry);
+        for e in &early {
+            let Some(key) = &e.sign else { continue };
+            let sent: Vec<_> = e
+                .dests
+                .iter()
+                .filter(|d| d.store.knows_blob(&manifest))
+                .collect();
+            if !sent.is_empty() && archgate_native::may_send(&e.go).await {
+                sign_ahead(&sent, key, &art.entry.digest).await;
+            }
+        }
+    }
+    got
 }
 
 /// Gets the signatures of an arch manifest ready in every repository its
 /// blobs went to, while other artifacts are read: publishing then only
 /// puts them in place. A failure here is left for publishing to meet.
 async fn sign_ahead(
-    dests: &[&(AnyStore, Vec<AnyStore>)],
+    dests: &[&Destination<AnyStore>],
     key: &archgate_sign::SigningKey,
     digest: &str,
 ) {
     let stores = dests
         .iter()
-        .flat_map(|(store, also)| std::iter::once(store).chain(also));
+        .flat_map(|d| std::iter::once(&d.store).chain(&d.also));
     let ready = stores.map(|store| async move {
         if let Err(e) = store.prepare_signature_ahead(key, digest).await {
             tracing::debug!(store = %store.name(), %digest, "signature not prepared ahead (done when publishing): {e:#}");

@@ -1,11 +1,13 @@
 //! Stage 4: decide. The gate (`archgate_core::decide`, pure) once per
 //! target, over what reading the artifacts gave and what the target holds;
-//! then the arch tags to push and the digest the target will hold.
+//! then the arch tags to push and the digest the target will hold. An
+//! image is decided as soon as its own artifacts are read (and every
+//! current state is known), while other images' artifacts are still read.
 
 use archgate_core::Vars;
 use archgate_core::{
-    decide, Compose, ComposeStamp, CurrentIndex, Decision, ErrorKind, GateInput, GateSettings,
-    TargetPlan,
+    decide, Compose, ComposeResults, ComposeStamp, CurrentIndex, Decision, ErrorKind, GateInput,
+    GateSettings, TargetPlan,
 };
 use archgate_native::{render_index, sha256_digest};
 
@@ -14,20 +16,19 @@ use crate::spec::RunSpec;
 use crate::targets::{image_error, Target};
 use crate::RunError;
 
-/// Decides every target. A target whose current state could not be read,
-/// or whose image met archgate's own fault while reading, is an error and
-/// is not decided.
-pub(crate) fn decide_all(
+/// Decides the targets of one image over what reading its artifacts gave.
+/// A target whose current state could not be read, or whose image met
+/// archgate's own fault while reading, is an error and is not decided.
+pub(crate) fn decide_image(
     spec: &RunSpec,
     compose: &Compose,
-    reads: &[ImageInputs],
+    read: &ImageInputs,
     targets: &mut [Target],
     currents: Vec<Result<Option<CurrentIndex>, anyhow::Error>>,
     now: i64,
 ) -> Result<(), RunError> {
     let stamp = ComposeStamp::of(compose);
     for (target, current) in targets.iter_mut().zip(currents) {
-        let read = &reads[target.image];
         match current {
             Ok(c) => target.current = c,
             Err(e) => {
@@ -118,18 +119,11 @@ fn settle(
     target: &mut Target,
     plan: TargetPlan,
 ) -> Result<(), RunError> {
-    let image = &spec.images[target.image];
     for &arch in &plan.arch_tags {
-        let vars = Vars {
-            compose,
-            releases: &spec.releases,
-            tag: Some(&target.tag),
-            arch: Some(arch),
+        let tag = match target.arch_tag_names.get(&arch) {
+            Some(tag) => tag.clone(),
+            None => arch_tag(spec, compose, target, arch)?,
         };
-        let tag = image
-            .arch_tag
-            .render(&vars)
-            .map_err(|e| image_error(image, e))?;
         target.arch_tags.push((arch, tag));
     }
     target.decision = plan.decision;
@@ -141,6 +135,45 @@ fn settle(
     tracing::info!(target = %target.reference, decision = plan.decision.as_str(), "planned");
     target.plan = Some(plan);
     Ok(())
+}
+
+/// Renders every named target's arch tag for each arch its image's results
+/// have, before anything is read or written: a template that cannot be
+/// rendered stops the run here, never between two images' publishes.
+pub(crate) fn name_arch_tags(
+    spec: &RunSpec,
+    results: &ComposeResults,
+    targets: &mut [Target],
+) -> Result<(), RunError> {
+    for target in targets.iter_mut().filter(|t| t.named) {
+        let image = &spec.images[target.image];
+        let list = results.images.get(&image.name).into_iter().flatten();
+        for r in list {
+            let tag = arch_tag(spec, &results.compose, target, r.arch)?;
+            target.arch_tag_names.insert(r.arch, tag);
+        }
+    }
+    Ok(())
+}
+
+/// A target's arch tag for `arch`.
+fn arch_tag(
+    spec: &RunSpec,
+    compose: &Compose,
+    target: &Target,
+    arch: archgate_core::Arch,
+) -> Result<String, RunError> {
+    let image = &spec.images[target.image];
+    let vars = Vars {
+        compose,
+        releases: &spec.releases,
+        tag: Some(&target.tag),
+        arch: Some(arch),
+    };
+    image
+        .arch_tag
+        .render(&vars)
+        .map_err(|e| image_error(image, e))
 }
 
 /// The attestation manifests that came with a built image (the `registry`

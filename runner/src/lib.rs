@@ -130,6 +130,36 @@ impl Runner {
     /// at a time) from reading its current index until its read-back: plan
     /// and publish one run before planning another on the same targets.
     pub async fn plan(&self, spec: &RunSpec) -> Result<Plan, RunError> {
+        let (setup, targets) = self.set_up(spec).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        read_and_decide(spec, &setup, targets, tx).await?;
+        let mut artifacts = vec![Arc::default(); spec.images.len()];
+        let mut targets = Vec::new();
+        while let Ok((i, decided, resolved)) = rx.try_recv() {
+            artifacts[i] = resolved;
+            targets.extend(decided);
+        }
+        targets.sort_by_key(|t| t.seq);
+        let Setup {
+            stores,
+            results,
+            dir,
+            ..
+        } = setup;
+        Ok(Plan {
+            spec: Arc::new(spec.clone()),
+            compose: results.compose,
+            targets,
+            artifacts,
+            stores,
+            dir,
+        })
+    }
+
+    /// What every run does before it reads: the registries' views, the
+    /// compose, the run's temp dir, and its targets named (their arch tags
+    /// too) and, unless a dry run, held.
+    async fn set_up(&self, spec: &RunSpec) -> Result<(Setup, Vec<targets::Target>), RunError> {
         check_engine(spec)?;
         let stores = Arc::new(self.clients.views(
             &spec.registries,
@@ -149,43 +179,18 @@ impl Runner {
         };
         let now = (self.env.clock)();
         let mut targets = targets::name_all(spec, &results.compose)?;
+        decide::name_arch_tags(spec, &results, &mut targets)?;
         if !spec.dry_run {
             current::hold_all(spec, &stores, &results, &mut targets).await;
         }
-        // The artifacts are read while the current indexes are: an image's
-        // blobs go up once it is known that no target of it holds a newer
-        // compose (nothing of a stale image is sent).
-        let (go, gates): (Vec<_>, Vec<_>) = spec
-            .images
-            .iter()
-            .map(|_| {
-                let (tx, rx) = tokio::sync::watch::channel(None);
-                (Some(rx), tx)
-            })
-            .unzip();
-        stores.expect(
-            &current::reads_at_once(spec, &targets),
-            &artifacts::uploads_at_once(spec, &results, &read_env),
-        );
-        let reading = artifacts::read_all(spec, &results, &stores, &read_env, &go);
-        let knowing = async {
-            let currents = current::read_all(spec, &stores, &targets).await;
-            let stale = stale_images(spec, &results.compose, &targets, &currents);
-            for (i, gate) in gates.iter().enumerate() {
-                let _ = gate.send(Some(!stale.contains(&i)));
-            }
-            currents
-        };
-        let (reads, currents) = tokio::join!(reading, knowing);
-        decide::decide_all(spec, &results.compose, &reads, &mut targets, currents, now)?;
-        Ok(Plan {
-            spec: Arc::new(spec.clone()),
-            compose: results.compose,
-            targets,
-            artifacts: reads.into_iter().map(|r| Arc::new(r.resolved)).collect(),
+        let setup = Setup {
             stores,
+            results,
             dir,
-        })
+            read_env,
+            now,
+        };
+        Ok((setup, targets))
     }
 
     /// Carries a plan out and reports. A target that fails does not stop
@@ -194,28 +199,127 @@ impl Runner {
         let Plan {
             spec,
             compose,
-            mut targets,
+            targets,
             artifacts,
             stores,
             dir,
         } = plan;
-        let tools = publish::tools_for(&spec, dir.path(), &mut targets);
-        let targets =
-            publish::publish_all(&spec, &stores, tools.as_ref(), &artifacts, targets).await;
+        let tools = publish::tools_for(&spec, dir.path());
+        let total = targets.len();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut images: BTreeMap<usize, Vec<targets::Target>> = BTreeMap::new();
+        for t in targets {
+            images.entry(t.image).or_default().push(t);
+        }
+        for (i, image_targets) in images {
+            let _ = tx.send((i, image_targets, artifacts[i].clone()));
+        }
+        drop(tx);
+        let targets = publish::publish_as_decided(&spec, &stores, &tools, rx, total).await;
         let report = report::make_report(&spec, &compose, targets, false);
         drop(tools);
         drop(dir);
         report
     }
 
-    /// Plans, then publishes unless the spec is a dry run.
+    /// Plans, then publishes unless the spec is a dry run: each image as
+    /// soon as its own artifacts are read and its targets decided, while
+    /// other images' artifacts are still read.
     pub async fn run(&self, spec: &RunSpec) -> Result<Report, RunError> {
-        let plan = self.plan(spec).await?;
         if spec.dry_run {
-            return Ok(plan.into_report());
+            return Ok(self.plan(spec).await?.into_report());
         }
-        Ok(self.publish(plan).await)
+        let (setup, targets) = self.set_up(spec).await?;
+        let tools = publish::tools_for(spec, setup.dir.path());
+        let total = targets.len();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let deciding = read_and_decide(spec, &setup, targets, tx);
+        let publishing = publish::publish_as_decided(spec, &setup.stores, &tools, rx, total);
+        let (decided, targets) = tokio::join!(deciding, publishing);
+        decided?;
+        let report = report::make_report(spec, &setup.results.compose, targets, false);
+        drop(tools);
+        drop(setup);
+        Ok(report)
     }
+}
+
+/// What a run has set up before it reads ([`Runner::set_up`]).
+struct Setup {
+    stores: Arc<RunStores>,
+    results: ComposeResults,
+    /// The run's temp dir (the HTTP spool, the tools' storage).
+    dir: tempfile::TempDir,
+    read_env: ReadEnv,
+    /// The run's clock, read once.
+    now: i64,
+}
+
+/// Reads every artifact and every target's current state, and decides:
+/// each image goes to `decided` (its targets, decided, and what its
+/// artifacts gave) as soon as its own artifacts are read and every current
+/// state is known. The artifacts are read while the current indexes are:
+/// an image's blobs go up once it is known that no target of it holds a
+/// newer compose (nothing of a stale image is sent).
+async fn read_and_decide(
+    spec: &RunSpec,
+    setup: &Setup,
+    targets: Vec<targets::Target>,
+    decided: tokio::sync::mpsc::UnboundedSender<publish::Decided>,
+) -> Result<(), RunError> {
+    let Setup {
+        stores,
+        results,
+        read_env,
+        now,
+        ..
+    } = setup;
+    let (go, gates): (Vec<_>, Vec<_>) = spec
+        .images
+        .iter()
+        .map(|_| {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            (Some(rx), tx)
+        })
+        .unzip();
+    let reads = artifacts::reads(spec, results);
+    stores.expect(
+        &current::reads_at_once(spec, &targets),
+        &artifacts::uploads_at_once(spec, results, &reads, read_env),
+    );
+    let (read_tx, mut read_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reading = artifacts::read_all(spec, results, &reads, stores, (read_env, &go), {
+        move |i, inputs| {
+            let _ = read_tx.send((i, inputs));
+        }
+    });
+    let deciding = async {
+        let currents = current::read_all(spec, stores, &targets).await;
+        let stale = stale_images(spec, &results.compose, &targets, &currents);
+        for (i, gate) in gates.iter().enumerate() {
+            let _ = gate.send(Some(!stale.contains(&i)));
+        }
+        let mut per_image: Vec<Vec<_>> = spec.images.iter().map(|_| Vec::new()).collect();
+        for (t, current) in targets.into_iter().zip(currents) {
+            per_image[t.image].push((t, current));
+        }
+        while let Some((i, read)) = read_rx.recv().await {
+            let (mut image_targets, currents): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut per_image[i]).into_iter().unzip();
+            decide::decide_image(
+                spec,
+                &results.compose,
+                &read,
+                &mut image_targets,
+                currents,
+                *now,
+            )?;
+            let _ = decided.send((i, image_targets, Arc::new(read.resolved)));
+        }
+        Ok(())
+    };
+    let ((), decided) = tokio::join!(reading, deciding);
+    decided
 }
 
 /// The images some target of which holds a newer compose than this one

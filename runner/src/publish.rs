@@ -1,8 +1,9 @@
-//! Stage 5: publish. Per image, its targets on the registries its blobs
-//! went to while they were read all at once (they find every blob there);
-//! of the others, the first alone (the image's blobs and manifests go up
-//! once), then the rest at once, which find them or mount them; images
-//! several at a time. Within a target the order of docs/gate.md holds
+//! Stage 5: publish. Each image as soon as it is decided, while other
+//! images' artifacts are still read; images several at a time. Per image,
+//! its targets on the registries its blobs went to while they were read
+//! all at once (they find every blob there); of the others, the first
+//! alone (the image's blobs and manifests go up once), then the rest at
+//! once, which find them or mount them. Within a target the order of docs/gate.md holds
 //! (blobs, manifests and arch tags, the index last), written by the native
 //! engine or by the tools.
 
@@ -19,58 +20,81 @@ use crate::spec::{RegistrySpec, RunSpec};
 use crate::stores::{store_tag, RunStores};
 use crate::targets::Target;
 
-/// The tools of the run's engine, with their storage in `dir`; for a tool
-/// that cannot be set up, every planned target fails with the reason.
+/// The tools of the run's engine (none for the native one), with their
+/// storage in `dir`; why not, when a tool cannot be set up.
 pub(crate) fn tools_for(
     spec: &RunSpec,
     dir: &Path,
-    targets: &mut [Target],
-) -> Option<archgate_tools::Tools> {
-    match archgate_tools::Tools::new_in(spec.engine.tool()?, dir) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            for t in targets.iter_mut().filter(|t| t.plan.is_some()) {
-                t.fail(
-                    format!("publishing {} failed: {}", t.reference, e.0),
-                    ErrorKind::Config,
-                );
-            }
-            None
-        }
+) -> Result<Option<archgate_tools::Tools>, String> {
+    match spec.engine.tool() {
+        None => Ok(None),
+        Some(tool) => archgate_tools::Tools::new_in(tool, dir)
+            .map(Some)
+            .map_err(|e| e.0),
     }
 }
 
-/// Publishes every target: per image in order, images at once. Returns
-/// the targets in report order.
-pub(crate) async fn publish_all(
+/// One image, decided: its number, its targets, and what its artifacts
+/// gave.
+pub(crate) type Decided = (usize, Vec<Target>, Arc<BTreeMap<Arch, ResolvedArtifact>>);
+
+/// Publishes every image that comes on `decided`, as soon as it comes
+/// (while other images' artifacts are still read), several at once; with
+/// the tools that `tools` could not set up, every planned target fails
+/// with the reason. Returns the targets in report order once `decided`
+/// is closed and every image published.
+pub(crate) async fn publish_as_decided(
     spec: &RunSpec,
     stores: &RunStores,
-    tools: Option<&archgate_tools::Tools>,
-    artifacts: &[Arc<BTreeMap<Arch, ResolvedArtifact>>],
-    targets: Vec<Target>,
+    tools: &Result<Option<archgate_tools::Tools>, String>,
+    mut decided: tokio::sync::mpsc::UnboundedReceiver<Decided>,
+    total: usize,
 ) -> Vec<Target> {
-    let total = targets.len() as u64;
-    // Per image, its targets in order (the first repository's first).
-    let mut groups: BTreeMap<usize, Vec<Target>> = BTreeMap::new();
-    for t in targets {
-        groups.entry(t.image).or_default().push(t);
-    }
+    let total = total as u64;
     let done = AtomicU64::new(0);
     archgate_native::progress::targets(0, total);
     let done = &done;
-    let jobs: Vec<_> = groups
-        .into_values()
-        .map(|image_targets| {
-            publish_image(spec, stores, tools, artifacts, image_targets, done, total)
-        })
-        .collect();
-    let published: Vec<Vec<Target>> = futures_util::stream::iter(jobs)
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    let mut targets: Vec<Target> = published.into_iter().flatten().collect();
-    targets.sort_by_key(|t| t.seq);
-    targets
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut out: Vec<Target> = Vec::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            image = decided.recv(), if open && running.len() < IMAGES_AT_ONCE => match image {
+                Some((_, mut targets, artifacts)) => match tools {
+                    Ok(tools) => running.push(publish_image(
+                        spec,
+                        stores,
+                        tools.as_ref(),
+                        artifacts,
+                        targets,
+                        (done, total),
+                    )),
+                    Err(why) => {
+                        fail_planned(&mut targets, why);
+                        out.extend(targets);
+                    }
+                },
+                None => open = false,
+            },
+            Some(targets) = running.next(), if !running.is_empty() => out.extend(targets),
+            else => break,
+        }
+    }
+    out.sort_by_key(|t| t.seq);
+    out
+}
+
+/// Images published at once.
+const IMAGES_AT_ONCE: usize = 8;
+
+/// Every planned target fails: the engine's tools could not be set up.
+fn fail_planned(targets: &mut [Target], why: &str) {
+    for t in targets.iter_mut().filter(|t| t.plan.is_some()) {
+        t.fail(
+            format!("publishing {} failed: {why}", t.reference),
+            ErrorKind::Config,
+        );
+    }
 }
 
 /// Publishes one image. Its targets on the registries its blobs went to
@@ -82,20 +106,20 @@ async fn publish_image(
     spec: &RunSpec,
     stores: &RunStores,
     tools: Option<&archgate_tools::Tools>,
-    artifacts: &[Arc<BTreeMap<Arch, ResolvedArtifact>>],
+    artifacts: Arc<BTreeMap<Arch, ResolvedArtifact>>,
     targets: Vec<Target>,
-    done: &AtomicU64,
-    total: u64,
+    done: (&AtomicU64, u64),
 ) -> Vec<Target> {
+    let artifacts = &*artifacts;
     let early = match (tools, targets.first()) {
-        (None, Some(t)) => streamed_to(spec, stores, &artifacts[t.image], t.image),
+        (None, Some(t)) => streamed_to(spec, stores, artifacts, t.image),
         _ => Vec::new(),
     };
     let (ready, rest): (Vec<Target>, Vec<Target>) = targets.into_iter().partition(|t| {
         let repo = &spec.images[t.image].repositories[t.repo].repository;
         matches!(repo, Repository::Registry { host, .. } if early.contains(&host.as_str()))
     });
-    let publish = |t| publish_counted(spec, stores, tools, artifacts, t, done, total);
+    let publish = |t| publish_counted(spec, stores, tools, artifacts, t, done);
     let ready = futures_util::future::join_all(ready.into_iter().map(publish));
     let rest = async {
         let mut rest = rest.into_iter();
@@ -140,13 +164,11 @@ async fn publish_counted(
     spec: &RunSpec,
     stores: &RunStores,
     tools: Option<&archgate_tools::Tools>,
-    artifacts: &[Arc<BTreeMap<Arch, ResolvedArtifact>>],
+    artifacts: &BTreeMap<Arch, ResolvedArtifact>,
     mut target: Target,
-    done: &AtomicU64,
-    total: u64,
+    (done, total): (&AtomicU64, u64),
 ) -> Target {
-    let image = target.image;
-    publish_target(spec, stores, tools, &mut target, &artifacts[image]).await;
+    publish_target(spec, stores, tools, &mut target, artifacts).await;
     // Read back (or failed): another writer may have the target now.
     drop(target.hold.take());
     let n = done.fetch_add(1, Ordering::Relaxed) + 1;

@@ -27,6 +27,9 @@ pub(crate) struct Target {
     pub(crate) current: Option<CurrentIndex>,
     pub(crate) plan: Option<TargetPlan>,
     pub(crate) arch_tags: Vec<(Arch, String)>,
+    /// Its arch tag for each arch of its image's results, rendered before
+    /// anything is read ([`crate::decide::name_arch_tags`]).
+    pub(crate) arch_tag_names: BTreeMap<Arch, String>,
     pub(crate) decision: Decision,
     pub(crate) digest: Option<String>,
     /// Digests this target's publish signed.
@@ -93,6 +96,7 @@ pub(crate) fn name_all(spec: &RunSpec, compose: &Compose) -> Result<Vec<Target>,
                     current: None,
                     plan: None,
                     arch_tags: Vec::new(),
+                    arch_tag_names: BTreeMap::new(),
                     decision: Decision::Error,
                     digest: None,
                     signed: Vec::new(),

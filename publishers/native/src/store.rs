@@ -219,10 +219,9 @@ async fn stream_pass<S: Store>(
         crate::archive::scan(stream, sink, &layers).with_context(|| at.name())?;
         Ok(())
     };
-    let dests = [(store, &[][..])];
+    let dests = [(store, &[][..], &None)];
     let streamed =
-        crate::stream::stream_archive(&dests, Some(needed), crate::stream::AHEAD, None, work)
-            .await?;
+        crate::stream::stream_archive(&dests, Some(needed), crate::stream::AHEAD, work).await?;
     match streamed.failed.into_iter().next() {
         Some((_, e)) => Err(e),
         None => Ok(streamed.pushed),
@@ -245,20 +244,42 @@ pub async fn read_only(
     blocking.await.map_err(ReadFailure::stopped)?
 }
 
+/// Where a read sends an archive's blobs ([`resolve_and_push`]).
+#[derive(Clone)]
+pub struct Destination<S> {
+    /// The store the blobs are sent to (a registry repository, a layout).
+    pub store: S,
+    /// Other repositories of the same registry: each blob is mounted into
+    /// them from `store`.
+    pub also: Vec<S>,
+    /// Whether anything may be written there, once known (`None`: yes).
+    pub go: crate::stream::Go,
+}
+
+impl<S> Destination<S> {
+    /// A destination that may always be written, with nothing mounted.
+    pub fn to(store: S) -> Destination<S> {
+        Destination {
+            store,
+            also: Vec::new(),
+            go: None,
+        }
+    }
+}
+
 /// Reads a built artifact, and when it is an archive pushes its blobs to
 /// each destination's store in the same pass (and mounts them into its
 /// `also`), so that a first publish reads each archive once, whatever the
-/// registries. Blobs are content-addressed and invisible until a manifest
-/// names them; the gate still decides about every manifest and tag. The
-/// reading holds a permit of `reading` (a decoder's memory and a core);
-/// the uploads after it do not. Nothing is sent (or mounted) before `go`
-/// says yes; when it says no, the artifact is only read. A destination
-/// whose upload fails does not stop the read: publishing sends it what it
-/// lacks.
+/// registries and images. Blobs are content-addressed and invisible until
+/// a manifest names them; the gate still decides about every manifest and
+/// tag. The reading holds a permit of `reading` (a decoder's memory and a
+/// core); the uploads after it do not. Nothing is sent to (or mounted in) a
+/// destination before its `go` says yes; when every `go` says no, the
+/// artifact is only read. A destination whose upload fails does not stop
+/// the read: publishing sends it what it lacks.
 pub async fn resolve_and_push<S: Store>(
-    dests: &[(S, Vec<S>)],
+    dests: &[Destination<S>],
     reading: &crate::stream::Reading,
-    go: crate::stream::Go,
     arch: Arch,
     artifact: archgate_core::Artifact,
     env: crate::artifact::ReadEnv,
@@ -283,12 +304,15 @@ pub async fn resolve_and_push<S: Store>(
             arch, &for_pass, &env, sink,
         ))
     };
-    let dests: Vec<_> = dests.iter().map(|(s, also)| (s, also.as_slice())).collect();
-    let streamed = crate::stream::stream_archive(&dests, None, reading.ahead, go, work)
+    let dests: Vec<_> = dests
+        .iter()
+        .map(|d| (&d.store, d.also.as_slice(), &d.go))
+        .collect();
+    let streamed = crate::stream::stream_archive(&dests, None, reading.ahead, work)
         .await
         .map_err(|e| ReadFailure::stopped(format!("{e:#}")))?;
     let mut resolved = streamed.value?;
-    let names: Vec<String> = dests.iter().map(|(s, _)| s.name()).collect();
+    let names: Vec<String> = dests.iter().map(|(s, _, _)| s.name()).collect();
     tracing::info!(stores = ?names, %arch, blobs = streamed.pushed, failed = streamed.failed.len(), secs = started.elapsed().as_secs_f32(), "archive read and streamed");
     // Its layers were left to the destinations to check, and one of them
     // failed: that may have been the artifact's fault (a layer that is not

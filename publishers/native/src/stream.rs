@@ -180,9 +180,10 @@ struct Offer {
     chunks: Vec<mpsc::UnboundedReceiver<Chunk>>,
 }
 
-/// Where a pass's blobs go: a store (a registry repository), and other
-/// repositories of the same registry that get each blob mounted from it.
-pub(crate) type Dest<'a, S> = (&'a S, &'a [S]);
+/// Where a pass's blobs go: a store (a registry repository), other
+/// repositories of the same registry that get each blob mounted from it,
+/// and whether (once known) anything may be written there.
+pub(crate) type Dest<'a, S> = (&'a S, &'a [S], &'a Go);
 
 /// What a pass gave: the reader's value, blobs pushed (over every
 /// destination), and each destination's failure (by its index), if any.
@@ -202,12 +203,12 @@ pub(crate) struct Streamed<T> {
 /// fails ends that destination's part of the pass, not the pass: the
 /// failures come back with what `work` returned. A layer that every
 /// destination checks against its digest itself is not hashed by the pass
-/// ([`Streamed::checked`]).
+/// ([`Streamed::checked`]). Nothing is asked of or sent to a destination
+/// before its `go` says yes; when it says no, it takes nothing.
 pub(crate) async fn stream_archive<S, T, W>(
     dests: &[Dest<'_, S>],
     only: Option<BTreeMap<String, Descriptor>>,
     ahead: usize,
-    go: Go,
     work: W,
 ) -> Result<Streamed<T>>
 where
@@ -220,7 +221,7 @@ where
     let ways = dests.len();
     // Every destination checks what it is sent: the pass does not hash it
     // too.
-    let checked = !dests.is_empty() && dests.iter().all(|(s, _)| s.checks_digests());
+    let checked = !dests.is_empty() && dests.iter().all(|(s, _, _)| s.checks_digests());
     let reader = tokio::task::spawn_blocking(move || {
         work(&mut ChannelSink {
             tx,
@@ -232,7 +233,7 @@ where
     // `rx` moves in, so that when the uploads stop early the reader's next
     // offer fails instead of waiting for a receiver that is gone.
     let uploads = async move {
-        let (only, go) = (only.as_ref(), &go);
+        let only = only.as_ref();
         let mut pushed = 0;
         let mut failed: Vec<(usize, anyhow::Error)> = Vec::new();
         let mut tasks = FuturesUnordered::new();
@@ -253,7 +254,7 @@ where
                             let (done, next) = oneshot::channel();
                             let after = before[d].replace(next);
                             let offer = Offer { desc: desc.clone(), chunks: vec![chunks] };
-                            let (store, also) = dests[d];
+                            let (store, also, go) = dests[d];
                             let task = take_blob(store, also, (only, go), offer, after, done);
                             tasks.push(async move { (d, task.await) });
                         }

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use archgate_core::{Arch, Artifact, Location};
 use archgate_fixtures::{write_oci_archive, Compress, Image};
-use archgate_native::{resolve_and_push, AnyStore, OciLayout, ReadEnv, Reading, Store};
+use archgate_native::{
+    resolve_and_push, AnyStore, Destination, OciLayout, ReadEnv, Reading, Store,
+};
 
 /// About `n` bytes of text that gzip cannot shrink much: a layer of several
 /// MB, more than a pass reads ahead.
@@ -39,19 +41,19 @@ async fn large_blobs_of_several_archives_stream_whole_through_one_reader_to_each
         OciLayout::new(tmp.path().join("out")),
         OciLayout::new(tmp.path().join("other")),
     ];
-    let dests: Vec<(AnyStore, Vec<AnyStore>)> = layouts
+    let dests: Vec<_> = layouts
         .iter()
-        .map(|l| (AnyStore::Layout(l.clone()), Vec::new()))
+        .map(|l| Destination::to(AnyStore::Layout(l.clone())))
         .collect();
-    for (store, _) in &dests {
-        store.prepare().await.unwrap();
+    for d in &dests {
+        d.store.prepare().await.unwrap();
     }
     // One reader for both passes: a pass gives its permit back when it has
     // read, while its blobs may still be going up.
     let reading = Reading::new(1, 2);
     let (ra, rb) = tokio::join!(
-        resolve_and_push(&dests, &reading, None, Arch::X86_64, a, ReadEnv::default()),
-        resolve_and_push(&dests, &reading, None, Arch::Aarch64, b, ReadEnv::default()),
+        resolve_and_push(&dests, &reading, Arch::X86_64, a, ReadEnv::default()),
+        resolve_and_push(&dests, &reading, Arch::Aarch64, b, ReadEnv::default()),
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.entry.digest, a_digest);
@@ -92,12 +94,11 @@ async fn a_layer_that_is_not_what_its_name_says_fails_its_arch_though_only_its_d
     bytes[mid] ^= 0x55;
     std::fs::write(path, bytes).unwrap();
     let layout = OciLayout::new(tmp.path().join("out"));
-    let dests = vec![(AnyStore::Layout(layout.clone()), Vec::new())];
-    dests[0].0.prepare().await.unwrap();
+    let dests = vec![Destination::to(AnyStore::Layout(layout.clone()))];
+    dests[0].store.prepare().await.unwrap();
     let got = resolve_and_push(
         &dests,
         &Reading::new(1, 2),
-        None,
         Arch::X86_64,
         art,
         ReadEnv::default(),

@@ -282,12 +282,20 @@ impl Registry {
         let base = self.base().await?;
         let key = scopes.join(" ");
         let mut refreshed = false;
+        let asked = std::time::Instant::now();
         let permit = self.limit.acquire().await;
+        let waited = asked.elapsed();
         let mut load = super::bound::Load::Fine;
         let answer = async {
             loop {
                 let req = self.authorize(make(&base), scopes, &key).await?;
+                let (method, path) = match req.try_clone().and_then(|r| r.build().ok()) {
+                    Some(r) => (r.method().clone(), r.url().path().to_string()),
+                    None => (reqwest::Method::PUT, "(a body)".into()),
+                };
+                let sent = std::time::Instant::now();
                 let resp = req.send().await.map_err(|e| self.failure(e))?;
+                tracing::trace!(host = %self.host, %method, %path, status = resp.status().as_u16(), waited_ms = waited.as_millis() as u64, took_ms = sent.elapsed().as_millis() as u64, "answered");
                 crate::progress::answered(&self.host);
                 if resp.status() == StatusCode::UNAUTHORIZED {
                     let mut state = self.state.lock().await;
