@@ -3,7 +3,9 @@
 //! is downloaded once and feeds every registry and layout in that one pass;
 //! nothing of it is written to disk when the server offers Range requests;
 //! a broken transfer resumes where it stopped; a pass done again fetches
-//! the artifact again; a server without ranges gets a bounded spool.
+//! the artifact again; a server without ranges gets a bounded spool; an
+//! artifact two images use is fetched once; an image is published while
+//! another image's artifacts are still crossing.
 
 mod support;
 
@@ -17,9 +19,14 @@ use support::{archgate_env, Auth, Fault, FaultKind, Gate, Proxy, Registry, Serve
 
 /// The rawhide fixture compose (Container_Base for x86_64 and aarch64).
 fn setup() -> tempfile::TempDir {
+    setup_compose("rawhide")
+}
+
+/// The fixture compose `name`, written as productmd writes it.
+fn setup_compose(wanted: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     for (name, compose) in pungi_fixtures() {
-        if name == "rawhide" {
+        if name == wanted {
             write_pungi_compose(&tmp.path().join(name), &compose).unwrap();
         }
     }
@@ -56,19 +63,28 @@ fn layer(path: &Path, arch: archgate_core::Arch) -> String {
 }
 
 fn config(dir: &Path, repos: &[String], extra: &str) -> String {
+    config_images(dir, &[("fedora", "Container_Base", repos)], extra)
+}
+
+/// A configuration of several images: (name, subvariant, repositories).
+fn config_images(dir: &Path, images: &[(&str, &str, &[String])], extra: &str) -> String {
     let mut registries = String::new();
-    for r in repos.iter().filter_map(|r| r.strip_prefix("docker://")) {
-        let host = r.split('/').next().unwrap();
-        let table = format!("[registry.\"{host}\"]\ntls-verify = false\n");
-        if !registries.contains(&table) {
-            registries.push_str(&table);
+    let mut tables = String::new();
+    for (name, subvariant, repos) in images {
+        for r in repos.iter().filter_map(|r| r.strip_prefix("docker://")) {
+            let host = r.split('/').next().unwrap();
+            let table = format!("[registry.\"{host}\"]\ntls-verify = false\n");
+            if !registries.contains(&table) {
+                registries.push_str(&table);
+            }
         }
+        let repos: Vec<String> = repos.iter().map(|r| format!("\"{r}\"")).collect();
+        tables.push_str(&format!(
+            "\n[[image]]\nname = \"{name}\"\nmatch = {{ subvariant = \"{subvariant}\" }}\nrepositories = [{}]\ntags = [\"{{release}}\"]\n",
+            repos.join(", ")
+        ));
     }
-    let repos: Vec<String> = repos.iter().map(|r| format!("\"{r}\"")).collect();
-    let text = format!(
-        "[source]\nkind = \"pungi\"\n{extra}\n{registries}\n[[image]]\nname = \"fedora\"\nmatch = {{ subvariant = \"Container_Base\" }}\nrepositories = [{}]\ntags = [\"{{release}}\"]\n",
-        repos.join(", ")
-    );
+    let text = format!("[source]\nkind = \"pungi\"\n{extra}\n{registries}{tables}");
     let path = dir.join("http.toml");
     fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
@@ -134,6 +150,136 @@ fn gets(served: &Served, rel: &str) -> usize {
 
 fn index(host: &str, repo: &str) -> Vec<u8> {
     support::skopeo_raw(&format!("{host}/{repo}:rawhide"), None).expect("published")
+}
+
+/// Whether `host` (plain HTTP) has `tag` in `repo`.
+fn has_tag(host: &str, repo: &str, tag: &str) -> bool {
+    reqwest::blocking::Client::new()
+        .head(format!("http://{host}/v2/{repo}/manifests/{tag}"))
+        .header(
+            "Accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .is_ok_and(|r| r.status().is_success())
+}
+
+#[test]
+fn an_artifact_two_images_use_is_fetched_once() {
+    let tmp = setup();
+    let dir = tmp.path();
+    let (_, x86_rel) = artifact(dir, "x86_64");
+    let (_, arm_rel) = artifact(dir, "aarch64");
+    let (server, served) = support::serve_compose(
+        dir.to_path_buf(),
+        Serving {
+            ranges: true,
+            ..Default::default()
+        },
+    );
+    let (a, b) = (Registry::start(Auth::None), Registry::start(Auth::None));
+    let (ha, hb) = (a.host(), b.host());
+    // Two images of the same artifacts (as the atomic desktops share
+    // theirs): one on both registries, one on the first only.
+    let first = [
+        format!("docker://{ha}/fedora"),
+        format!("docker://{hb}/fedora"),
+    ];
+    let second = [format!("docker://{ha}/fedora-again")];
+    let cfg = config_images(
+        dir,
+        &[
+            ("fedora", "Container_Base", &first),
+            ("again", "Container_Base", &second),
+        ],
+        "",
+    );
+    let (code, stdout, stderr) = publish(dir, &cfg, format!("http://{}/rawhide", server.addr))
+        .join()
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    for (i, (host, repo)) in [(&ha, "fedora"), (&hb, "fedora"), (&ha, "fedora-again")]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            Some(support::sha256(&index(host, repo)).as_str()),
+            r["targets"][i]["digest"].as_str(),
+            "{host}/{repo}"
+        );
+    }
+    assert_eq!(gets(&served, &x86_rel), 1, "one read for both images");
+    assert_eq!(gets(&served, &arm_rel), 1, "one read for both images");
+}
+
+#[test]
+fn an_image_is_published_while_another_is_still_crossing() {
+    let tmp = setup_compose("fedora-41-previous");
+    let dir = tmp.path();
+    let held = Gate::default();
+    let (server, served) = support::serve_compose(
+        dir.to_path_buf(),
+        Serving {
+            ranges: true,
+            hold: Some((
+                "Toolbox-41-20241031.0.aarch64.oci.tar.xz".into(),
+                held.clone(),
+            )),
+            ..Default::default()
+        },
+    );
+    let reg = Registry::start(Auth::None);
+    let host = reg.host();
+    let base = [format!("docker://{host}/fedora")];
+    let toolbox = [format!("docker://{host}/toolbox")];
+    let cfg = config_images(
+        dir,
+        &[
+            ("toolbox", "Container_Toolbox", &toolbox),
+            ("fedora", "Container_Base", &base),
+        ],
+        "",
+    );
+    let run = publish(
+        dir,
+        &cfg,
+        format!("http://{}/fedora-41-previous", server.addr),
+    );
+    // While one of toolbox's artifacts is held at the server (a state that
+    // stays until the test opens it), the base image is published whole:
+    // its index, and every arch tag, which come after its blobs.
+    wait_for("the base image's index", 60, || {
+        has_tag(&host, "fedora", "41")
+    });
+    for arch in ["x86_64", "aarch64", "ppc64le", "s390x"] {
+        assert!(has_tag(&host, "fedora", &format!("41-{arch}")), "{arch}");
+    }
+    let held_rel = served
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|p| p.ends_with("Toolbox-41-20241031.0.aarch64.oci.tar.xz"))
+        .cloned();
+    assert!(
+        held_rel.is_some(),
+        "toolbox's aarch64 artifact was asked for"
+    );
+    assert!(
+        !has_tag(&host, "toolbox", "41"),
+        "toolbox is still crossing"
+    );
+    held.open();
+    let (code, stdout, stderr) = run.join().unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["targets"][0]["image"], "toolbox");
+    let raw = support::skopeo_raw(&format!("{host}/toolbox:41"), None).expect("published");
+    assert_eq!(
+        Some(support::sha256(&raw).as_str()),
+        r["targets"][0]["digest"].as_str()
+    );
 }
 
 #[test]
