@@ -186,13 +186,23 @@ pub(crate) async fn read_all(
         done(i, &mut read);
     }
     let mut answers = futures_util::stream::iter(jobs).buffer_unordered(alive);
-    while let Some(answer) = answers.next().await {
-        for ((i, k), got) in answer {
-            read.insert((i, k), got);
-            left[i] -= 1;
-            if left[i] == 0 {
-                done(i, &mut read);
+    // Signatures still being made ready: an image is handed on without
+    // waiting for them (publishing waits for each one's turn).
+    let mut signing = futures_util::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some((answer, sign)) = answers.next() => {
+                signing.extend(sign);
+                for ((i, k), got) in answer {
+                    read.insert((i, k), got);
+                    left[i] -= 1;
+                    if left[i] == 0 {
+                        done(i, &mut read);
+                    }
+                }
             }
+            Some(()) = signing.next(), if !signing.is_empty() => {}
+            else => break,
         }
     }
 }
@@ -304,11 +314,18 @@ struct Early {
     go: archgate_native::Go,
 }
 
+/// What one read gave each result it stands for, and the signatures of
+/// its manifest still being made ready (their turns already held).
+type ReadOne = (
+    Vec<((usize, usize), Result<ResolvedArtifact, ReadFailure>)>,
+    Option<futures_util::future::BoxFuture<'static, ()>>,
+);
+
 /// Reads one artifact for every result it stands for (`members`, with
 /// where each one's image wants its blobs): pushes its blobs on the way to
 /// every image's stores, mounts them into their other repositories, and
-/// gets the signatures of its manifest ready there. Each member gets the
-/// same answer.
+/// starts getting the signatures of its manifest ready there. Each member
+/// gets the same answer, without waiting for the signatures.
 async fn read_one(
     arch: Arch,
     artifact: archgate_core::Artifact,
@@ -319,23 +336,30 @@ async fn read_one(
     )>,
     env: ReadEnv,
     reading: Reading,
-) -> Vec<((usize, usize), Result<ResolvedArtifact, ReadFailure>)> {
-    let got = match in_registry {
+) -> ReadOne {
+    let (got, signing) = match in_registry {
         // An image already in a registry: read there; its blobs stay there
         // until publishing mounts (or streams) them.
         Some((image, registry)) => match registry {
-            Some(registry) => archgate_native::resolve_image(registry, arch, &image).await,
-            None => Err(ReadFailure::Internal(format!(
-                "{image}: internal error: no client for the registry {}",
-                image.host
-            ))),
+            Some(registry) => (
+                archgate_native::resolve_image(registry, arch, &image).await,
+                None,
+            ),
+            None => (
+                Err(ReadFailure::Internal(format!(
+                    "{image}: internal error: no client for the registry {}",
+                    image.host
+                ))),
+                None,
+            ),
         },
         None => read_and_push(arch, artifact, &members, env, reading).await,
     };
-    members
+    let answers = members
         .into_iter()
         .map(|(key, _)| (key, got.clone()))
-        .collect()
+        .collect();
+    (answers, signing)
 }
 
 /// Reads an artifact from the compose, sending its blobs to where the
@@ -346,10 +370,16 @@ async fn read_and_push(
     members: &[((usize, usize), Option<Early>)],
     env: ReadEnv,
     reading: Reading,
-) -> Result<ResolvedArtifact, ReadFailure> {
+) -> (
+    Result<ResolvedArtifact, ReadFailure>,
+    Option<futures_util::future::BoxFuture<'static, ()>>,
+) {
     let early: Vec<&Early> = members.iter().filter_map(|(_, e)| e.as_ref()).collect();
     if early.is_empty() {
-        return archgate_native::read_only(&reading, arch, artifact, env).await;
+        return (
+            archgate_native::read_only(&reading, arch, artifact, env).await,
+            None,
+        );
     }
     let mut dests = Vec::new();
     for e in &early {
@@ -373,6 +403,7 @@ async fn read_and_push(
     let got = resolve_and_push(&dests, &reading, arch, artifact, env).await;
     // Only for a manifest this read found or sent (not one the cache
     // answered for: a re-run asks nothing it need not).
+    let mut signing = Vec::new();
     if let Ok(art) = &got {
         let manifest = archgate_native::Descriptor::of_entry(&art.entry);
         for e in &early {
@@ -383,30 +414,52 @@ async fn read_and_push(
                 .filter(|d| d.store.knows_blob(&manifest))
                 .collect();
             if !sent.is_empty() && archgate_native::may_send(&e.go).await {
-                sign_ahead(&sent, key, &art.entry.digest).await;
+                signing.push(sign_ahead(&sent, key, &art.entry.digest).await);
             }
         }
     }
-    got
+    let signing = (!signing.is_empty()).then(|| {
+        let all = futures_util::future::join_all(signing);
+        Box::pin(async move {
+            all.await;
+        }) as futures_util::future::BoxFuture<'static, ()>
+    });
+    (got, signing)
 }
 
 /// Gets the signatures of an arch manifest ready in every repository its
 /// blobs went to, while other artifacts are read: publishing then only
-/// puts them in place. A failure here is left for publishing to meet.
+/// puts them in place. Returns once each repository's signing turn for
+/// the digest is held, with the work still to do: the image need not wait
+/// for it to be decided and published, since publishing takes the same
+/// turn, and then the signature made ready. A failure is left for
+/// publishing to meet.
 async fn sign_ahead(
     dests: &[&Destination<AnyStore>],
-    key: &archgate_sign::SigningKey,
+    key: &Arc<archgate_sign::SigningKey>,
     digest: &str,
-) {
-    let stores = dests
-        .iter()
-        .flat_map(|d| std::iter::once(&d.store).chain(&d.also));
-    let ready = stores.map(|store| async move {
-        if let Err(e) = store.prepare_signature_ahead(key, digest).await {
-            tracing::debug!(store = %store.name(), %digest, "signature not prepared ahead (done when publishing): {e:#}");
-        }
-    });
-    futures_util::future::join_all(ready).await;
+) -> futures_util::future::BoxFuture<'static, ()> {
+    // (Collected: an iterator of closures held across an await would keep
+    // the run's future from being `Send`.)
+    let mut stores: Vec<&AnyStore> = Vec::new();
+    for d in dests {
+        stores.push(&d.store);
+        stores.extend(&d.also);
+    }
+    let mut work = Vec::new();
+    for store in stores {
+        let turn = store.guard(&archgate_native::signing_turn(digest)).await;
+        let (store, key, digest) = (store.clone(), key.clone(), digest.to_string());
+        work.push(async move {
+            let _turn = turn;
+            if let Err(e) = store.prepare_signature_ahead(&key, &digest).await {
+                tracing::debug!(store = %store.name(), %digest, "signature not prepared ahead (done when publishing): {e:#}");
+            }
+        });
+    }
+    Box::pin(async move {
+        futures_util::future::join_all(work).await;
+    })
 }
 
 /// Where an image's archive blobs go while they are read: per registry,

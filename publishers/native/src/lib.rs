@@ -42,7 +42,7 @@ pub use store::{
 };
 pub use stream::{allowed as may_send, Go, Reading};
 pub use tls::{cert_dir, load as load_cert_dir, TlsFiles};
-pub use transport::{Intake, Store};
+pub use transport::{signing_turn, Intake, Store};
 
 /// An error of the given kind, as an `anyhow` error.
 pub fn kinded(kind: archgate_core::ErrorKind, message: impl Into<String>) -> anyhow::Error {

@@ -420,7 +420,7 @@ pub struct Published {
     /// The index digest the tag holds afterwards (none when refused).
     pub digest: Option<String>,
     /// The digests that carry archgate's signature because of this target
-    /// (arch manifests and the index written), in the order signed.
+    /// (arch manifests and the index written), sorted.
     pub signed: Vec<String>,
 }
 
@@ -447,43 +447,58 @@ pub async fn publish<S: Store>(
         let bytes = render_index(&plan.index, &plan.annotations);
         (Descriptor::new(OCI_INDEX, &bytes), bytes)
     });
-    let mut digests: Vec<&str> = work
+    let arch_digests: Vec<&str> = work
         .to_tag
         .iter()
         .map(|(_, d, _)| d.digest.as_str())
         .collect();
-    digests.extend(index.iter().map(|(d, _)| d.digest.as_str()));
-    // The signatures are made ready while the blobs go up (they need only
-    // the digests); each is then one manifest PUT, before any tag.
-    let (blobs, prepared) = tokio::join!(
-        work.push_blobs(store),
-        prepare_signatures(store, target.sign, &digests)
-    );
-    blobs?;
-    let prepared = prepared?;
-    // The moved-tag check goes with the signatures and arch manifests (it
-    // needs nothing of theirs, and the index waits for all three).
-    let manifests = async {
-        let signed = finish_signatures(store, prepared).await?;
-        work.push_manifests(store).await?;
-        // Carried entries must be there already (what was just pushed is known).
-        let present: Vec<_> = plan
-            .index
-            .iter()
-            .map(|entry| entry_present(store, entry))
-            .collect();
-        futures_util::future::try_join_all(present).await?;
-        anyhow::Ok(signed)
+    // The arch manifests' signatures are made ready while the blobs go up
+    // (they need only the digests; most were made ready while the artifacts
+    // were read); each is then one manifest PUT, before its arch tag. The
+    // moved-tag check goes with the signatures and arch manifests (it needs
+    // nothing of theirs, and the index waits for all three).
+    let arches = async {
+        let (blobs, prepared) = tokio::join!(
+            work.push_blobs(store),
+            prepare_signatures(store, target.sign, &arch_digests)
+        );
+        blobs?;
+        let prepared = prepared?;
+        let manifests = async {
+            let signed = finish_signatures(store, prepared).await?;
+            work.push_manifests(store).await?;
+            // Carried entries must be there already (what was just pushed
+            // is known).
+            let present: Vec<_> = plan
+                .index
+                .iter()
+                .map(|entry| entry_present(store, entry))
+                .collect();
+            futures_util::future::try_join_all(present).await?;
+            anyhow::Ok(signed)
+        };
+        let unmoved = async {
+            match index {
+                Some(_) => check_not_moved(store, target.tag, target.planned_from).await,
+                None => Ok(()),
+            }
+        };
+        let (signed, unmoved) = tokio::join!(manifests, unmoved);
+        unmoved?;
+        signed
     };
-    let unmoved = async {
-        match index {
-            Some(_) => check_not_moved(store, target.tag, target.planned_from).await,
-            None => Ok(()),
+    // The index's signature needs nothing of the arches': it is made ready
+    // and put in place from the start, and the index (its tag) waits for it.
+    let index_signed = async {
+        match &index {
+            Some((desc, _)) => sign_all(store, target.sign, &[desc.digest.as_str()]).await,
+            None => Ok(Vec::new()),
         }
     };
-    let (signed, unmoved) = tokio::join!(manifests, unmoved);
-    let signed = signed?;
-    unmoved?;
+    let (signed, index_signed) = tokio::join!(arches, index_signed);
+    let mut signed = signed?;
+    signed.extend(index_signed?);
+    signed.sort();
     let digest = match index {
         Some((desc, bytes)) => Some(write_index(target, &desc, &bytes).await?),
         None => None,
@@ -714,7 +729,7 @@ pub async fn prepare_signatures<S: Store>(
     for d in &sorted {
         signing
             ._guards
-            .extend(store.guard(&format!("sign {d}")).await);
+            .extend(store.guard(&crate::transport::signing_turn(d)).await);
     }
     let preparing: Vec<_> = sorted
         .iter()

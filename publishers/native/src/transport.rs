@@ -122,6 +122,8 @@ pub trait Store {
     /// Gets `key`'s signature of `digest` ready ahead of publishing (while
     /// the archives are read), for [`Store::prepare_signature`] to take
     /// then; nothing visible. Nothing for a store that holds no signatures.
+    /// The caller holds the digest's signing turn
+    /// ([`Store::guard`] of [`signing_turn`]) until this returns.
     async fn prepare_signature_ahead(
         &self,
         _key: &archgate_sign::SigningKey,
@@ -133,4 +135,11 @@ pub trait Store {
     async fn finish_signature(&self, _prepared: crate::signatures::Prepared) -> Result<()> {
         Ok(())
     }
+}
+
+/// The [`Store::guard`] key of a digest's signing turn: one target (or
+/// the reading stage, ahead) at a time prepares and puts in place the
+/// signature of a digest in a store.
+pub fn signing_turn(digest: &str) -> String {
+    format!("sign {digest}")
 }

@@ -217,14 +217,14 @@ impl Store for RegistryRepo {
             .map(Some)
     }
 
-    /// Under the digest's signing guard (as publishing takes it), so that
-    /// a target never prepares the same signature at the same time.
+    /// The caller holds the digest's signing turn (as publishing takes
+    /// it), so that a target never prepares the same signature at the same
+    /// time, and finds this one ready once it gets its turn.
     async fn prepare_signature_ahead(
         &self,
         key: &archgate_sign::SigningKey,
         digest: &str,
     ) -> Result<()> {
-        let _guard = self.guard(&format!("sign {digest}")).await;
         let prepared = crate::signatures::prepare(self, key, digest).await?;
         self.registry.keep_prepared(&self.path, prepared);
         Ok(())
