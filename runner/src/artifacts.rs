@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use archgate_core::{Arch, ArchInput, ComposeResults, ErrorKind, Outcome, Repository};
 use archgate_native::{
-    resolve_and_push, AnyStore, Destination, ReadEnv, ReadFailure, Reading, ResolvedArtifact, Store,
+    resolve_and_push_then, AnyStore, Destination, ReadEnv, ReadFailure, Reading, ResolvedArtifact,
+    Store,
 };
 use futures_util::StreamExt;
 
@@ -400,24 +401,34 @@ async fn read_and_push(
             }
         }
     }
-    let got = resolve_and_push(&dests, &reading, arch, artifact, env).await;
-    // Only for a manifest this read found or sent (not one the cache
-    // answered for: a re-run asks nothing it need not).
-    let mut signing = Vec::new();
-    if let Ok(art) = &got {
-        let manifest = archgate_native::Descriptor::of_entry(&art.entry);
-        for e in &early {
-            let Some(key) = &e.sign else { continue };
-            let sent: Vec<_> = e
-                .dests
-                .iter()
-                .filter(|d| d.store.knows_blob(&manifest))
-                .collect();
-            if !sent.is_empty() && archgate_native::may_send(&e.go).await {
-                signing.push(sign_ahead(&sent, key, &art.entry.digest).await);
+    // As soon as the pass meets an image manifest (its digest known; the
+    // arch manifest at the latest once the archive is read), that
+    // manifest's signatures are made ready in each image's registry
+    // repositories, while the pass goes on. Not for what the cache
+    // answered for: a re-run asks nothing it need not.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let got = resolve_and_push_then(&dests, &reading, (arch, artifact), env, move |digest| {
+        let _ = seen_tx.send(digest.to_string());
+    });
+    let signing = async {
+        let mut signing = Vec::new();
+        let mut met: Vec<String> = Vec::new();
+        while let Some(digest) = seen_rx.recv().await {
+            if met.contains(&digest) {
+                continue;
             }
+            for e in &early {
+                let Some(key) = &e.sign else { continue };
+                let dests: Vec<&Destination<AnyStore>> = e.dests.iter().collect();
+                if !dests.is_empty() && archgate_native::may_send(&e.go).await {
+                    signing.push(sign_ahead(&dests, key, &digest).await);
+                }
+            }
+            met.push(digest);
         }
-    }
+        signing
+    };
+    let (got, signing) = tokio::join!(got, signing);
     let signing = (!signing.is_empty()).then(|| {
         let all = futures_util::future::join_all(signing);
         Box::pin(async move {
@@ -427,18 +438,18 @@ async fn read_and_push(
     (got, signing)
 }
 
-/// Gets the signatures of an arch manifest ready in every repository its
-/// blobs went to, while other artifacts are read: publishing then only
+/// Gets the signatures of a manifest ready in every repository its blobs
+/// go to, while its artifact (and others) are read: publishing then only
 /// puts them in place. Returns once each repository's signing turn for
-/// the digest is held, with the work still to do: the image need not wait
-/// for it to be decided and published, since publishing takes the same
-/// turn, and then the signature made ready. A failure is left for
-/// publishing to meet.
+/// the digest is held, the work going on in a task of its own: the image
+/// need not wait for it to be decided and published, since publishing
+/// takes the same turn, and then the signature made ready. A failure is
+/// left for publishing to meet.
 async fn sign_ahead(
     dests: &[&Destination<AnyStore>],
     key: &Arc<archgate_sign::SigningKey>,
     digest: &str,
-) -> futures_util::future::BoxFuture<'static, ()> {
+) -> Task {
     // (Collected: an iterator of closures held across an await would keep
     // the run's future from being `Send`.)
     let mut stores: Vec<&AnyStore> = Vec::new();
@@ -457,9 +468,29 @@ async fn sign_ahead(
             }
         });
     }
-    Box::pin(async move {
+    Task(tokio::spawn(async move {
         futures_util::future::join_all(work).await;
-    })
+    }))
+}
+
+/// A task of the run's own: awaited to its end, or stopped when dropped
+/// (the run given up).
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::future::Future for Task {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
 }
 
 /// Where an image's archive blobs go while they are read: per registry,

@@ -191,6 +191,9 @@ pub trait BlobSink {
     fn checked_downstream(&self) -> bool {
         false
     }
+    /// A blob kept as what may be a document (it starts as JSON does), once
+    /// its bytes matched its digest: a manifest, a config.
+    fn document(&mut self, _digest: &str, _bytes: &[u8]) {}
 }
 
 /// Whether a blob starting with `head` may be a JSON document: its first
@@ -304,6 +307,7 @@ pub fn scan(
                 bail!("blob {digest} in the archive has content {actual} ({n} bytes)");
             }
             if keep {
+                sink.document(&digest, &kept);
                 out.files.insert(path, kept);
             }
             out.blobs.insert(digest, size);

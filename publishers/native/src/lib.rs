@@ -38,7 +38,8 @@ pub use resolved::{
 };
 pub use store::{
     check_not_moved, knows_all_blobs, nothing_to_write, publish, read_back, read_current,
-    read_only, resolve_and_push, sign_all, AnyStore, Depth, Destination, Published, Target,
+    read_only, resolve_and_push, resolve_and_push_then, sign_all, AnyStore, Depth, Destination,
+    Published, Target,
 };
 pub use stream::{allowed as may_send, Go, Reading};
 pub use tls::{cert_dir, load as load_cert_dir, TlsFiles};

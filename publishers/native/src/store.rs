@@ -284,6 +284,25 @@ pub async fn resolve_and_push<S: Store>(
     artifact: archgate_core::Artifact,
     env: crate::artifact::ReadEnv,
 ) -> Result<ResolvedArtifact, ReadFailure> {
+    resolve_and_push_then(dests, reading, (arch, artifact), env, |_| ()).await
+}
+
+/// [`resolve_and_push`], calling `seen` with the digest of each image
+/// manifest an archive's pass meets, as soon as it has met it (its bytes
+/// checked), and with the digest of the arch manifest it read once it has
+/// read the archive, while its blobs may still be going up: what needs
+/// only a manifest's digest (its signature) can be made ready meanwhile.
+/// A digest may come twice; one that is not the arch manifest's (an
+/// archive of several images) is met but not what the pass gives. Not
+/// called for what the cache answered, nor for what is not an archive
+/// (nothing is sent while those are read).
+pub async fn resolve_and_push_then<S: Store>(
+    dests: &[Destination<S>],
+    reading: &crate::stream::Reading,
+    (arch, artifact): (Arch, archgate_core::Artifact),
+    env: crate::artifact::ReadEnv,
+    mut seen: impl FnMut(&str) + Send + 'static,
+) -> Result<ResolvedArtifact, ReadFailure> {
     let cache = env.cache.clone();
     if let Some(hit) = cache
         .as_deref()
@@ -300,9 +319,15 @@ pub async fn resolve_and_push<S: Store>(
     let env_again = env.clone();
     let work = move |sink: &mut dyn crate::archive::BlobSink| {
         let _reading = permit;
-        Ok(crate::artifact::resolve_archive_with(
-            arch, &for_pass, &env, sink,
-        ))
+        let mut meeting = Meeting {
+            inner: sink,
+            seen: &mut seen,
+        };
+        let got = crate::artifact::resolve_archive_with(arch, &for_pass, &env, &mut meeting);
+        if let Ok(art) = &got {
+            seen(&art.entry.digest);
+        }
+        Ok(got)
     };
     let dests: Vec<_> = dests
         .iter()
@@ -327,6 +352,37 @@ pub async fn resolve_and_push<S: Store>(
         crate::cache::store(dir, &artifact, &resolved);
     }
     Ok(resolved)
+}
+
+/// A pass's sink that also tells `seen` of each image manifest the pass
+/// meets ([`resolve_and_push_then`]).
+struct Meeting<'a> {
+    inner: &'a mut dyn crate::archive::BlobSink,
+    seen: &'a mut (dyn FnMut(&str) + Send),
+}
+
+impl crate::archive::BlobSink for Meeting<'_> {
+    fn open(&mut self, digest: &str, size: u64) -> Result<Option<Box<dyn std::io::Write + '_>>> {
+        self.inner.open(digest, size)
+    }
+    fn checked_downstream(&self) -> bool {
+        self.inner.checked_downstream()
+    }
+    fn document(&mut self, digest: &str, bytes: &[u8]) {
+        self.inner.document(digest, bytes);
+        if is_image_manifest(bytes) {
+            (self.seen)(digest);
+        }
+    }
+}
+
+/// Whether `bytes` are an image manifest (OCI or Docker): a config and
+/// layers.
+fn is_image_manifest(bytes: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return false;
+    };
+    v["config"]["digest"].is_string() && v["layers"].is_array()
 }
 
 /// Whether this run knows that `store` has every blob of `art` (its config
