@@ -76,6 +76,33 @@ async fn large_blobs_of_several_archives_stream_whole_through_one_reader_to_each
     assert_eq!(reading.readers.available_permits(), 1);
 }
 
+/// A pass tells of the image manifest it meets as soon as it has met it
+/// (its signatures can be made ready while the layers still go up), and
+/// again once it has read the archive; never of a config or a layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_tells_of_the_manifest_it_meets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (art, digest) = archive(tmp.path(), "x86_64", &noise(1 << 20, 4));
+    let dests = vec![Destination::to(AnyStore::Layout(OciLayout::new(
+        tmp.path().join("out"),
+    )))];
+    dests[0].store.prepare().await.unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let told = seen.clone();
+    let got = archgate_native::resolve_and_push_then(
+        &dests,
+        &Reading::new(1, 2),
+        (Arch::X86_64, art),
+        ReadEnv::default(),
+        move |d| told.lock().unwrap().push(d.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.entry.digest, digest);
+    // Met (a document of the archive), then read.
+    assert_eq!(*seen.lock().unwrap(), vec![digest.clone(), digest]);
+}
+
 /// A layer that is not what its name says, in an archive the compose gave
 /// no checksum for: the pass leaves the layer to its destination to check
 /// (a layout checks before its rename, a registry on upload), the
