@@ -137,6 +137,18 @@ fn files(dir: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// The compose under `dir` served with Range requests, as Fedora's
+/// compose servers serve it.
+fn serve(dir: &Path) -> (support::Server, Served) {
+    support::serve_compose(
+        dir.to_path_buf(),
+        Serving {
+            ranges: true,
+            ..Default::default()
+        },
+    )
+}
+
 /// How many times `rel` was asked for.
 fn gets(served: &Served, rel: &str) -> usize {
     served
@@ -170,13 +182,7 @@ fn an_artifact_two_images_use_is_fetched_once() {
     let dir = tmp.path();
     let (_, x86_rel) = artifact(dir, "x86_64");
     let (_, arm_rel) = artifact(dir, "aarch64");
-    let (server, served) = support::serve_compose(
-        dir.to_path_buf(),
-        Serving {
-            ranges: true,
-            ..Default::default()
-        },
-    );
+    let (server, served) = serve(dir);
     let (a, b) = (Registry::start(Auth::None), Registry::start(Auth::None));
     let (ha, hb) = (a.host(), b.host());
     // Two images of the same artifacts (as the atomic desktops share
@@ -408,13 +414,7 @@ fn a_pass_done_again_fetches_the_artifact_again() {
     let tmp = setup();
     let dir = tmp.path();
     let (x86, x86_rel) = artifact(dir, "x86_64");
-    let (server, served) = support::serve_compose(
-        dir.to_path_buf(),
-        Serving {
-            ranges: true,
-            ..Default::default()
-        },
-    );
+    let (server, served) = serve(dir);
     // The second registry drops x86_64's layer upload once, while the
     // artifact is first read: the first registry gets it in that pass, the
     // second in a pass done again when publishing, from a new download.

@@ -119,32 +119,7 @@ pub(crate) async fn read_all(
     // read (or waiting for another image's upload of the same blobs).
     let alive = 4 * readers;
     let reading = Reading::new(readers, alive);
-    let early: Vec<Option<Early>> = spec
-        .images
-        .iter()
-        .enumerate()
-        .map(|(i, image)| {
-            let go = go.get(i).cloned().flatten();
-            let dests: Vec<_> = early_push_stores(spec, stores, results, image)
-                .into_iter()
-                .map(|(store, also)| Destination {
-                    store,
-                    also,
-                    go: go.clone(),
-                })
-                .collect();
-            let layouts = match may_stream(spec, results, image) {
-                true => layout_stores(stores, image),
-                false => Vec::new(),
-            };
-            (!dests.is_empty() || !layouts.is_empty()).then(|| Early {
-                dests,
-                layouts,
-                sign: spec.sign.key.clone().filter(|_| image.sign),
-                go,
-            })
-        })
-        .collect();
+    let early = early_all(spec, results, stores, go);
     let jobs: Vec<_> = reads
         .iter()
         .map(|read| {
@@ -206,6 +181,39 @@ pub(crate) async fn read_all(
             else => break,
         }
     }
+}
+
+/// Per image, where its blobs go while its artifacts are read (none when
+/// nothing goes, see [`streams_to`]), each destination with the image's
+/// `go`.
+fn early_all(
+    spec: &RunSpec,
+    results: &ComposeResults,
+    stores: &RunStores,
+    go: &[archgate_native::Go],
+) -> Vec<Option<Early>> {
+    let early = |(i, image): (usize, &ImageSpec)| {
+        let go = go.get(i).cloned().flatten();
+        let dests: Vec<_> = early_push_stores(spec, stores, results, image)
+            .into_iter()
+            .map(|(store, also)| Destination {
+                store,
+                also,
+                go: go.clone(),
+            })
+            .collect();
+        let layouts = match may_stream(spec, results, image) {
+            true => layout_stores(stores, image),
+            false => Vec::new(),
+        };
+        (!dests.is_empty() || !layouts.is_empty()).then(|| Early {
+            dests,
+            layouts,
+            sign: spec.sign.key.clone().filter(|_| image.sign),
+            go,
+        })
+    };
+    spec.images.iter().enumerate().map(early).collect()
 }
 
 /// How many artifacts are read at once: twice the cores (a read waits on

@@ -3,9 +3,9 @@
 //! its targets on the registries its blobs went to while they were read
 //! all at once (they find every blob there); of the others, the first
 //! alone (the image's blobs and manifests go up once), then the rest at
-//! once, which find them or mount them. Within a target the order of docs/gate.md holds
-//! (blobs, manifests and arch tags, the index last), written by the native
-//! engine or by the tools.
+//! once, which find them or mount them. Within a target the order of
+//! docs/gate.md holds (blobs, manifests and arch tags, the index last),
+//! written by the native engine or by the tools.
 
 use std::collections::BTreeMap;
 use std::path::Path;
