@@ -387,6 +387,8 @@ fn run_and_report(args: &RunArgs, dry_run: bool, report_file: Option<&Path>) -> 
         allow_older: args.allow_older,
         verify_only: false,
         build: args.build_id.clone(),
+        // Decrypted while the run reads the compose (scrypt: about 0.1 s).
+        defer_key: true,
     };
     let (spec, rt, runner) = match setup(&args.config.config, &opts) {
         Ok(s) => s,

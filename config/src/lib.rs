@@ -427,6 +427,10 @@ pub struct Options {
     pub verify_only: bool,
     /// `--build-id`: overrides `[source] build` (the `registry` source).
     pub build: Option<String>,
+    /// Leave `[sign]`'s private key for the run to decrypt while it reads
+    /// the compose (`SignSpec::decrypt`): one run of the CLI. Its file and
+    /// passphrase are still read and checked here.
+    pub defer_key: bool,
 }
 
 impl Loaded {
@@ -536,7 +540,7 @@ impl Loaded {
             fence: None,
             read_timeout: self.config.source.read_timeout,
             spool_limit: self.config.source.spool_limit,
-            sign: self.sign_spec(opts.verify_only)?,
+            sign: self.sign_spec(opts.verify_only, opts.defer_key)?,
         })
     }
 
@@ -591,13 +595,18 @@ impl Loaded {
 
     /// `[sign] public-key`, read; `None` without one.
     pub fn public_key(&self) -> Result<Option<archgate_sign::VerifyingKey>, ConfigError> {
-        self.sign_spec(true).map(|s| s.public)
+        self.sign_spec(true, false).map(|s| s.public)
     }
 
     /// `[sign]`, the keys read: the private key decrypted (unless
-    /// `verify_only`), the public key parsed. A key that cannot be read or
-    /// decrypted is an error naming its file; the passphrase is never shown.
-    fn sign_spec(&self, verify_only: bool) -> Result<archgate_runner::SignSpec, ConfigError> {
+    /// `verify_only`; left for the run to decrypt with `defer`), the public
+    /// key parsed. A key that cannot be read or decrypted is an error
+    /// naming its file; the passphrase is never shown.
+    fn sign_spec(
+        &self,
+        verify_only: bool,
+        defer: bool,
+    ) -> Result<archgate_runner::SignSpec, ConfigError> {
         let Some(c) = &self.config.sign else {
             return Ok(Default::default());
         };
@@ -612,16 +621,28 @@ impl Loaded {
             ),
             None => None,
         };
-        let key = match (&c.sigstore_private_key, verify_only) {
-            (Some(k), false) => {
-                let passphrase = self.passphrase(c)?;
-                let key = archgate_sign::SigningKey::read(&self.resolve_path(k), &passphrase)
-                    .map_err(|e| err("sigstore-private-key", e))?;
-                Some(std::sync::Arc::new(key))
+        let (mut key, mut deferred) = (None, None);
+        if let (Some(k), false) = (&c.sigstore_private_key, verify_only) {
+            let passphrase = self.passphrase(c)?;
+            let name = "sigstore-private-key";
+            let encrypted = archgate_sign::EncryptedKey::read(&self.resolve_path(k))
+                .map_err(|e| err(name, e))?;
+            let file = file.to_string();
+            let decrypt = move || {
+                encrypted
+                    .decrypt(&passphrase)
+                    .map_err(|e| format!("{file}: [sign] {name}: {e} (key `sign.{name}`)"))
+            };
+            match defer {
+                true => deferred = Some(archgate_runner::DecryptKey::new(decrypt)),
+                false => key = Some(std::sync::Arc::new(decrypt().map_err(ConfigError)?)),
             }
-            _ => None,
-        };
-        Ok(archgate_runner::SignSpec { key, public })
+        }
+        Ok(archgate_runner::SignSpec {
+            key,
+            decrypt: deferred,
+            public,
+        })
     }
 
     /// The passphrase of `[sign]`'s key: from `passphrase-file` (its first

@@ -209,7 +209,7 @@ fn early_all(
         (!dests.is_empty() || !layouts.is_empty()).then(|| Early {
             dests,
             layouts,
-            sign: spec.sign.key.clone().filter(|_| image.sign),
+            sign: (spec.sign.signs() && image.sign).then(|| spec.sign.clone()),
             go,
         })
     };
@@ -318,7 +318,9 @@ struct Early {
     /// The image's layouts: an archive fetched over HTTP goes there in
     /// the same pass too (nothing of it is kept to be read again).
     layouts: Vec<AnyStore>,
-    sign: Option<Arc<archgate_sign::SigningKey>>,
+    /// How the image's manifests are signed (the key may still be being
+    /// decrypted: it is there once `go` says yes).
+    sign: Option<crate::spec::SignSpec>,
     /// Whether the image may be written, once known.
     go: archgate_native::Go,
 }
@@ -426,10 +428,12 @@ async fn read_and_push(
                 continue;
             }
             for e in &early {
-                let Some(key) = &e.sign else { continue };
+                let Some(sign) = &e.sign else { continue };
                 let dests: Vec<&Destination<AnyStore>> = e.dests.iter().collect();
                 if !dests.is_empty() && archgate_native::may_send(&e.go).await {
-                    signing.push(sign_ahead(&dests, key, &digest).await);
+                    if let Some(key) = sign.signing_key() {
+                        signing.push(sign_ahead(&dests, key, &digest).await);
+                    }
                 }
             }
             met.push(digest);

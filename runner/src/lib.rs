@@ -35,7 +35,8 @@ use archgate_core::{
 use archgate_native::{ReadEnv, ResolvedArtifact};
 
 pub use spec::{
-    Engine, Env, GateSpec, ImageSpec, RegistrySpec, RepoSpec, RunSpec, SignSpec, SourceSpec,
+    DecryptKey, Engine, Env, GateSpec, ImageSpec, RegistrySpec, RepoSpec, RunSpec, SignSpec,
+    SourceSpec,
 };
 pub use stores::RunStores;
 pub use targets::image_tags;
@@ -130,9 +131,9 @@ impl Runner {
     /// at a time) from reading its current index until its read-back: plan
     /// and publish one run before planning another on the same targets.
     pub async fn plan(&self, spec: &RunSpec) -> Result<Plan, RunError> {
-        let (setup, targets) = self.set_up(spec).await?;
+        let (setup, targets, decrypting) = self.set_up(spec).await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        read_and_decide(spec, &setup, targets, tx).await?;
+        read_and_decide(spec, &setup, (targets, decrypting), tx).await?;
         let mut artifacts = vec![Arc::default(); spec.images.len()];
         let mut targets = Vec::new();
         while let Ok((i, decided, resolved)) = rx.try_recv() {
@@ -158,9 +159,20 @@ impl Runner {
 
     /// What every run does before it reads: the registries' views, the
     /// compose, the run's temp dir, and its targets named (their arch tags
-    /// too) and, unless a dry run, held.
-    async fn set_up(&self, spec: &RunSpec) -> Result<(Setup, Vec<targets::Target>), RunError> {
+    /// too) and, unless a dry run, held; and the signing key the spec left
+    /// to the run, being decrypted ([`read_and_decide`] waits for it).
+    async fn set_up(
+        &self,
+        spec: &RunSpec,
+    ) -> Result<(Setup, Vec<targets::Target>, Option<Decrypting>), RunError> {
         check_engine(spec)?;
+        let decrypting = match (&spec.sign.key, &spec.sign.decrypt) {
+            (None, Some(decrypt)) if decrypt.decrypted.get().is_none() => {
+                let decrypt = decrypt.clone();
+                Some(tokio::task::spawn_blocking(move || (decrypt.read)()))
+            }
+            _ => None,
+        };
         let stores = Arc::new(self.clients.views(
             &spec.registries,
             &self.targets,
@@ -190,7 +202,7 @@ impl Runner {
             read_env,
             now,
         };
-        Ok((setup, targets))
+        Ok((setup, targets, decrypting))
     }
 
     /// Carries a plan out and reports. A target that fails does not stop
@@ -229,11 +241,11 @@ impl Runner {
         if spec.dry_run {
             return Ok(self.plan(spec).await?.into_report());
         }
-        let (setup, targets) = self.set_up(spec).await?;
+        let (setup, targets, decrypting) = self.set_up(spec).await?;
         let tools = publish::tools_for(spec, setup.dir.path());
         let total = targets.len();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let deciding = read_and_decide(spec, &setup, targets, tx);
+        let deciding = read_and_decide(spec, &setup, (targets, decrypting), tx);
         let publishing = publish::publish_as_decided(spec, &setup.stores, &tools, rx, total);
         let (decided, targets) = tokio::join!(deciding, publishing);
         decided?;
@@ -255,16 +267,39 @@ struct Setup {
     now: i64,
 }
 
+/// The signing key being decrypted on a blocking thread.
+type Decrypting = tokio::task::JoinHandle<Result<archgate_sign::SigningKey, String>>;
+
+/// Waits for the signing key being decrypted, and keeps it in the spec
+/// (`SignSpec::signing_key`): a key that cannot be decrypted is a
+/// configuration error.
+async fn decrypted(spec: &RunSpec, decrypting: Option<Decrypting>) -> Result<(), RunError> {
+    let (Some(task), Some(decrypt)) = (decrypting, &spec.sign.decrypt) else {
+        return Ok(());
+    };
+    let key = task.await.map_err(|e| {
+        RunError::new(
+            ErrorKind::Internal,
+            format!("decrypting the signing key stopped: {e}"),
+        )
+    })?;
+    let _ = decrypt
+        .decrypted
+        .set(Arc::new(key.map_err(RunError::config)?));
+    Ok(())
+}
+
 /// Reads every artifact and every target's current state, and decides:
 /// each image goes to `decided` (its targets, decided, and what its
 /// artifacts gave) as soon as its own artifacts are read and every current
 /// state is known. The artifacts are read while the current indexes are:
 /// an image's blobs go up once it is known that no target of it holds a
-/// newer compose (nothing of a stale image is sent).
+/// newer compose (nothing of a stale image is sent), and that the signing
+/// key being decrypted meanwhile could be: nothing is written before.
 async fn read_and_decide(
     spec: &RunSpec,
     setup: &Setup,
-    targets: Vec<targets::Target>,
+    (targets, decrypting): (Vec<targets::Target>, Option<Decrypting>),
     decided: tokio::sync::mpsc::UnboundedSender<publish::Decided>,
 ) -> Result<(), RunError> {
     let Setup {
@@ -295,6 +330,7 @@ async fn read_and_decide(
     });
     let deciding = async {
         let currents = current::read_all(spec, stores, &targets).await;
+        decrypted(spec, decrypting).await?;
         let stale = stale_images(spec, &results.compose, &targets, &currents);
         for (i, gate) in gates.iter().enumerate() {
             let _ = gate.send(Some(!stale.contains(&i)));
@@ -318,8 +354,12 @@ async fn read_and_decide(
         }
         Ok(())
     };
-    let ((), decided) = tokio::join!(reading, deciding);
-    decided
+    // A failure to decide (the signing key) stops the reading too.
+    let reading = async {
+        reading.await;
+        Ok(())
+    };
+    tokio::try_join!(reading, deciding).map(|_| ())
 }
 
 /// The images some target of which holds a newer compose than this one

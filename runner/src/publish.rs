@@ -197,7 +197,7 @@ async fn publish_target(
     };
     let image = &spec.images[target.image];
     let sign = match &repo.repository {
-        Repository::Registry { .. } if image.sign => spec.sign.key.as_deref(),
+        Repository::Registry { .. } if image.sign => spec.sign.signing_key().map(|k| &**k),
         _ => None,
     };
     let t = StoreTarget {

@@ -142,8 +142,56 @@ pub struct ImageSpec {
 pub struct SignSpec {
     /// Signs every manifest and index written to a registry target.
     pub key: Option<Arc<archgate_sign::SigningKey>>,
+    /// The signing key still to be decrypted, when `key` is none: a run
+    /// decrypts it while it reads the compose and the current indexes,
+    /// and stops (a configuration error) before anything is written when
+    /// it cannot.
+    pub decrypt: Option<DecryptKey>,
     /// `status` verifies indexes with it.
     pub public: Option<archgate_sign::VerifyingKey>,
+}
+
+impl SignSpec {
+    /// The key that signs: `key`, or the one a run decrypted.
+    pub fn signing_key(&self) -> Option<&Arc<archgate_sign::SigningKey>> {
+        self.key
+            .as_ref()
+            .or_else(|| self.decrypt.as_ref().and_then(|d| d.decrypted.get()))
+    }
+
+    /// Whether anything is signed (a key, or one to decrypt).
+    pub fn signs(&self) -> bool {
+        self.key.is_some() || self.decrypt.is_some()
+    }
+}
+
+/// A signing key to decrypt (scrypt: about 0.1 s): how, with an error
+/// that names the key's file, never the passphrase; and the key once a run
+/// has decrypted it (shared by the spec's clones).
+#[derive(Clone)]
+pub struct DecryptKey {
+    /// Decrypts it.
+    pub read: Arc<dyn Fn() -> Result<archgate_sign::SigningKey, String> + Send + Sync>,
+    /// The key, once decrypted.
+    pub decrypted: Arc<std::sync::OnceLock<Arc<archgate_sign::SigningKey>>>,
+}
+
+impl DecryptKey {
+    /// A key that `read` decrypts.
+    pub fn new(
+        read: impl Fn() -> Result<archgate_sign::SigningKey, String> + Send + Sync + 'static,
+    ) -> DecryptKey {
+        DecryptKey {
+            read: Arc::new(read),
+            decrypted: Default::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DecryptKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecryptKey(..)")
+    }
 }
 
 /// One run: which compose, which images, where, how.

@@ -127,7 +127,7 @@ struct Kdf {
     salt: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct KdfParams {
     #[serde(rename = "N")]
     n: u64,
@@ -141,10 +141,28 @@ struct Cipher {
     nonce: String,
 }
 
-impl SigningKey {
-    /// Reads and decrypts the encrypted private key at `path`. Every error
-    /// names the file; a wrong passphrase says so (and never shows it).
-    pub fn read(path: &Path, passphrase: &Passphrase) -> Result<SigningKey, KeyError> {
+/// An encrypted private key as cosign writes it, read and checked but not
+/// decrypted yet: decrypting (scrypt) costs about 0.1 s of CPU, and can be
+/// done while other work goes on.
+#[derive(Clone)]
+pub struct EncryptedKey {
+    file: std::path::PathBuf,
+    params: KdfParams,
+    salt: Vec<u8>,
+    nonce: Vec<u8>,
+    sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for EncryptedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncryptedKey({})", self.file.display())
+    }
+}
+
+impl EncryptedKey {
+    /// Reads the encrypted private key at `path`: a missing file or one
+    /// that is not such a key is an error naming the file.
+    pub fn read(path: &Path) -> Result<EncryptedKey, KeyError> {
         let bad = |why: &str| KeyError(format!("{}: {why}", path.display()));
         let text = read_text(path)?;
         let labels = [
@@ -170,20 +188,42 @@ impl SigningKey {
                 .decode(s)
                 .map_err(|_| bad(&format!("the key's {what} is not base64")))
         };
-        let (salt, nonce, sealed) = (
-            b64(&env.kdf.salt, "salt")?,
-            b64(&env.cipher.nonce, "nonce")?,
-            b64(&env.ciphertext, "ciphertext")?,
-        );
-        let secret =
-            open(&env.kdf.params, &salt, &nonce, &sealed, passphrase).map_err(|why| bad(&why))?;
+        Ok(EncryptedKey {
+            file: path.to_path_buf(),
+            params: env.kdf.params,
+            salt: b64(&env.kdf.salt, "salt")?,
+            nonce: b64(&env.cipher.nonce, "nonce")?,
+            sealed: b64(&env.ciphertext, "ciphertext")?,
+        })
+    }
+
+    /// Decrypts it: a wrong passphrase says so (and never shows it); every
+    /// error names the file.
+    pub fn decrypt(&self, passphrase: &Passphrase) -> Result<SigningKey, KeyError> {
+        let bad = |why: &str| KeyError(format!("{}: {why}", self.file.display()));
+        let secret = open(
+            &self.params,
+            &self.salt,
+            &self.nonce,
+            &self.sealed,
+            passphrase,
+        )
+        .map_err(|why| bad(&why))?;
         use p256::pkcs8::DecodePrivateKey as _;
         let key = p256::ecdsa::SigningKey::from_pkcs8_der(&secret)
             .map_err(|_| bad("the decrypted key is not an ECDSA P-256 private key"))?;
         Ok(SigningKey {
             key,
-            file: path.to_path_buf(),
+            file: self.file.clone(),
         })
+    }
+}
+
+impl SigningKey {
+    /// Reads and decrypts the encrypted private key at `path`. Every error
+    /// names the file; a wrong passphrase says so (and never shows it).
+    pub fn read(path: &Path, passphrase: &Passphrase) -> Result<SigningKey, KeyError> {
+        EncryptedKey::read(path)?.decrypt(passphrase)
     }
 
     /// The key's public half.
