@@ -610,10 +610,8 @@ impl Loaded {
         let Some(c) = &self.config.sign else {
             return Ok(Default::default());
         };
-        let file = self.path.display();
-        let err = |key: &str, e: archgate_sign::KeyError| {
-            ConfigError(format!("{file}: [sign] {key}: {e} (key `sign.{key}`)"))
-        };
+        let file = self.path.display().to_string();
+        let err = |key: &str, e: archgate_sign::KeyError| ConfigError(sign_error(&file, key, e));
         let public = match &c.public_key {
             Some(p) => Some(
                 archgate_sign::VerifyingKey::read(&self.resolve_path(p))
@@ -627,11 +625,11 @@ impl Loaded {
             let name = "sigstore-private-key";
             let encrypted = archgate_sign::EncryptedKey::read(&self.resolve_path(k))
                 .map_err(|e| err(name, e))?;
-            let file = file.to_string();
+            let file = file.clone();
             let decrypt = move || {
                 encrypted
                     .decrypt(&passphrase)
-                    .map_err(|e| format!("{file}: [sign] {name}: {e} (key `sign.{name}`)"))
+                    .map_err(|e| sign_error(&file, name, e))
             };
             match defer {
                 true => deferred = Some(archgate_runner::DecryptKey::new(decrypt)),
@@ -654,6 +652,11 @@ impl Loaded {
             secret.as_deref().unwrap_or(""),
         ))
     }
+}
+
+/// A `[sign]` key of the configuration `file` that cannot be used.
+fn sign_error(file: &str, key: &str, e: archgate_sign::KeyError) -> String {
+    format!("{file}: [sign] {key}: {e} (key `sign.{key}`)")
 }
 
 #[cfg(test)]

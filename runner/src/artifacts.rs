@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 
 use crate::spec::{Engine, ImageSpec, RunSpec};
 use crate::stores::RunStores;
+use crate::AbortOnDrop;
 
 /// What reading an image's artifacts gave.
 #[derive(Default)]
@@ -177,7 +178,7 @@ pub(crate) async fn read_all(
                     }
                 }
             }
-            Some(()) = signing.next(), if !signing.is_empty() => {}
+            Some(_) = signing.next(), if !signing.is_empty() => {}
             else => break,
         }
     }
@@ -325,11 +326,11 @@ struct Early {
     go: archgate_native::Go,
 }
 
-/// What one read gave each result it stands for, and the signatures of
-/// its manifest still being made ready (their turns already held).
+/// What one read gave each result it stands for, and the tasks still
+/// making its manifests' signatures ready (their turns already held).
 type ReadOne = (
     Vec<((usize, usize), Result<ResolvedArtifact, ReadFailure>)>,
-    Option<futures_util::future::BoxFuture<'static, ()>>,
+    Vec<AbortOnDrop<()>>,
 );
 
 /// Reads one artifact for every result it stands for (`members`, with
@@ -354,14 +355,14 @@ async fn read_one(
         Some((image, registry)) => match registry {
             Some(registry) => (
                 archgate_native::resolve_image(registry, arch, &image).await,
-                None,
+                Vec::new(),
             ),
             None => (
                 Err(ReadFailure::Internal(format!(
                     "{image}: internal error: no client for the registry {}",
                     image.host
                 ))),
-                None,
+                Vec::new(),
             ),
         },
         None => read_and_push(arch, artifact, &members, env, reading).await,
@@ -381,15 +382,12 @@ async fn read_and_push(
     members: &[((usize, usize), Option<Early>)],
     env: ReadEnv,
     reading: Reading,
-) -> (
-    Result<ResolvedArtifact, ReadFailure>,
-    Option<futures_util::future::BoxFuture<'static, ()>>,
-) {
+) -> (Result<ResolvedArtifact, ReadFailure>, Vec<AbortOnDrop<()>>) {
     let early: Vec<&Early> = members.iter().filter_map(|(_, e)| e.as_ref()).collect();
     if early.is_empty() {
         return (
             archgate_native::read_only(&reading, arch, artifact, env).await,
-            None,
+            Vec::new(),
         );
     }
     let mut dests = Vec::new();
@@ -440,14 +438,7 @@ async fn read_and_push(
         }
         signing
     };
-    let (got, signing) = tokio::join!(got, signing);
-    let signing = (!signing.is_empty()).then(|| {
-        let all = futures_util::future::join_all(signing);
-        Box::pin(async move {
-            all.await;
-        }) as futures_util::future::BoxFuture<'static, ()>
-    });
-    (got, signing)
+    tokio::join!(got, signing)
 }
 
 /// Gets the signatures of a manifest ready in every repository its blobs
@@ -461,7 +452,7 @@ async fn sign_ahead(
     dests: &[&Destination<AnyStore>],
     key: &Arc<archgate_sign::SigningKey>,
     digest: &str,
-) -> Task {
+) -> AbortOnDrop<()> {
     // (Collected: an iterator of closures held across an await would keep
     // the run's future from being `Send`.)
     let mut stores: Vec<&AnyStore> = Vec::new();
@@ -480,29 +471,9 @@ async fn sign_ahead(
             }
         });
     }
-    Task(tokio::spawn(async move {
+    AbortOnDrop(tokio::spawn(async move {
         futures_util::future::join_all(work).await;
     }))
-}
-
-/// A task of the run's own: awaited to its end, or stopped when dropped
-/// (the run given up).
-struct Task(tokio::task::JoinHandle<()>);
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl std::future::Future for Task {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
-    }
 }
 
 /// Where an image's archive blobs go while they are read: per registry,

@@ -41,6 +41,26 @@ pub use spec::{
 pub use stores::RunStores;
 pub use targets::image_tags;
 
+/// A task aborted when this is dropped (its owner given up); awaited, its
+/// end (`Err` when it panicked or was aborted).
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
 /// Why a run stopped before it could report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunError {

@@ -479,15 +479,6 @@ fn redelivered_count(delivery: &Delivery) -> i64 {
     }
 }
 
-/// A task aborted when this is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The run, on a task of its own (a panic in it is an internal error of
 /// this try, not the end of the consumer), fenced by the session: when
 /// the session breaks, it sends nothing more and is aborted with the
@@ -503,11 +494,11 @@ async fn run(ctx: &Ctx, message: &Message) -> Result<Report, RunError> {
     let compose = message.compose_id.clone();
     let _running = service.metrics.run_started();
     let started = Instant::now();
-    let mut task = AbortOnDrop(tokio::spawn(async move {
+    let task = archgate_runner::AbortOnDrop(tokio::spawn(async move {
         injected_fault(&compose);
         service.runner.run(&run).await
     }));
-    let result = match (&mut task.0).await {
+    let result = match task.await {
         Ok(result) => result,
         Err(e) => Err(RunError::new(
             ErrorKind::Internal,

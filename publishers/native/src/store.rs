@@ -376,13 +376,10 @@ impl crate::archive::BlobSink for Meeting<'_> {
     }
 }
 
-/// Whether `bytes` are an image manifest (OCI or Docker): a config and
-/// layers.
+/// Whether `bytes` are an image manifest (OCI or Docker): what
+/// [`crate::oci::Manifest`] reads (a config descriptor, layers).
 fn is_image_manifest(bytes: &[u8]) -> bool {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return false;
-    };
-    v["config"]["digest"].is_string() && v["layers"].is_array()
+    serde_json::from_slice::<crate::oci::Manifest>(bytes).is_ok()
 }
 
 /// Whether this run knows that `store` has every blob of `art` (its config
