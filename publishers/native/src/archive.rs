@@ -214,6 +214,60 @@ impl BlobSink for NoSink {
     }
 }
 
+/// A blob that may be a document, read whole after its first bytes
+/// `head` and checked against its digest. An image manifest or an index is
+/// not a blob a registry needs (publishing puts it as a manifest): the
+/// sink is not offered it. Anything else (a config) is sent whole.
+fn read_document(
+    mut head: Vec<u8>,
+    rest: &mut impl Read,
+    (digest, size): (&str, u64),
+    sink: &mut dyn BlobSink,
+) -> Result<Vec<u8>> {
+    rest.read_to_end(&mut head)?;
+    let actual = crate::oci::sha256_digest(&head);
+    if actual != digest || head.len() as u64 != size {
+        bail!(
+            "blob {digest} in the archive has content {actual} ({} bytes)",
+            head.len()
+        );
+    }
+    if !crate::oci::is_manifest_document(&head) {
+        if let Some(mut w) = sink.open(digest, size)? {
+            w.write_all(&head)?;
+        }
+    }
+    Ok(head)
+}
+
+/// A blob that is not a document (a layer), streamed into the sink as it
+/// is read (`head`, its first bytes, then `rest`); hashed unless every
+/// destination checks it itself, and checked against its digest.
+fn stream_blob(
+    sink: &mut dyn BlobSink,
+    trusted: bool,
+    (digest, size): (&str, u64),
+    head: Vec<u8>,
+    rest: &mut impl Read,
+) -> Result<()> {
+    let mut writer = sink.open(digest, size)?;
+    // A layer whose every destination checks it: its digest is checked
+    // there (a store that fails it fails the pass there).
+    let hash = !(trusted && writer.is_some() && size > KEEP_IN_MEMORY);
+    let (actual, n) = copy_maybe_hashing(&mut head.as_slice().chain(rest), hash, |chunk| {
+        if let Some(w) = writer.as_mut() {
+            w.write_all(chunk)?;
+        }
+        Ok(())
+    })?;
+    drop(writer);
+    let actual = actual.unwrap_or_else(|| digest.to_string());
+    if actual != digest || n != size {
+        bail!("blob {digest} in the archive has content {actual} ({n} bytes)");
+    }
+    Ok(())
+}
+
 /// Checks an entry name and returns it without a leading `./`.
 fn entry_path(entry: &tar::Entry<'_, impl Read>) -> Result<String> {
     let path = entry
@@ -280,35 +334,19 @@ pub fn scan(
             if !archgate_core::is_sha256_digest(&digest) {
                 bail!("entry {path} is not named by a sha256 digest");
             }
-            // Only what may be a document (a manifest, a config: JSON) is
-            // kept, not the layers, whatever their size.
-            let mut keep = size <= KEEP_IN_MEMORY;
-            let mut kept = Vec::new();
-            let mut writer = sink.open(&digest, size)?;
-            // A layer whose every destination checks it: its digest is
-            // checked there (a store that fails it fails the pass there).
-            let hash = !(trusted && writer.is_some() && size > KEEP_IN_MEMORY);
-            let (actual, n) = copy_maybe_hashing(&mut entry, hash, |chunk| {
-                if keep && kept.is_empty() && !may_be_json(chunk) {
-                    keep = false;
-                }
-                if keep {
-                    kept.extend_from_slice(chunk);
-                }
-                if let Some(w) = writer.as_mut() {
-                    w.write_all(chunk)?;
-                }
-                Ok(())
-            })
-            .with_context(|| format!("entry {path}"))?;
-            drop(writer);
-            let actual = actual.unwrap_or_else(|| digest.clone());
-            if actual != digest || n != size {
-                bail!("blob {digest} in the archive has content {actual} ({n} bytes)");
-            }
-            if keep {
+            // What may be a document (small, and JSON: a manifest, a
+            // config) is read whole first; anything else streams.
+            let mut head = vec![0u8; size.min(512) as usize];
+            let got = read_up_to(&mut entry, &mut head).with_context(|| format!("entry {path}"))?;
+            head.truncate(got);
+            if size <= KEEP_IN_MEMORY && may_be_json(&head) {
+                let kept = read_document(head, &mut entry, (&digest, size), sink)
+                    .with_context(|| format!("entry {path}"))?;
                 sink.document(&digest, &kept);
                 out.files.insert(path, kept);
+            } else {
+                stream_blob(sink, trusted, (&digest, size), head, &mut entry)
+                    .with_context(|| format!("entry {path}"))?;
             }
             out.blobs.insert(digest, size);
         } else if is_docker_layer(&path) {

@@ -187,6 +187,14 @@ pub struct Manifest {
     pub layers: Vec<Descriptor>,
 }
 
+/// Whether `bytes` are an image manifest or an index (what a registry
+/// takes under `/manifests/`, not as a blob): what [`Manifest`] or
+/// [`Index`] reads. A config is neither.
+pub fn is_manifest_document(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Manifest>(bytes).is_ok()
+        || serde_json::from_slice::<Index>(bytes).is_ok()
+}
+
 /// The parts of an image config archgate looks at.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Config {

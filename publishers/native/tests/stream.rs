@@ -78,7 +78,8 @@ async fn large_blobs_of_several_archives_stream_whole_through_one_reader_to_each
 
 /// A pass tells of the image manifest it meets as soon as it has met it
 /// (its signatures can be made ready while the layers still go up), and
-/// again once it has read the archive; never of a config or a layer.
+/// again once it has read the archive; never of a config or a layer. The
+/// manifest itself is not sent as a blob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_tells_of_the_manifest_it_meets() {
     let tmp = tempfile::tempdir().unwrap();
@@ -100,7 +101,21 @@ async fn a_pass_tells_of_the_manifest_it_meets() {
     .unwrap();
     assert_eq!(got.entry.digest, digest);
     // Met (a document of the archive), then read.
-    assert_eq!(*seen.lock().unwrap(), vec![digest.clone(), digest]);
+    assert_eq!(*seen.lock().unwrap(), vec![digest.clone(), digest.clone()]);
+    // Its config and layers went up while it was read; the manifest did
+    // not go as a blob (publishing puts it as a manifest, under its tag).
+    let out = OciLayout::new(tmp.path().join("out"));
+    for blob in got.layers.iter().chain([&got.config]) {
+        assert!(
+            out.blob_path(&blob.digest).unwrap().exists(),
+            "{}",
+            blob.digest
+        );
+    }
+    assert!(
+        !out.blob_path(&digest).unwrap().exists(),
+        "the manifest was sent as a blob"
+    );
 }
 
 /// A layer that is not what its name says, in an archive the compose gave
