@@ -78,7 +78,7 @@ cold() {
 # Each figure BENCH_ROUNDS times (default 3): the median of wall/floor.
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 summary=()
-for count in 1 4; do
+for count in ${BENCH_COUNTS:-1 4}; do
   ratios=()
   for _ in $(seq "${BENCH_ROUNDS:-3}"); do cold "$count"; done
   summary+=("$count image(s): wall/floor ${ratios[*]}, median $(median "${ratios[@]}")")

@@ -1034,3 +1034,90 @@ fn first_contact_opens_the_connections_the_run_will_want() {
     // The uploads' 2 come too, whenever they are ready.
     conns.wait_until(|lines| pings(lines) >= 6);
 }
+
+/// Upload sessions opened ahead (for an index's signature, whose digest
+/// comes last): the uploads that take them cost one request each, with
+/// no session opened then; they are opened once per repository; and those
+/// nothing took are given up, none left open on the registry.
+#[test]
+fn uploads_take_the_sessions_opened_ahead_and_none_is_left_open() {
+    use archgate_native::{Descriptor, RegistrySettings};
+    let reg = Registry::start(Auth::None);
+    let proxy = Proxy::start(format!("http://{}", reg.host()));
+    let host = proxy.host();
+    let uploads = |repo: &str| {
+        reg.dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repo)
+            .join("_uploads")
+    };
+    // An open session is a directory with its `startedat` (a session
+    // given up loses it; docker-registry may leave a hash state behind).
+    let open_here = |repo: &str| {
+        fs::read_dir(uploads(repo)).map_or(0, |d| {
+            d.filter(|e| e.as_ref().unwrap().path().join("startedat").exists())
+                .count()
+        })
+    };
+    let sessions_opened = || proxy.count("POST", "/blobs/uploads/");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let settings = RegistrySettings {
+            tls_verify: false,
+            credentials: None,
+            tls: Default::default(),
+            retry: Default::default(),
+        };
+        let client = archgate_native::Registry::new(&host, settings).unwrap();
+        let view = std::sync::Arc::new(client.view());
+        view.open_sessions_ahead("fedora", 2);
+        // Once per repository: asked again, nothing more is opened.
+        view.open_sessions_ahead("fedora", 2);
+        let blob = |text: &str| {
+            let mut desc = Descriptor::new("application/octet-stream", text.as_bytes());
+            desc.media_type = "application/octet-stream".into();
+            (desc, text.as_bytes().to_vec())
+        };
+        let (a, b, c) = (blob("payload"), blob("config"), blob("third"));
+        // Both are open (answered: a count that only grows).
+        while sessions_opened() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(sessions_opened(), 2, "{:#?}", proxy.requests());
+        assert_eq!(open_here("fedora"), 2);
+        proxy.clear_log();
+        for (desc, bytes) in [&a, &b] {
+            view.upload_whole("fedora", desc, bytes, true)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            sessions_opened(),
+            0,
+            "the uploads took the sessions opened ahead: {:#?}",
+            proxy.requests()
+        );
+        assert_eq!(proxy.count("PUT", "/v2/fedora/blobs/uploads/"), 2);
+        // None is left: the next upload opens its own.
+        view.upload_whole("fedora", &c.0, &c.1, true).await.unwrap();
+        assert_eq!(sessions_opened(), 1, "{:#?}", proxy.requests());
+        // Sessions that nothing takes are given up at the end.
+        view.open_sessions_ahead("mirror/fedora", 1);
+        while proxy.count("POST", "/v2/mirror/fedora/blobs/uploads/") < 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(open_here("mirror/fedora"), 1);
+        view.give_up_sessions_ahead().await;
+        assert_eq!(proxy.count("DELETE", "/v2/mirror/fedora/blobs/uploads/"), 1);
+        for (desc, _) in [&a, &b, &c] {
+            assert!(view.blob_exists("fedora", &desc.digest).await.unwrap());
+        }
+    });
+    assert_eq!(open_here("fedora"), 0, "no session is left open");
+    assert_eq!(open_here("mirror/fedora"), 0, "no session is left open");
+}

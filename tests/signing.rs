@@ -358,3 +358,75 @@ fn bad_keys_fail_early_and_the_passphrase_is_never_printed() {
         assert!(!text.contains("horse battery"), "the passphrase in {what}");
     }
 }
+
+/// Archives, as Pungi writes them, signed: while they are read (their
+/// uploads held at the registry, so that the image cannot be decided),
+/// the two upload sessions the index's signature will take are already
+/// open beside the blobs' own; once let through, every tag is signed
+/// before it exists, the index's signature went up into those sessions
+/// (no session is given up or left open on the registry).
+#[test]
+fn the_index_signature_goes_up_into_sessions_opened_while_the_archives_are_read() {
+    use archgate_core::{Arch, Artifact, Location};
+    let s = Setup::new();
+    let cfg = s.config("a.toml", &s.sign_table(), "native", "");
+    let root = PathBuf::from(s.compose("c1", "Test-41-20241101.0", "one"));
+    let mut blobs = std::collections::BTreeSet::new();
+    for (arch, name) in [(Arch::X86_64, "x86_64"), (Arch::Aarch64, "aarch64")] {
+        let at = root.join("fedora").join(name);
+        std::fs::remove_dir_all(&at).unwrap();
+        std::fs::create_dir_all(&at).unwrap();
+        let file = at.join(format!("Fedora-41.{name}.oci.tar.xz"));
+        archgate_fixtures::write_oci_archive(
+            &file,
+            &archgate_fixtures::Image::for_arch(name, "one"),
+            archgate_fixtures::Compress::Xz,
+        )
+        .unwrap();
+        let read = archgate_native::resolve(arch, &Artifact::at(Location::Path(file))).unwrap();
+        blobs.extend(read.layers.iter().map(|l| l.digest.clone()));
+        blobs.insert(read.config.digest);
+    }
+    // Sessions opened without content: one per blob (its intake) and the
+    // two opened ahead (a small upload POSTs with its digest first).
+    let plain_posts = || {
+        s.proxy
+            .requests()
+            .iter()
+            .filter(|(m, p, _)| m == "POST" && p == "/v2/fedora/blobs/uploads/")
+            .count()
+    };
+    let held = s.proxy.hold("PUT", "/v2/fedora/blobs/uploads/");
+    let run = std::thread::scope(|scope| {
+        let publishing = scope.spawn(|| s.publish(&cfg, "c1"));
+        held.wait_held(1, 60);
+        let start = std::time::Instant::now();
+        while plain_posts() < blobs.len() + 2 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "{} blobs, and the sessions opened ahead: {:#?}",
+                blobs.len(),
+                s.proxy.requests()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        held.release();
+        publishing.join().unwrap()
+    });
+    s.every_tag_verifies(&s.keys);
+    s.signed_before_every_tag();
+    let index = run["targets"][0]["digest"].as_str().unwrap();
+    assert!(s.signature_manifest(index).is_some());
+    assert_eq!(plain_posts(), blobs.len() + 2, "{:#?}", s.proxy.requests());
+    assert_eq!(s.proxy.count("DELETE", "/blobs/uploads/"), 0);
+    let uploads = s
+        .registry
+        .dir
+        .path()
+        .join("data/docker/registry/v2/repositories/fedora/_uploads");
+    let open = std::fs::read_dir(&uploads).map_or(0, |d| {
+        d.filter(|e| e.as_ref().unwrap().path().join("startedat").exists())
+            .count()
+    });
+    assert_eq!(open, 0, "no upload session is left open");
+}

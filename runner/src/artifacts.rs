@@ -462,6 +462,8 @@ async fn sign_ahead(
     }
     let mut work = Vec::new();
     for store in stores {
+        // The image's index will be signed there too, once known.
+        store.sign_soon();
         let turn = store.guard(&archgate_native::signing_turn(digest)).await;
         let (store, key, digest) = (store.clone(), key.clone(), digest.to_string());
         work.push(async move {

@@ -248,6 +248,7 @@ impl Runner {
         }
         drop(tx);
         let targets = publish::publish_as_decided(&spec, &stores, &tools, rx, total).await;
+        stores.give_up_sessions_ahead().await;
         let report = report::make_report(&spec, &compose, targets, false);
         drop(tools);
         drop(dir);
@@ -268,6 +269,7 @@ impl Runner {
         let deciding = read_and_decide(spec, &setup, (targets, decrypting), tx);
         let publishing = publish::publish_as_decided(spec, &setup.stores, &tools, rx, total);
         let (decided, targets) = tokio::join!(deciding, publishing);
+        setup.stores.give_up_sessions_ahead().await;
         decided?;
         let report = report::make_report(spec, &setup.results.compose, targets, false);
         drop(tools);

@@ -134,6 +134,13 @@ impl RunStores {
         }
     }
 
+    /// Gives up the upload sessions opened ahead that nothing took
+    /// (`Store::sign_soon`), on every registry at once: none is left open.
+    pub(crate) async fn give_up_sessions_ahead(&self) {
+        let giving_up = self.registries.values().map(|r| r.give_up_sessions_ahead());
+        futures_util::future::join_all(giving_up).await;
+    }
+
     /// The run's view of the registry at `host`.
     pub(crate) fn registry(&self, host: &str) -> Option<Arc<Registry>> {
         self.registries.get(host).cloned()

@@ -42,7 +42,16 @@ pub struct Prepared {
 /// signer's signatures are kept), our payload, and the config of a manifest
 /// of our layer alone (one more upload when others' layers are there). It
 /// can run while other work goes on: nothing is visible until [`finish`].
-pub async fn prepare(repo: &RegistryRepo, key: &SigningKey, digest: &str) -> Result<Prepared> {
+///
+/// With `ahead`, its uploads take the upload sessions opened ahead in the
+/// repository ([`crate::Store::sign_soon`]): publishing's signature of an
+/// index, whose digest was known last.
+pub async fn prepare(
+    repo: &RegistryRepo,
+    key: &SigningKey,
+    digest: &str,
+    ahead: bool,
+) -> Result<Prepared> {
     let registry = &repo.registry;
     let done = |manifest| Prepared {
         digest: digest.to_string(),
@@ -61,8 +70,8 @@ pub async fn prepare(repo: &RegistryRepo, key: &SigningKey, digest: &str) -> Res
     let tag = signature_tag(digest);
     let (current, pushed, config) = tokio::join!(
         repo.read_tag(&tag),
-        registry.upload_whole(&repo.path, &layer, &body),
-        registry.upload_whole(&repo.path, &alone_desc, &alone),
+        registry.upload_whole(&repo.path, &layer, &body, ahead),
+        registry.upload_whole(&repo.path, &alone_desc, &alone, ahead),
     );
     let current = current.with_context(|| format!("reading the signatures of {digest}"))?;
     pushed.with_context(|| format!("the signature payload of {digest}"))?;
@@ -95,7 +104,9 @@ pub async fn prepare(repo: &RegistryRepo, key: &SigningKey, digest: &str) -> Res
                 .collect();
             let bytes = config_for(&digests);
             let desc = Descriptor::new(OCI_CONFIG, &bytes);
-            registry.upload_whole(&repo.path, &desc, &bytes).await?;
+            registry
+                .upload_whole(&repo.path, &desc, &bytes, false)
+                .await?;
             desc
         }
     };

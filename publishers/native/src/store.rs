@@ -997,4 +997,7 @@ impl Store for AnyStore {
     async fn finish_signature(&self, prepared: crate::signatures::Prepared) -> Result<()> {
         delegate!(self, s => Store::finish_signature(s, prepared).await)
     }
+    fn sign_soon(&self) {
+        delegate!(self, s => Store::sign_soon(s))
+    }
 }

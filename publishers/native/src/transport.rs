@@ -131,6 +131,12 @@ pub trait Store {
     ) -> Result<()> {
         Ok(())
     }
+    /// This store will sign an image's index in this run (its arch
+    /// manifests are being signed ahead): gets ready what that needs
+    /// before the index's digest is known, nothing visible (a registry
+    /// opens the upload sessions its signature's uploads will take).
+    /// Nothing for a store that holds no signatures.
+    fn sign_soon(&self) {}
     /// Puts a prepared signature in place: from then on the digest is signed.
     async fn finish_signature(&self, _prepared: crate::signatures::Prepared) -> Result<()> {
         Ok(())

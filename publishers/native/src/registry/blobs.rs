@@ -119,6 +119,12 @@ impl Registry {
         desc: &Descriptor,
         what: &str,
     ) -> Result<String, Failure> {
+        let url = self.open_location(repo, what).await?;
+        Ok(with_digest(&url, &desc.digest))
+    }
+
+    /// Opens an upload session (one `POST`): its absolute URL.
+    async fn open_location(&self, repo: &str, what: &str) -> Result<String, Failure> {
         let resp = self
             .send(&[push(repo)], &|base| {
                 self.http
@@ -129,26 +135,79 @@ impl Registry {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.refused(what, resp).await);
         }
-        self.session_url(&resp, desc, what).await
+        self.location(&resp, what).await
     }
 
-    /// Where an opened upload session (a 202 answer) takes `desc`'s
-    /// content: its `Location`, with the digest.
-    async fn session_url(
-        &self,
-        resp: &reqwest::Response,
-        desc: &Descriptor,
-        what: &str,
-    ) -> Result<String, Failure> {
+    /// Where an opened upload session (a 202 answer) takes content: its
+    /// `Location`, absolute.
+    async fn location(&self, resp: &reqwest::Response, what: &str) -> Result<String, Failure> {
         let location = header(resp.headers(), LOCATION.as_str()).ok_or_else(|| {
             Failure::Fatal(anyhow!(
                 "{}/{what}: no Location for the upload session",
                 self.host
             ))
         })?;
-        let url = absolute(&self.base().await?, &location);
-        let sep = if url.contains('?') { '&' } else { '?' };
-        Ok(format!("{url}{sep}digest={}", desc.digest))
+        Ok(absolute(&self.base().await?, &location))
+    }
+
+    /// Opens `n` upload sessions in `repo` now, for small uploads that
+    /// will come later and take them ([`Registry::upload_whole`] with
+    /// `ahead`), so that those cost one round trip instead of two: the
+    /// signatures of an index, whose digest is known only once every arch
+    /// is read. Once per repository per run (later calls do nothing).
+    /// Those no upload took are given up by
+    /// [`Registry::give_up_sessions_ahead`].
+    pub fn open_sessions_ahead(self: &std::sync::Arc<Self>, repo: &str, n: usize) {
+        let mut ahead = self.seen.ahead.lock().expect("lock");
+        if ahead.contains_key(repo) {
+            return;
+        }
+        let opening = (0..n)
+            .map(|_| {
+                let (registry, repo) = (self.clone(), repo.to_string());
+                tokio::spawn(async move {
+                    let what = format!("an upload session opened ahead in {repo}");
+                    match registry.open_location(&repo, &what).await {
+                        Ok(url) => Some(url),
+                        Err(e) => {
+                            tracing::debug!(host = %registry.host, %repo, "no upload session opened ahead: {e}");
+                            None
+                        }
+                    }
+                })
+            })
+            .collect();
+        ahead.insert(repo.to_string(), opening);
+    }
+
+    /// An upload session opened ahead in `repo`, once open (none when none
+    /// is left, or it could not be opened).
+    async fn take_session_ahead(&self, repo: &str) -> Option<String> {
+        let opening = {
+            let mut ahead = self.seen.ahead.lock().expect("lock");
+            let list = ahead.get_mut(repo)?;
+            (!list.is_empty()).then(|| list.remove(0))?
+        };
+        opening.await.ok().flatten()
+    }
+
+    /// Gives up every upload session opened ahead that no upload took
+    /// (one `DELETE` each, all at once), so that none is left open on the
+    /// registry; waits for those still being opened.
+    pub async fn give_up_sessions_ahead(&self) {
+        let left: Vec<(String, tokio::task::JoinHandle<Option<String>>)> = {
+            let mut ahead = self.seen.ahead.lock().expect("lock");
+            ahead
+                .iter_mut()
+                .flat_map(|(repo, list)| list.drain(..).map(|h| (repo.clone(), h)))
+                .collect()
+        };
+        let deleting = left.into_iter().map(|(repo, opening)| async move {
+            if let Ok(Some(url)) = opening.await {
+                self.delete_session(&repo, &url).await;
+            }
+        });
+        futures_util::future::join_all(deleting).await;
     }
 
     /// PUTs the content of a session; 201 or a failure.
@@ -198,9 +257,35 @@ impl Registry {
     /// digest and the content, as the distribution API allows); when the
     /// registry answers with an upload session instead (202), the content
     /// goes to it with one `PUT`. Retried as a whole on transient failures.
-    pub async fn upload_whole(&self, repo: &str, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+    /// With `ahead`, a session opened ahead in the repository
+    /// ([`Registry::open_sessions_ahead`]) is taken first if there is one:
+    /// one `PUT`; if that fails, the upload is made as above.
+    pub async fn upload_whole(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        bytes: &[u8],
+        ahead: bool,
+    ) -> Result<()> {
         let what = format!("upload {} to {repo}", desc.digest);
         let body = bytes::Bytes::copy_from_slice(bytes);
+        let opened = match ahead {
+            true => self.take_session_ahead(repo).await,
+            false => None,
+        };
+        if let Some(url) = opened {
+            let again = || reqwest::Body::from(body.clone());
+            let url = with_digest(&url, &desc.digest);
+            match self.finish_upload(repo, &url, desc, &what, &again).await {
+                Ok(()) => {
+                    self.remember(&desc.digest, repo);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(host = %self.host, %repo, digest = %desc.digest, "the upload session opened ahead did not take the blob; uploading it anew: {e}");
+                }
+            }
+        }
         self.retrying(&what, || async {
             let resp = self
                 .send(&[push(repo)], &|base| {
@@ -215,7 +300,7 @@ impl Registry {
             match resp.status() {
                 StatusCode::CREATED => Ok(()),
                 StatusCode::ACCEPTED => {
-                    let url = self.session_url(&resp, desc, &what).await?;
+                    let url = with_digest(&self.location(&resp, &what).await?, &desc.digest);
                     let again = || reqwest::Body::from(body.clone());
                     self.finish_upload(repo, &url, desc, &what, &again).await
                 }
@@ -341,4 +426,10 @@ impl Registry {
     pub(crate) fn note_present(&self, repo: &str, digest: &str) {
         self.remember(digest, repo);
     }
+}
+
+/// An upload session's URL with the digest its content is PUT under.
+fn with_digest(url: &str, digest: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}digest={digest}")
 }

@@ -29,6 +29,11 @@ pub(super) struct Seen {
     /// did not: whether opening an upload session along with a check is
     /// likely to be of use.
     checks: Mutex<HashMap<String, (u32, u32)>>,
+    /// Per repository, upload sessions opened ahead (each the task opening
+    /// it: its URL, or nothing when it could not be opened), for the
+    /// signatures publishing will upload there ([`Registry::open_sessions_ahead`]).
+    /// A repository is in the map once sessions were opened there.
+    pub(super) ahead: Mutex<HashMap<String, Vec<tokio::task::JoinHandle<Option<String>>>>>,
     /// One check-then-push at a time per key (a blob, an archive pass), so
     /// that concurrent targets do not push or mount the same thing twice.
     pub(super) flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,

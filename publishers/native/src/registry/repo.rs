@@ -212,7 +212,7 @@ impl Store for RegistryRepo {
         key: &archgate_sign::SigningKey,
         digest: &str,
     ) -> Result<Option<crate::signatures::Prepared>> {
-        crate::signatures::prepare(self, key, digest)
+        crate::signatures::prepare(self, key, digest, true)
             .await
             .map(Some)
     }
@@ -225,12 +225,19 @@ impl Store for RegistryRepo {
         key: &archgate_sign::SigningKey,
         digest: &str,
     ) -> Result<()> {
-        let prepared = crate::signatures::prepare(self, key, digest).await?;
+        let prepared = crate::signatures::prepare(self, key, digest, false).await?;
         self.registry.keep_prepared(&self.path, prepared);
         Ok(())
     }
 
     async fn finish_signature(&self, prepared: crate::signatures::Prepared) -> Result<()> {
         crate::signatures::finish(self, prepared).await
+    }
+
+    /// Two upload sessions opened now (once per repository and run): the
+    /// payload and the config of the index's signature go up in one round
+    /// trip each once its digest is known.
+    fn sign_soon(&self) {
+        self.registry.open_sessions_ahead(&self.path, 2);
     }
 }

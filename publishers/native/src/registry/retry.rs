@@ -49,6 +49,15 @@ pub(super) enum Failure {
     Fatal(anyhow::Error),
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transient { why, .. } => f.write_str(why),
+            Failure::Fatal(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Failure::Fatal(e)
