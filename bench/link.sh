@@ -7,6 +7,8 @@
 #   bash bench/link.sh [RATE_MBIT] [RTT_MS] [SIZE_MB]      (defaults: 100 50 7)
 #   BENCH_TLS=1 bash bench/link.sh ...   (the registry over TLS, which
 #                                         offers HTTP/2, as quay.io does)
+#   BENCH_COUNTS=4 BENCH_ROUNDS=1 bash bench/link.sh   (only the 4-image
+#                                         publish, once)
 #
 # Cold publishes, each on a fresh registry: 1 image, then 4 images built
 # from the same blobs (as the atomic desktops share theirs), each image of 4
