@@ -993,24 +993,12 @@ fn a_stale_image_sends_nothing_while_it_is_read() {
 /// open (a round trip, over TLS two).
 #[test]
 fn first_contact_opens_the_connections_the_run_will_want() {
-    use archgate_native::{RegistryRepo, RegistrySettings, Store};
+    use archgate_native::{RegistryRepo, Store};
     let reg = Registry::start(Auth::None);
     let conns = support::Connections::start(reg.host().parse().unwrap());
     let host = conns.addr.to_string();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, view) = direct_view(&host);
     rt.block_on(async {
-        let settings = RegistrySettings {
-            tls_verify: false,
-            credentials: None,
-            tls: Default::default(),
-            retry: Default::default(),
-        };
-        let client = archgate_native::Registry::new(&host, settings).unwrap();
-        let view = std::sync::Arc::new(client.view());
         view.expect(4, 2);
         let repo = RegistryRepo {
             registry: view,
@@ -1041,7 +1029,7 @@ fn first_contact_opens_the_connections_the_run_will_want() {
 /// nothing took are given up, none left open on the registry.
 #[test]
 fn uploads_take_the_sessions_opened_ahead_and_none_is_left_open() {
-    use archgate_native::{Descriptor, RegistrySettings};
+    use archgate_native::Descriptor;
     let reg = Registry::start(Auth::None);
     let proxy = Proxy::start(format!("http://{}", reg.host()));
     let host = proxy.host();
@@ -1061,20 +1049,8 @@ fn uploads_take_the_sessions_opened_ahead_and_none_is_left_open() {
         })
     };
     let sessions_opened = || proxy.count("POST", "/blobs/uploads/");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, view) = direct_view(&host);
     rt.block_on(async {
-        let settings = RegistrySettings {
-            tls_verify: false,
-            credentials: None,
-            tls: Default::default(),
-            retry: Default::default(),
-        };
-        let client = archgate_native::Registry::new(&host, settings).unwrap();
-        let view = std::sync::Arc::new(client.view());
         view.open_sessions_ahead("fedora", 2);
         // Once per repository: asked again, nothing more is opened.
         view.open_sessions_ahead("fedora", 2);
@@ -1120,4 +1096,27 @@ fn uploads_take_the_sessions_opened_ahead_and_none_is_left_open() {
     });
     assert_eq!(open_here("fedora"), 0, "no session is left open");
     assert_eq!(open_here("mirror/fedora"), 0, "no session is left open");
+}
+
+/// A runtime, and a run's view of a registry client for `host` (plain
+/// HTTP allowed), for tests that drive the client itself.
+fn direct_view(
+    host: &str,
+) -> (
+    tokio::runtime::Runtime,
+    std::sync::Arc<archgate_native::Registry>,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let settings = archgate_native::RegistrySettings {
+        tls_verify: false,
+        credentials: None,
+        tls: Default::default(),
+        retry: Default::default(),
+    };
+    let client = archgate_native::Registry::new(host, settings).unwrap();
+    (rt, std::sync::Arc::new(client.view()))
 }
