@@ -5,10 +5,12 @@
 #
 #   bash bench/wan.sh [RTT_MS] [SIZE_MB]          (defaults: 50 5)
 #   BENCH_NO_BASELINE=1 bash bench/wan.sh         (archgate only: no skopeo + buildah)
+#   BENCH_ROUNDS=5 bash bench/wan.sh              (rounds of the cold publishes; default 3)
 #
 # Measures, with requests counted from the registry's access log:
 #   - archgate cold publish of 12 targets (2 images x 2 repositories x 3 tags),
-#     without the delay and with it (what latency adds)
+#     without the delay, with it, and signed with it, in rounds: what latency
+#     and signing add in each round, and their medians
 #   - archgate warm re-run of those 12, and of 60 targets (10 images x 2
 #     repositories x 3 tags), all unchanged
 #   - the skopeo + buildah way through the same proxy, cold and warm, 12 targets
@@ -68,35 +70,49 @@ config() {
 }
 
 export ARCHGATE_CACHE_DIR="$run/cache"
-# The same cold publish without the delay (the proxy in place, 0 ms): what
-# latency adds is the difference.
-start_registry "$run/registry" 0
-config "$run/12.toml" 2
-rm -rf "$ARCHGATE_CACHE_DIR"
-measure "archgate cold publish, no delay" 12 "$archgate" publish -c "$run/12.toml"
-undelayed=$secs
-start
-config "$run/12.toml" 2
-rm -rf "$ARCHGATE_CACHE_DIR"
-measure "archgate cold publish" 12 "$archgate" publish -c "$run/12.toml"
-cold=$secs
-measure "archgate warm re-run" 12 "$archgate" publish -c "$run/12.toml"
-config "$run/60.toml" 10
-"$archgate" publish -c "$run/60.toml" > "$run/60-first.log" 2>&1
-measure "archgate warm re-run" 60 "$archgate" publish -c "$run/60.toml"
-
-# Signed ([sign] with the benchmark key of fixtures/keys): a cold publish
-# of the 12 targets on a fresh registry (every arch manifest and index
-# signed before its tag), and its warm re-run.
-start
 keys="$PWD/fixtures/keys"
-config "$run/signed.toml" 2
-printf '[sign]\nsigstore-private-key = "%s/bench.key"\npassphrase-file = "%s/bench.pass"\n' "$keys" "$keys" >> "$run/signed.toml"
-rm -rf "$ARCHGATE_CACHE_DIR"
-measure "archgate cold publish, signed" 12 "$archgate" publish -c "$run/signed.toml"
-secs_signed=$secs
-measure "archgate warm re-run, signed" 12 "$archgate" publish -c "$run/signed.toml"
-results+=("  latency adds to the cold publish: $(echo "$cold - $undelayed" | bc) s; signing adds: $(echo "$secs_signed - $cold" | bc) s")
+# median V...: the middle value (the mean of the two middle ones).
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+# BENCH_ROUNDS rounds (default 3), each on fresh registries, one after the
+# other: the cold publish without the delay (the proxy in place, 0 ms),
+# with it, and signed with it. What latency and signing add is taken in
+# each round (its runs are minutes apart at most), and their medians.
+latency=(); signing=()
+for round in $(seq "${BENCH_ROUNDS:-3}"); do
+  start_registry "$run/registry" 0
+  config "$run/12.toml" 2
+  rm -rf "$ARCHGATE_CACHE_DIR"
+  measure "archgate cold publish, no delay" 12 "$archgate" publish -c "$run/12.toml"
+  undelayed=$secs
+  start
+  config "$run/12.toml" 2
+  rm -rf "$ARCHGATE_CACHE_DIR"
+  measure "archgate cold publish" 12 "$archgate" publish -c "$run/12.toml"
+  cold=$secs
+  if [ "$round" = 1 ]; then
+    measure "archgate warm re-run" 12 "$archgate" publish -c "$run/12.toml"
+    config "$run/60.toml" 10
+    "$archgate" publish -c "$run/60.toml" > "$run/60-first.log" 2>&1
+    measure "archgate warm re-run" 60 "$archgate" publish -c "$run/60.toml"
+  fi
+  # Signed ([sign] with the benchmark key of fixtures/keys): a cold publish
+  # of the 12 targets on a fresh registry (every arch manifest and index
+  # signed before its tag), and (once) its warm re-run.
+  start
+  config "$run/signed.toml" 2
+  printf '[sign]\nsigstore-private-key = "%s/bench.key"\npassphrase-file = "%s/bench.pass"\n' "$keys" "$keys" >> "$run/signed.toml"
+  rm -rf "$ARCHGATE_CACHE_DIR"
+  measure "archgate cold publish, signed" 12 "$archgate" publish -c "$run/signed.toml"
+  secs_signed=$secs
+  if [ "$round" = 1 ]; then
+    measure "archgate warm re-run, signed" 12 "$archgate" publish -c "$run/signed.toml"
+  fi
+  latency+=("$(printf '%.2f' "$(echo "$cold - $undelayed" | bc)")")
+  signing+=("$(printf '%.2f' "$(echo "$secs_signed - $cold" | bc)")")
+  results+=("  round $round: latency adds ${latency[-1]} s; signing adds ${signing[-1]} s")
+  echo "${results[-1]}" >&2
+done
+results+=("  latency adds to the cold publish: median $(printf '%.2f' "$(median "${latency[@]}")") s (${latency[*]}); signing adds: median $(printf '%.2f' "$(median "${signing[@]}")") s (${signing[*]})")
 
 if [ -n "${BENCH_NO_BASELINE:-}" ]; then
   echo
