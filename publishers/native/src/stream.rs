@@ -2,8 +2,9 @@
 //! needs them while they are read: each byte is read once (from disk or
 //! from the compose server) and shared by every destination (one
 //! reference-counted buffer, no copy per registry). The reader (a blocking
-//! thread) never waits on a store's round trips: each blob it meets is
-//! offered to every destination at once, and its bytes go into a buffer of
+//! thread) never waits on a store's round trips: each blob it meets (not
+//! a manifest or an index: see `archive::scan`) is offered to every
+//! destination at once, and its bytes go into a buffer of
 //! at most [`AHEAD`] bytes per pass while the stores are asked about it.
 //! Every blob is asked about at once (a registry: whether it has it, with
 //! its upload session opened in the same round trip); at each destination
