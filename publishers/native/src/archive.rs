@@ -226,12 +226,7 @@ fn read_document(
 ) -> Result<Vec<u8>> {
     rest.read_to_end(&mut head)?;
     let actual = crate::oci::sha256_digest(&head);
-    if actual != digest || head.len() as u64 != size {
-        bail!(
-            "blob {digest} in the archive has content {actual} ({} bytes)",
-            head.len()
-        );
-    }
+    check_content((digest, size), &actual, head.len() as u64)?;
     if !crate::oci::is_manifest_document(&head) {
         if let Some(mut w) = sink.open(digest, size)? {
             w.write_all(&head)?;
@@ -261,7 +256,14 @@ fn stream_blob(
         Ok(())
     })?;
     drop(writer);
-    let actual = actual.unwrap_or_else(|| digest.to_string());
+    // Not hashed here: the destinations check it.
+    let actual = actual.as_deref().unwrap_or(digest);
+    check_content((digest, size), actual, n)
+}
+
+/// A blob's content (its digest and length as read) must be what its
+/// name and entry say.
+fn check_content((digest, size): (&str, u64), actual: &str, n: u64) -> Result<()> {
     if actual != digest || n != size {
         bail!("blob {digest} in the archive has content {actual} ({n} bytes)");
     }

@@ -269,12 +269,12 @@ impl Registry {
     ) -> Result<()> {
         let what = format!("upload {} to {repo}", desc.digest);
         let body = bytes::Bytes::copy_from_slice(bytes);
+        let again = || reqwest::Body::from(body.clone());
         let opened = match ahead {
             true => self.take_session_ahead(repo).await,
             false => None,
         };
         if let Some(url) = opened {
-            let again = || reqwest::Body::from(body.clone());
             let url = with_digest(&url, &desc.digest);
             match self.finish_upload(repo, &url, desc, &what, &again).await {
                 Ok(()) => {
@@ -294,14 +294,13 @@ impl Registry {
                         .query(&[("digest", desc.digest.as_str())])
                         .header(CONTENT_TYPE, "application/octet-stream")
                         .header(CONTENT_LENGTH, desc.size)
-                        .body(body.clone())
+                        .body(again())
                 })
                 .await?;
             match resp.status() {
                 StatusCode::CREATED => Ok(()),
                 StatusCode::ACCEPTED => {
                     let url = with_digest(&self.location(&resp, &what).await?, &desc.digest);
-                    let again = || reqwest::Body::from(body.clone());
                     self.finish_upload(repo, &url, desc, &what, &again).await
                 }
                 _ => Err(self.refused(&what, resp).await),
